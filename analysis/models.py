@@ -1,0 +1,1 @@
+"""Analysis records; the statistics core in stats/ is pure numpy/scipy."""

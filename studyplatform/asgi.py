@@ -1,0 +1,16 @@
+"""ASGI entry point, served by uvicorn: chat replies stream as Server-Sent Events."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
+application = get_asgi_application()
+
+from django.conf import settings  # noqa: E402 - needs the app registry loaded above
+
+if settings.SERVE_STATIC:
+    # The embedded default serves static files itself; production puts them behind a proxy.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    application = ASGIStaticFilesHandler(application)

@@ -1,0 +1,38 @@
+"""The Celery application: JSON only, global time limits, named queues, one beat schedule."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
+
+app = Celery("studyplatform")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+# default: notifications and invitations; chat: post-processing of messages;
+# analysis and exports: long jobs, run by low-concurrency workers of their own.
+QUEUES = ("default", "chat", "analysis", "exports")
+# Each queue gets its own exchange and routing key so a message reaches exactly one queue.
+app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name in QUEUES]
+app.conf.task_default_queue = "default"
+app.conf.task_default_exchange = "default"
+app.conf.task_default_routing_key = "default"
+app.conf.task_routes = {
+    "studyplatform.chat.tasks.*": {"queue": "chat"},
+    "analysis.tasks.*": {"queue": "analysis"},
+    "studyplatform.exports.tasks.*": {"queue": "exports"},
+}
+app.conf.broker_connection_retry_on_startup = True
+
+
+def _load_beat_schedule() -> None:
+    from studyplatform.beat import BEAT_SCHEDULE
+
+    app.conf.beat_schedule = BEAT_SCHEDULE
+
+
+_load_beat_schedule()
+app.autodiscover_tasks()

@@ -1,0 +1,1 @@
+"""Chat records; the model providers live in providers/ and need no tables."""

@@ -1,0 +1,1 @@
+"""Dataset export records; the text anonymizer in anonymize/ needs no tables."""

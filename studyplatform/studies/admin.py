@@ -1,0 +1,89 @@
+from django.contrib import admin
+
+from studyplatform.core.audit import audit_record
+
+from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = (
+        "slug",
+        "title",
+        "status",
+        "timezone",
+        "duration_days",
+        "current_version",
+        "created_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("slug", "title")
+    readonly_fields = ("current_version", "allocation_seed", "created_at", "updated_at")
+
+
+@admin.register(ProtocolVersion)
+class ProtocolVersionAdmin(admin.ModelAdmin):
+    """Versions are immutable: viewable, never editable (new versions come from the services)."""
+
+    list_display = ("study", "number", "status_at_creation", "author", "created_at", "short_hash")
+    list_filter = ("study", "status_at_creation")
+    search_fields = ("study__slug", "change_note", "content_hash")
+
+    @admin.display(description="hash")
+    def short_hash(self, obj):
+        return obj.content_hash[:12]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Arm)
+class ArmAdmin(admin.ModelAdmin):
+    list_display = ("study", "key", "provider", "model_name", "weight", "is_active")
+    list_filter = ("provider", "is_active", "study")
+    search_fields = ("study__slug", "key", "model_name")
+
+    def has_add_permission(self, request):
+        return False  # arms come from the protocol
+
+
+@admin.register(ConsentDocument)
+class ConsentDocumentAdmin(admin.ModelAdmin):
+    list_display = ("study", "language", "version", "title", "signature", "created_at")
+    list_filter = ("language", "study")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("study", "user", "role", "created_at")
+    list_filter = ("role", "study")
+    search_fields = ("user__username", "study__slug")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit_record(
+            actor=request.user,
+            action="membership.change" if change else "membership.add",
+            target=obj,
+            study_slug=obj.study.slug,
+            data={"user": obj.user.get_username(), "role": obj.role, "via": "admin"},
+        )
+
+    def delete_model(self, request, obj):
+        audit_record(
+            actor=request.user,
+            action="membership.remove",
+            target=obj,
+            study_slug=obj.study.slug,
+            data={"user": obj.user.get_username(), "role": obj.role, "via": "admin"},
+        )
+        super().delete_model(request, obj)

@@ -1,0 +1,474 @@
+"""Validate a protocol document: structure (JSON Schema) and meaning (cross-references).
+
+Every error names the path, says what is wrong in words a researcher can act on, and carries the
+line it refers to. Pure Python: no database access, so `protocol validate` is the same check the
+API and the console run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jsonschema import Draft202012Validator
+
+from .yaml_lines import YamlSyntaxError, join_path, line_for, load_with_lines
+
+SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
+FORMAT = "studyplatform/v1"
+DEFAULT_LANGUAGES = ["en"]
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.path or 'document'}: {self.message}{where}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "message": self.message, "line": self.line}
+
+
+class ProtocolInvalid(ValueError):
+    def __init__(self, errors: list[ProtocolError]):
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _path_of(parts) -> str:
+    path = ""
+    for part in parts:
+        path = join_path(path, part)
+    return path
+
+
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping of fields",
+}
+
+
+def _schema_error_to_protocol(err) -> list[ProtocolError]:
+    path = _path_of(err.absolute_path)
+    kind = err.validator
+    if kind == "required":
+        missing = re.match(r"'([^']+)' is a required property", err.message)
+        name = missing.group(1) if missing else "?"
+        return [ProtocolError(join_path(path, name), "this field is required")]
+    if kind == "additionalProperties":
+        extras = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        return [ProtocolError(join_path(path, e), "unknown field") for e in extras]
+    if kind == "type":
+        expected = err.validator_value
+        expected = expected if isinstance(expected, list) else [expected]
+        words = " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
+        return [ProtocolError(path, f"must be {words}")]
+    if kind == "enum":
+        return [ProtocolError(path, "must be one of: " + ", ".join(map(str, err.validator_value)))]
+    if kind == "const":
+        return [ProtocolError(path, f"must be {err.validator_value!r}")]
+    if kind == "pattern":
+        hints = {
+            "^([01][0-9]|2[0-3]):[0-5][0-9]$": "must be a time of day as HH:MM (24-hour)",
+            "^[a-z][a-z0-9_]{0,39}$": "must start with a lowercase letter and contain only "
+            "lowercase letters, digits and underscores (at most 40)",
+            "^[a-z0-9][a-z0-9-]{1,79}$": "must be 2-80 lowercase letters, digits or hyphens",
+            "^https?://": "must be a URL starting with http:// or https://",
+            "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "must be a date as YYYY-MM-DD",
+        }
+        return [ProtocolError(path, hints.get(err.validator_value, "has an invalid format"))]
+    if kind in ("minimum", "exclusiveMinimum"):
+        word = "at least" if kind == "minimum" else "greater than"
+        return [ProtocolError(path, f"must be {word} {err.validator_value}")]
+    if kind in ("maximum", "exclusiveMaximum"):
+        word = "at most" if kind == "maximum" else "less than"
+        return [ProtocolError(path, f"must be {word} {err.validator_value}")]
+    if kind == "minItems":
+        n = err.validator_value
+        return [ProtocolError(path, f"must have at least {n} item{'s' if n != 1 else ''}")]
+    if kind == "maxItems":
+        return [ProtocolError(path, f"must have at most {err.validator_value} items")]
+    if kind == "minLength":
+        return [ProtocolError(path, "must not be empty")]
+    if kind == "maxLength":
+        return [ProtocolError(path, f"must be at most {err.validator_value} characters")]
+    if kind == "uniqueItems":
+        return [ProtocolError(path, "must not repeat items")]
+    if kind == "propertyNames":
+        return [ProtocolError(path, "language keys must be one of: en, pt-br")]
+    return [ProtocolError(path, err.message)]
+
+
+def _structural_errors(doc: Any) -> list[ProtocolError]:
+    validator = Draft202012Validator(schema())
+    errors: list[ProtocolError] = []
+    for err in validator.iter_errors(doc):
+        # allOf/if-then wrappers report their inner errors as context; flatten them.
+        leaves = err.context or [err]
+        for leaf in leaves:
+            errors.extend(_schema_error_to_protocol(leaf))
+    return errors
+
+
+def _languages(doc: dict) -> list[str]:
+    return doc.get("study", {}).get("languages") or DEFAULT_LANGUAGES
+
+
+def _text_languages_errors(value: Any, path: str, languages: list[str]) -> list[ProtocolError]:
+    if isinstance(value, dict):
+        missing = [lang for lang in languages if not value.get(lang)]
+        if missing:
+            return [ProtocolError(path, "missing text for: " + ", ".join(missing))]
+    return []
+
+
+def _duplicate_keys(items: list, path: str, field: str = "key") -> list[ProtocolError]:
+    seen: set = set()
+    errors = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and field in item:
+            if item[field] in seen:
+                errors.append(
+                    ProtocolError(join_path(join_path(path, i), field), f"duplicate {field}")
+                )
+            seen.add(item[field])
+    return errors
+
+
+def _hhmm(value: str) -> int:
+    h, m = value.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _instrument_index(doc: dict) -> dict[str, tuple[set[str], set[str]]] | None:
+    """{instrument key: (item ids, score names)} for shipped and custom instruments.
+
+    None when the survey library is not importable, in which case references are not checked.
+    """
+    try:
+        from surveys.instruments import list_instruments, validate_instrument_dict
+    except ImportError:
+        return None
+    index = {i.key: (set(i.item_ids), {s.name for s in i.scores}) for i in list_instruments()}
+    for custom in doc.get("surveys", {}).get("instruments", []) or []:
+        if validate_instrument_dict(custom):
+            index[custom["key"]] = (set(), set())  # its own errors are reported separately
+            continue
+        items = {item["id"] for item in custom.get("items", [])}
+        scores = {score["name"] for score in custom.get("scores", [])}
+        index[custom["key"]] = (items, scores)
+    return index
+
+
+def _semantic_errors(doc: dict) -> list[ProtocolError]:
+    errors: list[ProtocolError] = []
+    study = doc["study"]
+    languages = _languages(doc)
+
+    try:
+        ZoneInfo(study["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(
+            ProtocolError(
+                "study.timezone",
+                f"unknown time zone {study['timezone']!r} "
+                "(use an IANA name such as America/Sao_Paulo)",
+            )
+        )
+
+    arms = doc["arms"]
+    errors += _duplicate_keys(arms, "arms")
+    total_weight = sum(a.get("weight", 1) for a in arms)
+
+    allocation = doc.get("allocation", {})
+    method = allocation.get("method", "permuted_blocks" if len(arms) > 1 else "simple")
+    block_sizes = allocation.get("block_sizes", [])
+    for i, size in enumerate(block_sizes):
+        if size % total_weight:
+            errors.append(
+                ProtocolError(
+                    f"allocation.block_sizes[{i}]",
+                    f"must be a multiple of the arms' total weight ({total_weight})",
+                )
+            )
+    questions = doc.get("screener", {}).get("questions", [])
+    question_keys = {q["key"] for q in questions}
+    if method == "stratified_blocks" and not allocation.get("strata"):
+        errors.append(
+            ProtocolError(
+                "allocation.strata",
+                "stratified_blocks needs at least one screener question to stratify by",
+            )
+        )
+    for i, stratum in enumerate(allocation.get("strata", [])):
+        if stratum not in question_keys:
+            errors.append(
+                ProtocolError(
+                    f"allocation.strata[{i}]", f"no screener question with key {stratum!r}"
+                )
+            )
+
+    for i, arm in enumerate(arms):
+        errors += _text_languages_errors(arm.get("label"), f"arms[{i}].label", languages)
+
+    docs = doc["consent"]["documents"]
+    by_lang: dict[str, list[int]] = {}
+    for i, cdoc in enumerate(docs):
+        by_lang.setdefault(cdoc["language"], []).append(i)
+        path = f"consent.documents[{i}]"
+        errors += _duplicate_keys(cdoc["checkboxes"], f"{path}.checkboxes")
+        if not any(c.get("required") for c in cdoc["checkboxes"]):
+            errors.append(
+                ProtocolError(
+                    f"{path}.checkboxes", "at least one checkbox must be required (the agreement)"
+                )
+            )
+    for lang in languages:
+        if lang not in by_lang:
+            errors.append(
+                ProtocolError(
+                    "consent.documents", f"no consent document for study language {lang!r}"
+                )
+            )
+    for lang, idxs in by_lang.items():
+        if len(idxs) > 1:
+            errors.append(
+                ProtocolError(
+                    f"consent.documents[{idxs[1]}].language",
+                    f"more than one consent document for {lang!r}",
+                )
+            )
+        if lang not in languages:
+            errors.append(
+                ProtocolError(
+                    f"consent.documents[{idxs[0]}].language",
+                    f"{lang!r} is not one of the study's languages",
+                )
+            )
+    # Choices must mean the same thing in every language, or consent records are not comparable.
+    key_sets = {
+        tuple(sorted(c["key"] for c in docs[i]["checkboxes"]))
+        for i in [v[0] for v in by_lang.values()]
+    }
+    if len(key_sets) > 1:
+        errors.append(
+            ProtocolError(
+                "consent.documents",
+                "every language's consent form must have the same checkbox keys",
+            )
+        )
+
+    errors += _duplicate_keys(questions, "screener.questions")
+    for i, q in enumerate(questions):
+        path = f"screener.questions[{i}]"
+        errors += _text_languages_errors(q.get("text"), f"{path}.text", languages)
+        if q["type"] in ("single_choice", "multiple_choice") and len(q.get("options", [])) < 2:
+            errors.append(
+                ProtocolError(f"{path}.options", "a choice question needs at least two options")
+            )
+        if "min" in q and "max" in q and q["min"] > q["max"]:
+            errors.append(ProtocolError(f"{path}.min", "must not be greater than max"))
+    rules = doc.get("screener", {}).get("eligibility", [])
+    errors += _duplicate_keys(rules, "screener.eligibility")
+    for i, rule in enumerate(rules):
+        if rule["question"] not in question_keys:
+            errors.append(
+                ProtocolError(
+                    f"screener.eligibility[{i}].question",
+                    f"no screener question with key {rule['question']!r}",
+                )
+            )
+        if rule["op"] in ("in", "not_in") and not isinstance(rule["value"], list):
+            errors.append(
+                ProtocolError(
+                    f"screener.eligibility[{i}].value", f"must be a list for {rule['op']}"
+                )
+            )
+
+    surveys = doc.get("surveys", {})
+    errors += _duplicate_keys(surveys.get("instruments", []), "surveys.instruments")
+    errors += _custom_instrument_errors(surveys.get("instruments", []))
+    schedule = surveys.get("schedule", [])
+    errors += _duplicate_keys(schedule, "surveys.schedule")
+    index = _instrument_index(doc)
+    known = set(index) if index is not None else None
+    for i, entry in enumerate(schedule):
+        path = f"surveys.schedule[{i}]"
+        if known is not None:
+            for j, key in enumerate(entry["instruments"]):
+                if key not in known:
+                    errors.append(
+                        ProtocolError(f"{path}.instruments[{j}]", f"unknown instrument {key!r}")
+                    )
+        errors += _rule_errors(entry["rule"], f"{path}.rule")
+        reminders = entry.get("reminders", {})
+        offsets = reminders.get("offsets_hours", [])
+        window = entry.get("window_hours")
+        if window is not None:
+            for j, off in enumerate(offsets):
+                if off >= window:
+                    errors.append(
+                        ProtocolError(
+                            f"{path}.reminders.offsets_hours[{j}]",
+                            f"must be earlier than the window's end ({window} hours)",
+                        )
+                    )
+        if offsets != sorted(offsets):
+            errors.append(
+                ProtocolError(f"{path}.reminders.offsets_hours", "must be in increasing order")
+            )
+
+    safety = doc["safety"]
+    errors += _text_languages_errors(
+        safety["crisis_resources"], "safety.crisis_resources", languages
+    )
+    for i, flag in enumerate(safety.get("flag_items", [])):
+        if index is None:
+            break
+        if flag["instrument"] not in index:
+            errors.append(
+                ProtocolError(
+                    f"safety.flag_items[{i}].instrument",
+                    f"unknown instrument {flag['instrument']!r}",
+                )
+            )
+        elif index[flag["instrument"]][0] and flag["item"] not in index[flag["instrument"]][0]:
+            errors.append(
+                ProtocolError(
+                    f"safety.flag_items[{i}].item",
+                    f"{flag['instrument']} has no item {flag['item']!r}",
+                )
+            )
+
+    analysis = doc.get("analysis", {})
+    used = {k for e in schedule for k in e["instruments"]}
+    for i, outcome in enumerate(analysis.get("outcomes", [])):
+        instrument, score = outcome.split(".", 1)
+        if instrument not in used:
+            errors.append(
+                ProtocolError(
+                    f"analysis.outcomes[{i}]",
+                    f"instrument {instrument!r} is not in the survey schedule",
+                )
+            )
+        elif index is not None and index[instrument][1] and score not in index[instrument][1]:
+            names = ", ".join(sorted(index[instrument][1]))
+            errors.append(
+                ProtocolError(
+                    f"analysis.outcomes[{i}]",
+                    f"{instrument} has no score {score!r} (scores: {names})",
+                )
+            )
+    return errors
+
+
+def _custom_instrument_errors(instruments: list) -> list[ProtocolError]:
+    try:
+        from surveys.instruments import validate_instrument_dict
+    except ImportError:
+        return []
+    errors = []
+    for i, data in enumerate(instruments):
+        for problem in validate_instrument_dict(data):
+            # The instrument library reports "path: message", with "(root)" for the whole thing.
+            path, _, message = problem.partition(": ")
+            base = f"surveys.instruments[{i}]"
+            full = base if path == "(root)" else join_path(base, "") + path
+            errors.append(ProtocolError(full.replace(".[", "["), message))
+    return errors
+
+
+def _rule_errors(rule: dict, path: str) -> list[ProtocolError]:
+    errors = []
+    kind = rule["type"]
+    if kind == "random_ema" and "between" in rule:
+        start, end = (_hhmm(t) for t in rule["between"])
+        if end <= start:
+            errors.append(ProtocolError(f"{path}.between", "the window must end after it starts"))
+        else:
+            needed = (rule["per_day"] - 1) * rule.get("min_gap_minutes", 0)
+            if needed > end - start:
+                errors.append(
+                    ProtocolError(
+                        f"{path}.min_gap_minutes",
+                        f"{rule['per_day']} prompts {rule.get('min_gap_minutes', 0)} minutes apart "
+                        f"do not fit in a {end - start}-minute window",
+                    )
+                )
+    if kind == "fixed_dates":
+        for j, value in enumerate(rule.get("dates", [])):
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                errors.append(ProtocolError(f"{path}.dates[{j}]", f"{value!r} is not a real date"))
+    if kind == "recurring" and "end_day" in rule and rule["end_day"] < rule.get("start_day", 0):
+        errors.append(ProtocolError(f"{path}.end_day", "must not be before start_day"))
+    return errors
+
+
+def validate_document(doc: Any) -> list[ProtocolError]:
+    """All errors in a parsed document (without line numbers)."""
+    if not isinstance(doc, dict):
+        return [
+            ProtocolError(
+                "",
+                "the protocol must be a mapping of sections (format, study, "
+                "arms, consent, safety, ...)",
+            )
+        ]
+    errors = _structural_errors(doc)
+    if errors:
+        # Meaning checks assume the structure is right; report structure first.
+        return _dedupe(errors)
+    return _dedupe(_semantic_errors(doc))
+
+
+def _dedupe(errors: list[ProtocolError]) -> list[ProtocolError]:
+    seen = set()
+    out = []
+    for e in errors:
+        if (e.path, e.message) not in seen:
+            seen.add((e.path, e.message))
+            out.append(e)
+    return out
+
+
+def parse_protocol_text(text: str) -> dict[str, Any]:
+    """Parse and validate YAML (or JSON) text. Raises ProtocolInvalid with line-numbered errors."""
+    try:
+        doc, lines = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        raise ProtocolInvalid([ProtocolError(exc.path, exc.message, exc.line)]) from None
+    errors = validate_document(doc)
+    if errors:
+        raise ProtocolInvalid(
+            [ProtocolError(e.path, e.message, line_for(e.path, lines)) for e in errors]
+        )
+    return doc
+
+
+def parse_protocol_data(doc: Any) -> dict[str, Any]:
+    """Validate already-parsed data (e.g. a JSON API body). Raises ProtocolInvalid."""
+    errors = validate_document(doc)
+    if errors:
+        raise ProtocolInvalid(errors)
+    return doc

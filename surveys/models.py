@@ -1,0 +1,1 @@
+"""Survey records; the instrument library and scoring are data files and pure Python."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: researchers, studies built through the real services, API clients."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from studyplatform.studies.protocol import parse_protocol_text
+from studyplatform.studies.services import membership_add, study_create_from_protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _locmem_email(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+def example_doc(name: str = "companion-rct") -> dict:
+    return copy.deepcopy(parse_protocol_text((EXAMPLES / f"{name}.yaml").read_text()))
+
+
+@pytest.fixture
+def rct_doc() -> dict:
+    return example_doc("companion-rct")
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, **extra):
+        return django_user_model.objects.create_user(
+            username=username, password="pw-" + username, **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("olivia")
+
+
+@pytest.fixture
+def study(owner, rct_doc):
+    return study_create_from_protocol(doc=rct_doc, author=owner)
+
+
+@pytest.fixture
+def member_of(make_user):
+    """Create a user holding `role` in `study`."""
+
+    def make(study, role: str, username: str | None = None):
+        user = make_user(username or f"{role}-{study.slug}")
+        membership_add(study=study, user=user, role=role, actor=None)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api_as():
+    def client_for(user) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(user)
+        return client
+
+    return client_for

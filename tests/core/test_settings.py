@@ -1,0 +1,59 @@
+"""Production settings refuse to start without real secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_django(**env_overrides) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SECRET_KEY", "FIELD_ENCRYPTION_KEY", "DEBUG")
+    }
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "studyplatform.settings"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_debug_false_without_secrets_refuses_to_start():
+    result = start_django(DEBUG="False")
+    assert result.returncode != 0
+    assert "Refusing to start with DEBUG=False: SECRET_KEY must be set" in result.stderr
+    assert "FIELD_ENCRYPTION_KEY must be set to a Fernet key" in result.stderr
+
+
+def test_debug_false_with_a_short_secret_key_refuses_to_start():
+    result = start_django(
+        DEBUG="False", SECRET_KEY="short", FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode()
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set to a random string of at least 32 characters" in result.stderr
+    assert "FIELD_ENCRYPTION_KEY" not in result.stderr.split("Refusing")[-1]
+
+
+def test_debug_false_with_real_secrets_starts():
+    result = start_django(
+        DEBUG="False", SECRET_KEY="x" * 50, FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode()
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+
+
+def test_booleans_are_parsed_strictly():
+    result = start_django(DEBUG="Flase")
+    assert result.returncode != 0
+    assert "DEBUG must be true or false (got 'flase')." in result.stderr

@@ -1,0 +1,119 @@
+"""Researcher API behaviour: create, version, diff, validate, membership."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from studyplatform.core.models import AuditEvent
+from studyplatform.studies.models import Study
+from studyplatform.studies.protocol import to_yaml
+
+pytestmark = pytest.mark.django_db
+
+
+def test_creating_a_study_from_yaml_makes_the_author_owner(make_user, api_as, rct_doc):
+    alice = make_user("alice")
+    response = api_as(alice).post("/api/studies/", {"yaml": to_yaml(rct_doc)}, format="json")
+    assert response.status_code == 201
+    assert response.data["slug"] == "companion-rct" and response.data["status"] == "draft"
+    study = Study.objects.get(slug="companion-rct")
+    assert list(study.memberships.values_list("user__username", "role")) == [("alice", "owner")]
+
+
+def test_an_invalid_protocol_gets_400_with_located_errors_and_nothing_saved(
+    make_user, api_as, rct_doc
+):
+    del rct_doc["arms"][1]["model"]
+    response = api_as(make_user("alice")).post(
+        "/api/studies/", {"yaml": to_yaml(rct_doc)}, format="json"
+    )
+    assert response.status_code == 400
+    [error] = response.data["errors"]
+    assert error["path"] == "arms[1].model" and error["message"] == "this field is required"
+    assert isinstance(error["line"], int)
+    assert Study.objects.count() == 0
+
+
+def test_validate_endpoint_reports_without_saving(make_user, api_as, rct_doc):
+    rct_doc["study"]["timezone"] = "Nowhere/Land"
+    response = api_as(make_user("alice")).post(
+        "/api/protocol/validate/", {"protocol": rct_doc}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.data["valid"] is False
+    assert response.data["errors"][0]["path"] == "study.timezone"
+
+
+def test_put_protocol_creates_a_version_and_diff_shows_the_change(study, owner, api_as, rct_doc):
+    client = api_as(owner)
+    changed = copy.deepcopy(rct_doc)
+    changed["surveys"]["schedule"][1]["rule"]["every_days"] = 14
+    response = client.put(
+        f"/api/studies/{study.slug}/protocol/",
+        {"protocol": changed, "change_note": "every 14 days"},
+        format="json",
+    )
+    assert response.status_code == 201 and response.data["number"] == 2
+    diff = client.get(f"/api/studies/{study.slug}/versions/1/diff/2/").data
+    assert diff["changes"] == [
+        {"path": "surveys.schedule[1].rule.every_days", "change": "changed", "old": 7, "new": 14}
+    ]
+    assert "-      every_days: 7" in diff["unified"] and "+      every_days: 14" in diff["unified"]
+
+
+def test_protocol_get_returns_yaml_of_the_current_version(study, owner, api_as):
+    data = api_as(owner).get(f"/api/studies/{study.slug}/protocol/").data
+    assert data["version"] == 1
+    assert data["yaml"].startswith("format: studyplatform/v1\nstudy:\n  slug: companion-rct\n")
+
+
+def test_role_changes_are_audited_and_the_last_owner_stays(study, owner, make_user, api_as):
+    make_user("mo")
+    client = api_as(owner)
+    added = client.post(
+        f"/api/studies/{study.slug}/members/", {"username": "mo", "role": "monitor"}, format="json"
+    )
+    assert added.status_code == 201
+    owner_row = study.memberships.get(role="owner")
+    refused = client.delete(f"/api/studies/{study.slug}/members/{owner_row.pk}/")
+    assert refused.status_code == 409
+    assert refused.data["detail"] == "a study must keep at least one owner"
+    removed = client.delete(f"/api/studies/{study.slug}/members/{added.data['id']}/")
+    assert removed.status_code == 204
+    assert list(
+        AuditEvent.objects.filter(action__startswith="membership.")
+        .order_by("id")
+        .values_list("action", "data")
+    ) == [
+        ("membership.add", {"user": "mo", "role": "monitor"}),
+        ("membership.remove", {"user": "mo", "role": "monitor"}),
+    ]
+
+
+def test_adding_an_unknown_user_says_so(study, owner, api_as):
+    response = api_as(owner).post(
+        f"/api/studies/{study.slug}/members/",
+        {"username": "ghost", "role": "monitor"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.data["username"] == ["No researcher account called 'ghost'."]
+
+
+def test_transition_conflict_explains_allowed_moves(study, owner, api_as):
+    response = api_as(owner).post(
+        f"/api/studies/{study.slug}/transition/", {"to": "closed"}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.data["detail"] == (
+        "a draft study cannot move to closed (allowed from here: piloting)"
+    )
+
+
+def test_openapi_schema_and_docs_are_served(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/studies/{slug}/protocol/" in schema.content
+    assert client.get("/api/docs/").status_code == 200

@@ -1,0 +1,87 @@
+"""The role matrix: every role against every study endpoint, and strangers from other studies."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from studyplatform.studies.models import Membership
+from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
+from studyplatform.studies.services import study_create_from_protocol
+
+pytestmark = pytest.mark.django_db
+
+
+def endpoints(study, doc):
+    """(method, url, body, permission needed) for every study-scoped endpoint."""
+    base = f"/api/studies/{study.slug}"
+    changed = copy.deepcopy(doc)
+    changed["limits"]["messages_per_minute"] = 3
+    owner_membership = Membership.objects.filter(study=study, role="owner").first()
+    return [
+        ("get", f"{base}/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/arms/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/protocol/", None, Perm.VIEW_STUDY),
+        ("put", f"{base}/protocol/", {"protocol": changed, "change_note": "x"}, Perm.EDIT_PROTOCOL),
+        ("get", f"{base}/versions/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/versions/1/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/versions/1/diff/1/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/consent-documents/", None, Perm.VIEW_STUDY),
+        ("post", f"{base}/transition/", {"to": "piloting"}, Perm.MANAGE_LIFECYCLE),
+        ("get", f"{base}/members/", None, Perm.VIEW_STUDY),
+        (
+            "post",
+            f"{base}/members/",
+            {"username": "olivia", "role": "monitor"},
+            Perm.MANAGE_MEMBERS,
+        ),
+        ("delete", f"{base}/members/{owner_membership.pk}/", None, Perm.MANAGE_MEMBERS),
+    ]
+
+
+def call(client, method, url, body):
+    return (
+        getattr(client, method)(url, body, format="json") if body else getattr(client, method)(url)
+    )
+
+
+@pytest.mark.parametrize("role", [r.value for r in Role])
+def test_each_role_gets_exactly_its_permissions(role, study, member_of, api_as, rct_doc):
+    user = member_of(study, role)
+    client = api_as(user)
+    for method, url, body, perm in endpoints(study, rct_doc):
+        response = call(client, method, url, body)
+        if perm in ROLE_PERMISSIONS[Role(role)]:
+            assert response.status_code not in (403, 404), (role, method, url, response.data)
+        else:
+            assert response.status_code == 403, (role, method, url, response.status_code)
+
+
+@pytest.mark.parametrize("role", [r.value for r in Role])
+def test_a_member_of_study_a_gets_404_on_every_study_b_endpoint(
+    role, study, member_of, make_user, api_as, rct_doc
+):
+    # given: study B owned by someone else, and a member of study A with any role
+    other_doc = copy.deepcopy(rct_doc)
+    other_doc["study"]["slug"] = "study-b"
+    study_b = study_create_from_protocol(doc=other_doc, author=make_user("bob"))
+    user = member_of(study, role)
+    client = api_as(user)
+    # then: every study-B endpoint answers 404 and nothing changes
+    for method, url, body, _ in endpoints(study_b, other_doc):
+        assert call(client, method, url, body).status_code == 404, (method, url)
+    study_b.refresh_from_db()
+    assert study_b.status == "draft" and study_b.versions.count() == 1
+    listed = client.get("/api/studies/").data
+    assert [s["slug"] for s in listed] == ["companion-rct"]
+
+
+def test_anonymous_requests_are_refused(study, client):
+    assert client.get("/api/studies/").status_code in (401, 403)
+    assert client.get(f"/api/studies/{study.slug}/").status_code in (401, 403)
+
+
+def test_a_platform_admin_sees_every_study(study, make_user, api_as):
+    admin = make_user("root", is_superuser=True, is_staff=True)
+    assert api_as(admin).get(f"/api/studies/{study.slug}/protocol/").status_code == 200
