@@ -232,3 +232,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Participants: passwordless sign-in links and long sessions for daily use on a phone.
+SIGNIN_LINK_MAX_AGE_S = env.int("SIGNIN_LINK_MAX_AGE_S", default=60 * 60)
+SIGNIN_EMAIL_LIMIT = env.int("SIGNIN_EMAIL_LIMIT", default=5)  # link requests per address/hour
+SIGNIN_CLIENT_LIMIT = env.int("SIGNIN_CLIENT_LIMIT", default=30)  # requests per client/hour
+PARTICIPANT_SESSION_AGE_S = env.int("PARTICIPANT_SESSION_AGE_S", default=60 * 60 * 24 * 30)

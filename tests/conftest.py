@@ -70,3 +70,41 @@ def api_as():
         return client
 
     return client_for
+
+
+@pytest.fixture
+def recruiting_study(study, owner):
+    from studyplatform.studies.services import study_transition
+
+    for status in ("piloting", "recruiting"):
+        study = study_transition(study=study, to=status, actor=owner)
+    return study
+
+
+ELIGIBLE = {"age": 30, "uses_chatbots": True, "gender": "woman"}
+ALL_CONSENT = {"agree": True, "adult": True, "share_chats": True, "import_history": True}
+
+
+@pytest.fixture
+def enroll():
+    """Enroll through the real service; keyword overrides for any argument."""
+    from studyplatform.participants.services import JoinContext, participant_enroll
+
+    counter = {"n": 0}
+
+    def do(study, **overrides):
+        counter["n"] += 1
+        kwargs = {
+            "study": study,
+            "answers": dict(ELIGIBLE),
+            "language": "en",
+            "timezone_name": "America/Sao_Paulo",
+            "choices": dict(ALL_CONSENT),
+            "signature_name": "Ana Souza",
+            "email": f"person{counter['n']}@example.org",
+            "join": JoinContext(),
+        }
+        kwargs.update(overrides)
+        return participant_enroll(**kwargs)
+
+    return do

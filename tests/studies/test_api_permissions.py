@@ -8,12 +8,12 @@ import pytest
 
 from studyplatform.studies.models import Membership
 from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
-from studyplatform.studies.services import study_create_from_protocol
+from studyplatform.studies.services import study_create_from_protocol, study_transition
 
 pytestmark = pytest.mark.django_db
 
 
-def endpoints(study, doc):
+def endpoints(study, doc, code="P-NONE"):
     """(method, url, body, permission needed) for every study-scoped endpoint."""
     base = f"/api/studies/{study.slug}"
     changed = copy.deepcopy(doc)
@@ -37,6 +37,18 @@ def endpoints(study, doc):
             Perm.MANAGE_MEMBERS,
         ),
         ("delete", f"{base}/members/{owner_membership.pk}/", None, Perm.MANAGE_MEMBERS),
+        ("get", f"{base}/participants/", None, Perm.VIEW_PARTICIPANTS),
+        ("get", f"{base}/participants/?download=csv", None, Perm.VIEW_PARTICIPANTS),
+        ("get", f"{base}/funnel/", None, Perm.VIEW_PARTICIPANTS),
+        ("get", f"{base}/participants/{code}/identity/", None, Perm.VIEW_IDENTITY),
+        (
+            "post",
+            f"{base}/participants/{code}/withdraw/",
+            {"mode": "keep"},
+            Perm.MANAGE_PARTICIPANTS,
+        ),
+        ("get", f"{base}/pilot-invites/", None, Perm.MANAGE_PARTICIPANTS),
+        ("post", f"{base}/pilot-invites/", {"label": "tester"}, Perm.MANAGE_PARTICIPANTS),
     ]
 
 
@@ -47,10 +59,14 @@ def call(client, method, url, body):
 
 
 @pytest.mark.parametrize("role", [r.value for r in Role])
-def test_each_role_gets_exactly_its_permissions(role, study, member_of, api_as, rct_doc):
+def test_each_role_gets_exactly_its_permissions(
+    role, recruiting_study, member_of, api_as, rct_doc, enroll
+):
+    study = recruiting_study
+    code = enroll(study).code
     user = member_of(study, role)
     client = api_as(user)
-    for method, url, body, perm in endpoints(study, rct_doc):
+    for method, url, body, perm in endpoints(study, rct_doc, code):
         response = call(client, method, url, body)
         if perm in ROLE_PERMISSIONS[Role(role)]:
             assert response.status_code not in (403, 404), (role, method, url, response.data)
@@ -60,19 +76,25 @@ def test_each_role_gets_exactly_its_permissions(role, study, member_of, api_as, 
 
 @pytest.mark.parametrize("role", [r.value for r in Role])
 def test_a_member_of_study_a_gets_404_on_every_study_b_endpoint(
-    role, study, member_of, make_user, api_as, rct_doc
+    role, study, member_of, make_user, api_as, rct_doc, enroll
 ):
     # given: study B owned by someone else, and a member of study A with any role
     other_doc = copy.deepcopy(rct_doc)
     other_doc["study"]["slug"] = "study-b"
-    study_b = study_create_from_protocol(doc=other_doc, author=make_user("bob"))
+    bob = make_user("bob")
+    study_b = study_create_from_protocol(doc=other_doc, author=bob)
+    for status in ("piloting", "recruiting"):
+        study_b = study_transition(study=study_b, to=status, actor=bob)
+    code = enroll(study_b).code
     user = member_of(study, role)
     client = api_as(user)
     # then: every study-B endpoint answers 404 and nothing changes
-    for method, url, body, _ in endpoints(study_b, other_doc):
+    for method, url, body, _ in endpoints(study_b, other_doc, code):
         assert call(client, method, url, body).status_code == 404, (method, url)
     study_b.refresh_from_db()
-    assert study_b.status == "draft" and study_b.versions.count() == 1
+    assert study_b.status == "recruiting" and study_b.versions.count() == 1
+    assert study_b.participants.get().status == "active"
+    assert not study_b.pilot_invites.exists()
     listed = client.get("/api/studies/").data
     assert [s["slug"] for s in listed] == ["companion-rct"]
 

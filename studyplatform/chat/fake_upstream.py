@@ -1,0 +1,687 @@
+"""A fake model server on loopback, for tests, benchmarks and demos: never the internet.
+
+It speaks real HTTP/1.1 (keep-alive, Content-Length or chunked request bodies, chunked
+streamed responses) on asyncio directly, with no framework in between, so it adds little
+latency of its own and handles many concurrent streams (see docs/providers.md for figures).
+
+Endpoints:
+  POST /v1/chat/completions  OpenAI chat completions, streamed (SSE) or not
+  POST /v1/messages          Anthropic Messages, streamed (SSE with event names) or not
+  GET  /v1/models            model list (OpenAI shape; Anthropic shape when the request carries
+                             an anthropic-version header)
+
+Behaviour is deterministic and scripted, either by directives in the last user message
+(``[[tokens: 20]]``, ``[[fault: 429 times: 2]]``, ... listed in docs/providers.md) or
+programmatically::
+
+    with FakeUpstream() as upstream:
+        upstream.script(fault="500")           # the next request fails with HTTP 500
+        client = AsyncOpenAI(base_url=upstream.base_url, api_key="test")
+        ...
+        upstream.requests                      # JSON bodies received so far
+
+Run standalone: ``python -m studyplatform.chat.fake_upstream --port 8089``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MODEL = "fake-model"
+FINGERPRINT = "fp_fake_upstream"
+MODELS = ("fake-model", "gpt-4o-mini", "claude-fake-1")
+DEFAULT_REPLY_PREFIX = "Fake reply to:"
+DEFAULT_TOKENS = 12
+_FILLER_TEXT = (
+    "this is a deterministic reply from the fake upstream used for tests and benchmarks "
+    "it streams one word per chunk and counts one token per word"
+)
+_FILLER = _FILLER_TEXT.split()
+
+_DIRECTIVE = re.compile(r"\[\[\s*([a-z_]+)\s*:\s*(.*?)\s*\]\]", re.IGNORECASE | re.DOTALL)
+_TIMES = re.compile(r"\s+times:\s*(\d+)\s*$", re.IGNORECASE)
+_ANTHROPIC_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
+
+
+@dataclass
+class Behaviour:
+    """How to answer one request. Built from defaults, then directives, then a script entry."""
+
+    reply: str | None = None
+    tokens: int | None = None
+    delay_ms: float = 0.0
+    ttft_ms: float = 0.0
+    status: int | None = None  # answer with this HTTP error status instead of a reply
+    stall: bool = False  # send headers and the first (empty) chunk, then hang
+    disconnect_after: int | None = None  # close the socket after this many text chunks
+    no_usage: bool = False
+    fail_times: int | None = None  # fail only the first N identical requests
+    finish: str = "stop"
+    model: str | None = None
+    retry_after: float | None = None
+
+
+def apply_directive(behaviour: Behaviour, name: str, value: str) -> None:
+    """Set one directive (as written in a message or passed to script()) on `behaviour`."""
+    name = name.strip().lower()
+    value = str(value).strip()
+    if name == "reply":
+        behaviour.reply = value
+    elif name == "tokens":
+        behaviour.tokens = int(value)
+    elif name in ("delay_ms", "ttft_ms", "retry_after"):
+        setattr(behaviour, name, float(value))
+    elif name == "finish":
+        behaviour.finish = value
+    elif name == "model":
+        behaviour.model = value
+    elif name == "fault":
+        times = _TIMES.search(value)
+        if times:
+            behaviour.fail_times = int(times.group(1))
+            value = value[: times.start()].strip()
+        fault = value.lower()
+        if fault.isdigit():
+            behaviour.status = int(fault)
+        elif fault == "stall":
+            behaviour.stall = True
+        elif fault == "no_usage":
+            behaviour.no_usage = True
+        elif fault.startswith("disconnect_after"):
+            behaviour.disconnect_after = int(fault.split(":", 1)[1])
+        else:
+            raise ValueError(f"unknown fault {value!r}")
+    else:
+        raise ValueError(f"unknown directive {name!r}")
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake upstream received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class _Reply:
+    """A planned reply: the words to stream and the numbers to report."""
+
+    words: list[str]
+    finish: str
+    model: str
+    prompt_tokens: int
+    response_id: str
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def _text_of(content: Any) -> str:
+    # Content may be a string or a list of typed blocks (both APIs allow it).
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return ""
+
+
+class _Connection:
+    """Writes HTTP responses on one connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def head(self, status: int, headers: dict[str, str]) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    async def json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        self.head(
+            status,
+            {
+                "content-type": "application/json",
+                "content-length": str(len(payload)),
+                **(headers or {}),
+            },
+        )
+        self.writer.write(payload)
+        await self.writer.drain()
+
+    def start_stream(self) -> None:
+        self.head(
+            200,
+            {
+                "content-type": "text/event-stream",
+                "cache-control": "no-cache",
+                "transfer-encoding": "chunked",
+            },
+        )
+
+    async def event(self, data: str, event: str | None = None) -> None:
+        text = (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
+        payload = text.encode()
+        self.writer.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+        await self.writer.drain()
+
+    async def end_stream(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class FakeUpstream:
+    """The fake server. Use as a context manager (background thread) or await astart()."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._lock = threading.Lock()
+        self._log: list[RecordedRequest] = []
+        self._script: list[dict[str, Any]] = []
+        self._attempts: dict[str, int] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._sequence = 0
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, e.g. http://127.0.0.1:PORT/v1."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The Anthropic-style base URL (the SDK appends /v1/messages itself)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def requests(self) -> list[Any]:
+        """JSON bodies of the POST requests received so far, oldest first (a copy)."""
+        with self._lock:
+            return [r.body for r in self._log if r.method == "POST"]
+
+    @property
+    def log(self) -> list[RecordedRequest]:
+        """Every request received (method, path, headers, body), oldest first (a copy)."""
+        with self._lock:
+            return list(self._log)
+
+    def script(self, count: int = 1, **directives: Any) -> None:
+        """Queue a behaviour for the next `count` POST requests.
+
+        Keywords are directive names with directive values, e.g.
+        script(fault="429"), script(count=2, fault="disconnect_after: 3", tokens=10).
+        A scripted value overrides the same directive in the message.
+        """
+        probe = Behaviour()
+        for name, value in directives.items():
+            apply_directive(probe, name, str(value))  # fail now, in the test, on a typo
+        with self._lock:
+            self._script.extend(dict(directives) for _ in range(count))
+
+    def reset(self) -> None:
+        """Forget received requests, queued scripts and fault attempt counters."""
+        with self._lock:
+            self._log.clear()
+            self._script.clear()
+            self._attempts.clear()
+
+    async def astart(self) -> None:
+        """Start serving on the running event loop."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        """Stop serving and drop open connections (including stalled streams)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def start(self) -> FakeUpstream:
+        """Serve from a background thread with its own event loop; returns self."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="fake-upstream", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.astart(), loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        """Stop the background server and its thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, version = lines[0].split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        key, value = line.split(":", 1)
+                        headers[key.strip().lower()] = value.strip()
+                body = await self._read_body(reader, headers)
+                keep_alive = await self._dispatch(
+                    method, target.split("?", 1)[0], headers, body, _Connection(writer), reader
+                )
+                if not keep_alive or version != "HTTP/1.1" or headers.get("connection") == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return  # the client went away; nothing to answer
+        except asyncio.CancelledError:
+            # aclose() cancels handlers that are mid-stream or stalled. Ending normally keeps
+            # Python 3.11's start_server callback from logging every cancelled connection.
+            return
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            parts = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    return b"".join(parts)
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+        length = int(headers.get("content-length", "0") or 0)
+        return await reader.readexactly(length) if length else b""
+
+    async def _dispatch(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        raw: bytes,
+        conn: _Connection,
+        reader: asyncio.StreamReader,
+    ) -> bool:
+        """Answer one request; return False when the connection must be closed."""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            await conn.json(400, {"error": {"message": "body is not JSON", "type": "invalid"}})
+            return True
+        with self._lock:
+            self._log.append(RecordedRequest(method, path, dict(headers), body))
+        if method == "GET" and path.rstrip("/") == "/v1/models":
+            await conn.json(200, self._models(anthropic="anthropic-version" in headers))
+            return True
+        if method == "POST" and path == "/v1/chat/completions":
+            return await self._answer(body or {}, raw, conn, reader, anthropic=False)
+        if method == "POST" and path == "/v1/messages":
+            return await self._answer(body or {}, raw, conn, reader, anthropic=True)
+        status = 405 if path in ("/v1/models", "/v1/chat/completions", "/v1/messages") else 404
+        await conn.json(status, {"error": {"message": f"{method} {path} not served"}})
+        return True
+
+    @staticmethod
+    def _models(*, anthropic: bool) -> dict[str, Any]:
+        if anthropic:
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                for m in MODELS
+            ]
+            return {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]
+        return {"object": "list", "data": data}
+
+    # -- scripted behaviour -------------------------------------------------------------------
+
+    def _behaviour(self, body: dict[str, Any], raw: bytes, path_key: str) -> Behaviour:
+        behaviour = Behaviour()
+        last_user = next(
+            (
+                _text_of(m.get("content"))
+                for m in reversed(body.get("messages") or [])
+                if m.get("role") == "user"
+            ),
+            "",
+        )
+        for name, value in _DIRECTIVE.findall(last_user):
+            with contextlib.suppress(ValueError):  # an unknown directive is just text
+                apply_directive(behaviour, name, value)
+        with self._lock:
+            scripted = self._script.pop(0) if self._script else None
+            if scripted:
+                for name, value in scripted.items():
+                    apply_directive(behaviour, name, str(value))
+            if behaviour.fail_times is not None:
+                # "Fail the first N identical requests": a retry sends the same body, so it
+                # is counted against the same key and eventually succeeds.
+                key = hashlib.sha256(path_key.encode() + raw).hexdigest()
+                seen = self._attempts.get(key, 0)
+                self._attempts[key] = seen + 1
+                if seen >= behaviour.fail_times:
+                    behaviour = dataclasses.replace(
+                        behaviour, status=None, stall=False, disconnect_after=None, no_usage=False
+                    )
+        return behaviour
+
+    def _plan(self, body: dict[str, Any], behaviour: Behaviour, anthropic: bool) -> _Reply:
+        messages = body.get("messages") or []
+        last_user = next(
+            (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
+            "",
+        )
+        if behaviour.reply is not None:
+            words = behaviour.reply.split()
+        else:
+            echo = _DIRECTIVE.sub(" ", last_user).split()[:6]
+            base = [*DEFAULT_REPLY_PREFIX.split(), *echo]
+            count = behaviour.tokens if behaviour.tokens is not None else DEFAULT_TOKENS
+            pool = base + _FILLER
+            words = [pool[i % len(pool)] for i in range(count)]
+        finish = behaviour.finish
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        if isinstance(limit, int) and 0 < limit < len(words):
+            words, finish = words[:limit], "length"
+        # A documented, exact prompt count: words of every message (and system) + 3 each.
+        system = body.get("system")
+        prompt_tokens = sum(len(_text_of(m.get("content")).split()) + 3 for m in messages)
+        if isinstance(system, str):
+            prompt_tokens += len(system.split()) + 3
+        with self._lock:
+            self._sequence += 1
+            sequence = self._sequence
+        prefix = "msg_fake" if anthropic else "chatcmpl-fake"
+        return _Reply(
+            words=words,
+            finish=finish,
+            model=behaviour.model or body.get("model") or DEFAULT_MODEL,
+            prompt_tokens=prompt_tokens,
+            response_id=f"{prefix}{sequence:08d}",
+        )
+
+    async def _answer(
+        self,
+        body: dict[str, Any],
+        raw: bytes,
+        conn: _Connection,
+        reader: asyncio.StreamReader,
+        *,
+        anthropic: bool,
+    ) -> bool:
+        behaviour = self._behaviour(body, raw, "anthropic" if anthropic else "openai")
+        if behaviour.status is not None:
+            await self._error(conn, behaviour, anthropic)
+            return True
+        reply = self._plan(body, behaviour, anthropic)
+        if not body.get("stream"):
+            if behaviour.ttft_ms:
+                await asyncio.sleep(behaviour.ttft_ms / 1000)
+            build = self._anthropic_message if anthropic else self._openai_completion
+            await conn.json(200, build(reply, behaviour))
+            return True
+        conn.start_stream()
+        if anthropic:
+            return await self._stream_anthropic(conn, reader, reply, behaviour)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return await self._stream_openai(conn, reader, reply, behaviour, include_usage)
+
+    async def _error(self, conn: _Connection, behaviour: Behaviour, anthropic: bool) -> None:
+        status = behaviour.status or 500
+        message = f"fake upstream scripted HTTP {status}"
+        headers = {}
+        if behaviour.retry_after is not None:
+            headers["retry-after"] = f"{behaviour.retry_after:g}"
+        if anthropic:
+            kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+            body = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            kind = "rate_limit_exceeded" if status == 429 else "server_error"
+            body = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+        await conn.json(status, body, headers)
+
+    @staticmethod
+    async def _hang(reader: asyncio.StreamReader) -> bool:
+        # Wait for the client to give up (EOF) rather than sleeping: no timer per stall, and
+        # the handler ends as soon as the client closes.
+        while await reader.read(65536):
+            pass
+        return False
+
+    @staticmethod
+    def _word(reply: _Reply, index: int) -> str:
+        word = reply.words[index]
+        return word if index == 0 else " " + word
+
+    async def _stream_openai(
+        self,
+        conn: _Connection,
+        reader: asyncio.StreamReader,
+        reply: _Reply,
+        behaviour: Behaviour,
+        include_usage: bool,
+    ) -> bool:
+        base = {
+            "id": reply.response_id,
+            "object": "chat.completion.chunk",
+            "created": reply.created,
+            "model": reply.model,
+            "system_fingerprint": FINGERPRINT,
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return _dumps({**base, "choices": [choice]})
+
+        if behaviour.stall:
+            await conn.event(chunk({"role": "assistant", "content": ""}))
+            return await self._hang(reader)
+        if behaviour.ttft_ms:
+            await asyncio.sleep(behaviour.ttft_ms / 1000)
+        delay = behaviour.delay_ms / 1000
+        for index in range(len(reply.words)):
+            if index and delay:
+                await asyncio.sleep(delay)
+            if behaviour.disconnect_after is not None and index >= behaviour.disconnect_after:
+                return False  # _serve closes the socket without ending the chunked body
+            delta = {"content": self._word(reply, index)}
+            if index == 0:
+                delta = {"role": "assistant", **delta}
+            await conn.event(chunk(delta))
+        await conn.event(chunk({}, reply.finish))
+        if include_usage and not behaviour.no_usage:
+            completion = len(reply.words)
+            usage = {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": reply.prompt_tokens + completion,
+            }
+            await conn.event(_dumps({**base, "choices": [], "usage": usage}))
+        await conn.event("[DONE]")
+        await conn.end_stream()
+        return True
+
+    async def _stream_anthropic(
+        self,
+        conn: _Connection,
+        reader: asyncio.StreamReader,
+        reply: _Reply,
+        behaviour: Behaviour,
+    ) -> bool:
+        message: dict[str, Any] = {
+            "id": reply.response_id,
+            "type": "message",
+            "role": "assistant",
+            "model": reply.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+        if not behaviour.no_usage:
+            message["usage"] = {"input_tokens": reply.prompt_tokens, "output_tokens": 1}
+        await conn.event(_dumps({"type": "message_start", "message": message}), "message_start")
+        if behaviour.stall:
+            return await self._hang(reader)
+        block = {"type": "content_block_start", "index": 0}
+        block["content_block"] = {"type": "text", "text": ""}  # type: ignore[assignment]
+        await conn.event(_dumps(block), "content_block_start")
+        if behaviour.ttft_ms:
+            await asyncio.sleep(behaviour.ttft_ms / 1000)
+        delay = behaviour.delay_ms / 1000
+        for index in range(len(reply.words)):
+            if index and delay:
+                await asyncio.sleep(delay)
+            if behaviour.disconnect_after is not None and index >= behaviour.disconnect_after:
+                return False
+            delta = {"type": "text_delta", "text": self._word(reply, index)}
+            event = {"type": "content_block_delta", "index": 0, "delta": delta}
+            await conn.event(_dumps(event), "content_block_delta")
+        await conn.event(_dumps({"type": "content_block_stop", "index": 0}), "content_block_stop")
+        stop = _ANTHROPIC_STOP.get(reply.finish, reply.finish)
+        message_delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+        }
+        if not behaviour.no_usage:
+            message_delta["usage"] = {"output_tokens": len(reply.words)}
+        await conn.event(_dumps(message_delta), "message_delta")
+        await conn.event(_dumps({"type": "message_stop"}), "message_stop")
+        await conn.end_stream()
+        return True
+
+    @staticmethod
+    def _openai_completion(reply: _Reply, behaviour: Behaviour) -> dict[str, Any]:
+        text = "".join(FakeUpstream._word(reply, i) for i in range(len(reply.words)))
+        body: dict[str, Any] = {
+            "id": reply.response_id,
+            "object": "chat.completion",
+            "created": reply.created,
+            "model": reply.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": reply.finish,
+                }
+            ],
+        }
+        if not behaviour.no_usage:
+            completion = len(reply.words)
+            body["usage"] = {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": reply.prompt_tokens + completion,
+            }
+        return body
+
+    @staticmethod
+    def _anthropic_message(reply: _Reply, behaviour: Behaviour) -> dict[str, Any]:
+        text = "".join(FakeUpstream._word(reply, i) for i in range(len(reply.words)))
+        return {
+            "id": reply.response_id,
+            "type": "message",
+            "role": "assistant",
+            "model": reply.model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": _ANTHROPIC_STOP.get(reply.finish, reply.finish),
+            "stop_sequence": None,
+            "usage": {"input_tokens": reply.prompt_tokens, "output_tokens": len(reply.words)},
+        }
+
+
+async def _serve_forever(host: str, port: int) -> None:
+    upstream = FakeUpstream(host, port)
+    await upstream.astart()
+    print(f"fake upstream: OpenAI base_url {upstream.base_url}", flush=True)
+    print(f"fake upstream: Anthropic base_url {upstream.anthropic_base_url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await upstream.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point: run the fake upstream until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback)")
+    parser.add_argument("--port", type=int, default=8089)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Provider configuration: where an arm's model lives and which environment variable holds its key.
+
+API keys never appear in a config, a protocol version or the database: a config only *names*
+an environment variable (api_key_env), and the key is read from the environment each time a
+request is made, so rotating a key needs no change to a study protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .base import ProviderError
+
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+# Sent when an endpoint needs no key (a local vLLM or Ollama) but the SDK insists on one.
+PLACEHOLDER_KEY = "not-needed"
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """How to reach a model backend.
+
+    base_url: the API root (None means the vendor's official endpoint). For OpenAI-compatible
+    servers it ends in /v1 (e.g. http://127.0.0.1:8000/v1); for Anthropic it is the host root.
+    api_key: must stay None; present only so that a key pasted into a config fails loudly.
+    api_key_env: the environment variable holding the key (default OPENAI_API_KEY or
+    ANTHROPIC_API_KEY). requires_api_key: False for local servers that accept any key.
+    simulated_delay_s: pause between words of the simulated provider.
+    """
+
+    base_url: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    requires_api_key: bool = True
+    simulated_delay_s: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None:
+            # Refuse rather than ignore: a key in a config would end up in protocol versions,
+            # exports and logs.
+            raise ValueError(
+                "ProviderConfig does not accept api_key: put the key in an environment "
+                "variable and set api_key_env to its name"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderConfig(base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+            f"requires_api_key={self.requires_api_key})"
+        )
+
+
+def resolve_api_key(config: ProviderConfig, kind: str) -> str:
+    """Read the API key from the environment now (never cached in the config).
+
+    Raises a non-transient ProviderError naming the variable when it is unset and required.
+    """
+    env_name = config.api_key_env or DEFAULT_KEY_ENV.get(kind, "")
+    value = os.environ.get(env_name, "") if env_name else ""
+    if value:
+        return value
+    if not config.requires_api_key:
+        return PLACEHOLDER_KEY
+    raise ProviderError(
+        f"environment variable {env_name or '(none configured)'} is not set; "
+        f"it must hold the API key for this {kind} provider",
+        transient=False,
+    )

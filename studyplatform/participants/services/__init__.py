@@ -1,0 +1,61 @@
+"""Participant services: enrollment, sign-in, withdrawal and data downloads."""
+
+from .enrollment import (
+    EnrollmentError,
+    JoinContext,
+    consent_due,
+    consent_renew,
+    funnel_increment,
+    join_state,
+    latest_consent,
+    participant_enroll,
+    participant_for_panel_id,
+    pilot_invite_for,
+)
+from .signin import (
+    SignInError,
+    participant_for_return_token,
+    password_set,
+    return_link_issue,
+    signin_link_consume,
+    signin_link_create,
+    signin_link_request,
+    signin_with_password,
+)
+from .withdrawal import (
+    WithdrawalError,
+    data_download_build,
+    data_download_request,
+    identity_view,
+    participant_withdraw,
+    register_content_deleter,
+    register_download_section,
+)
+
+__all__ = [
+    "EnrollmentError",
+    "JoinContext",
+    "SignInError",
+    "WithdrawalError",
+    "consent_due",
+    "consent_renew",
+    "data_download_build",
+    "data_download_request",
+    "funnel_increment",
+    "identity_view",
+    "join_state",
+    "latest_consent",
+    "participant_enroll",
+    "participant_for_panel_id",
+    "participant_for_return_token",
+    "participant_withdraw",
+    "password_set",
+    "pilot_invite_for",
+    "register_content_deleter",
+    "register_download_section",
+    "return_link_issue",
+    "signin_link_consume",
+    "signin_link_create",
+    "signin_link_request",
+    "signin_with_password",
+]

@@ -1,0 +1,340 @@
+"""Joining a study: availability, funnel counts, enrollment with consent and allocation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from studyplatform.core.audit import audit_record
+from studyplatform.core.digests import lookup_digest, token_digest
+from studyplatform.studies.models import Arm, ConsentDocument, Study
+from studyplatform.studies.selectors import current_consent_for
+
+from .. import allocation as alloc
+from ..models import (
+    Allocation,
+    AllocationState,
+    ConsentRecord,
+    FunnelCount,
+    Identity,
+    Participant,
+    PilotInvite,
+)
+
+
+class EnrollmentError(ValueError):
+    """A reason a person cannot join, with a code the view turns into a translated message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class JoinContext:
+    """What arrived with the study link: recruitment-panel parameters and a pilot invitation."""
+
+    panel: str = ""
+    panel_pid: str = ""
+    panel_study_id: str = ""
+    panel_session_id: str = ""
+    pilot_token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_query(cls, params) -> JoinContext:
+        pid = (params.get("PROLIFIC_PID") or "").strip()[:100]
+        return cls(
+            panel="prolific" if pid else "",
+            panel_pid=pid,
+            panel_study_id=(params.get("STUDY_ID") or "").strip()[:100],
+            panel_session_id=(params.get("SESSION_ID") or "").strip()[:100],
+            pilot_token=(params.get("pilot") or "").strip()[:100],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "panel": self.panel,
+            "panel_pid": self.panel_pid,
+            "panel_study_id": self.panel_study_id,
+            "panel_session_id": self.panel_session_id,
+            "pilot_token": self.pilot_token,
+        }
+
+
+def funnel_increment(study: Study, stage: str, *, day: dt.date | None = None) -> None:
+    """Add one to an anonymous daily counter (visited, screened, eligible, ineligible:<rule>...)."""
+    day = day or timezone.now().date()
+    updated = FunnelCount.objects.filter(study=study, day=day, stage=stage).update(
+        count=F("count") + 1
+    )
+    if updated:
+        return
+    try:
+        with transaction.atomic():
+            FunnelCount.objects.create(study=study, day=day, stage=stage, count=1)
+    except IntegrityError:  # another request created it first
+        FunnelCount.objects.filter(study=study, day=day, stage=stage).update(count=F("count") + 1)
+
+
+def pilot_invite_for(study: Study, token: str) -> PilotInvite | None:
+    if not token:
+        return None
+    return PilotInvite.objects.filter(
+        study=study, token_digest=token_digest(token), revoked=False, used_by__isnull=True
+    ).first()
+
+
+def enrolled_count(study: Study) -> int:
+    return Participant.objects.filter(study=study, is_pilot=False).count()
+
+
+def join_state(study: Study, *, pilot_token: str = "") -> str:
+    """One of: open, pilot (an invited tester of a piloting study), closed, full, invite_only."""
+    if study.status == Study.Status.PILOTING:
+        return "pilot" if pilot_invite_for(study, pilot_token) else "invite_only"
+    if study.status != Study.Status.RECRUITING:
+        return "closed"
+    if study.target_enrollment and enrolled_count(study) >= study.target_enrollment:
+        return "full"
+    return "open"
+
+
+def participant_for_panel_id(study: Study, panel_pid: str) -> Participant | None:
+    """A returning recruitment-panel id resumes the same participant instead of a duplicate."""
+    if not panel_pid:
+        return None
+    identity = (
+        Identity.objects.select_related("participant")
+        .filter(study=study, panel_pid_digest=lookup_digest(panel_pid, "panel"))
+        .first()
+    )
+    return identity.participant if identity else None
+
+
+def _valid_timezone(name: str, fallback: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return fallback
+    return name
+
+
+def _arm_weights(study: Study) -> tuple[list[alloc.ArmWeight], dict[str, Arm]]:
+    arms = list(study.arms.filter(is_active=True).order_by("key"))
+    return [alloc.ArmWeight(a.key, a.weight) for a in arms], {a.key: a for a in arms}
+
+
+def _locked_state(study: Study, stratum: str) -> AllocationState:
+    # Create the row if it is missing without tripping over a concurrent creator, then lock it:
+    # the lock serializes allocations within a stratum, so blocks stay balanced under load.
+    AllocationState.objects.bulk_create(
+        [AllocationState(study=study, stratum=stratum)], ignore_conflicts=True
+    )
+    return AllocationState.objects.select_for_update().get(study=study, stratum=stratum)
+
+
+def _allocate(participant: Participant, now: dt.datetime) -> Allocation:
+    study = participant.study
+    protocol = study.protocol
+    weights, arms = _arm_weights(study)
+    config = protocol.get("allocation", {})
+    method = config.get("method", "permuted_blocks" if len(weights) > 1 else "simple")
+    strata = config.get("strata", []) if method == "stratified_blocks" else []
+    stratum = alloc.stratum_key(strata, participant.screener_answers)
+    state = _locked_state(study, stratum)
+    position = state.next_position
+    block_no = None
+    if method == "simple":
+        key = alloc.simple_draw(study.allocation_seed, position, weights)
+    else:
+        sizes = config.get("block_sizes") or alloc.default_block_sizes(weights)
+        key, cursor = alloc.arm_at(
+            study.allocation_seed,
+            stratum,
+            position,
+            weights,
+            sizes,
+            alloc.BlockCursor(state.block_no, state.block_start),
+        )
+        block_no = cursor.block_no
+        state.block_no, state.block_start = cursor.block_no, cursor.block_start
+    state.next_position = position + 1
+    state.save(update_fields=["next_position", "block_no", "block_start"])
+    allocation = Allocation.objects.create(
+        participant=participant,
+        arm=arms[key],
+        method=method,
+        stratum=stratum,
+        sequence_number=position,
+        block_number=block_no,
+        allocated_at=now,
+        protocol_version=study.current_version,
+    )
+    audit_record(
+        actor=f"participant {participant.code}",
+        action="participant.allocate",
+        target=allocation,
+        study_slug=study.slug,
+        data={"method": method, "stratum": stratum, "position": position},
+    )
+    return allocation
+
+
+def validate_consent_choices(document: ConsentDocument, choices: dict[str, bool]) -> None:
+    missing = [k for k in document.required_keys if not choices.get(k)]
+    if missing:
+        raise EnrollmentError(
+            "consent_required", "required consent items not ticked: " + ", ".join(missing)
+        )
+
+
+def _clean_choices(document: ConsentDocument, choices: dict[str, Any]) -> dict[str, bool]:
+    return {c["key"]: bool(choices.get(c["key"])) for c in document.checkboxes}
+
+
+@transaction.atomic
+def participant_enroll(
+    *,
+    study: Study,
+    answers: dict[str, Any],
+    language: str,
+    timezone_name: str,
+    choices: dict[str, Any],
+    signature_name: str = "",
+    email: str = "",
+    name: str = "",
+    join: JoinContext | None = None,
+    now: dt.datetime | None = None,
+) -> Participant:
+    """Consent, create the participant and vault row, and allocate to an arm, all or nothing."""
+    join = join or JoinContext()
+    now = now or timezone.now()
+    state = join_state(study, pilot_token=join.pilot_token)
+    if state not in ("open", "pilot"):
+        raise EnrollmentError(state, f"the study is not accepting participants ({state})")
+    document = current_consent_for(study, language)
+    if document is None:
+        raise EnrollmentError("no_consent", "the study has no consent document")
+    clean = _clean_choices(document, choices)
+    validate_consent_choices(document, clean)
+    if document.signature == ConsentDocument.Signature.TYPED_NAME and not signature_name.strip():
+        raise EnrollmentError("signature_required", "type your name to sign")
+    email = email.strip()
+    if join.panel_pid and participant_for_panel_id(study, join.panel_pid):
+        raise EnrollmentError("already_enrolled", "this panel id has already joined")
+    email_digest = lookup_digest(email, "email") if email else ""
+    if email_digest and Identity.objects.filter(study=study, email_digest=email_digest).exists():
+        raise EnrollmentError("email_taken", "this email has already joined; sign in instead")
+
+    participant = Participant.objects.create(
+        study=study,
+        is_pilot=state == "pilot",
+        language=document.language,
+        timezone=_valid_timezone(timezone_name, study.timezone),
+        enrolled_at=now,
+        enrollment_version=study.current_version,
+        screener_answers=answers,
+        last_seen_at=now,
+    )
+    Identity.objects.create(
+        participant=participant,
+        study=study,
+        email=email,
+        email_digest=email_digest,
+        name=name.strip()[:200],
+        panel=join.panel,
+        panel_pid=join.panel_pid,
+        panel_pid_digest=lookup_digest(join.panel_pid, "panel") if join.panel_pid else "",
+        panel_study_id=join.panel_study_id,
+        panel_session_id=join.panel_session_id,
+        date_shift_days=secrets.randbelow(364) + 1,
+    )
+    ConsentRecord.objects.create(
+        participant=participant,
+        document=document,
+        version=document.version,
+        language=document.language,
+        text_hash=document.text_hash,
+        choices=clean,
+        signature_name=signature_name.strip()[:200],
+        signed_at=now,
+        protocol_version=study.current_version,
+    )
+    if state == "pilot":
+        invite = pilot_invite_for(study, join.pilot_token)
+        invite.used_by = participant
+        invite.save(update_fields=["used_by"])
+    _allocate(participant, now)
+    funnel_increment(study, "consented", day=now.date())
+    audit_record(
+        actor=f"participant {participant.code}",
+        action="participant.enroll",
+        target=participant,
+        study_slug=study.slug,
+        data={
+            "consent_version": document.version,
+            "language": document.language,
+            "pilot": participant.is_pilot,
+        },
+    )
+    return participant
+
+
+def consent_due(participant: Participant) -> ConsentDocument | None:
+    """The consent document the participant must (re-)sign before anything else, if any."""
+    document = current_consent_for(participant.study, participant.language)
+    latest = participant.consent_records.order_by("-signed_at").first()
+    if document is None:
+        return None
+    if latest is None or latest.version < document.version:
+        return document
+    return None
+
+
+@transaction.atomic
+def consent_renew(
+    *,
+    participant: Participant,
+    choices: dict[str, Any],
+    signature_name: str = "",
+    now: dt.datetime | None = None,
+) -> ConsentRecord:
+    """Sign the current consent version (after researchers published a new one)."""
+    document = consent_due(participant)
+    if document is None:
+        raise EnrollmentError("nothing_to_sign", "your consent is up to date")
+    clean = _clean_choices(document, choices)
+    validate_consent_choices(document, clean)
+    if document.signature == ConsentDocument.Signature.TYPED_NAME and not signature_name.strip():
+        raise EnrollmentError("signature_required", "type your name to sign")
+    record = ConsentRecord.objects.create(
+        participant=participant,
+        document=document,
+        version=document.version,
+        language=document.language,
+        text_hash=document.text_hash,
+        choices=clean,
+        signature_name=signature_name.strip()[:200],
+        signed_at=now or timezone.now(),
+        protocol_version=participant.study.current_version,
+    )
+    audit_record(
+        actor=f"participant {participant.code}",
+        action="participant.reconsent",
+        target=record,
+        study_slug=participant.study.slug,
+        data={"version": document.version},
+    )
+    return record
+
+
+def latest_consent(participant: Participant) -> ConsentRecord | None:
+    return participant.consent_records.select_related("document").order_by("-signed_at").first()

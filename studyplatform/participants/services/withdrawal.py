@@ -1,0 +1,216 @@
+"""Withdrawal ("stop and keep" or "stop and delete"), the audited vault view, data downloads."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import secrets
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from studyplatform.core.audit import audit_record
+
+from ..models import ConsentRecord, DataDownload, Identity, Participant
+
+
+class WithdrawalError(ValueError):
+    pass
+
+
+# Apps that hold participant content register a deleter here (chat messages, imported history,
+# survey responses); withdrawal with deletion calls every one inside the same transaction. An
+# explicit list, not signals: what deletion covers is readable in one place.
+CONTENT_DELETERS: list = []
+
+
+def register_content_deleter(func):
+    CONTENT_DELETERS.append(func)
+    return func
+
+
+@transaction.atomic
+def participant_withdraw(
+    *, participant: Participant, mode: str, by: str, actor: Any = None, reason: str = ""
+) -> Participant:
+    """Withdraw a participant. `by` is "participant" or "researcher" (on the person's request).
+
+    delete: messages, responses, imported history, screener answers, signatures and the vault
+    row go in one transaction; what remains is the pseudonymous participant row (status and mode,
+    so exports exclude them and invitations stop), the allocation (the randomization record must
+    stay complete) and a content-free audit event.
+    """
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    if mode not in Participant.Withdrawal.values:
+        raise WithdrawalError(f"unknown withdrawal mode {mode!r}")
+    if participant.status == Participant.Status.WITHDRAWN:
+        raise WithdrawalError("already withdrawn; a withdrawal cannot be changed or undone")
+    now = timezone.now()
+    participant.status = Participant.Status.WITHDRAWN
+    participant.withdrawn_at = now
+    participant.withdrawal_mode = mode
+    participant.withdrawal_by = by
+    participant.return_token_digest = ""
+    participant.password_hash = ""
+    counts: dict[str, int] = {}
+    if mode == Participant.Withdrawal.DELETE:
+        participant.screener_answers = {}
+        for deleter in CONTENT_DELETERS:
+            counts.update(deleter(participant))
+        counts["identity"] = Identity.objects.filter(participant=participant).delete()[0]
+        counts["signatures"] = ConsentRecord.objects.filter(participant=participant).update(
+            signature_name=""
+        )
+        for download in participant.downloads.all():
+            _remove_file(download.file_name)
+        counts["downloads"] = participant.downloads.all().delete()[0]
+        participant.signin_links.all().delete()
+    participant.save()
+    audit_record(
+        actor=actor if actor is not None else f"participant {participant.code}",
+        action="participant.withdraw",
+        target=participant,
+        study_slug=participant.study.slug,
+        data={"mode": mode, "by": by, "deleted": counts, "reason": reason[:200]},
+    )
+    return participant
+
+
+def identity_view(*, participant: Participant, actor) -> Identity | None:
+    """Read a participant's vault row on behalf of a researcher; always audited."""
+    identity = Identity.objects.filter(participant=participant).first()
+    audit_record(
+        actor=actor, action="vault.view", target=participant, study_slug=participant.study.slug
+    )
+    return identity
+
+
+# ---------------------------------------------------------------------------------------------
+# Download my data
+
+DOWNLOAD_DIR = "downloads"
+# Apps that hold participant data contribute tables to the archive: func(participant) ->
+# {name: list of row dicts}.
+DOWNLOAD_SECTIONS: list = []
+
+
+def register_download_section(func):
+    DOWNLOAD_SECTIONS.append(func)
+    return func
+
+
+def _remove_file(name: str) -> None:
+    if name:
+        (Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name).unlink(missing_ok=True)
+
+
+def download_path(download: DataDownload) -> Path:
+    return Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / download.file_name
+
+
+@transaction.atomic
+def data_download_request(*, participant: Participant) -> DataDownload:
+    from ..tasks import build_data_download
+
+    download = DataDownload.objects.create(participant=participant)
+    transaction.on_commit(lambda: build_data_download.delay(download.pk))
+    return download
+
+
+def _participant_tables(participant: Participant) -> dict[str, list[dict[str, Any]]]:
+    identity = Identity.objects.filter(participant=participant).first()
+    protocol = participant.study.protocol
+    disclose = protocol.get("allocation", {}).get("disclose_to_participant", False)
+    tables: dict[str, list[dict[str, Any]]] = {
+        "participant": [
+            {
+                "code": participant.code,
+                "study": participant.study.slug,
+                "status": participant.status,
+                "language": participant.language,
+                "timezone": participant.timezone,
+                "enrolled_at": participant.enrolled_at.isoformat(),
+                "screener_answers": json.dumps(participant.screener_answers, ensure_ascii=False),
+            }
+        ],
+        "identity": [
+            {
+                "email": identity.email,
+                "name": identity.name,
+                "panel": identity.panel,
+                "panel_id": identity.panel_pid,
+            }
+        ]
+        if identity
+        else [],
+        "consent": [
+            {
+                "version": r.version,
+                "language": r.language,
+                "signed_at": r.signed_at.isoformat(),
+                "text_sha256": r.text_hash,
+                "choices": json.dumps(r.choices),
+                "signature": r.signature_name,
+            }
+            for r in participant.consent_records.order_by("signed_at")
+        ],
+    }
+    if disclose and hasattr(participant, "allocation"):
+        a = participant.allocation
+        tables["allocation"] = [{"arm": a.arm.key, "allocated_at": a.allocated_at.isoformat()}]
+    for section in DOWNLOAD_SECTIONS:
+        tables.update(section(participant))
+    return tables
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def data_download_build(*, download: DataDownload) -> DataDownload:
+    """Write the archive: every table as JSON and CSV, plus a README."""
+    claimed = DataDownload.objects.filter(
+        pk=download.pk, status=DataDownload.Status.PENDING
+    ).update(status=DataDownload.Status.RUNNING)
+    if claimed != 1:
+        return DataDownload.objects.get(pk=download.pk)
+    participant = download.participant
+    try:
+        tables = _participant_tables(participant)
+        directory = Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        # An unguessable name: the file is served only through the owner's view anyway.
+        name = f"{participant.code}-{download.pk}-{secrets.token_hex(8)}.zip"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(
+                "README.txt",
+                f"Everything study '{participant.study.title}' holds about participant "
+                f"{participant.code}, as of {timezone.now():%Y-%m-%d %H:%M} UTC.\n"
+                "Each table is given as JSON and as CSV.\n",
+            )
+            archive.writestr("data.json", json.dumps(tables, ensure_ascii=False, indent=2))
+            for table, rows in tables.items():
+                archive.writestr(f"{table}.csv", _csv(rows))
+        data = buffer.getvalue()
+        (directory / name).write_bytes(data)
+        download.file_name = name
+        download.sha256 = hashlib.sha256(data).hexdigest()
+        download.status = DataDownload.Status.READY
+    except Exception as exc:  # the participant sees "failed, try again"; we keep the reason
+        download.status = DataDownload.Status.FAILED
+        download.error = f"{exc.__class__.__name__}: {exc}"[:300]
+    download.finished_at = timezone.now()
+    download.save()
+    return download

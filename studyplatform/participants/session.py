@@ -1,0 +1,67 @@
+"""The participant session: separate from researcher accounts, so participants never reach
+researcher pages, and long-lived for daily use on a phone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+from django.conf import settings
+from django.shortcuts import redirect
+from django.utils import timezone, translation
+
+from .models import Participant
+
+SESSION_KEY = "participant_id"
+
+
+def participant_login(request, participant: Participant) -> None:
+    request.session.cycle_key()  # no session fixation across the sign-in
+    request.session[SESSION_KEY] = participant.pk
+    request.session.set_expiry(settings.PARTICIPANT_SESSION_AGE_S)
+    translation.activate(participant.language)
+
+
+def participant_logout(request) -> None:
+    request.session.flush()
+
+
+def current_participant(request) -> Participant | None:
+    pk = request.session.get(SESSION_KEY)
+    if not pk:
+        return None
+    return (
+        Participant.objects.select_related("study", "study__current_version").filter(pk=pk).first()
+    )
+
+
+def participant_required(view=None, *, consent: bool = True, allow_withdrawn: bool = False):
+    """Load `request.participant` or send the person to sign in.
+
+    With `consent=True` (the default) nothing happens until the current consent version is
+    signed: a new consent version blocks chat and surveys until re-consent.
+    """
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(request, *args, **kwargs):
+            from .services import consent_due
+
+            participant = current_participant(request)
+            if participant is None:
+                return redirect(f"/p/signin/?next={request.path}")
+            if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
+                return redirect("participants:withdrawn")
+            if consent and participant.is_active and consent_due(participant):
+                return redirect("participants:consent_renew")
+            now = timezone.now()
+            if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(
+                minutes=5
+            ):
+                Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
+            request.participant = participant
+            return func(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate(view) if view else decorate

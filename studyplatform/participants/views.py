@@ -1,0 +1,481 @@
+"""Participant pages: study link, screener, consent, home, consent copy, data, withdrawal,
+sign-in. Views validate input, call one service, render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_http_methods, require_POST
+
+from studyplatform.core.digests import lookup_digest
+from studyplatform.studies.models import Study
+from studyplatform.studies.selectors import current_consent_for
+
+from . import services
+from .forms import (
+    ConsentForm,
+    PasswordSetForm,
+    PasswordSignInForm,
+    ScreenerForm,
+    SignInForm,
+    WithdrawForm,
+)
+from .models import DataDownload, Participant
+from .screener import AnswerError, evaluate, localized, parse_answers
+from .session import (
+    current_participant,
+    participant_login,
+    participant_logout,
+    participant_required,
+)
+
+SIGNIN_ERRORS = {
+    "expired": gettext_lazy("This sign-in link has expired. Ask for a new one below."),
+    "used": gettext_lazy("This sign-in link has already been used. Ask for a new one below."),
+    "invalid": gettext_lazy("This sign-in link is not valid. Ask for a new one below."),
+    "withdrawn": gettext_lazy("You have withdrawn from this study, so you cannot sign in."),
+    "rate_limited": gettext_lazy("Too many requests. Please wait an hour and try again."),
+    "bad_credentials": gettext_lazy("That email and password do not match."),
+}
+
+
+def _language(request) -> str:
+    return translation.get_language() or "en"
+
+
+def _client_key(request) -> str:
+    # Rate limits key on a digest of the address: no raw IP is stored anywhere.
+    return lookup_digest(request.META.get("REMOTE_ADDR", ""), "client")
+
+
+def _join(request, study: Study) -> services.JoinContext:
+    data = request.session.get(f"join:{study.slug}", {})
+    return services.JoinContext(**data)
+
+
+def _open_study(request, slug: str) -> tuple[Study, str]:
+    study = get_object_or_404(Study.objects.select_related("current_version"), slug=slug)
+    if study.status == Study.Status.DRAFT:
+        raise Http404("No such study.")
+    return study, services.join_state(study, pilot_token=_join(request, study).pilot_token)
+
+
+def study_page(request, slug):
+    study = get_object_or_404(Study.objects.select_related("current_version"), slug=slug)
+    if study.status == Study.Status.DRAFT:
+        raise Http404("No such study.")
+    join = services.JoinContext.from_query(request.GET)
+    stored = request.session.get(f"join:{slug}", {})
+    if join.panel_pid or join.pilot_token or not stored:
+        request.session[f"join:{slug}"] = join.as_dict()
+    else:
+        join = services.JoinContext(**stored)
+    returning = services.participant_for_panel_id(study, join.panel_pid)
+    if returning is not None and returning.status != Participant.Status.WITHDRAWN:
+        participant_login(request, returning)
+        return redirect("participants:home")
+    if not request.session.get(f"visited:{slug}"):
+        request.session[f"visited:{slug}"] = True
+        services.funnel_increment(study, "visited")
+    state = services.join_state(study, pilot_token=join.pilot_token)
+    return render(
+        request,
+        "participants/study.html",
+        {
+            "study": study,
+            "state": state,
+            "protocol": study.protocol,
+            "description": localized(
+                study.protocol["study"].get("description", ""), _language(request)
+            ),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def screener(request, slug):
+    study, state = _open_study(request, slug)
+    if state not in ("open", "pilot"):
+        return redirect("participants:study", slug=slug)
+    protocol = study.protocol
+    questions = protocol.get("screener", {}).get("questions", [])
+    form = ScreenerForm(request.POST or None, questions=questions, language=_language(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            answers = parse_answers(questions, form.raw_answers())
+        except AnswerError as exc:
+            for key, code in exc.errors.items():
+                form.add_error(
+                    key,
+                    _("Please check this answer.")
+                    if code != "required"
+                    else _("This answer is required."),
+                )
+        else:
+            services.funnel_increment(study, "screened")
+            result = evaluate(protocol.get("screener", {}).get("eligibility", []), answers)
+            if not result.eligible:
+                # Nothing about an ineligible person is kept except anonymous counts per rule.
+                for rule in result.failed_rules:
+                    services.funnel_increment(study, f"ineligible:{rule}")
+                rules = {r["key"]: r for r in protocol["screener"]["eligibility"]}
+                reasons = [
+                    localized(rules[k].get("message", ""), _language(request))
+                    for k in result.failed_rules
+                ]
+                return render(
+                    request,
+                    "participants/ineligible.html",
+                    {"study": study, "reasons": [r for r in reasons if r]},
+                )
+            services.funnel_increment(study, "eligible")
+            request.session[f"screener:{slug}"] = answers
+            return redirect("participants:consent", slug=slug)
+    if not questions and request.method == "GET":
+        request.session[f"screener:{slug}"] = {}
+        return redirect("participants:consent", slug=slug)
+    return render(request, "participants/screener.html", {"study": study, "form": form})
+
+
+@require_http_methods(["GET", "POST"])
+def consent(request, slug):
+    study, state = _open_study(request, slug)
+    if state not in ("open", "pilot"):
+        return redirect("participants:study", slug=slug)
+    answers = request.session.get(f"screener:{slug}")
+    if answers is None:
+        return redirect("participants:screener", slug=slug)
+    document = current_consent_for(study, _language(request))
+    recruitment = study.protocol["study"].get("recruitment", {})
+    collect_email = recruitment.get("collect_email", True)
+    form = ConsentForm(request.POST or None, document=document, collect_email=collect_email)
+    if request.method == "POST" and form.is_valid():
+        try:
+            participant = services.participant_enroll(
+                study=study,
+                answers=answers,
+                language=document.language,
+                timezone_name=form.cleaned_data.get("timezone") or study.timezone,
+                choices=form.choices(),
+                signature_name=form.cleaned_data.get("signature_name", ""),
+                email=form.cleaned_data.get("email", ""),
+                join=_join(request, study),
+            )
+        except services.EnrollmentError as exc:
+            if exc.code == "email_taken":
+                form.add_error(
+                    "email", _("This email address has already joined this study. Sign in instead.")
+                )
+            elif exc.code in ("closed", "full", "invite_only"):
+                return redirect("participants:study", slug=slug)
+            else:
+                form.add_error(None, _("Please complete every required part of the form."))
+        else:
+            for key in (f"screener:{slug}", f"join:{slug}"):
+                request.session.pop(key, None)
+            participant_login(request, participant)
+            if not collect_email:
+                request.session["new_return_token"] = services.return_link_issue(
+                    participant=participant
+                )
+            return redirect("participants:welcome")
+    return render(
+        request,
+        "participants/consent.html",
+        {
+            "study": study,
+            "document": document,
+            "form": form,
+        },
+    )
+
+
+@participant_required
+def welcome(request):
+    participant = request.participant
+    token = request.session.pop("new_return_token", None)
+    return render(
+        request,
+        "participants/welcome.html",
+        {
+            "participant": participant,
+            "study": participant.study,
+            "return_url": request.build_absolute_uri(f"/p/r/{token}/") if token else None,
+            "completion_url": participant.study.protocol["study"]
+            .get("recruitment", {})
+            .get("completion_url"),
+        },
+    )
+
+
+def _study_day(participant: Participant) -> int:
+    import zoneinfo
+
+    tz = zoneinfo.ZoneInfo(participant.timezone)
+    start = participant.enrolled_at.astimezone(tz).date()
+    return (timezone.now().astimezone(tz).date() - start).days + 1
+
+
+@participant_required
+def home(request):
+    participant = request.participant
+    study = participant.study
+    day = _study_day(participant)
+    recruitment = study.protocol["study"].get("recruitment", {})
+    return render(
+        request,
+        "participants/home.html",
+        {
+            "participant": participant,
+            "study": study,
+            "day": min(day, study.duration_days),
+            "days": study.duration_days,
+            "finished": day > study.duration_days,
+            "collect_email": recruitment.get("collect_email", True),
+            "latest_download": participant.downloads.first(),
+        },
+    )
+
+
+@participant_required(consent=False, allow_withdrawn=False)
+def consent_copy(request):
+    participant = request.participant
+    record = services.latest_consent(participant)
+    html = render_to_string(
+        "participants/consent_copy.html",
+        {
+            "participant": participant,
+            "study": participant.study,
+            "record": record,
+            "document": record.document,
+        },
+        request=request,
+    )
+    response = HttpResponse(html)
+    if request.GET.get("download") == "1":
+        response["Content-Disposition"] = (
+            f'attachment; filename="consent-{participant.code}-v{record.version}.html"'
+        )
+    return response
+
+
+@participant_required(consent=False)
+@require_http_methods(["GET", "POST"])
+def consent_renew(request):
+    participant = request.participant
+    document = services.consent_due(participant)
+    if document is None:
+        return redirect("participants:home")
+    form = ConsentForm(request.POST or None, document=document, collect_email=False)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.consent_renew(
+                participant=participant,
+                choices=form.choices(),
+                signature_name=form.cleaned_data.get("signature_name", ""),
+            )
+        except services.EnrollmentError:
+            form.add_error(None, _("Please complete every required part of the form."))
+        else:
+            messages.success(request, _("Thank you. Your consent is up to date."))
+            return redirect("participants:home")
+    return render(
+        request,
+        "participants/consent_renew.html",
+        {
+            "study": participant.study,
+            "document": document,
+            "form": form,
+        },
+    )
+
+
+@participant_required(consent=False)
+@require_http_methods(["GET", "POST"])
+def data(request):
+    participant = request.participant
+    if request.method == "POST":
+        services.data_download_request(participant=participant)
+        messages.info(
+            request, _("We are preparing your data. This page will show it when it is ready.")
+        )
+        return redirect("participants:data")
+    return render(
+        request,
+        "participants/data.html",
+        {
+            "participant": participant,
+            "downloads": participant.downloads.all()[:5],
+        },
+    )
+
+
+@participant_required(consent=False)
+def data_file(request, download_id: int):
+    # Only the participant's own downloads: another participant's id is a 404.
+    download = get_object_or_404(
+        DataDownload,
+        pk=download_id,
+        participant=request.participant,
+        status=DataDownload.Status.READY,
+    )
+    path = services.withdrawal.download_path(download)
+    if not path.exists():
+        raise Http404("The file is no longer available.")
+    return FileResponse(
+        path.open("rb"), as_attachment=True, filename=f"my-data-{request.participant.code}.zip"
+    )
+
+
+@participant_required(consent=False)
+@require_http_methods(["GET", "POST"])
+def withdraw(request):
+    participant = request.participant
+    form = WithdrawForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.participant_withdraw(
+            participant=participant, mode=form.cleaned_data["mode"], by="participant"
+        )
+        participant_logout(request)
+        request.session["withdrawn_mode"] = form.cleaned_data["mode"]
+        return redirect("participants:withdrawn")
+    return render(request, "participants/withdraw.html", {"participant": participant, "form": form})
+
+
+def withdrawn(request):
+    return render(
+        request, "participants/withdrawn.html", {"mode": request.session.get("withdrawn_mode")}
+    )
+
+
+@participant_required(consent=False)
+@require_http_methods(["GET", "POST"])
+def password(request):
+    form = PasswordSetForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.password_set(
+            participant=request.participant, password=form.cleaned_data["password"]
+        )
+        messages.success(request, _("Your password is set. You can still sign in by email."))
+        return redirect("participants:home")
+    return render(request, "participants/password.html", {"form": form})
+
+
+@participant_required(consent=False)
+@require_POST
+def return_link_renew(request):
+    token = services.return_link_issue(participant=request.participant)
+    request.session["new_return_token"] = token
+    messages.info(request, _("Your old return link no longer works. Bookmark the new one."))
+    return redirect("participants:welcome")
+
+
+@require_http_methods(["GET", "POST"])
+def signin(request):
+    form = SignInForm(request.POST or None)
+    password_form = PasswordSignInForm(prefix="pw")
+    error = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.signin_link_request(
+                email=form.cleaned_data["email"], client_key=_client_key(request)
+            )
+        except services.SignInError as exc:
+            error = SIGNIN_ERRORS[exc.code]
+        else:
+            return render(
+                request,
+                "participants/signin_sent.html",
+                {"minutes": settings.SIGNIN_LINK_MAX_AGE_S // 60},
+            )
+    return render(
+        request,
+        "participants/signin.html",
+        {"form": form, "password_form": password_form, "error": error},
+    )
+
+
+@require_POST
+def signin_password(request):
+    form = PasswordSignInForm(request.POST, prefix="pw")
+    error = _("That email and password do not match.")
+    if form.is_valid():
+        try:
+            participant = services.signin_with_password(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                client_key=_client_key(request),
+            )
+        except services.SignInError as exc:
+            error = SIGNIN_ERRORS[exc.code]
+        else:
+            participant_login(request, participant)
+            return redirect("participants:home")
+    return render(
+        request,
+        "participants/signin.html",
+        {"form": SignInForm(), "password_form": form, "error": error},
+        status=400,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def signin_token(request, token: str):
+    # GET only shows a button: mail scanners that prefetch links must not use up the link.
+    if request.method == "GET":
+        return render(request, "participants/signin_confirm.html")
+    try:
+        participant, next_path = services.signin_link_consume(token)
+    except services.SignInError as exc:
+        return render(
+            request,
+            "participants/signin.html",
+            {
+                "form": SignInForm(),
+                "password_form": PasswordSignInForm(prefix="pw"),
+                "error": SIGNIN_ERRORS[exc.code],
+            },
+            status=400,
+        )
+    participant_login(request, participant)
+    if next_path and url_has_allowed_host_and_scheme(next_path, allowed_hosts=None):
+        return redirect(next_path)
+    return redirect("participants:home")
+
+
+def return_link(request, token: str):
+    participant = services.participant_for_return_token(token)
+    if participant is None:
+        return render(
+            request,
+            "participants/signin.html",
+            {
+                "form": SignInForm(),
+                "password_form": PasswordSignInForm(prefix="pw"),
+                "error": _("This return link is not valid any more."),
+            },
+            status=404,
+        )
+    participant_login(request, participant)
+    return redirect("participants:home")
+
+
+@require_POST
+def signout(request):
+    participant_logout(request)
+    return redirect(reverse("participants:signin") + "?signed_out=1")
+
+
+def me(request):
+    """Where `/p/` sends a visitor with no session."""
+    if current_participant(request) is None:
+        return redirect("participants:signin")
+    return redirect("participants:home")
