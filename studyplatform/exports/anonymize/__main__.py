@@ -1,0 +1,7 @@
+"""`python -m studyplatform.exports.anonymize`: see `cli.py`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
