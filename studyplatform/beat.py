@@ -6,6 +6,8 @@ replay a pile of stale ticks.
 
 from __future__ import annotations
 
+from celery.schedules import crontab
+
 BEAT_SCHEDULE = {
     # The /healthz page reports how long ago a worker last ran a task; once a minute is enough to
     # notice a dead worker well before participants notice missing invitations.
@@ -13,5 +15,14 @@ BEAT_SCHEDULE = {
         "task": "studyplatform.core.tasks.worker_heartbeat",
         "schedule": 60.0,
         "options": {"expires": 50},
+    },
+    # Safety reviewers get one email per alert when it is raised; a daily digest of the alerts
+    # still unresolved catches the ones that email did not get acted on. Once a day, before the
+    # working day starts in Europe (07:00 UTC); a digest more than 6 h late is dropped, since the
+    # next day's digest will carry the same alerts.
+    "chat-safety-digest": {
+        "task": "studyplatform.chat.digest_tasks.safety_digest",
+        "schedule": crontab(hour=7, minute=0),
+        "options": {"expires": 6 * 3600},
     },
 }

@@ -14,7 +14,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("studyplatform.studies.urls")),
     path("api/", include("studyplatform.participants.api_urls")),
+    path("api/", include("studyplatform.chat.api_urls")),
     path("", include("studyplatform.participants.urls")),
+    path("", include("studyplatform.chat.urls")),
+    # Researcher sign-in for the browsable API (any researcher account, not only staff).
+    path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

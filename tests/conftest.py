@@ -21,6 +21,16 @@ def _locmem_email(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
+@pytest.fixture(autouse=True)
+def _fresh_redis():
+    """Each test starts with an empty Redis: counters (rate limits) must not leak across tests,
+    where database ids are reused after rollback."""
+    import redis
+    from django.conf import settings as django_settings
+
+    redis.Redis.from_url(django_settings.REDIS_URL).flushdb()
+
+
 def example_doc(name: str = "companion-rct") -> dict:
     return copy.deepcopy(parse_protocol_text((EXAMPLES / f"{name}.yaml").read_text()))
 

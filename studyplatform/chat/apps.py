@@ -1,3 +1,5 @@
+"""The chat app: conversations with the study's model, imported history, safety alerts."""
+
 from django.apps import AppConfig
 
 
@@ -5,3 +7,7 @@ class ChatConfig(AppConfig):
     name = "studyplatform.chat"
     label = "chat"
     verbose_name = "Chat"
+
+    def ready(self) -> None:
+        # Explicit registration at startup: withdrawal deletion and the data download.
+        from . import participant_data  # noqa: F401

@@ -67,3 +67,36 @@ def page_factory(browser):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def asgi_server(transactional_db, settings):
+    """The real ASGI app under uvicorn in a background thread (chat replies stream over SSE,
+    which the WSGI live server cannot do). Uses the test database; data must be committed."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.asgi import get_asgi_application
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = ASGIStaticFilesHandler(get_asgi_application())
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    settings.SITE_URL = url
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -1,0 +1,106 @@
+"""Admin for the chat log and safety alerts: lists show metadata only, never participant text;
+opening a message, memory note or alert (where the text is shown) writes an audit event.
+
+Everything is read-only here: alert status changes go through the API's services, which make
+them conditional and audited, and chat content is research data nobody edits.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from studyplatform.core.audit import audit_record
+
+from .models import Conversation, MemoryNote, Message, SafetyAlert
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class AuditedDetailAdmin(ReadOnlyAdmin):
+    """Opening a row's detail page records who read it (`audit_action`)."""
+
+    audit_action = ""
+
+    def audit_study_and_participant(self, obj) -> tuple[str, str]:
+        return obj.participant.study.slug, obj.participant.code
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is not None:
+            study_slug, code = self.audit_study_and_participant(obj)
+            audit_record(
+                actor=request.user,
+                action=self.audit_action,
+                target=obj,
+                study_slug=study_slug,
+                data={"participant": code, "via": "admin"},
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "participant", "arm", "imported", "created_at", "updated_at")
+    list_filter = ("imported", "arm__study")
+    list_select_related = ("participant", "arm")
+    search_fields = ("participant__code",)
+    # The title is participant text; the detail page of a conversation is not audited, so it
+    # does not show it (read it through the audited API instead).
+    exclude = ("title",)
+    raw_id_fields = ("participant", "active_leaf")
+
+
+@admin.register(Message)
+class MessageAdmin(AuditedDetailAdmin):
+    audit_action = "chat.read"
+    list_display = (
+        "id",
+        "conversation",
+        "role",
+        "status",
+        "model_reported",
+        "latency_ms",
+        "created_at",
+    )
+    list_filter = ("role", "status", "imported")
+    list_select_related = ("conversation__participant",)
+    search_fields = ("participant__code",)
+    raw_id_fields = ("conversation", "participant", "parent")
+
+
+@admin.register(MemoryNote)
+class MemoryNoteAdmin(AuditedDetailAdmin):
+    audit_action = "memory.read"
+    list_display = ("participant", "updated_at")
+    list_select_related = ("participant",)
+    search_fields = ("participant__code",)
+    fields = ("participant", "text", "updated_at")
+    readonly_fields = ("updated_at",)
+
+
+@admin.register(SafetyAlert)
+class SafetyAlertAdmin(AuditedDetailAdmin):
+    audit_action = "safety.read"
+    list_display = (
+        "id",
+        "study",
+        "participant",
+        "severity",
+        "category",
+        "status",
+        "created_at",
+        "due_at",
+    )
+    list_filter = ("study", "severity", "status", "source", "category")
+    list_select_related = ("study", "participant")
+    search_fields = ("participant__code",)
+    raw_id_fields = ("participant", "message")
+
+    def audit_study_and_participant(self, obj) -> tuple[str, str]:
+        return obj.study.slug, obj.participant.code

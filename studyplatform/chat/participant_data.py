@@ -1,0 +1,76 @@
+"""What the chat app contributes to a participant's withdrawal and "download my data".
+
+Registered explicitly from ``ChatConfig.ready()``: withdrawal with deletion removes every
+conversation the participant has (live chats and imported history alike; messages cascade), and
+the data download lists their conversations and messages, imported ones included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from studyplatform.participants.models import Participant
+from studyplatform.participants.services.withdrawal import (
+    register_content_deleter,
+    register_download_section,
+)
+
+from .models import Conversation, MemoryNote, Message, SafetyAlert
+
+
+@register_content_deleter
+def chat_delete(participant: Participant) -> dict[str, int]:
+    """Delete the participant's conversations and their messages; return what went."""
+    # Counted before deleting: the collector's per-model numbers would also include rows of
+    # other models it cascades to, and the audit event wants exactly these two.
+    messages = Message.objects.filter(participant=participant).count()
+    conversations = Conversation.objects.filter(participant=participant).count()
+    Conversation.objects.filter(participant=participant).delete()
+    # A message always belongs to one of the participant's conversations, so this is a no-op
+    # kept as a guard: no message text may outlive a deletion request.
+    Message.objects.filter(participant=participant).delete()
+    memory = MemoryNote.objects.filter(participant=participant).delete()[0]
+    # Safety alerts stay as a record that an alert was raised and handled, but without any of
+    # the participant's words: the excerpt and the reviewers' notes (which may quote them) go.
+    alerts = SafetyAlert.objects.filter(participant=participant).update(excerpt="", notes="")
+    return {
+        "conversations": conversations,
+        "messages": messages,
+        "memory_notes": memory,
+        "alerts_scrubbed": alerts,
+    }
+
+
+@register_download_section
+def chat_download(participant: Participant) -> dict[str, list[dict[str, Any]]]:
+    """The participant's conversations and messages as rows for their data download."""
+    conversations = [
+        {
+            "conversation_id": c.pk,
+            "title": c.title,
+            "created_at": c.created_at.isoformat(),
+            "updated_at": c.updated_at.isoformat(),
+            "imported": c.imported,
+            "import_source": c.import_source,
+            "active_leaf_id": c.active_leaf_id,
+        }
+        for c in Conversation.objects.filter(participant=participant).order_by("created_at", "pk")
+    ]
+    messages = [
+        {
+            "conversation_id": m.conversation_id,
+            "message_id": m.pk,
+            "parent_id": m.parent_id,
+            "role": m.role,
+            "content": m.content,
+            "status": m.status,
+            "created_at": m.created_at.isoformat(),
+            "imported": m.imported,
+            "model_reported": m.model_reported,
+            "content_type": m.content_type,
+        }
+        for m in Message.objects.filter(participant=participant).order_by(
+            "conversation_id", "created_at", "pk"
+        )
+    ]
+    return {"conversations": conversations, "messages": messages}

@@ -1,0 +1,346 @@
+"""Chat writes: conversations, sending a message (limits, idempotency, safety screening),
+building the model request, and recording the reply as it streams."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from studyplatform.participants.models import Participant
+
+from .models import Conversation, MemoryNote, Message
+from .providers import ChatRequest, ProviderConfig, StreamEnd, Timeouts, estimate_tokens
+from .safety import detect
+from .safety_alerts import excerpt_around, safety_alert_raise
+
+DEFAULT_LIMITS = {"messages_per_minute": 10, "tokens_per_day": 200_000, "max_message_chars": 8000}
+# Tokens kept free for the reply when the arm does not set max_tokens.
+DEFAULT_REPLY_RESERVE = 1024
+
+
+class ChatError(ValueError):
+    """A reason a message cannot be sent; `code` maps to a translated message in the view."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(detail or code)
+        self.code = code
+
+
+def limits_for(participant: Participant) -> dict[str, int]:
+    return {**DEFAULT_LIMITS, **participant.study.protocol.get("limits", {})}
+
+
+def conversation_create(
+    *, participant: Participant, now: dt.datetime | None = None
+) -> Conversation:
+    now = now or timezone.now()
+    return Conversation.objects.create(
+        participant=participant, arm=participant.allocation.arm, created_at=now, updated_at=now
+    )
+
+
+def _rate_limited(participant: Participant, per_minute: int, now: dt.datetime) -> bool:
+    key = f"chat:rate:{participant.pk}:{now:%Y%m%d%H%M}"
+    cache.add(key, 0, timeout=120)
+    try:
+        return cache.incr(key) > per_minute
+    except ValueError:
+        cache.set(key, 1, timeout=120)
+        return False
+
+
+def tokens_used_today(participant: Participant, now: dt.datetime) -> int:
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    totals = Message.objects.filter(
+        participant=participant,
+        created_at__gte=start,
+        role=Message.Role.ASSISTANT,
+        imported=False,
+    ).aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
+    return (totals["p"] or 0) + (totals["c"] or 0)
+
+
+@dataclass
+class SendResult:
+    message: Message
+    created: bool
+    crisis: dict[str, Any] | None  # severity/category when the safety detector fired
+
+
+def message_send(
+    *,
+    participant: Participant,
+    conversation: Conversation,
+    text: str,
+    client_request_id: str = "",
+    tz_offset_minutes: int | None = None,
+    now: dt.datetime | None = None,
+) -> SendResult:
+    """Store the participant's message (before any model call) and screen it for crisis language.
+
+    The same `client_request_id` returns the already stored message, so a retried request never
+    creates a second message or a second upstream call.
+    """
+    now = now or timezone.now()
+    if conversation.participant_id != participant.pk:
+        raise ChatError("not_found")
+    text = (text or "").strip()
+    if client_request_id:
+        existing = Message.objects.filter(
+            conversation=conversation, client_request_id=client_request_id
+        ).first()
+        if existing is not None:
+            return SendResult(existing, False, None)
+    limits = limits_for(participant)
+    if not text:
+        raise ChatError("empty")
+    if len(text) > limits["max_message_chars"]:
+        raise ChatError("too_long", str(limits["max_message_chars"]))
+    if _rate_limited(participant, limits["messages_per_minute"], now):
+        raise ChatError("rate_limited")
+    if tokens_used_today(participant, now) >= limits["tokens_per_day"]:
+        raise ChatError("daily_tokens")
+    study = participant.study
+    try:
+        with transaction.atomic():
+            # Lock the conversation and read its current leaf: two quick sends must chain,
+            # not both hang off the same parent.
+            leaf_id = (
+                Conversation.objects.select_for_update()
+                .values_list("active_leaf_id", flat=True)
+                .get(pk=conversation.pk)
+            )
+            message = Message.objects.create(
+                conversation=conversation,
+                participant=participant,
+                parent_id=leaf_id,
+                role=Message.Role.USER,
+                content=text,
+                status=Message.Status.PENDING,
+                client_request_id=client_request_id[:64],
+                created_at=now,
+                received_at=now,
+                arm=conversation.arm,
+                protocol_version=study.current_version,
+                tz_offset_minutes=tz_offset_minutes,
+            )
+            title = conversation.title or text[:60]
+            # update() prepares values through the field, so the title is encrypted too
+            Conversation.objects.filter(pk=conversation.pk).update(
+                active_leaf=message, updated_at=now, title=title
+            )
+            crisis = _screen(participant, message, text, now)
+    except IntegrityError:  # the same request id raced in twice: return the stored one
+        existing = Message.objects.get(
+            conversation=conversation, client_request_id=client_request_id
+        )
+        return SendResult(existing, False, None)
+    return SendResult(message, True, crisis)
+
+
+def _screen(participant: Participant, message: Message, text: str, now) -> dict | None:
+    config = participant.study.protocol.get("safety", {}).get("detector", {})
+    if not config.get("lexicon", True):
+        return None
+    hit = detect(text, None)
+    if hit is None:
+        return None
+    safety_alert_raise(
+        participant=participant,
+        source="chat",
+        severity=hit.severity,
+        category=hit.category,
+        excerpt=excerpt_around(text, hit.start, hit.end),
+        detector=f"lexicon:{hit.entry_id}",
+        message=message,
+        now=now,
+    )
+    return {"severity": hit.severity, "category": hit.category}
+
+
+def memory_text(participant: Participant) -> str:
+    note = MemoryNote.objects.filter(participant=participant).first()
+    return note.text if note else ""
+
+
+def memory_save(*, participant: Participant, text: str) -> MemoryNote:
+    note, _ = MemoryNote.objects.get_or_create(participant=participant)
+    note.text = text.strip()[:4000]
+    note.save()
+    return note
+
+
+def branch_path(leaf: Message | None) -> list[Message]:
+    """Messages from the root down to `leaf` (the branch the participant sees)."""
+    if leaf is None:
+        return []
+    by_id = {
+        m.pk: m
+        for m in Message.objects.filter(conversation_id=leaf.conversation_id).only(
+            "id", "parent_id", "role", "content", "status", "created_at", "imported"
+        )
+    }
+    path, node = [], by_id.get(leaf.pk)
+    while node is not None:
+        path.append(node)
+        node = by_id.get(node.parent_id)
+    return path[::-1]
+
+
+def provider_config_for(arm) -> ProviderConfig:
+    return ProviderConfig(
+        base_url=arm.base_url or None,
+        api_key_env=arm.api_key_env or None,
+        requires_api_key=arm.provider != "simulated"
+        and not arm.base_url.startswith(("http://127.", "http://localhost")),
+    )
+
+
+def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:
+    """The model request: pinned model, system prompt + memory notes, the active branch up to
+    this message, truncated oldest-first to the model's context budget."""
+    system = arm.system_prompt.strip()
+    memory = memory_text(participant)
+    if memory:
+        system = (
+            (system + "\n\n" if system else "")
+            + "Notes from the user about themselves:\n"
+            + (memory)
+        )
+    history = [
+        {"role": m.role, "content": m.content}
+        for m in branch_path(user_message)
+        if m.role in (Message.Role.USER, Message.Role.ASSISTANT) and m.content
+    ]
+    params = dict(arm.parameters)
+    reserve = int(params.get("max_tokens", DEFAULT_REPLY_RESERVE))
+    budget = max(256, arm.context_tokens - reserve - estimate_tokens(system))
+    kept: list[dict] = []
+    used = 0
+    for item in reversed(history):
+        cost = estimate_tokens(item["content"]) + 4
+        if kept and used + cost > budget:
+            break  # oldest messages go first; the newest user message is always sent
+        kept.append(item)
+        used += cost
+    return ChatRequest(
+        model=arm.model_name,
+        messages=kept[::-1],
+        system=system or None,
+        params=params,
+        timeout=Timeouts(
+            connect=settings.LLM_CONNECT_TIMEOUT_S,
+            read=settings.LLM_READ_TIMEOUT_S,
+            total_deadline_before_first_token=settings.LLM_FIRST_TOKEN_DEADLINE_S,
+        ),
+    )
+
+
+def claim_reply(user_message: Message) -> bool:
+    """Exactly one reply stream per send: the pending user message is claimed once."""
+    return (
+        Message.objects.filter(pk=user_message.pk, status=Message.Status.PENDING).update(
+            status=Message.Status.COMPLETE
+        )
+        == 1
+    )
+
+
+FINISH_TO_STATUS = {
+    "stop": Message.Status.COMPLETE,
+    "tool_calls": Message.Status.COMPLETE,
+    "length": Message.Status.LENGTH,
+    "content_filter": Message.Status.FILTERED,
+}
+
+
+def reply_start(*, user_message: Message, arm, first_token_at, upstream_sent_at) -> Message:
+    """Create the assistant message at the first token."""
+    latency = int((first_token_at - user_message.received_at).total_seconds() * 1000)
+    return Message.objects.create(
+        conversation_id=user_message.conversation_id,
+        participant_id=user_message.participant_id,
+        parent=user_message,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.STREAMING,
+        created_at=first_token_at,
+        upstream_sent_at=upstream_sent_at,
+        first_token_at=first_token_at,
+        latency_ms=max(0, latency),
+        arm=arm,
+        protocol_version=user_message.protocol_version,
+        model_requested=arm.model_name,
+    )
+
+
+def reply_finish(
+    *,
+    reply: Message | None,
+    user_message: Message,
+    arm,
+    text: str,
+    end: StreamEnd | None,
+    status: str,
+    upstream_sent_at,
+    error_code: str = "",
+    attempts: int = 1,
+) -> Message:
+    """Finalise the reply (creating it if the failure came before any token)."""
+    now = timezone.now()
+    if reply is None:
+        reply = Message(
+            conversation_id=user_message.conversation_id,
+            participant_id=user_message.participant_id,
+            parent=user_message,
+            role=Message.Role.ASSISTANT,
+            created_at=now,
+            upstream_sent_at=upstream_sent_at,
+            arm=arm,
+            protocol_version=user_message.protocol_version,
+            model_requested=arm.model_name,
+        )
+    reply.content = text
+    reply.status = status
+    reply.completed_at = now
+    reply.error_code = error_code[:40]
+    reply.attempts = attempts
+    if end is not None:
+        reply.model_reported = end.model_reported or ""
+        reply.system_fingerprint = end.system_fingerprint or ""
+        reply.provider_response_id = end.response_id or ""
+        reply.finish_reason = end.finish_reason or ""
+        reply.prompt_tokens = end.prompt_tokens
+        reply.completion_tokens = end.completion_tokens
+        reply.tokens_estimated = end.usage_estimated
+    else:
+        # The stream broke: no usage arrived, so estimate and flag it.
+        reply.finish_reason = status
+        reply.completion_tokens = estimate_tokens(text) if text else 0
+        reply.tokens_estimated = True
+    reply.save()
+    Conversation.objects.filter(pk=user_message.conversation_id).update(
+        active_leaf=reply, updated_at=now
+    )
+    return reply
+
+
+def reply_checkpoint(reply: Message, text: str) -> None:
+    """Save partial text while streaming, so a killed process loses at most a few seconds."""
+    reply.content = text
+    reply.save(update_fields=["content"])
+
+
+def retry_target(*, assistant: Message) -> Message:
+    """Regenerate / retry: a new reply to the same user message, kept as a sibling branch."""
+    user_message = assistant.parent
+    if user_message is None or user_message.role != Message.Role.USER:
+        raise ChatError("not_found")
+    return user_message

@@ -1,0 +1,150 @@
+"""The reply stream: forward the conversation to the arm's model and relay tokens as
+Server-Sent Events, recording everything on the way.
+
+Runs inside an async Django view under uvicorn. Database work goes through sync_to_async (one
+thread per request), and is kept off the token path: one read before the upstream call, one
+write at the first token, a checkpoint every few seconds, one write at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from studyplatform.core.markdown import render_markdown
+
+from . import services
+from .models import Message
+from .providers import ProviderError, StreamEnd, TextDelta, get_provider, stream_with_retry
+
+CHECKPOINT_S = 2.0
+CANCEL_POLL_S = 0.25
+_redis_clients: dict[int, aredis.Redis] = {}
+
+
+def cancel_key(user_message_id: int) -> str:
+    return f"chat:cancel:{user_message_id}"
+
+
+def _redis() -> aredis.Redis:
+    import asyncio
+
+    loop_id = id(asyncio.get_running_loop())
+    client = _redis_clients.get(loop_id)
+    if client is None:
+        client = _redis_clients[loop_id] = aredis.Redis.from_url(settings.REDIS_URL)
+    return client
+
+
+def _redis_sync():
+    """A plain Redis client for setting the stop flag from a normal (sync) view."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _load(user_message_id: int):
+    message = Message.objects.select_related(
+        "conversation__arm", "participant__study__current_version"
+    ).get(pk=user_message_id)
+    arm = message.conversation.arm
+    request = services.build_request(user_message=message, arm=arm, participant=message.participant)
+    return message, arm, request
+
+
+async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncIterator[str]:
+    """Yield SSE frames for one reply. `attempt_claimed` must be True: the caller claimed the
+    user message (first send) or the participant clicked retry/regenerate."""
+    if not attempt_claimed:
+        yield sse("error", {"code": "already_answered"})
+        return
+    message, arm, request = await sync_to_async(_load)(user_message_id)
+    provider = get_provider(arm.provider, services.provider_config_for(arm))
+    redis = _redis()
+    upstream_sent_at = timezone.now()
+    reply = None
+    parts: list[str] = []
+    end: StreamEnd | None = None
+    status = Message.Status.ERROR
+    error_code = ""
+    last_checkpoint = last_poll = time.monotonic()
+    try:
+        yield sse("start", {"simulated": provider.is_simulated})
+        async for event in stream_with_retry(
+            provider, request, deadline_s=request.timeout.total_deadline_before_first_token
+        ):
+            if isinstance(event, TextDelta):
+                if reply is None:
+                    reply = await sync_to_async(services.reply_start)(
+                        user_message=message,
+                        arm=arm,
+                        first_token_at=timezone.now(),
+                        upstream_sent_at=upstream_sent_at,
+                    )
+                    yield sse("reply", {"id": reply.pk})
+                parts.append(event.text)
+                yield sse("delta", {"t": event.text})
+                now = time.monotonic()
+                if now - last_poll >= CANCEL_POLL_S:
+                    last_poll = now
+                    if await redis.get(cancel_key(user_message_id)):
+                        status, error_code = Message.Status.CANCELLED, "stopped"
+                        break
+                if now - last_checkpoint >= CHECKPOINT_S:
+                    last_checkpoint = now
+                    await sync_to_async(services.reply_checkpoint)(reply, "".join(parts))
+            elif isinstance(event, StreamEnd):
+                end = event
+                status = services.FINISH_TO_STATUS.get(event.finish_reason, Message.Status.COMPLETE)
+    except ProviderError as exc:
+        status = Message.Status.ERROR
+        error_code = f"upstream_{exc.status}" if exc.status else "upstream_unreachable"
+    except BaseException:
+        # The participant closed the page (the server cancels this generator) or the worker is
+        # shutting down: keep what arrived, marked cancelled, then let the cancellation proceed.
+        status, error_code = Message.Status.CANCELLED, "disconnected"
+        await sync_to_async(services.reply_finish)(
+            reply=reply,
+            user_message=message,
+            arm=arm,
+            text="".join(parts),
+            end=end,
+            status=status,
+            upstream_sent_at=upstream_sent_at,
+            error_code=error_code,
+            attempts=end.attempts if end else 1,
+        )
+        raise
+    finished = await sync_to_async(services.reply_finish)(
+        reply=reply,
+        user_message=message,
+        arm=arm,
+        text="".join(parts),
+        end=end,
+        status=status,
+        upstream_sent_at=upstream_sent_at,
+        error_code=error_code,
+        attempts=end.attempts if end else 1,
+    )
+    await redis.delete(cancel_key(user_message_id))
+    if status == Message.Status.ERROR:
+        yield sse("error", {"code": error_code, "reply": finished.pk, "partial": bool(parts)})
+    else:
+        yield sse(
+            "done",
+            {
+                "reply": finished.pk,
+                "status": status,
+                "html": str(render_markdown(finished.content)),
+            },
+        )

@@ -1,0 +1,44 @@
+"""Chat background work: notifying safety reviewers."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.core.mail import send_mail
+
+from . import digest_tasks  # noqa: F401 - workers discover tasks through this module
+from .models import SafetyAlert
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="studyplatform.chat.tasks.notify_safety_alert",
+    ignore_result=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def notify_safety_alert(alert_id: int) -> None:
+    """Email the protocol's alert recipients. The email holds no excerpt: reviewers read it in
+    the platform, where access is checked and audited."""
+    alert = SafetyAlert.objects.select_related("study", "participant").filter(pk=alert_id).first()
+    if alert is None:
+        log.info("alert %s no longer exists", alert_id)
+        return
+    recipients = alert.study.protocol.get("safety", {}).get("alert_recipients", [])
+    if not recipients:
+        return
+    subject = (
+        f"[{alert.study.slug}] {alert.severity.upper()} safety alert for {alert.participant.code}"
+    )
+    body = (
+        f"A {alert.severity} safety alert ({alert.category}, from {alert.source}) was raised for "
+        f"participant {alert.participant.code} in study '{alert.study.title}'.\n\n"
+        f"Respond by {alert.due_at:%Y-%m-%d %H:%M} UTC (the protocol's response time).\n"
+        f"Review it here: {settings.SITE_URL}/api/studies/{alert.study.slug}/safety-alerts/"
+        f"{alert.pk}/\n"
+    )
+    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import import_views, views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("p/chat/", views.conversation_list, name="list"),
+    path("p/chat/new/", views.conversation_new, name="new"),
+    path("p/chat/memory/", views.memory, name="memory"),
+    path("p/chat/import/", import_views.import_history, name="import"),
+    path("p/chat/c/<int:conversation_id>/", views.conversation_detail, name="conversation"),
+    path("p/chat/c/<int:conversation_id>/send/", views.message_send, name="send"),
+    path("p/chat/stream/<int:user_message_id>/", views.stream, name="stream"),
+    path("p/chat/stream/<int:user_message_id>/stop/", views.stream_stop, name="stop"),
+    path("p/chat/m/<int:message_id>/regenerate/", views.regenerate, name="regenerate"),
+    path("p/chat/m/<int:message_id>/activate/", views.activate, name="activate"),
+]

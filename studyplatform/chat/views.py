@@ -1,0 +1,287 @@
+"""Participant chat pages and the JSON/SSE endpoints the small chat script talks to.
+
+Every view works only on the signed-in participant's own conversations: another participant's
+conversation or message id is a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from studyplatform.core.markdown import render_markdown
+from studyplatform.participants.models import Participant
+from studyplatform.participants.services import consent_due
+from studyplatform.participants.session import current_participant, participant_required
+
+from . import services
+from .models import Conversation, Message, SafetyAlert
+from .streaming import cancel_key, reply_events
+
+STREAM_TOKEN_TTL_S = 120
+
+ERRORS = {
+    "empty": gettext_lazy("Write a message first."),
+    "too_long": gettext_lazy(
+        "That message is too long. Please shorten it to %(limit)s characters."
+    ),
+    "rate_limited": gettext_lazy(
+        "You are sending messages very quickly. Please wait a minute and try again."
+    ),
+    "daily_tokens": gettext_lazy(
+        "You have reached today's chat limit for this study. You can chat again tomorrow."
+    ),
+    "not_found": gettext_lazy("That conversation was not found."),
+}
+
+
+def _crisis_resources(participant: Participant) -> str:
+    from django.utils.translation import get_language
+
+    from studyplatform.core.templatetags.platform import localized
+
+    text = participant.study.protocol.get("safety", {}).get("crisis_resources", "")
+    return str(render_markdown(localized(text, get_language())))
+
+
+def _own_conversation(participant, conversation_id: int) -> Conversation:
+    return get_object_or_404(
+        Conversation.objects.select_related("arm"), pk=conversation_id, participant=participant
+    )
+
+
+def _own_message(participant, message_id: int) -> Message:
+    return get_object_or_404(
+        Message.objects.select_related("conversation"), pk=message_id, participant=participant
+    )
+
+
+def _stream_url(user_message: Message) -> str:
+    # One token per click: the stream endpoint consumes it, so one click is one upstream call.
+    token = secrets.token_urlsafe(16)
+    cache.set(f"chat:stream:{token}", user_message.pk, timeout=STREAM_TOKEN_TTL_S)
+    return reverse("chat:stream", args=[user_message.pk]) + f"?t={token}"
+
+
+@participant_required
+def conversation_list(request):
+    participant = request.participant
+    conversations = participant.conversations.order_by("-updated_at")[:200]
+    return render(
+        request,
+        "chat/list.html",
+        {
+            "participant": participant,
+            "conversations": conversations,
+            "simulated": participant.allocation.arm.is_simulated,
+            "can_import": (
+                participant.consent_records.order_by("-signed_at").first().allows("import_history")
+            ),
+        },
+    )
+
+
+@participant_required
+@require_POST
+def conversation_new(request):
+    conversation = services.conversation_create(participant=request.participant)
+    return redirect("chat:conversation", conversation.pk)
+
+
+def _message_view(m: Message, siblings: dict[int, list[int]]) -> dict:
+    group = siblings.get(m.parent_id, [m.pk]) if m.role == Message.Role.ASSISTANT else [m.pk]
+    return {
+        "id": m.pk,
+        "role": m.role,
+        "status": m.status,
+        "imported": m.imported,
+        "html": render_markdown(m.content) if m.role == Message.Role.ASSISTANT else None,
+        "text": m.content,
+        "created_at": m.created_at,
+        "sibling_index": group.index(m.pk) + 1 if m.pk in group else 1,
+        "sibling_count": len(group),
+        "prev_sibling": group[group.index(m.pk) - 1]
+        if m.pk in group and group.index(m.pk)
+        else None,
+        "next_sibling": group[group.index(m.pk) + 1]
+        if m.pk in group and group.index(m.pk) + 1 < len(group)
+        else None,
+    }
+
+
+@participant_required
+def conversation_detail(request, conversation_id: int):
+    participant = request.participant
+    conversation = _own_conversation(participant, conversation_id)
+    path = services.branch_path(conversation.active_leaf)
+    siblings: dict[int, list[int]] = {}
+    for mid, parent in (
+        Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
+        .order_by("created_at", "id")
+        .values_list("id", "parent_id")
+    ):
+        siblings.setdefault(parent, []).append(mid)
+    full = {m.pk: m for m in Message.objects.filter(pk__in=[m.pk for m in path])}
+    # Crisis resources stay on screen for a day after a message in this conversation raised an
+    # alert, not only until the page reloads.
+    recent_alert = SafetyAlert.objects.filter(
+        message__conversation=conversation, created_at__gte=timezone.now() - timedelta(days=1)
+    ).exists()
+    messages_ = [
+        _message_view(full[m.pk], siblings)
+        for m in path
+        if m.role in (Message.Role.USER, Message.Role.ASSISTANT)
+    ]
+    return render(
+        request,
+        "chat/conversation.html",
+        {
+            "participant": participant,
+            "conversation": conversation,
+            "chat_messages": messages_,
+            "simulated": conversation.arm.is_simulated,
+            "limits": services.limits_for(participant),
+            "crisis_html": _crisis_resources(participant) if recent_alert else "",
+            "chat_strings": {
+                "interrupted": _(
+                    "The reply was interrupted. Your message is saved; you can retry."
+                ),
+                "network": _(
+                    "Could not reach the study server. Your message is kept here; press "
+                    "Send to try again."
+                ),
+                "stopped": _("Stopped."),
+            },
+        },
+    )
+
+
+@participant_required
+@require_POST
+def message_send(request, conversation_id: int):
+    participant = request.participant
+    conversation = _own_conversation(participant, conversation_id)
+    try:
+        payload = json.loads(request.body or b"{}")
+    except ValueError:
+        return JsonResponse({"error": _("The request was not understood.")}, status=400)
+    try:
+        tz_offset = int(payload.get("tz_offset")) if payload.get("tz_offset") is not None else None
+    except (TypeError, ValueError):
+        tz_offset = None
+    try:
+        result = services.message_send(
+            participant=participant,
+            conversation=conversation,
+            text=payload.get("text", ""),
+            client_request_id=str(payload.get("client_request_id", ""))[:64],
+            tz_offset_minutes=tz_offset,
+        )
+    except services.ChatError as exc:
+        message = ERRORS.get(exc.code, ERRORS["not_found"])
+        if exc.code == "too_long":
+            message = message % {"limit": str(exc)}
+        status = 429 if exc.code in ("rate_limited", "daily_tokens") else 400
+        return JsonResponse({"error": str(message), "code": exc.code}, status=status)
+    body = {"message": {"id": result.message.pk, "text": result.message.content}}
+    if result.created:
+        body["stream"] = _stream_url(result.message)
+    if result.crisis:
+        body["crisis"] = {"html": _crisis_resources(participant), **result.crisis}
+    return JsonResponse(body, status=201 if result.created else 200)
+
+
+def _stream_owner(request, user_message_id: int):
+    participant = current_participant(request)
+    if participant is None or participant.status != Participant.Status.ACTIVE:
+        raise Http404
+    if consent_due(participant):
+        raise Http404
+    return get_object_or_404(
+        Message, pk=user_message_id, participant=participant, role=Message.Role.USER
+    )
+
+
+@require_GET
+async def stream(request, user_message_id: int):
+    """Server-Sent Events carrying the reply. Needs the one-time token from send/regenerate."""
+    await sync_to_async(_stream_owner)(request, user_message_id)
+    token = request.GET.get("t", "")
+    claimed = await sync_to_async(_claim_token)(token, user_message_id)
+    response = StreamingHttpResponse(
+        reply_events(user_message_id, attempt_claimed=claimed),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    return response
+
+
+def _claim_token(token: str, user_message_id: int) -> bool:
+    if not token:
+        return False
+    key = f"chat:stream:{token}"
+    value = cache.get(key)
+    # delete() returns True only for the caller that removed it: a second click gets nothing
+    return value == user_message_id and cache.delete(key)
+
+
+@participant_required
+@require_POST
+def stream_stop(request, user_message_id: int):
+    _own_message(request.participant, user_message_id)
+    cache_key = cancel_key(user_message_id)
+    from .streaming import _redis_sync
+
+    _redis_sync().set(cache_key, "1", ex=300)
+    return JsonResponse({"stopping": True})
+
+
+@participant_required
+@require_POST
+def regenerate(request, message_id: int):
+    """A new reply to the same participant message, kept as a sibling branch (also "retry")."""
+    message = _own_message(request.participant, message_id)
+    user_message = message if message.role == Message.Role.USER else message.parent
+    if user_message is None or user_message.role != Message.Role.USER:
+        raise Http404
+    return JsonResponse({"stream": _stream_url(user_message)})
+
+
+@participant_required
+@require_POST
+def activate(request, message_id: int):
+    """Show another branch: make this reply (and its latest descendants) the active branch."""
+    message = _own_message(request.participant, message_id)
+    leaf = message
+    while True:
+        child = leaf.children.order_by("-created_at", "-id").first()
+        if child is None:
+            break
+        leaf = child
+    Conversation.objects.filter(pk=message.conversation_id).update(active_leaf=leaf)
+    return redirect("chat:conversation", message.conversation_id)
+
+
+@participant_required
+@require_http_methods(["GET", "POST"])
+def memory(request):
+    participant = request.participant
+    if request.method == "POST":
+        services.memory_save(participant=participant, text=request.POST.get("text", ""))
+        from django.contrib import messages as flash
+
+        flash.success(request, _("Saved. The assistant will see these notes in new replies."))
+        return redirect("chat:memory")
+    return render(request, "chat/memory.html", {"text": services.memory_text(participant)})

@@ -1,0 +1,117 @@
+"""The chat journey in a real browser against the ASGI server: sign in, chat with a streamed
+reply, stop, regenerate, import a ChatGPT export and continue it, a crisis phrase in
+Portuguese shows crisis resources, and the researcher sees the alert."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+from django.core import mail
+
+from studyplatform.chat.fake_upstream import FakeUpstream
+from studyplatform.chat.models import Conversation, Message, SafetyAlert
+
+pytestmark = [pytest.mark.browser]
+
+FIXTURE = (
+    Path(__file__).resolve().parents[1] / "chat" / "importers" / "fixtures" / ("conversations.json")
+)
+
+
+@pytest.fixture
+def upstream_server():
+    with FakeUpstream() as server:
+        yield server
+
+
+def test_chat_journey(
+    asgi_server, page_factory, upstream_server, owner, rct_doc, enroll, artifacts
+):
+    from studyplatform.studies.services import study_create_from_protocol, study_transition
+
+    doc = copy.deepcopy(rct_doc)
+    doc["study"]["slug"] = "chat-journey"
+    for arm in doc["arms"]:
+        arm["model"] = {
+            "provider": "openai",
+            "name": "gpt-journey",
+            "base_url": upstream_server.base_url,
+            "context_tokens": 8000,
+        }
+    study = study_create_from_protocol(doc=doc, author=owner)
+    for status in ("piloting", "recruiting"):
+        study = study_transition(study=study, to=status, actor=owner)
+    participant = enroll(study, email="bia@example.org", language="pt-br")
+
+    page = page_factory("pt-BR", timezone_id="America/Sao_Paulo")
+    # sign in with the emailed link
+    page.goto(f"{asgi_server}/p/signin/")
+    page.get_by_role("textbox", name="Endereço de e-mail").fill("bia@example.org")
+    page.get_by_role("button", name="Envie-me um link de acesso por e-mail").click()
+    page.get_by_role("heading", name="Confira o seu e-mail").wait_for()
+    link = re.search(r"http://\S+/p/signin/\S+/", mail.outbox[-1].body).group(0)
+    page.goto(link)
+    page.get_by_role("button", name="Continuar para a minha página do estudo").click()
+
+    # chat: the reply streams in word by word; stop it part-way
+    page.get_by_role("link", name="Converse com o assistente").click()
+    page.get_by_role("button", name="Nova conversa").click()
+    box = page.get_by_role("textbox", name="Sua mensagem")
+    box.fill("[[tokens: 60]] [[delay_ms: 80]] Me conte uma história")
+    page.get_by_role("button", name="Enviar").click()
+    streaming = page.locator(".msg.assistant .body").last
+    page.wait_for_function(
+        "el => el.textContent.split(' ').length > 3", arg=streaming.element_handle()
+    )
+    page.get_by_role("button", name="Parar").click()
+    page.get_by_text("Interrompida.").wait_for()
+    stopped = Message.objects.get(role="assistant")
+    assert stopped.status == "cancelled" and 0 < len(stopped.content.split()) < 60
+
+    # regenerate: a second version, kept as a sibling
+    upstream_server.script(count=1, reply="Era uma vez uma resposta nova.")
+    page.get_by_role("button", name="Gerar de novo").click()
+    page.get_by_text("versão 2 de 2").wait_for()
+    page.get_by_text("Era uma vez uma resposta nova.").wait_for()
+    page.screenshot(path=str(artifacts / "chat-regenerated-pt-br.png"), full_page=True)
+
+    # import a ChatGPT export and continue one of its conversations
+    page.goto(f"{asgi_server}/p/chat/import/")
+    page.locator("input[type=file]").set_input_files(str(FIXTURE))
+    page.get_by_role("button", name="Importar").click()
+    page.get_by_test_id("import-result").wait_for()
+    imported = Conversation.objects.filter(participant=participant, imported=True)
+    assert imported.exists()
+    target = imported.order_by("created_at").first()
+    page.goto(f"{asgi_server}/p/chat/c/{target.pk}/")
+    upstream_server.script(count=1, reply="Continuando a conversa importada.")
+    page.get_by_role("textbox", name="Sua mensagem").fill("Vamos continuar?")
+    page.get_by_role("button", name="Enviar").click()
+    page.get_by_text("Continuando a conversa importada.").wait_for()
+    continued = Message.objects.filter(conversation=target, role="user", imported=False).get()
+    assert continued.parent is not None and continued.parent.imported
+
+    # a crisis phrase in Portuguese shows the study's crisis resources at once
+    page.get_by_role("textbox", name="Sua mensagem").fill("Eu não aguento mais, quero me matar")
+    page.get_by_role("button", name="Enviar").click()
+    crisis = page.get_by_role("alert").filter(has_text="CVV")
+    crisis.wait_for()
+    page.screenshot(path=str(artifacts / "chat-crisis-resources-pt-br.png"), full_page=True)
+    alert = SafetyAlert.objects.get(participant=participant)
+    assert alert.severity == "high"
+
+    # the study's safety reviewer sees the alert
+    from studyplatform.studies.services import membership_add
+
+    reviewer = owner.__class__.objects.create_user(username="rita", password="pw-rita-123")
+    membership_add(study=study, user=reviewer, role="safety_reviewer", actor=owner)
+    researcher = page_factory("en-US")
+    researcher.goto(f"{asgi_server}/api-auth/login/?next=/api/studies/{study.slug}/safety-alerts/")
+    researcher.get_by_label("Username").fill("rita")
+    researcher.get_by_label("Password").fill("pw-rita-123")
+    researcher.get_by_role("button", name="Log in").click()
+    researcher.get_by_text(participant.code).first.wait_for()
+    assert "quero me matar" in researcher.content()

@@ -1,0 +1,235 @@
+"""The proxied, logged reply stream against a real loopback OpenAI-compatible server: happy
+path, every fault the test upstream can inject, stop, and idempotent sends."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from studyplatform.chat import services
+from studyplatform.chat.models import Conversation, Message
+from tests.chat.conftest import run_reply
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def participant(chat_study, enroll):
+    return enroll(chat_study)
+
+
+@pytest.fixture
+def conversation(participant):
+    return services.conversation_create(participant=participant)
+
+
+def send(participant, conversation, text, **kw):
+    return services.message_send(
+        participant=participant, conversation=conversation, text=text, **kw
+    ).message
+
+
+def only_user_message(conversation, text):
+    rows = Message.objects.filter(conversation=conversation, role="user")
+    assert [m.content for m in rows] == [text]
+    return rows.get()
+
+
+def test_a_reply_streams_and_every_detail_is_logged(participant, conversation, upstream):
+    user = send(
+        participant, conversation, "[[reply: Hello there friend]] hi", tz_offset_minutes=-180
+    )
+    events = run_reply(user.pk)
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "start" and kinds[1] == "reply" and kinds[-1] == "done"
+    assert "".join(d["t"] for e, d in events if e == "delta") == "Hello there friend"
+    reply = Message.objects.get(role="assistant")
+    assert reply.parent == user and reply.content == "Hello there friend"
+    assert reply.status == "complete" and reply.finish_reason == "stop"
+    assert reply.model_requested == participant.allocation.arm.model_name
+    assert reply.model_reported and reply.system_fingerprint
+    assert reply.prompt_tokens > 0 and reply.completion_tokens == 3
+    assert not reply.tokens_estimated
+    assert reply.upstream_sent_at <= reply.first_token_at <= reply.completed_at
+    assert reply.latency_ms is not None and reply.protocol_version == user.protocol_version
+    assert reply.arm == participant.allocation.arm
+    user.refresh_from_db()
+    assert user.tz_offset_minutes == -180
+    assert Conversation.objects.get().active_leaf == reply
+
+
+def test_the_request_carries_system_prompt_memory_and_the_active_branch(
+    participant, conversation, upstream
+):
+    services.memory_save(participant=participant, text="Call me Ana. I like short answers.")
+    first = send(participant, conversation, "[[reply: one]] first")
+    run_reply(first.pk)
+    second = send(participant, conversation, "[[reply: two]] second")
+    run_reply(second.pk)
+    body = upstream.requests[-1]
+    assert body["model"] == participant.allocation.arm.model_name
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    system = body["messages"][0]
+    assert system["role"] == "system" and "friendly, helpful assistant" in system["content"]
+    assert "Call me Ana." in system["content"]
+    assert [m["content"] for m in body["messages"][1:]] == [
+        "[[reply: one]] first",
+        "one",
+        "[[reply: two]] second",
+    ]
+    assert body["temperature"] == 0.7 and body["max_tokens"] == 1024
+
+
+def test_history_is_truncated_oldest_first_to_the_context_budget(
+    participant, conversation, upstream
+):
+    arm = participant.allocation.arm
+    arm.context_tokens = 1500  # minus 1024 reserved for the reply and the system prompt
+    arm.save()
+    for i in range(6):
+        m = send(participant, conversation, f"[[reply: ok]] message {i} " + "word " * 60)
+        run_reply(m.pk)
+    sent = [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "user"]
+    assert sent[-1].startswith("[[reply: ok]] message 5")
+    assert not any(s.startswith("[[reply: ok]] message 0") for s in sent)
+
+
+@pytest.mark.parametrize("fault,code", [("429", "upstream_429"), ("500", "upstream_500")])
+def test_an_upstream_error_is_retried_then_logged_and_the_message_kept_once(
+    participant, conversation, upstream, fault, code, settings
+):
+    settings.LLM_FIRST_TOKEN_DEADLINE_S = 3
+    upstream.script(count=10, fault=fault)
+    user = send(participant, conversation, "are you there?")
+    events = run_reply(user.pk)
+    assert events[-1] == (
+        "error",
+        {"code": code, "reply": events[-1][1]["reply"], "partial": False},
+    )
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "error" and reply.content == "" and reply.error_code == code
+    assert len(upstream.requests) >= 2  # retried before the first token
+    only_user_message(conversation, "are you there?")
+
+
+def test_a_transient_error_before_the_first_token_is_retried_transparently(
+    participant, conversation, upstream
+):
+    upstream.script(count=1, fault="429")
+    user = send(participant, conversation, "[[reply: fine thanks]] hello")
+    events = run_reply(user.pk)
+    assert events[-1][0] == "done"
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "complete" and reply.content == "fine thanks"
+    assert reply.attempts == 2
+
+
+def test_a_stalled_upstream_times_out_and_is_logged(participant, conversation, upstream, settings):
+    settings.LLM_READ_TIMEOUT_S = 0.5
+    settings.LLM_FIRST_TOKEN_DEADLINE_S = 1.5
+    upstream.script(count=10, fault="stall")
+    user = send(participant, conversation, "hello?")
+    events = run_reply(user.pk)
+    assert events[-1][0] == "error"
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "error" and reply.content == ""
+    only_user_message(conversation, "hello?")
+
+
+def test_a_disconnect_mid_stream_keeps_the_partial_reply(participant, conversation, upstream):
+    upstream.script(count=1, fault="disconnect_after: 3", tokens=10)
+    user = send(participant, conversation, "tell me a story")
+    events = run_reply(user.pk)
+    assert events[-1][0] == "error" and events[-1][1]["partial"] is True
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "error" and len(reply.content.split()) == 3
+    assert reply.tokens_estimated and reply.completion_tokens > 0
+    assert len(upstream.requests) == 1  # never re-sent after the first token
+    only_user_message(conversation, "tell me a story")
+
+
+def test_missing_usage_is_estimated_and_flagged(participant, conversation, upstream):
+    upstream.script(count=1, fault="no_usage")
+    user = send(participant, conversation, "[[reply: a b c d]] hi")
+    run_reply(user.pk)
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "complete" and reply.tokens_estimated
+    assert reply.completion_tokens > 0
+
+
+def test_a_length_limited_reply_is_marked(participant, conversation, upstream):
+    upstream.script(count=1, finish="length")
+    user = send(participant, conversation, "write a lot")
+    run_reply(user.pk)
+    assert Message.objects.get(role="assistant").status == "length"
+
+
+def test_the_reported_model_is_logged_when_it_differs(participant, conversation, upstream):
+    upstream.script(count=1, model="gpt-test-2099-01-01")
+    run_reply(send(participant, conversation, "hi").pk)
+    reply = Message.objects.get(role="assistant")
+    assert reply.model_reported == "gpt-test-2099-01-01"
+    assert reply.model_requested == participant.allocation.arm.model_name
+
+
+def test_stop_cancels_the_stream_and_keeps_the_partial_text(participant, conversation, upstream):
+    from studyplatform.chat.streaming import _redis_sync, cancel_key
+
+    user = send(participant, conversation, "[[tokens: 40]] [[delay_ms: 40]] go")
+
+    async def stop_after_first(n):
+        if n == 3:
+            _redis_sync().set(cancel_key(user.pk), "1", ex=60)
+
+    events = run_reply(user.pk, on_delta=stop_after_first)
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "cancelled"
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "cancelled" and 0 < len(reply.content.split()) < 40
+
+
+def test_regenerate_keeps_both_replies_as_sibling_branches(participant, conversation, upstream):
+    user = send(participant, conversation, "[[reply: first answer]] q")
+    run_reply(user.pk)
+    upstream.script(count=1, reply="second answer")
+    run_reply(user.pk)
+    replies = list(Message.objects.filter(role="assistant").order_by("id"))
+    assert [r.content for r in replies] == ["first answer", "second answer"]
+    assert all(r.parent == user for r in replies)
+    assert Conversation.objects.get().active_leaf == replies[1]
+
+
+def test_an_unclaimed_stream_never_calls_the_upstream(participant, conversation, upstream):
+    user = send(participant, conversation, "hello")
+    events = run_reply(user.pk, claimed=False)
+    assert events == [("error", {"code": "already_answered"})]
+    assert upstream.requests == []
+
+
+def test_the_same_client_request_id_stores_one_message(participant, conversation):
+    first = services.message_send(
+        participant=participant, conversation=conversation, text="hi", client_request_id="abc"
+    )
+    again = services.message_send(
+        participant=participant, conversation=conversation, text="hi", client_request_id="abc"
+    )
+    assert first.created and not again.created and first.message.pk == again.message.pk
+    assert Message.objects.count() == 1
+
+
+def test_limits_give_clear_errors(participant, conversation, settings):
+    with pytest.raises(services.ChatError) as info:
+        services.message_send(participant=participant, conversation=conversation, text="x" * 4001)
+    assert info.value.code == "too_long"
+    for i in range(10):
+        services.message_send(participant=participant, conversation=conversation, text=f"m{i}")
+    with pytest.raises(services.ChatError) as info:
+        services.message_send(participant=participant, conversation=conversation, text="one more")
+    assert info.value.code == "rate_limited"
+
+
+def test_message_text_is_encrypted_at_rest(participant, conversation):
+    send(participant, conversation, "my very private thought")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT content FROM chat_message")
+        [(raw,)] = cursor.fetchall()
+    assert "private" not in raw

@@ -1,0 +1,199 @@
+"""Participant chat endpoints: pages, send, stream, stop, regenerate, crisis resources, and
+every endpoint refusing another participant's objects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from studyplatform.chat import services
+from studyplatform.chat.models import Message, SafetyAlert
+from studyplatform.participants.session import SESSION_KEY
+from tests.chat.conftest import parse_sse
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client, participant):
+    session = client.session
+    session[SESSION_KEY] = participant.pk
+    session.save()
+
+
+def consume(response) -> list:
+    """Read the async SSE body; async_to_sync keeps database work on this test's thread."""
+
+    async def read():
+        return [
+            chunk.decode() if isinstance(chunk, bytes) else chunk
+            async for chunk in response.streaming_content
+        ]
+
+    return parse_sse(async_to_sync(read)())
+
+
+@pytest.fixture
+def me(chat_study, enroll, client):
+    participant = enroll(chat_study)
+    login(client, participant)
+    return participant
+
+
+def post_json(client, url, payload=None):
+    return client.post(url, json.dumps(payload or {}), content_type="application/json")
+
+
+def test_send_then_stream_a_reply_through_the_endpoints(client, me, upstream):
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    response = post_json(
+        client,
+        f"/p/chat/c/{conversation.pk}/send/",
+        {"text": "[[reply: Olá!]] oi", "client_request_id": "r1", "tz_offset": -180},
+    )
+    assert response.status_code == 201
+    stream_url = response.json()["stream"]
+    events = consume(client.get(stream_url))
+    assert events[-1][0] == "done" and events[-1][1]["html"] == "<p>Olá!</p>"
+    # the same token cannot start a second upstream call
+    again = consume(client.get(stream_url))
+    assert again == [("error", {"code": "already_answered"})]
+    assert len(upstream.requests) == 1
+    page = client.get(f"/p/chat/c/{conversation.pk}/")
+    assert "Olá!".encode() in page.content
+
+
+def test_a_retried_send_with_the_same_request_id_makes_no_second_stream(client, me):
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    url = f"/p/chat/c/{conversation.pk}/send/"
+    first = post_json(client, url, {"text": "hello", "client_request_id": "same"})
+    second = post_json(client, url, {"text": "hello", "client_request_id": "same"})
+    assert first.status_code == 201 and second.status_code == 200
+    assert "stream" not in second.json()
+    assert Message.objects.filter(role="user").count() == 1
+
+
+def test_model_output_is_sanitized_before_it_reaches_the_page(client, me, upstream):
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    evil = "<script>alert(1)</script> **bold** <img src=x onerror=alert(2)>"
+    upstream.script(count=1, reply=evil)
+    sent = post_json(client, f"/p/chat/c/{conversation.pk}/send/", {"text": "hi"})
+    done = consume(client.get(sent.json()["stream"]))[-1][1]
+    assert "<script" not in done["html"] and "onerror" not in done["html"]
+    assert "<strong>bold</strong>" in done["html"]
+    page = client.get(f"/p/chat/c/{conversation.pk}/").content.decode()
+    assert "<script>alert(1)" not in page and "onerror=alert" not in page
+
+
+def test_a_crisis_message_shows_resources_and_raises_an_alert(
+    client, me, mailoutbox, django_capture_on_commit_callbacks
+):
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            f"/p/chat/c/{conversation.pk}/send/",
+            json.dumps({"text": "não aguento mais, quero me matar"}),
+            content_type="application/json",
+            HTTP_ACCEPT_LANGUAGE="pt-BR",
+        )
+    body = response.json()
+    assert body["crisis"]["severity"] == "high"
+    assert "CVV" in body["crisis"]["html"]
+    alert = SafetyAlert.objects.get()
+    assert alert.participant == me and alert.source == "chat" and alert.severity == "high"
+    assert "quero me matar" in alert.excerpt
+    assert alert.message.content == "não aguento mais, quero me matar"
+    [email] = mailoutbox
+    assert email.to == ["safety-team@example.org"] and "quero me matar" not in email.body
+
+
+def test_stop_regenerate_and_branch_switching(client, me, upstream):
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    sent = post_json(client, f"/p/chat/c/{conversation.pk}/send/", {"text": "[[reply: A]] q"})
+    user_id = sent.json()["message"]["id"]
+    consume(client.get(sent.json()["stream"]))
+    first = Message.objects.get(role="assistant")
+    regen = post_json(client, f"/p/chat/m/{first.pk}/regenerate/")
+    upstream.script(count=1, reply="B")
+    consume(client.get(regen.json()["stream"]))
+    second = Message.objects.filter(role="assistant").exclude(pk=first.pk).get()
+    assert second.parent_id == user_id and second.content == "B"
+    page = client.get(f"/p/chat/c/{conversation.pk}/").content.decode()
+    assert "version 2 of 2" in page
+    client.post(f"/p/chat/m/{first.pk}/activate/")
+    conversation.refresh_from_db()
+    assert conversation.active_leaf_id == first.pk
+    assert post_json(client, f"/p/chat/stream/{user_id}/stop/").json() == {"stopping": True}
+
+
+def test_chat_endpoints_refuse_another_participants_objects(
+    client, chat_study, enroll, me, upstream
+):
+    other = enroll(chat_study)
+    theirs = services.conversation_create(participant=other)
+    their_msg = services.message_send(participant=other, conversation=theirs, text="secret").message
+    assert client.get(f"/p/chat/c/{theirs.pk}/").status_code == 404
+    assert post_json(client, f"/p/chat/c/{theirs.pk}/send/", {"text": "x"}).status_code == 404
+    assert client.get(f"/p/chat/stream/{their_msg.pk}/?t=x").status_code == 404
+    assert post_json(client, f"/p/chat/stream/{their_msg.pk}/stop/").status_code == 404
+    assert post_json(client, f"/p/chat/m/{their_msg.pk}/regenerate/").status_code == 404
+    assert client.post(f"/p/chat/m/{their_msg.pk}/activate/").status_code == 404
+    assert Message.objects.filter(conversation=theirs).count() == 1
+    assert upstream.requests == []
+
+
+def test_chat_needs_a_consented_participant_session(client, chat_study, owner):
+    client.force_login(owner)  # a researcher is not a participant
+    assert client.get("/p/chat/").status_code == 302
+
+
+def test_pilot_mode_is_labelled_for_the_simulated_provider(client, study, owner, enroll):
+    from studyplatform.studies.services import study_transition
+
+    for status in ("piloting", "recruiting"):
+        study = study_transition(study=study, to=status, actor=owner)
+    arm_keys = list(study.arms.values_list("key", flat=True))
+    study.arms.update(provider="simulated")
+    participant = enroll(study)
+    login(client, participant)
+    page = client.get("/p/chat/")
+    assert b"Pilot mode" in page.content and len(arm_keys) == 2
+
+
+def test_the_memory_notes_page_saves_notes(client, me):
+    client.post("/p/chat/memory/", {"text": "I am a nurse working nights."})
+    assert services.memory_text(me) == "I am a nurse working nights."
+
+
+def test_withdrawal_with_deletion_removes_chat_memory_and_alert_text(
+    client, me, django_capture_on_commit_callbacks
+):
+    from studyplatform.chat.models import MemoryNote
+    from studyplatform.participants.services import participant_withdraw
+
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    services.memory_save(participant=me, text="I live alone.")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.message_send(
+            participant=me, conversation=conversation, text="I want to kill myself"
+        )
+    participant_withdraw(participant=me, mode="delete", by="participant")
+    assert not Message.objects.filter(participant=me).exists()
+    assert not MemoryNote.objects.filter(participant=me).exists()
+    alert = SafetyAlert.objects.get(participant=me)
+    assert alert.excerpt == "" and alert.notes == ""
+
+
+def test_crisis_resources_stay_visible_after_reload(client, me):
+    client.post("/p/chat/new/")
+    conversation = me.conversations.get()
+    post_json(client, f"/p/chat/c/{conversation.pk}/send/", {"text": "I want to end my life"})
+    page = client.get(f"/p/chat/c/{conversation.pk}/").content.decode()
+    assert "findahelpline.com" in page
