@@ -239,3 +239,4 @@ SIGNIN_EMAIL_LIMIT = env.int("SIGNIN_EMAIL_LIMIT", default=5)  # link requests p
 SIGNIN_CLIENT_LIMIT = env.int("SIGNIN_CLIENT_LIMIT", default=30)  # requests per client/hour
 PARTICIPANT_SESSION_AGE_S = env.int("PARTICIPANT_SESSION_AGE_S", default=60 * 60 * 24 * 30)
 LLM_FIRST_TOKEN_DEADLINE_S = env.float("LLM_FIRST_TOKEN_DEADLINE_S", default=30.0)
+CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
