@@ -9,6 +9,13 @@ from __future__ import annotations
 from celery.schedules import crontab
 
 BEAT_SCHEDULE = {
+    # Survey invitations open at minute precision (a 18:00 local survey should arrive at 18:00);
+    # each tick is bounded bulk work, and expires before the next one so ticks never pile up.
+    "surveys-schedule-tick": {
+        "task": "surveys.tasks.schedule_tick",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     # The /healthz page reports how long ago a worker last ran a task; once a minute is enough to
     # notice a dead worker well before participants notice missing invitations.
     "core-worker-heartbeat": {

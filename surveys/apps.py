@@ -1,3 +1,5 @@
+"""The surveys app registers its reactions to other apps' events explicitly, at start-up."""
+
 from django.apps import AppConfig
 
 
@@ -5,3 +7,6 @@ class SurveysConfig(AppConfig):
     name = "surveys"
     label = "surveys"
     verbose_name = "Surveys"
+
+    def ready(self):
+        from . import hooks  # noqa: F401 - registers enrollment/withdrawal/protocol/chat hooks

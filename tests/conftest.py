@@ -31,6 +31,15 @@ def _fresh_redis():
     redis.Redis.from_url(django_settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_protocol_cache():
+    """The engine caches protocol versions by id (rows are immutable, ids never reused in a
+    real database); tests roll back and reuse ids, so start each test with an empty cache."""
+    from surveys.engine import _entries
+
+    _entries.cache_clear()
+
+
 def example_doc(name: str = "companion-rct") -> dict:
     return copy.deepcopy(parse_protocol_text((EXAMPLES / f"{name}.yaml").read_text()))
 

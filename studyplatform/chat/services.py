@@ -25,6 +25,16 @@ DEFAULT_LIMITS = {"messages_per_minute": 10, "tokens_per_day": 200_000, "max_mes
 DEFAULT_REPLY_RESERVE = 1024
 
 
+# Apps that react to a participant's message register here (the survey engine's
+# "after N messages" rule). Called after the message is stored.
+MESSAGE_HOOKS: list = []
+
+
+def register_message_hook(func):
+    MESSAGE_HOOKS.append(func)
+    return func
+
+
 class ChatError(ValueError):
     """A reason a message cannot be sent; `code` maps to a translated message in the view."""
 
@@ -142,6 +152,8 @@ def message_send(
             conversation=conversation, client_request_id=client_request_id
         )
         return SendResult(existing, False, None)
+    for hook in MESSAGE_HOOKS:
+        hook(participant)
     return SendResult(message, True, crisis)
 
 

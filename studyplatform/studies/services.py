@@ -174,6 +174,8 @@ def protocol_version_create(
             [ProtocolError("change_note", "describe the change (required once a study is live)")]
         )
     version = _new_version(study=study, doc=doc, author=author, change_note=change_note)
+    for hook in PROTOCOL_CHANGE_HOOKS:
+        transaction.on_commit(lambda hook=hook: hook(study, version))
     audit_record(
         actor=author,
         action="protocol.version_create",
@@ -182,6 +184,16 @@ def protocol_version_create(
         data={"number": version.number, "hash": version.content_hash, "note": change_note},
     )
     return version, True
+
+
+# Apps that react to a new protocol version register here (the survey engine reschedules
+# future occurrences). Called after the version commits.
+PROTOCOL_CHANGE_HOOKS: list = []
+
+
+def register_protocol_change_hook(func):
+    PROTOCOL_CHANGE_HOOKS.append(func)
+    return func
 
 
 class TransitionError(ValueError):

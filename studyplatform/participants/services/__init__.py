@@ -11,6 +11,7 @@ from .enrollment import (
     participant_enroll,
     participant_for_panel_id,
     pilot_invite_for,
+    register_enrollment_hook,
 )
 from .signin import (
     SignInError,
@@ -30,6 +31,7 @@ from .withdrawal import (
     participant_withdraw,
     register_content_deleter,
     register_download_section,
+    register_withdrawal_hook,
 )
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "pilot_invite_for",
     "register_content_deleter",
     "register_download_section",
+    "register_enrollment_hook",
+    "register_withdrawal_hook",
     "return_link_issue",
     "signin_link_consume",
     "signin_link_create",

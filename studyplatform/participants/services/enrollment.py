@@ -29,6 +29,15 @@ from ..models import (
 )
 
 
+# Apps that act on a new participant register here (the survey engine creates the schedule).
+ENROLLMENT_HOOKS: list = []
+
+
+def register_enrollment_hook(func):
+    ENROLLMENT_HOOKS.append(func)
+    return func
+
+
 class EnrollmentError(ValueError):
     """A reason a person cannot join, with a code the view turns into a translated message."""
 
@@ -273,6 +282,8 @@ def participant_enroll(
         invite.used_by = participant
         invite.save(update_fields=["used_by"])
     _allocate(participant, now)
+    for hook in ENROLLMENT_HOOKS:
+        hook(participant)
     funnel_increment(study, "consented", day=now.date())
     audit_record(
         actor=f"participant {participant.code}",

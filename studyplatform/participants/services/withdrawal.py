@@ -35,6 +35,16 @@ def register_content_deleter(func):
     return func
 
 
+# Called on every withdrawal (either mode), inside its transaction: e.g. the survey engine
+# cancels pending invitations so nothing more is sent from this moment.
+WITHDRAWAL_HOOKS: list = []
+
+
+def register_withdrawal_hook(func):
+    WITHDRAWAL_HOOKS.append(func)
+    return func
+
+
 @transaction.atomic
 def participant_withdraw(
     *, participant: Participant, mode: str, by: str, actor: Any = None, reason: str = ""
@@ -59,6 +69,9 @@ def participant_withdraw(
     participant.return_token_digest = ""
     participant.password_hash = ""
     counts: dict[str, int] = {}
+    participant.save()
+    for hook in WITHDRAWAL_HOOKS:
+        hook(participant)
     if mode == Participant.Withdrawal.DELETE:
         participant.screener_answers = {}
         for deleter in CONTENT_DELETERS:

@@ -1,0 +1,78 @@
+"""What the survey engine does when other apps' events happen (registered in apps.ready)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from studyplatform.chat.services import register_message_hook
+from studyplatform.participants.services import (
+    register_content_deleter,
+    register_download_section,
+    register_enrollment_hook,
+    register_withdrawal_hook,
+)
+from studyplatform.studies.services import register_protocol_change_hook
+
+from . import engine
+from .models import Invitation, Response
+
+
+@register_enrollment_hook
+def schedule_new_participant(participant) -> None:
+    engine.schedule_init(participant)
+
+
+@register_withdrawal_hook
+def stop_invitations(participant) -> None:
+    engine.on_withdrawal(participant)
+
+
+@register_content_deleter
+def delete_responses(participant) -> dict[str, int]:
+    responses = Response.objects.filter(participant=participant)
+    count = responses.count()
+    # Corrections point at what they supersede: delete newest first.
+    for response in responses.order_by("-started_at", "-pk"):
+        response.delete()
+    return {"survey_responses": count}
+
+
+@register_download_section
+def survey_download(participant) -> dict[str, list]:
+    invitations = [
+        {
+            "invitation": i.pk,
+            "survey": i.entry_key,
+            "occurrence": i.occurrence_key,
+            "wave": i.wave,
+            "status": i.status,
+            "opens_at": i.opens_at.isoformat(),
+            "closes_at": i.closes_at.isoformat(),
+            "completed_at": i.completed_at.isoformat() if i.completed_at else None,
+        }
+        for i in Invitation.objects.filter(participant=participant).order_by("opens_at")
+    ]
+    responses = [
+        {
+            "invitation": r.invitation_id,
+            "instrument": r.instrument_key,
+            "status": r.status,
+            "answers": r.answers,
+            "scores": r.scores,
+            "submitted_at": r.submitted_at.isoformat() if r.submitted_at else None,
+        }
+        for r in Response.objects.filter(participant=participant).order_by("started_at")
+    ]
+    return {"survey_invitations": invitations, "survey_responses": responses}
+
+
+@register_protocol_change_hook
+def reschedule(study, version) -> None:
+    from .tasks import resync_schedule
+
+    resync_schedule.delay(study.pk)
+
+
+@register_message_hook
+def after_message(participant) -> None:
+    transaction.on_commit(lambda: engine.on_chat_message(participant))

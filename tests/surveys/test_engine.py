@@ -1,0 +1,247 @@
+"""The schedule engine with a frozen clock: invitations on time, exactly once, with reminders,
+expiry, conditions, withdrawal, protocol changes, a killed worker and concurrent ticks."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import threading
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core import mail
+from django.db import connection
+
+from surveys import engine
+from surveys.models import Invitation, ScheduleCursor
+
+SP = ZoneInfo("America/Sao_Paulo")
+UTC = dt.UTC
+# Tuesday 2026-03-03 10:00 in São Paulo (UTC-3, no DST since 2019)
+T0 = dt.datetime(2026, 3, 3, 10, 0, tzinfo=SP).astimezone(UTC)
+
+
+def at(days=0, hours=0, minutes=0):
+    return T0 + dt.timedelta(days=days, hours=hours, minutes=minutes)
+
+
+@pytest.fixture
+def participant(recruiting_study, enroll):
+    return enroll(recruiting_study, now=T0, timezone_name="America/Sao_Paulo")
+
+
+def tick(now, capture=None):
+    if capture is None:
+        return engine.schedule_tick(now=now)
+    with capture(execute=True):
+        return engine.schedule_tick(now=now)
+
+
+def ticks_until(end, step=dt.timedelta(hours=3), start=T0, capture=None):
+    t = start
+    while t <= end:
+        tick(t, capture)
+        t += step
+
+
+def invitations(participant, entry=None):
+    qs = Invitation.objects.filter(participant=participant).order_by("opens_at")
+    return qs.filter(entry_key=entry) if entry else qs
+
+
+@pytest.mark.django_db
+def test_enrollment_creates_a_cursor_per_time_based_entry(participant):
+    cursors = dict(
+        ScheduleCursor.objects.filter(participant=participant).values_list(
+            "entry_key", "next_occurrence_key"
+        )
+    )
+    assert set(cursors) == {"baseline", "weekly", "mood", "exit"}
+    assert cursors["baseline"] == "enrollment" and cursors["weekly"] == "d7"
+
+
+@pytest.mark.django_db
+def test_baseline_is_sent_at_enrollment_once_with_an_email(
+    participant, django_capture_on_commit_callbacks
+):
+    report = tick(at(minutes=1), django_capture_on_commit_callbacks)
+    assert report.materialized >= 1 and report.sent >= 1
+    baseline = invitations(participant, "baseline").get()
+    assert baseline.status == "sent" and baseline.sent_at == at(minutes=1)
+    assert baseline.instruments == ["who5", "ucla3", "phq9"]
+    assert baseline.protocol_version == participant.study.current_version
+    [email] = [m for m in mail.outbox if "questionnaire" in m.subject]
+    assert email.to == [participant.identity.email] and "/p/signin/" in email.body
+    # then: the same moment ticked again changes nothing
+    again = tick(at(minutes=1), django_capture_on_commit_callbacks)
+    assert again.materialized == 0 and again.sent == 0
+    assert invitations(participant, "baseline").count() == 1
+    assert len([m for m in mail.outbox if "questionnaire" in m.subject]) == 1
+
+
+@pytest.mark.django_db
+def test_weekly_surveys_open_at_1800_local_for_three_weeks(participant):
+    ticks_until(at(days=28))
+    weekly = list(invitations(participant, "weekly"))
+    assert [w.occurrence_key for w in weekly] == ["d7", "d14", "d21"]
+    assert [w.wave for w in weekly] == [1, 2, 3]
+    for w, day in zip(weekly, (10, 17, 24), strict=True):
+        assert w.opens_at == dt.datetime(2026, 3, day, 18, 0, tzinfo=SP)
+        assert w.closes_at - w.opens_at == dt.timedelta(hours=48)
+
+
+@pytest.mark.django_db
+def test_one_mood_prompt_a_day_within_the_local_window(participant):
+    ticks_until(at(days=5, hours=12))
+    moods = list(invitations(participant, "mood"))
+    days = [m.opens_at.astimezone(SP).date() for m in moods]
+    assert len(days) == len(set(days)) >= 5
+    for m in moods:
+        local = m.opens_at.astimezone(SP).time()
+        assert dt.time(9) <= local <= dt.time(21)
+
+
+@pytest.mark.django_db
+def test_reminders_are_sent_up_to_the_maximum_and_then_the_window_expires(
+    participant, django_capture_on_commit_callbacks
+):
+    ticks_until(
+        at(hours=80), step=dt.timedelta(hours=1), capture=django_capture_on_commit_callbacks
+    )
+    baseline = invitations(participant, "baseline").get()
+    assert baseline.reminders_sent == 2  # offsets 24 h and 48 h, max 2
+    assert len(baseline.reminders_sent_at) == 2
+    assert baseline.status == "expired" and baseline.expired_at is not None
+    reminders = [m for m in mail.outbox if m.subject.startswith("Reminder")]
+    assert len(reminders) >= 2
+
+
+@pytest.mark.django_db
+def test_a_completed_invitation_gets_no_reminder(participant):
+    tick(at(minutes=1))
+    baseline = invitations(participant, "baseline").get()
+    Invitation.objects.filter(pk=baseline.pk).update(
+        status="completed", completed_at=at(hours=1), next_reminder_at=None
+    )
+    ticks_until(at(hours=50), step=dt.timedelta(hours=1))
+    baseline.refresh_from_db()
+    assert baseline.reminders_sent == 0 and baseline.status == "completed"
+
+
+@pytest.mark.django_db
+def test_withdrawal_stops_invitations_at_once(participant):
+    from studyplatform.participants.services import participant_withdraw
+
+    tick(at(minutes=1))
+    participant_withdraw(participant=participant, mode="keep", by="participant")
+    assert invitations(participant, "baseline").get().status == "cancelled"
+    ticks_until(at(days=10), step=dt.timedelta(hours=6))
+    assert not invitations(participant).exclude(status="cancelled").exists()
+    assert not ScheduleCursor.objects.filter(participant=participant).exists()
+
+
+@pytest.mark.django_db
+def test_previous_closed_condition_skips_a_wave_while_the_last_is_open(participant):
+    ticks_until(at(days=8))
+    first = invitations(participant, "weekly").get()
+    # the first weekly wave is still open when the next one would be sent
+    Invitation.objects.filter(pk=first.pk).update(closes_at=at(days=20))
+    ticks_until(at(days=15), start=at(days=8))
+    second = invitations(participant, "weekly").get(occurrence_key="d14")
+    assert second.status == "skipped" and second.skip_reason == "previous_open"
+
+
+@pytest.mark.django_db
+def test_a_worker_killed_mid_tick_loses_nothing(participant):
+    # given: a tick claimed the baseline for sending, then died before marking it sent
+    tick(at(minutes=0))  # materialize and send
+    baseline = invitations(participant, "baseline").get()
+    Invitation.objects.filter(pk=baseline.pk).update(
+        status="sending", claim="dead", claimed_at=at(minutes=1), sent_at=None
+    )
+    # when: later ticks run (the sweep waits five minutes for a slow worker)
+    tick(at(minutes=3))
+    assert invitations(participant, "baseline").get().status == "sending"
+    tick(at(minutes=7))
+    tick(at(minutes=8))
+    # then: the tick after the five minutes sends it, and only that one
+    baseline.refresh_from_db()
+    assert baseline.status == "sent" and baseline.sent_at == at(minutes=7)
+
+
+@pytest.mark.django_db
+def test_a_protocol_change_affects_future_occurrences_only(participant, owner, rct_doc):
+    from studyplatform.studies.services import protocol_version_create
+
+    ticks_until(at(days=8))
+    first = invitations(participant, "weekly").get()
+    v1 = first.protocol_version
+    doc = copy.deepcopy(rct_doc)
+    doc["surveys"]["schedule"][1]["rule"].update(every_days=14, start_day=14)
+    v2, _ = protocol_version_create(
+        study=participant.study, doc=doc, author=owner, change_note="fortnightly"
+    )
+    engine.schedule_resync(participant.study, now=at(days=8))
+    ticks_until(at(days=28), start=at(days=8))
+    weekly = list(invitations(participant, "weekly"))
+    assert [w.occurrence_key for w in weekly] == ["d7", "d14"]
+    assert weekly[0].protocol_version == v1 and weekly[1].protocol_version == v2
+
+
+@pytest.mark.django_db
+def test_exit_survey_opens_on_the_last_study_day(participant):
+    ticks_until(at(days=29), step=dt.timedelta(hours=2))
+    exit_ = invitations(participant, "exit").get()
+    assert exit_.opens_at == dt.datetime(2026, 3, 30, 18, 0, tzinfo=SP)  # day 27
+
+
+@pytest.mark.django_db
+def test_after_messages_rule_invites_when_the_threshold_is_crossed(
+    recruiting_study, owner, rct_doc, enroll, django_capture_on_commit_callbacks
+):
+    from studyplatform.chat import services as chat
+    from studyplatform.studies.services import protocol_version_create
+
+    doc = copy.deepcopy(rct_doc)
+    doc["surveys"]["schedule"].append(
+        {
+            "key": "checkin",
+            "instruments": ["ema_mood"],
+            "rule": {"type": "after_messages", "count": 3},
+            "window_hours": 2,
+        }
+    )
+    protocol_version_create(study=recruiting_study, doc=doc, author=owner, change_note="checkin")
+    participant = enroll(recruiting_study)
+    conversation = chat.conversation_create(participant=participant)
+    with django_capture_on_commit_callbacks(execute=True):
+        for i in range(3):
+            chat.message_send(participant=participant, conversation=conversation, text=f"m{i}")
+    checkin = Invitation.objects.get(participant=participant, entry_key="checkin")
+    assert checkin.occurrence_key == "messages:3"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_ticks_at_once_create_no_duplicates(recruiting_study, enroll):
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent ticks need a database with row locking (PostgreSQL)")
+    people = [enroll(recruiting_study, now=T0) for _ in range(20)]
+    errors = []
+
+    def run():
+        try:
+            engine.schedule_tick(now=at(minutes=1))
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    baseline = Invitation.objects.filter(entry_key="baseline")
+    assert baseline.count() == len(people)
+    assert set(baseline.values_list("status", flat=True)) == {"sent"}
