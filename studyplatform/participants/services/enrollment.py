@@ -28,7 +28,6 @@ from ..models import (
     PilotInvite,
 )
 
-
 # Apps that act on a new participant register here (the survey engine creates the schedule).
 ENROLLMENT_HOOKS: list = []
 
