@@ -240,3 +240,8 @@ SIGNIN_CLIENT_LIMIT = env.int("SIGNIN_CLIENT_LIMIT", default=30)  # requests per
 PARTICIPANT_SESSION_AGE_S = env.int("PARTICIPANT_SESSION_AGE_S", default=60 * 60 * 24 * 30)
 LLM_FIRST_TOKEN_DEADLINE_S = env.float("LLM_FIRST_TOKEN_DEADLINE_S", default=30.0)
 CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
+# Optional moderation endpoint for chat safety (protocol safety.detector.moderation: true).
+MODERATION_BASE_URL = env.str("MODERATION_BASE_URL", default="")
+MODERATION_API_KEY_ENV = env.str("MODERATION_API_KEY_ENV", default="OPENAI_API_KEY")
+MODERATION_MODEL = env.str("MODERATION_MODEL", default="omni-moderation-latest")
+EXPORT_EXPIRY_DAYS = env.int("EXPORT_EXPIRY_DAYS", default=7)

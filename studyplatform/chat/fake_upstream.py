@@ -389,9 +389,45 @@ class FakeUpstream:
             return await self._answer(body or {}, raw, conn, reader, anthropic=False)
         if method == "POST" and path == "/v1/messages":
             return await self._answer(body or {}, raw, conn, reader, anthropic=True)
+        if method == "POST" and path == "/v1/moderations":
+            await conn.json(200, self._moderation(body or {}))
+            return True
         status = 405 if path in ("/v1/models", "/v1/chat/completions", "/v1/messages") else 404
         await conn.json(status, {"error": {"message": f"{method} {path} not served"}})
         return True
+
+    @staticmethod
+    def _moderation(body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI moderation shape. The directive [[moderation: CATEGORY]] in the input flags that
+        category (score 0.99) — full names such as self-harm/intent, or the short names
+        sh, sh_intent, sh_instructions (so a test message need not contain crisis words);
+        anything else comes back unflagged."""
+        text = body.get("input") if isinstance(body.get("input"), str) else ""
+        names = (
+            "harassment",
+            "hate",
+            "self-harm",
+            "self-harm/intent",
+            "self-harm/instructions",
+            "sexual",
+            "violence",
+        )
+        match = re.search(r"\[\[moderation:\s*([\w/-]+)\s*\]\]", text)
+        short = {
+            "sh": "self-harm",
+            "sh_intent": "self-harm/intent",
+            "sh_instructions": "self-harm/instructions",
+        }
+        hit = short.get(match.group(1), match.group(1)) if match else None
+        categories = {n: n == hit for n in names}
+        scores = {n: 0.99 if n == hit else 0.001 for n in names}
+        return {
+            "id": "modr-fake",
+            "model": body.get("model") or "omni-moderation-latest",
+            "results": [
+                {"flagged": hit in names, "categories": categories, "category_scores": scores}
+            ],
+        }
 
     @staticmethod
     def _models(*, anthropic: bool) -> dict[str, Any]:

@@ -159,6 +159,10 @@ def message_send(
 
 def _screen(participant: Participant, message: Message, text: str, now) -> dict | None:
     config = participant.study.protocol.get("safety", {}).get("detector", {})
+    if config.get("moderation"):
+        from .tasks import moderate_message
+
+        transaction.on_commit(lambda: moderate_message.delay(message.pk))
     if not config.get("lexicon", True):
         return None
     hit = detect(text, None)

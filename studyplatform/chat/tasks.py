@@ -42,3 +42,26 @@ def notify_safety_alert(alert_id: int) -> None:
         f"{alert.pk}/\n"
     )
     send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+
+
+@shared_task(
+    name="studyplatform.chat.tasks.moderate_message",
+    ignore_result=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def moderate_message(message_id: int) -> None:
+    import openai
+
+    from .models import Message
+    from .moderation import moderate_message as moderate
+
+    message = Message.objects.select_related("participant__study").filter(pk=message_id).first()
+    if message is None or not message.content:
+        log.info("message %s gone or empty; nothing to moderate", message_id)
+        return
+    try:
+        moderate(message)
+    except openai.APIConnectionError as exc:  # transient: retried by Celery
+        raise OSError(str(exc)) from exc

@@ -233,3 +233,25 @@ def test_message_text_is_encrypted_at_rest(participant, conversation):
         cursor.execute("SELECT content FROM chat_message")
         [(raw,)] = cursor.fetchall()
     assert "private" not in raw
+
+
+def test_the_moderation_endpoint_adds_alerts_the_lexicon_missed(
+    participant, conversation, upstream, settings, django_capture_on_commit_callbacks
+):
+    from studyplatform.chat.models import SafetyAlert
+
+    protocol = participant.study.current_version.content
+    protocol["safety"]["detector"]["moderation"] = True  # the version row itself is untouched
+    participant.study.current_version.content = protocol
+    settings.MODERATION_BASE_URL = upstream.base_url
+    with django_capture_on_commit_callbacks(execute=True):
+        flagged = send(participant, conversation, "nobody would notice [[moderation: sh_intent]]")
+        send(participant, conversation, "just a normal day")
+    [alert] = SafetyAlert.objects.all()
+    assert alert.message == flagged and alert.severity == "high"
+    assert alert.detector == "moderation:omni-moderation-latest"
+    assert alert.category == "self_harm_intent"
+    assert [r["input"] for r in upstream.requests if "input" in r] == [
+        "nobody would notice [[moderation: sh_intent]]",
+        "just a normal day",
+    ]
