@@ -15,8 +15,11 @@ urlpatterns = [
     path("api/", include("studyplatform.studies.urls")),
     path("api/", include("studyplatform.participants.api_urls")),
     path("api/", include("studyplatform.chat.api_urls")),
+    path("api/", include("surveys.api_urls")),
+    path("api/", include("studyplatform.exports.api_urls")),
     path("", include("studyplatform.participants.urls")),
     path("", include("studyplatform.chat.urls")),
+    path("", include("surveys.urls")),
     # Researcher sign-in for the browsable API (any researcher account, not only staff).
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

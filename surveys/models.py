@@ -8,6 +8,8 @@ crash, cannot create it twice. Responses keep answers encrypted and scores in th
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 
 from studyplatform.core.fields import EncryptedJSONField
@@ -116,8 +118,8 @@ class Invitation(models.Model):
             for name in ("sent", "opened", "started", "completed", "expired", "cancelled")
             if getattr(self, f"{name}_at")
         ]
-        events += [("reminder", at) for at in self.reminders_sent_at]
-        return sorted(events, key=lambda e: str(e[1]))
+        events += [("reminder", dt.datetime.fromisoformat(at)) for at in self.reminders_sent_at]
+        return sorted(events, key=lambda e: e[1])
 
 
 class Response(models.Model):

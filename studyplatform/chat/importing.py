@@ -119,7 +119,7 @@ def _store(*, participant: Participant, export: ParsedExport, actor: Any) -> Imp
     # "not imported yet" and the second would fail on the unique constraint. Re-checking status
     # under the lock also closes the gap with a withdrawal running at the same moment.
     participant = (
-        Participant.objects.select_for_update()
+        Participant.objects.select_for_update(of=("self",))
         .select_related("study", "allocation__arm")
         .get(pk=participant.pk)
     )

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from studyplatform.core.digests import lookup_digest
 from studyplatform.studies.models import Study
 from studyplatform.studies.selectors import current_consent_for
+from surveys.engine import due_for
 
 from . import services
 from .forms import (
@@ -241,6 +242,7 @@ def home(request):
             "finished": day > study.duration_days,
             "collect_email": recruitment.get("collect_email", True),
             "latest_download": participant.downloads.first(),
+            "due": due_for(participant),
         },
     )
 

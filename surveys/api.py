@@ -1,0 +1,269 @@
+"""Researcher API for surveys: invitations (list, detail with timeline, send a reminder now),
+responses with scores and item-level answers (audited), and compliance per participant and
+per wave. JSON, or CSV with `?download=csv` on the lists."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from studyplatform.core.audit import audit_record
+from studyplatform.studies.models import Study
+from studyplatform.studies.permissions import get_study_for
+from studyplatform.studies.roles import Perm
+
+from .models import Invitation
+from .models import Response as SurveyResponse
+from .selectors import compliance_for_study, invitations_for_study, responses_for_study
+
+INVITATION_COLUMNS = [
+    "id",
+    "participant",
+    "entry",
+    "occurrence",
+    "wave",
+    "instruments",
+    "status",
+    "opens_at",
+    "closes_at",
+    "sent_at",
+    "opened_at",
+    "started_at",
+    "completed_at",
+    "expired_at",
+    "reminders_sent",
+    "protocol_version",
+]
+
+RESPONSE_COLUMNS = [
+    "id",
+    "participant",
+    "entry",
+    "occurrence",
+    "wave",
+    "invitation",
+    "instrument",
+    "instrument_version",
+    "submitted_at",
+    "valid",
+    "scores",
+    "bands",
+    "flags",
+    "supersedes",
+    "protocol_version",
+]
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _invitation_row(inv: Invitation) -> dict[str, Any]:
+    return {
+        "id": inv.pk,
+        "participant": inv.participant.code,
+        "entry": inv.entry_key,
+        "occurrence": inv.occurrence_key,
+        "wave": inv.wave,
+        "instruments": list(inv.instruments),
+        "status": inv.status,
+        "opens_at": _iso(inv.opens_at),
+        "closes_at": _iso(inv.closes_at),
+        "sent_at": _iso(inv.sent_at),
+        "opened_at": _iso(inv.opened_at),
+        "started_at": _iso(inv.started_at),
+        "completed_at": _iso(inv.completed_at),
+        "expired_at": _iso(inv.expired_at),
+        "reminders_sent": inv.reminders_sent,
+        "protocol_version": inv.protocol_version.number,
+    }
+
+
+def _csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.DictWriter(response, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        # Lists and mappings go into one cell as JSON, which analysis tools can parse back.
+        writer.writerow(
+            {
+                k: json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else v
+                for k, v in row.items()
+            }
+        )
+    return response
+
+
+class InvitationListView(APIView):
+    def get(self, request, slug):
+        """Invitations with filters `participant` (code), `status`, `entry`, `wave`;
+        `?download=csv` for CSV."""
+        study = get_study_for(request.user, slug, Perm.VIEW_PARTICIPANTS)
+        params = request.query_params
+        rows = [
+            _invitation_row(inv)
+            for inv in invitations_for_study(
+                study,
+                participant=params.get("participant", ""),
+                status=params.get("status", ""),
+                entry=params.get("entry", ""),
+                wave=params.get("wave", ""),
+            )
+        ]
+        if params.get("download") == "csv":
+            return _csv_response(f"{study.slug}-invitations.csv", INVITATION_COLUMNS, rows)
+        return Response(rows)
+
+
+class InvitationDetailView(APIView):
+    def get(self, request, slug, invitation_id):
+        """One invitation with its timeline (scheduled, opens, sent, opened, started,
+        completed/expired/cancelled, reminders), oldest first."""
+        study = get_study_for(request.user, slug, Perm.VIEW_PARTICIPANTS)
+        invitation = get_object_or_404(invitations_for_study(study), pk=invitation_id)
+        row = _invitation_row(invitation)
+        row["timeline"] = [
+            {"event": name, "at": at.isoformat() if isinstance(at, dt.datetime) else at}
+            for name, at in invitation.timeline()
+        ]
+        return Response(row)
+
+
+class ReminderError(Exception):
+    pass
+
+
+def invitation_remind_now(
+    *, study: Study, invitation: Invitation, actor: Any, now: dt.datetime | None = None
+) -> Invitation:
+    """Send a reminder for an open invitation now, on a researcher's request.
+
+    Kept next to its only caller because surveys/services.py was not open for edits in this
+    change; it belongs there (`invitation_remind_now`) and should move.
+    """
+    from .tasks import send_notifications
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        # Conditional on the count read and on the invitation still being open: a concurrent
+        # beat reminder or a double click cannot both count as the same reminder.
+        count = invitation.reminders_sent
+        changed = Invitation.objects.filter(
+            pk=invitation.pk,
+            status__in=Invitation.OPEN,
+            opens_at__lte=now,
+            closes_at__gt=now,
+            reminders_sent=count,
+        ).update(
+            reminders_sent=F("reminders_sent") + 1,
+            reminders_sent_at=[*invitation.reminders_sent_at, now.isoformat()],
+        )
+        if changed != 1:
+            raise ReminderError("Only an open invitation can be reminded; reload and retry.")
+        audit_record(
+            actor=actor,
+            action="survey.remind",
+            target=invitation,
+            study_slug=study.slug,
+            data={"participant": invitation.participant.code, "reminder": count + 1},
+        )
+        transaction.on_commit(lambda: send_notifications.delay("reminder", [invitation.pk]))
+    invitation.refresh_from_db()
+    return invitation
+
+
+class InvitationRemindView(APIView):
+    def post(self, request, slug, invitation_id):
+        """Send a reminder now (open invitations only; audited)."""
+        study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
+        invitation = get_object_or_404(invitations_for_study(study), pk=invitation_id)
+        try:
+            invitation = invitation_remind_now(
+                study=study, invitation=invitation, actor=request.user
+            )
+        except ReminderError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        invitation = invitations_for_study(study).get(pk=invitation.pk)
+        return Response(_invitation_row(invitation))
+
+
+def _response_row(r: SurveyResponse) -> dict[str, Any]:
+    inv = r.invitation
+    return {
+        "id": r.pk,
+        "participant": r.participant.code,
+        "entry": inv.entry_key,
+        "occurrence": inv.occurrence_key,
+        "wave": inv.wave,
+        "invitation": inv.pk,
+        "instrument": r.instrument_key,
+        "instrument_version": r.instrument_version,
+        "submitted_at": _iso(r.submitted_at),
+        "valid": r.valid,
+        "scores": r.scores,
+        "bands": r.bands,
+        "flags": r.flags,
+        "supersedes": r.supersedes_id,
+        "protocol_version": r.protocol_version.number,
+        "answers": r.answers,
+    }
+
+
+class ResponseListView(APIView):
+    def get(self, request, slug):
+        """Current submitted responses with scores, bands, flags and item-level answers;
+        filters `instrument`, `participant` (code); `?download=csv` puts each item in its own
+        `answer.<item>` column. Reading answers writes an audit event."""
+        study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+        params = request.query_params
+        rows = [
+            _response_row(r)
+            for r in responses_for_study(
+                study,
+                instrument=params.get("instrument", ""),
+                participant=params.get("participant", ""),
+            )
+        ]
+        as_csv = params.get("download") == "csv"
+        audit_record(
+            actor=request.user,
+            action="survey.responses.read",
+            study_slug=study.slug,
+            data={
+                "instrument": params.get("instrument", ""),
+                "participant": params.get("participant", ""),
+                "rows": len(rows),
+                "format": "csv" if as_csv else "json",
+            },
+        )
+        if as_csv:
+            item_ids = list(dict.fromkeys(k for row in rows for k in row["answers"]))
+            flat = [
+                {**row, **{f"answer.{k}": row["answers"].get(k) for k in item_ids}} for row in rows
+            ]
+            return _csv_response(
+                f"{study.slug}-responses.csv",
+                RESPONSE_COLUMNS + [f"answer.{k}" for k in item_ids],
+                flat,
+            )
+        return Response(rows)
+
+
+class ComplianceView(APIView):
+    def get(self, request, slug):
+        """Invited / completed / expired counts and completion rate, per participant and per
+        schedule entry + wave. `rate` = completed / invited (null when nothing was sent)."""
+        study = get_study_for(request.user, slug, Perm.VIEW_PARTICIPANTS)
+        return Response(compliance_for_study(study))

@@ -1,0 +1,14 @@
+"""Participant questionnaire pages under /p/surveys/."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "surveys"
+
+urlpatterns = [
+    path("p/surveys/<int:invitation_id>/", views.survey_start, name="start"),
+    # "thanks" is listed before the instrument pattern so it is never read as an instrument key.
+    path("p/surveys/<int:invitation_id>/thanks/", views.survey_thanks, name="thanks"),
+    path("p/surveys/<int:invitation_id>/<slug:key>/", views.survey_instrument, name="instrument"),
+]
