@@ -490,6 +490,12 @@ def on_withdrawal(participant: Participant) -> None:
     ScheduleCursor.objects.filter(participant=participant).delete()
 
 
+def reschedule_participant(participant: Participant, *, now: dt.datetime) -> int:
+    """Recompute one participant's future occurrences (after a time-zone change)."""
+    ScheduleCursor.objects.filter(participant=participant).delete()
+    return schedule_init(participant, after=max(now, participant.enrolled_at))
+
+
 def schedule_resync(study: Study, *, now: dt.datetime | None = None) -> int:
     """After a protocol change: future occurrences follow the new version; invitations already
     created keep the version they were created under."""
@@ -497,7 +503,7 @@ def schedule_resync(study: Study, *, now: dt.datetime | None = None) -> int:
     ScheduleCursor.objects.filter(study=study).delete()
     count = 0
     for participant in Participant.objects.filter(study=study, status=Participant.Status.ACTIVE):
-        count += schedule_init(participant, after=max(now, participant.enrolled_at))
+        count += reschedule_participant(participant, now=now)
     return count
 
 

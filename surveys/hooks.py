@@ -9,6 +9,7 @@ from studyplatform.participants.services import (
     register_content_deleter,
     register_download_section,
     register_enrollment_hook,
+    register_timezone_hook,
     register_withdrawal_hook,
 )
 from studyplatform.studies.services import register_protocol_change_hook
@@ -20,6 +21,13 @@ from .models import Invitation, Response
 @register_enrollment_hook
 def schedule_new_participant(participant) -> None:
     engine.schedule_init(participant)
+
+
+@register_timezone_hook
+def reschedule_in_new_zone(participant) -> None:
+    from django.utils import timezone
+
+    engine.reschedule_participant(participant, now=timezone.now())
 
 
 @register_withdrawal_hook

@@ -17,6 +17,7 @@ urlpatterns = [
     path("p/withdraw/", views.withdraw, name="withdraw"),
     path("p/withdrawn/", views.withdrawn, name="withdrawn"),
     path("p/password/", views.password, name="password"),
+    path("p/timezone/", views.timezone_edit, name="timezone"),
     path("p/return-link/", views.return_link_renew, name="return_link_renew"),
     path("p/signin/", views.signin, name="signin"),
     path("p/signin/password/", views.signin_password, name="signin_password"),

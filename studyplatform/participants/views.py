@@ -481,3 +481,36 @@ def me(request):
     if current_participant(request) is None:
         return redirect("participants:signin")
     return redirect("participants:home")
+
+
+@participant_required
+@require_http_methods(["GET", "POST"])
+def timezone_edit(request):
+    """The participant's time zone, which times every invitation (pre-filled from the browser)."""
+    import zoneinfo
+
+    participant = request.participant
+    error = None
+    if request.method == "POST":
+        try:
+            services.participant_set_timezone(
+                participant=participant, timezone_name=request.POST.get("timezone", "")
+            )
+        except services.TimezoneError:
+            error = _("Choose a time zone from the list.")
+        else:
+            messages.success(request, _("Your time zone is saved. New invitations will follow it."))
+            return redirect("participants:home")
+    return render(
+        request,
+        "participants/timezone.html",
+        {
+            "participant": participant,
+            "error": error,
+            "zones": sorted(
+                z
+                for z in zoneinfo.available_timezones()
+                if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/", "right/"))
+            ),
+        },
+    )

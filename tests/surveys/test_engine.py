@@ -245,3 +245,31 @@ def test_two_ticks_at_once_create_no_duplicates(recruiting_study, enroll):
     baseline = Invitation.objects.filter(entry_key="baseline")
     assert baseline.count() == len(people)
     assert set(baseline.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db
+def test_a_participant_who_moves_gets_future_invitations_in_the_new_zone(participant):
+    from studyplatform.participants.services import participant_set_timezone
+
+    ticks_until(at(days=8))
+    participant_set_timezone(participant=participant, timezone_name="Europe/London")
+    engine.reschedule_participant(participant, now=at(days=8))
+    ticks_until(at(days=15), start=at(days=8))
+    weekly = list(invitations(participant, "weekly"))
+    london = ZoneInfo("Europe/London")
+    assert weekly[0].opens_at == dt.datetime(2026, 3, 10, 18, 0, tzinfo=SP)  # before the move
+    assert weekly[1].opens_at.astimezone(london).time() == dt.time(18, 0)
+
+
+@pytest.mark.django_db
+def test_the_time_zone_page_validates_and_saves(client, participant):
+    from studyplatform.participants.session import SESSION_KEY
+
+    session = client.session
+    session[SESSION_KEY] = participant.pk
+    session.save()
+    bad = client.post("/p/timezone/", {"timezone": "Mars/Base"})
+    assert bad.status_code == 200 and b"Choose a time zone from the list." in bad.content
+    client.post("/p/timezone/", {"timezone": "Asia/Tokyo"})
+    participant.refresh_from_db()
+    assert participant.timezone == "Asia/Tokyo"

@@ -10,8 +10,11 @@ from .enrollment import (
     latest_consent,
     participant_enroll,
     participant_for_panel_id,
+    TimezoneError,
+    participant_set_timezone,
     pilot_invite_for,
     register_enrollment_hook,
+    register_timezone_hook,
 )
 from .signin import (
     SignInError,
@@ -56,6 +59,9 @@ __all__ = [
     "register_content_deleter",
     "register_download_section",
     "register_enrollment_hook",
+    "register_timezone_hook",
+    "TimezoneError",
+    "participant_set_timezone",
     "register_withdrawal_hook",
     "return_link_issue",
     "signin_link_consume",

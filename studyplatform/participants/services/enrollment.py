@@ -348,3 +348,42 @@ def consent_renew(
 
 def latest_consent(participant: Participant) -> ConsentRecord | None:
     return participant.consent_records.select_related("document").order_by("-signed_at").first()
+
+
+# Apps that depend on the participant's time zone register here (the survey engine reschedules
+# future occurrences in the new zone).
+TIMEZONE_HOOKS: list = []
+
+
+def register_timezone_hook(func):
+    TIMEZONE_HOOKS.append(func)
+    return func
+
+
+class TimezoneError(ValueError):
+    pass
+
+
+@transaction.atomic
+def participant_set_timezone(*, participant: Participant, timezone_name: str) -> Participant:
+    """Change the participant's time zone (they moved, or the browser guessed wrong). Future
+    invitations follow the new zone; those already sent keep their times."""
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TimezoneError(f"unknown time zone {timezone_name!r}") from None
+    old = participant.timezone
+    if old == timezone_name:
+        return participant
+    participant.timezone = timezone_name
+    participant.save(update_fields=["timezone"])
+    for hook in TIMEZONE_HOOKS:
+        hook(participant)
+    audit_record(
+        actor=f"participant {participant.code}",
+        action="participant.timezone",
+        target=participant,
+        study_slug=participant.study.slug,
+        data={"from": old, "to": timezone_name},
+    )
+    return participant
