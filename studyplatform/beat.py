@@ -32,4 +32,12 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=7, minute=0),
         "options": {"expires": 6 * 3600},
     },
+    # Export zips hold study data outside the database; they are deleted EXPORT_EXPIRY_DAYS
+    # after they are built. Expiry is measured in days, so a daily sweep (03:00 UTC, a quiet
+    # hour) is precise enough; a sweep more than 12 h late is dropped, the next one catches up.
+    "exports-expire": {
+        "task": "studyplatform.exports.tasks.expire_exports",
+        "schedule": crontab(hour=3, minute=0),
+        "options": {"expires": 12 * 3600},
+    },
 }

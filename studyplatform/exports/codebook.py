@@ -1,0 +1,494 @@
+"""What every exported column means, the export README and the manifest of file hashes.
+
+Pure Python (no Django). The column lists here are the single source of truth: the builder
+writes exactly these columns in this order, the writers take their types from them, and the
+codebook shipped in the zip is generated from them, so a column cannot be exported without
+being documented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .disclosure import SUPPRESSED, age_bands
+
+COLUMN_TYPES = ("string", "integer", "number", "boolean")
+
+# The option value "tables" selects a group of files: responses come as one row per response
+# plus one row per answered item.
+TABLE_FILES: dict[str, tuple[str, ...]] = {
+    "participants": ("participants",),
+    "consent": ("consent",),
+    "allocation": ("allocation",),
+    "responses": ("responses", "answers"),
+    "messages": ("messages",),
+    "imported": ("imported",),
+}
+TABLES = tuple(TABLE_FILES)
+
+CONSENT_BASIS: dict[str, str] = {
+    "participants": "Consent to take part (required checkbox 'agree'). Participants who withdrew "
+    "and asked for deletion are absent; those who withdrew and let us keep their data appear "
+    "with status 'withdrawn'. Pilot testers are absent unless the export included them.",
+    "consent": "Consent to take part; records the choices each participant made.",
+    "allocation": "Consent to take part (randomization is part of the protocol).",
+    "responses": "Consent to take part (questionnaires are part of the protocol). Free-text "
+    "answers are passed through the text anonymizer.",
+    "answers": "As responses.",
+    "messages": "Only participants whose latest consent has share_chats = true contribute "
+    "message text; the text is passed through the text anonymizer.",
+    "imported": "As messages: imported ChatGPT history of participants whose latest consent has "
+    "share_chats = true; text passed through the text anonymizer.",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # one of COLUMN_TYPES
+    meaning: str
+    unit: str = ""
+    allowed: tuple[Any, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "unit": self.unit,
+            "allowed": list(self.allowed),
+            "meaning": self.meaning,
+        }
+
+
+@dataclass(frozen=True)
+class StudyShape:
+    """What the columns depend on: date mode, the study's arms, consent keys and screener."""
+
+    dates: str  # "relative" or "shifted"
+    include_time_of_day: bool
+    arms: tuple[str, ...] = ()
+    consent_keys: tuple[str, ...] = ()
+    genders: tuple[str, ...] = ()
+    # Screener questions exported as categorical columns (yes/no and single choice only).
+    screener: tuple[tuple[str, tuple[Any, ...], str], ...] = ()
+    quasi_identifiers: tuple[str, ...] = field(default=())
+
+
+def time_columns(event: str, what: str, shape: StudyShape) -> list[Column]:
+    """The columns that stand for one timestamp: never the timestamp itself."""
+    if shape.dates == "relative":
+        columns = [
+            Column(
+                f"{event}_day",
+                "integer",
+                f"{what}: days since the participant's enrollment (0 = the enrollment day, "
+                "counted in the participant's local calendar).",
+                unit="days",
+            )
+        ]
+    else:
+        columns = [
+            Column(
+                f"{event}_date",
+                "string",
+                f"{what}: the local calendar date moved back by a secret per-participant offset "
+                "of 1-364 days. Intervals within one participant are exact; dates of different "
+                "participants are not comparable.",
+                unit="YYYY-MM-DD (shifted)",
+            )
+        ]
+    if shape.include_time_of_day:
+        columns.append(
+            Column(f"{event}_time", "string", f"{what}: local time of day.", unit="HH:MM")
+        )
+    return columns
+
+
+def _qi_note(name: str, shape: StudyShape) -> str:
+    if name in shape.quasi_identifiers:
+        return f" Quasi-identifier: '{SUPPRESSED}' where suppressed for k-anonymity."
+    return ""
+
+
+def _maybe_star(name: str, values: Sequence[Any], shape: StudyShape) -> tuple[Any, ...]:
+    return (*values, SUPPRESSED) if name in shape.quasi_identifiers else tuple(values)
+
+
+def table_columns(name: str, shape: StudyShape) -> list[Column]:
+    """The columns of one exported file, in order."""
+    pid = Column("participant_id", "string", "Participant pseudonym (keyed HMAC; 'p_' + 16 hex).")
+    version = Column(
+        "protocol_version", "integer", "Protocol version number in force (see protocol_versions)."
+    )
+    if name == "participants":
+        columns = [
+            pid,
+            Column(
+                "status",
+                "string",
+                "Participation status at export time." + _qi_note("status", shape),
+                allowed=_maybe_star("status", ("active", "completed", "withdrawn"), shape),
+            ),
+            Column(
+                "is_pilot", "boolean", "True for pilot testers (only if the export included them)."
+            ),
+            Column(
+                "language",
+                "string",
+                "Language the participant took part in." + _qi_note("language", shape),
+            ),
+            Column(
+                "age_band",
+                "string",
+                "Screener age in 10-year bands, 90 and over grouped." + _qi_note("age_band", shape),
+                unit="years",
+                allowed=_maybe_star("age_band", age_bands(), shape),
+            ),
+            Column(
+                "gender",
+                "string",
+                "Screener gender answer." + _qi_note("gender", shape),
+                allowed=_maybe_star("gender", shape.genders, shape),
+            ),
+            Column(
+                "arm",
+                "string",
+                "Randomized arm (condition)." + _qi_note("arm", shape),
+                allowed=_maybe_star("arm", shape.arms, shape),
+            ),
+        ]
+        for key, values, text in shape.screener:
+            column = f"screener_{key}"
+            columns.append(
+                Column(
+                    column,
+                    "string",
+                    f"Screener answer to: {text}" + _qi_note(column, shape),
+                    allowed=_maybe_star(column, values, shape),
+                )
+            )
+        columns += time_columns("enrolled", "Enrollment", shape)
+        columns += time_columns("completed", "Completion (empty if not completed)", shape)
+        columns += time_columns("withdrawn", "Withdrawal (empty if not withdrawn)", shape)
+        columns += [
+            Column("consent_version", "integer", "Version of the latest consent signed."),
+            Column(
+                "shares_chats",
+                "boolean",
+                "Latest consent allows de-identified chats in a dataset (share_chats).",
+            ),
+        ]
+        return columns
+    if name == "consent":
+        columns = [
+            pid,
+            Column("consent_version", "integer", "Consent document version signed."),
+            Column("language", "string", "Language of the consent document."),
+            Column("text_hash", "string", "SHA-256 of the consent text signed.", unit="hex"),
+            version,
+            *time_columns("signed", "Signature", shape),
+            Column("is_latest", "boolean", "True for the participant's most recent consent."),
+        ]
+        columns += [
+            Column(f"choice_{key}", "boolean", f"Consent checkbox '{key}' ticked.")
+            for key in shape.consent_keys
+        ]
+        return columns
+    if name == "allocation":
+        return [
+            pid,
+            Column(
+                "arm",
+                "string",
+                "Randomized arm; suppressed here wherever it is suppressed in participants.",
+                allowed=_maybe_star("arm", shape.arms, shape),
+            ),
+            Column("method", "string", "Allocation method (from the protocol)."),
+            Column("block_number", "integer", "Randomization block number (block methods only)."),
+            *time_columns("allocated", "Allocation", shape),
+            version,
+        ]
+    if name == "responses":
+        return [
+            Column("response_id", "string", "Response pseudonym ('r_' + 16 hex)."),
+            pid,
+            Column("instrument", "string", "Instrument key (see instruments)."),
+            Column("instrument_version", "string", "Instrument version."),
+            Column("schedule_entry", "string", "Protocol schedule entry that invited the survey."),
+            Column("wave", "integer", "Wave number of a recurring entry (empty otherwise)."),
+            Column("valid", "boolean", "All attention checks passed and required items answered."),
+            Column("scores", "string", "JSON object: score name -> value (see instruments)."),
+            Column("bands", "string", "JSON object: score name -> severity band label."),
+            Column("flags", "string", "JSON list of protocol flags raised by the answers."),
+            version,
+            *time_columns("started", "Survey started", shape),
+            *time_columns("submitted", "Survey submitted", shape),
+        ]
+    if name == "answers":
+        return [
+            Column("response_id", "string", "Response pseudonym (joins responses)."),
+            pid,
+            Column("instrument", "string", "Instrument key."),
+            Column("item_id", "string", "Item id (see instruments for text and options)."),
+            Column("item_type", "string", "Item type (likert, single_choice, free_text, ...)."),
+            Column("value_number", "number", "Numeric answer (numeric items)."),
+            Column(
+                "value_text",
+                "string",
+                "Non-numeric answer: a choice value, a JSON list for multiple choice, or "
+                "free text with identifiers replaced by typed surrogates such as [PERSON_1].",
+            ),
+        ]
+    if name in ("messages", "imported"):
+        return [
+            Column("message_id", "string", "Message pseudonym ('m_' + 16 hex)."),
+            Column("conversation_id", "string", "Conversation pseudonym ('c_' + 16 hex)."),
+            Column("parent_message_id", "string", "Pseudonym of the message this one answers."),
+            pid,
+            Column(
+                "role", "string", "Author role.", allowed=("user", "assistant", "system", "tool")
+            ),
+            Column(
+                "status",
+                "string",
+                "Delivery status of the message.",
+                allowed=(
+                    "pending",
+                    "streaming",
+                    "complete",
+                    "length",
+                    "cancelled",
+                    "error",
+                    "filtered",
+                ),
+            ),
+            Column(
+                "source",
+                "string",
+                "Where the message came from: 'study' or the import source (e.g. 'chatgpt').",
+            ),
+            Column("content_type", "string", "Content type of the message (text for chat)."),
+            Column("arm", "string", "Arm in force when the message was sent (study chats)."),
+            Column("protocol_version", "integer", "Protocol version number in force."),
+            Column("model_requested", "string", "Model name the platform asked for."),
+            Column("model_reported", "string", "Model name the provider reported."),
+            Column("finish_reason", "string", "Provider finish reason."),
+            Column("prompt_tokens", "integer", "Prompt tokens.", unit="tokens"),
+            Column("completion_tokens", "integer", "Completion tokens.", unit="tokens"),
+            Column(
+                "latency_ms",
+                "integer",
+                "From the participant's message to the first token.",
+                unit="milliseconds",
+            ),
+            *time_columns("created", "Message created", shape),
+            Column("n_chars", "integer", "Length of the original text.", unit="characters"),
+            Column(
+                "text_included",
+                "boolean",
+                "False for metadata-only rows of participants who did not consent to share chats.",
+            ),
+            Column(
+                "text",
+                "string",
+                "Message text with identifiers replaced by typed surrogates ([PERSON_1], "
+                "[EMAIL_1], ...; numbered per participant). Empty when text_included is false.",
+            ),
+        ]
+    raise ValueError(f"unknown table {name!r}")
+
+
+def instrument_entry(instrument: Any, *, custom: bool) -> dict[str, Any]:
+    """Codebook entry for one instrument: items (text only where licensed), options, scoring."""
+    licence = dict(instrument.licence or {})
+    # Shipped instruments list the languages whose wording may be redistributed; a researcher's
+    # own instrument is theirs to publish.
+    licensed = set(instrument.languages if custom else licence.get("wording_shipped", []))
+    items = []
+    for item in instrument.items:
+        text = {lang: t for lang, t in (item.text or {}).items() if lang in licensed}
+        items.append(
+            {
+                "id": item.id,
+                "type": item.type,
+                "text": text or None,
+                "options": [{"value": o.value, "label": dict(o.label)} for o in item.options],
+                "reverse_scored": item.reverse_scored,
+                "min": item.min,
+                "max": item.max,
+            }
+        )
+    scores = [
+        {
+            "name": s.name,
+            "method": s.method,
+            "items": list(s.items),
+            "multiplier": s.multiplier,
+            "range": [s.min, s.max],
+            "missing_rule": s.missing.rule,
+            "max_missing": s.missing.max_missing,
+            "bands": [{"label": b.label, "min": b.min, "max": b.max} for b in s.bands],
+        }
+        for s in instrument.scores
+    ]
+    return {
+        "key": instrument.key,
+        "version": instrument.version,
+        "title": dict(instrument.title),
+        "custom": custom,
+        "licence": {"status": licence.get("status", "researcher-defined" if custom else "")},
+        "item_text_languages": sorted(licensed),
+        "citation": (instrument.source or {}).get("citation", ""),
+        "scoring_source": (instrument.source or {}).get("scoring", ""),
+        "items": items,
+        "scores": scores,
+    }
+
+
+def build_codebook(
+    *,
+    study_title: str,
+    tables: Mapping[str, Mapping[str, Any]],
+    columns: Mapping[str, Sequence[Column]],
+    instruments: Sequence[Mapping[str, Any]],
+    protocol_versions: Sequence[Mapping[str, Any]],
+    anonymization: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The machine-readable codebook (codebook.json)."""
+    return {
+        "study": study_title,
+        "tables": {
+            name: {
+                "file": info["file"],
+                "rows": info["rows"],
+                "consent_basis": CONSENT_BASIS[name],
+                "columns": [c.as_dict() for c in columns[name]],
+            }
+            for name, info in tables.items()
+        },
+        "instruments": list(instruments),
+        "protocol_versions": list(protocol_versions),
+        "anonymization": dict(anonymization),
+    }
+
+
+def readme_text(codebook: Mapping[str, Any]) -> str:
+    """The human-readable README.md for the export."""
+    anon = codebook["anonymization"]
+    k_report = anon.get("k_anonymity") or {}
+    lines = [
+        f"# Anonymized dataset: {codebook['study']}",
+        "",
+        "Every column of every file is described in `codebook.json`; `manifest.json` lists the",
+        "SHA-256 of every file. Check the files with the manifest before analysis.",
+        "",
+        "## Files",
+        "",
+        "| File | Rows | Consent basis |",
+        "|---|---|---|",
+    ]
+    for info in codebook["tables"].values():
+        lines.append(f"| `{info['file']}` | {info['rows']} | {info['consent_basis']} |")
+    lines += [
+        "",
+        "## How the data were de-identified",
+        "",
+        "- No names, e-mail addresses, phone numbers, panel ids, IP addresses, exact timestamps or",
+        "  internal database ids are included.",
+        "- Participant, conversation, message and response ids are keyed HMAC-SHA256 pseudonyms",
+        f"  under a key made for this export (key fingerprint `{anon['key_fingerprint']}`).",
+    ]
+    if anon.get("key_reused"):
+        lines.append(
+            "  The key was deliberately reused from an earlier export, so pseudonyms match it."
+        )
+    else:
+        lines.append("  Pseudonyms cannot be matched with those of any other export.")
+    if anon["dates"] == "relative":
+        lines.append(
+            "- Dates are days since each participant's enrollment (day 0), local calendar."
+        )
+    else:
+        lines.append(
+            "- Dates are shifted back by a secret per-participant offset of 1-364 days;"
+            " intervals within a participant are kept."
+        )
+    lines.append(
+        "- Local time of day (HH:MM) is "
+        + ("included." if anon["include_time_of_day"] else "not included.")
+    )
+    chat = (
+        "are left out"
+        if anon["chat_mode"] == "exclude"
+        else "appear as metadata rows without text (text_included = false)"
+    )
+    lines += [
+        f"- Messages of participants who did not consent to share their chats {chat}.",
+        "- Message text and free-text answers were passed through the text anonymizer with",
+        "  each participant's own identifiers; detected identifiers are replaced by typed",
+        "  surrogates such as `[PERSON_1]`, consistent within a participant.",
+        "",
+        "Detections replaced, by type:",
+        "",
+    ]
+    counts = anon.get("detection_counts") or {}
+    if counts:
+        lines += [f"- {kind}: {n}" for kind, n in sorted(counts.items())]
+    else:
+        lines.append("- none")
+    lines += [
+        "",
+        "## Demographics and k-anonymity",
+        "",
+        "Ages are given in 10-year bands (90 and over grouped). Every combination of the",
+        f"quasi-identifiers {', '.join(k_report.get('quasi_identifiers', [])) or '(none)'} is",
+        f"shared by at least k = {k_report.get('k')} participants; values were replaced by `*`",
+        "where needed (cell suppression). Suppressed cells per column:",
+        "",
+    ]
+    for qi, n in (k_report.get("suppressed_cells") or {}).items():
+        lines.append(f"- {qi}: {n}")
+    lines += [
+        "- rows with every quasi-identifier suppressed: "
+        f"{k_report.get('rows_fully_suppressed', 0)}",
+        "",
+        f"Equivalence classes: {k_report.get('equivalence_classes', 0)}; smallest class: "
+        f"{k_report.get('smallest_class', 0)}; k reached: "
+        f"{'yes' if k_report.get('satisfied', True) else 'no (fewer than k participants)'}.",
+        "",
+        "Automated de-identification misses some identifiers. Do not try to re-identify anyone,",
+        "and report anything identifying you find to the study team.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest(directory: Path, names: Sequence[str]) -> dict[str, Any]:
+    """SHA-256 and size of every listed file in `directory`."""
+    return {
+        "algorithm": "sha256",
+        "files": {
+            name: {
+                "sha256": sha256_file(directory / name),
+                "bytes": (directory / name).stat().st_size,
+            }
+            for name in sorted(names)
+        },
+    }
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False, default=str) + "\n"
