@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
 
 from .models import Conversation, MemoryNote, Message
@@ -57,13 +57,13 @@ def conversation_create(
 
 
 def _rate_limited(participant: Participant, per_minute: int, now: dt.datetime) -> bool:
+    """A fixed one-minute window counter: one INCR and EXPIRE in one round trip."""
     key = f"chat:rate:{participant.pk}:{now:%Y%m%d%H%M}"
-    cache.add(key, 0, timeout=120)
-    try:
-        return cache.incr(key) > per_minute
-    except ValueError:
-        cache.set(key, 1, timeout=120)
-        return False
+    pipe = redis_sync().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    count, _ = pipe.execute()
+    return count > per_minute
 
 
 def tokens_used_today(participant: Participant, now: dt.datetime) -> int:

@@ -12,12 +12,11 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aredis
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.utils import timezone
 
 from studyplatform.core.markdown import render_markdown
+from studyplatform.core.redis_client import redis_async, redis_sync
 
 from . import services
 from .models import Message
@@ -25,28 +24,14 @@ from .providers import ProviderError, StreamEnd, TextDelta, get_provider, stream
 
 CHECKPOINT_S = 2.0
 CANCEL_POLL_S = 0.25
-_redis_clients: dict[int, aredis.Redis] = {}
 
 
 def cancel_key(user_message_id: int) -> str:
     return f"chat:cancel:{user_message_id}"
 
 
-def _redis() -> aredis.Redis:
-    import asyncio
-
-    loop_id = id(asyncio.get_running_loop())
-    client = _redis_clients.get(loop_id)
-    if client is None:
-        client = _redis_clients[loop_id] = aredis.Redis.from_url(settings.REDIS_URL)
-    return client
-
-
-def _redis_sync():
-    """A plain Redis client for setting the stop flag from a normal (sync) view."""
-    import redis
-
-    return redis.Redis.from_url(settings.REDIS_URL)
+_redis = redis_async
+_redis_sync = redis_sync
 
 
 def sse(event: str, data: dict) -> str:
@@ -78,22 +63,25 @@ async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncI
     status = Message.Status.ERROR
     error_code = ""
     last_checkpoint = last_poll = time.monotonic()
+    first_token_at = None
     try:
         yield sse("start", {"simulated": provider.is_simulated})
         async for event in stream_with_retry(
             provider, request, deadline_s=request.timeout.total_deadline_before_first_token
         ):
             if isinstance(event, TextDelta):
+                first_token_at = first_token_at or timezone.now()
+                parts.append(event.text)
+                # The participant sees the first words before the reply row is written.
+                yield sse("delta", {"t": event.text})
                 if reply is None:
                     reply = await sync_to_async(services.reply_start)(
                         user_message=message,
                         arm=arm,
-                        first_token_at=timezone.now(),
+                        first_token_at=first_token_at,
                         upstream_sent_at=upstream_sent_at,
                     )
                     yield sse("reply", {"id": reply.pk})
-                parts.append(event.text)
-                yield sse("delta", {"t": event.text})
                 now = time.monotonic()
                 if now - last_poll >= CANCEL_POLL_S:
                     last_poll = now

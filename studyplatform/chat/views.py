@@ -10,8 +10,6 @@ import json
 import secrets
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
-from django.core.cache import cache
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,9 +19,9 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studyplatform.core.markdown import render_markdown
+from studyplatform.core.redis_client import redis_async, redis_sync
 from studyplatform.participants.models import Participant
-from studyplatform.participants.services import consent_due
-from studyplatform.participants.session import current_participant, participant_required
+from studyplatform.participants.session import participant_required
 
 from . import services
 from .models import Conversation, Message, SafetyAlert
@@ -68,9 +66,14 @@ def _own_message(participant, message_id: int) -> Message:
 
 
 def _stream_url(user_message: Message) -> str:
-    # One token per click: the stream endpoint consumes it, so one click is one upstream call.
+    """A one-time, short-lived token authorising one reply stream for this message.
+
+    It is issued only to the signed-in, consented participant who owns the message, so the
+    stream endpoint needs no session or consent queries of its own (they cost a third of the
+    time to first token); consuming it makes one click exactly one upstream call.
+    """
     token = secrets.token_urlsafe(16)
-    cache.set(f"chat:stream:{token}", user_message.pk, timeout=STREAM_TOKEN_TTL_S)
+    redis_sync().set(f"chat:stream:{token}", user_message.pk, ex=STREAM_TOKEN_TTL_S)
     return reverse("chat:stream", args=[user_message.pk]) + f"?t={token}"
 
 
@@ -202,25 +205,19 @@ def message_send(request, conversation_id: int):
     return JsonResponse(body, status=201 if result.created else 200)
 
 
-def _stream_owner(request, user_message_id: int):
-    participant = current_participant(request)
-    if participant is None or participant.status != Participant.Status.ACTIVE:
-        raise Http404
-    if consent_due(participant):
-        raise Http404
-    return get_object_or_404(
-        Message, pk=user_message_id, participant=participant, role=Message.Role.USER
-    )
-
-
 @require_GET
 async def stream(request, user_message_id: int):
-    """Server-Sent Events carrying the reply. Needs the one-time token from send/regenerate."""
-    await sync_to_async(_stream_owner)(request, user_message_id)
+    """Server-Sent Events carrying the reply. Needs the one-time token from send/regenerate;
+    a missing, used or foreign token is a 404 and never reaches the model."""
     token = request.GET.get("t", "")
-    claimed = await sync_to_async(_claim_token)(token, user_message_id)
+    claimed = False
+    if token:
+        value = await redis_async().getdel(f"chat:stream:{token}")
+        claimed = value is not None and int(value) == user_message_id
+    if not claimed:
+        raise Http404("This reply link is not valid (any more).")
     response = StreamingHttpResponse(
-        reply_events(user_message_id, attempt_claimed=claimed),
+        reply_events(user_message_id, attempt_claimed=True),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
@@ -228,23 +225,11 @@ async def stream(request, user_message_id: int):
     return response
 
 
-def _claim_token(token: str, user_message_id: int) -> bool:
-    if not token:
-        return False
-    key = f"chat:stream:{token}"
-    value = cache.get(key)
-    # delete() returns True only for the caller that removed it: a second click gets nothing
-    return value == user_message_id and cache.delete(key)
-
-
 @participant_required
 @require_POST
 def stream_stop(request, user_message_id: int):
     _own_message(request.participant, user_message_id)
-    cache_key = cancel_key(user_message_id)
-    from .streaming import _redis_sync
-
-    _redis_sync().set(cache_key, "1", ex=300)
+    redis_sync().set(cancel_key(user_message_id), "1", ex=300)
     return JsonResponse({"stopping": True})
 
 
