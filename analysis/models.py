@@ -1,1 +1,49 @@
-"""Analysis records; the statistics core in stats/ is pure numpy/scipy."""
+"""Analysis records: one row per analysis run, with its inputs' fingerprint and its outputs.
+
+The statistics themselves live in the pure packages (``analysis/stats``, ``analysis/features``,
+``analysis/linking.py``, ``analysis/plan.py``); this row is the status the UI polls and the
+provenance a reader of the report needs (protocol version, data hash, code version).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from studyplatform.studies.models import ProtocolVersion, Study
+
+
+class AnalysisRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="analysis_runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
+    step = models.CharField(max_length=20, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    protocol_version = models.ForeignKey(
+        ProtocolVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    # SHA-256 of the input frames' canonical CSV bytes: same hash = same data analysed.
+    data_hash = models.CharField(max_length=64, blank=True, default="")
+    code_version = models.CharField(max_length=100, blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    results = models.JSONField(null=True, blank=True)
+    report_html = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["study", "-created_at"], name="analysis_run_study_idx")]
+
+    def __str__(self) -> str:
+        return f"analysis run {self.pk} of {self.study.slug} ({self.status})"

@@ -1,0 +1,87 @@
+"""Researcher API for analysis runs: start one, poll its status, read results and the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from studyplatform.studies.permissions import get_study_for
+from studyplatform.studies.roles import Perm
+
+from .models import AnalysisRun
+from .services import analysis_run_create
+
+
+def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
+    row = {
+        "id": run.id,
+        "status": run.status,
+        "progress": run.progress,
+        "step": run.step,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "created_by": run.created_by.get_username() if run.created_by else None,
+        "protocol_version": run.protocol_version.number,
+        "data_hash": run.data_hash,
+        "code_version": run.code_version,
+        "params": run.params,
+        "error": run.error,
+        "report_url": f"/api/studies/{run.study.slug}/analysis-runs/{run.id}/report/"
+        if run.status == AnalysisRun.Status.DONE
+        else None,
+    }
+    if results:
+        row["results"] = run.results
+    return row
+
+
+class StartSerializer(serializers.Serializer):
+    text_markers = serializers.BooleanField(required=False, default=False)
+    include_pilot = serializers.BooleanField(required=False)
+
+
+def _runs(study):
+    return AnalysisRun.objects.filter(study=study).select_related(
+        "study", "protocol_version", "created_by"
+    )
+
+
+class AnalysisRunListView(APIView):
+    def get(self, request, slug):
+        # Results show arm effects, so reading them needs the same role as running them.
+        study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+        return Response([_row(r) for r in _runs(study)])
+
+    def post(self, request, slug):
+        """Start a run of the current protocol's analysis plan; it runs on the analysis queue."""
+        study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+        form = StartSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        run = analysis_run_create(study=study, created_by=request.user, params=form.validated_data)
+        run = _runs(study).get(id=run.id)
+        return Response(_row(run), status=status.HTTP_201_CREATED)
+
+
+class AnalysisRunDetailView(APIView):
+    def get(self, request, slug, run_id):
+        study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+        return Response(_row(get_object_or_404(_runs(study), id=run_id), results=True))
+
+
+class AnalysisRunReportView(APIView):
+    def get(self, request, slug, run_id):
+        """The self-contained HTML report (409 until the run is done)."""
+        study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+        run = get_object_or_404(_runs(study), id=run_id)
+        if run.status != AnalysisRun.Status.DONE:
+            return Response(
+                {"detail": f"The report is not ready (run is {run.status})."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return HttpResponse(run.report_html, content_type="text/html; charset=utf-8")

@@ -1,0 +1,181 @@
+"""Loading a study's data into the plain pandas frames the pure analysis code takes.
+
+The only Django side of the analysis pipeline: a handful of ``values_list`` queries (one per
+table, joins done in SQL, no per-row queries), shaped as ``docs/usage_features.md`` and
+``docs/analysis.md`` describe. Message text is encrypted at rest; it is decrypted only when text
+markers are asked for, because decrypting every message costs time and puts content in memory
+that the usage features never need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.linking import assign_waves
+from studyplatform.chat.models import Message
+from studyplatform.participants.models import Participant
+from studyplatform.studies.models import Study
+from surveys.models import Invitation, Response
+
+__all__ = ["StudyFrames", "frames_hash", "load_study_frames"]
+
+
+@dataclass
+class StudyFrames:
+    participants: pd.DataFrame
+    messages: pd.DataFrame
+    invitations: pd.DataFrame
+    responses: pd.DataFrame
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True)
+
+
+def load_study_frames(
+    study: Study,
+    *,
+    include_pilot: bool = True,
+    text: bool = False,
+    instruments: Iterable[str] | None = None,
+) -> StudyFrames:
+    """The study's participants, messages, invitations and submitted responses as frames.
+
+    ``instruments`` limits responses to those instruments (the plan's outcomes), so daily EMA
+    answers do not become survey occasions of their own.
+    """
+    people = Participant.objects.filter(study=study)
+    if not include_pilot:
+        people = people.filter(is_pilot=False)
+    participants = pd.DataFrame(
+        list(
+            people.order_by("code").values_list(
+                "code", "timezone", "enrolled_at", "language", "allocation__arm__key", "status"
+            )
+        ),
+        columns=["participant", "timezone", "enrolled_at", "language", "arm", "status"],
+    )
+    participants["enrolled_at"] = _utc(participants["enrolled_at"])
+
+    fields = [
+        "participant__code",
+        "conversation_id",
+        "role",
+        "created_at",
+        "latency_ms",
+        "imported",
+    ]
+    if text:
+        fields.append("content")
+    rows = list(Message.objects.filter(participant__in=people).order_by("id").values_list(*fields))
+    messages = pd.DataFrame(
+        rows,
+        columns=["participant", "conversation", "role", "created_at", "latency_ms", "imported"]
+        + (["text"] if text else []),
+    )
+    messages["conversation"] = messages["conversation"].astype(str)
+    messages["created_at"] = _utc(messages["created_at"])
+    messages["latency_ms"] = pd.to_numeric(messages["latency_ms"]).astype(float)
+    messages["imported"] = messages["imported"].astype(bool)
+    if not text:
+        messages["text"] = None
+
+    invitations = pd.DataFrame(
+        list(
+            Invitation.objects.filter(participant__in=people)
+            .order_by("id")
+            .values_list(
+                "participant__code",
+                "entry_key",
+                "occurrence_key",
+                "wave",
+                "status",
+                "opens_at",
+                "completed_at",
+            )
+        ),
+        columns=[
+            "participant",
+            "entry",
+            "occurrence",
+            "entry_wave",
+            "status",
+            "opens_at",
+            "completed_at",
+        ],
+    )
+    invitations["opens_at"] = _utc(invitations["opens_at"])
+    invitations["completed_at"] = _utc(invitations["completed_at"])
+    invitations["wave"] = assign_waves(invitations, participants)
+
+    submitted = Response.objects.filter(
+        participant__in=people,
+        status=Response.Status.SUBMITTED,
+        superseded_by__isnull=True,  # a correction replaces the answer it supersedes
+    )
+    if instruments is not None:
+        submitted = submitted.filter(instrument_key__in=list(instruments))
+    responses = pd.DataFrame(
+        list(
+            submitted.order_by("id").values_list(
+                "participant__code",
+                "invitation__entry_key",
+                "invitation__occurrence_key",
+                "invitation__opens_at",
+                "submitted_at",
+                "instrument_key",
+                "scores",
+            )
+        ),
+        columns=[
+            "participant",
+            "entry",
+            "occurrence",
+            "opens_at",
+            "submitted_at",
+            "instrument",
+            "scores",
+        ],
+    )
+    responses["opens_at"] = _utc(responses["opens_at"])
+    responses["submitted_at"] = _utc(responses["submitted_at"])
+    responses["wave"] = assign_waves(responses, participants)
+    if instruments is not None:
+        # Only occasions that belong to the analysis count as invitations for compliance.
+        entries = set(responses["entry"])
+        invitations = invitations[invitations["entry"].isin(entries)].reset_index(drop=True)
+    return StudyFrames(participants, messages, invitations, responses)
+
+
+def _canonical(frame: pd.DataFrame, keys: list[str]) -> bytes:
+    """CSV bytes that depend only on the data: sorted rows, ISO UTC times, sorted JSON keys."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        elif out[column].dtype == object:
+            out[column] = out[column].map(
+                lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+            )
+    out = out.sort_values(keys, kind="stable") if len(out) else out
+    return out.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def frames_hash(frames: StudyFrames) -> str:
+    """SHA-256 over the canonical CSV of every input frame, in a fixed order."""
+    digest = hashlib.sha256()
+    parts = [
+        ("participants", frames.participants, ["participant"]),
+        ("messages", frames.messages, ["participant", "created_at", "role", "conversation"]),
+        ("invitations", frames.invitations, ["participant", "entry", "occurrence"]),
+        ("responses", frames.responses, ["participant", "entry", "occurrence", "instrument"]),
+    ]
+    for name, frame, keys in parts:
+        digest.update(f"--- {name}\n".encode())
+        digest.update(_canonical(frame, keys))
+    return digest.hexdigest()

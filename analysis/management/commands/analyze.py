@@ -1,0 +1,52 @@
+"""``python manage.py analyze <study_slug> [--out report.html]``: run the analysis in the shell.
+
+The same pipeline as the background task (``analysis_run_execute``) with a tqdm progress bar
+over its steps; the run is stored like any other, and the report is also written to a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from analysis.models import AnalysisRun
+from analysis.services import analysis_run_create, analysis_run_execute
+from studyplatform.studies.models import Study
+
+
+class Command(BaseCommand):
+    help = "Run the study's analysis plan now and write the HTML report."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("study_slug")
+        parser.add_argument("--out", help="report path (default: MEDIA_ROOT/analysis/...)")
+        parser.add_argument("--text-markers", action="store_true", help="decrypt text markers")
+
+    def handle(self, *args, **opts) -> None:
+        study = (
+            Study.objects.select_related("current_version").filter(slug=opts["study_slug"]).first()
+        )
+        if study is None:
+            raise CommandError(f"no study {opts['study_slug']!r}")
+        run = analysis_run_create(
+            study=study, params={"text_markers": opts["text_markers"]}, enqueue=False
+        )
+        with tqdm(total=100, unit="%", desc="loading", file=self.stderr._out) as bar:
+
+            def progress(step: str, value: int) -> None:
+                bar.set_description(step)
+                bar.update(value - bar.n)
+
+            run = analysis_run_execute(run=run, progress=progress)
+        if run.status != AnalysisRun.Status.DONE:
+            raise CommandError(f"analysis run {run.id} failed: {run.error}")
+        out = Path(
+            opts["out"] or Path(settings.MEDIA_ROOT) / "analysis" / f"{study.slug}-run{run.id}.html"
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(run.report_html, encoding="utf-8")
+        self.stdout.write(f"Analysis run {run.id} done (data {run.data_hash[:12]}).")
+        self.stdout.write(f"Report written to {out}")

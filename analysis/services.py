@@ -1,0 +1,237 @@
+"""Analysis runs: create (and enqueue), claim, execute, fail.
+
+:func:`analysis_run_execute` is the whole pipeline — load the study's frames, compute daily
+usage features, link them to the survey occasions, fit the plan's models, render the report —
+recording progress after each step on the run row, which the API and the CLI read.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from analysis.data import frames_hash, load_study_frames
+from analysis.features import daily_features
+from analysis.linking import attrition_summary, link_usage_to_outcomes
+from analysis.models import AnalysisRun
+from analysis.plan import run_plan
+from analysis.report import render_report
+from studyplatform.studies.models import Study
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "STEPS",
+    "analysis_run_claim",
+    "analysis_run_create",
+    "analysis_run_execute",
+    "analysis_run_fail",
+    "code_version",
+]
+
+# (step, progress when it starts). The CLI's progress bar walks the same list.
+STEPS: tuple[tuple[str, int], ...] = (
+    ("loading", 5),
+    ("features", 25),
+    ("linking", 40),
+    ("models", 55),
+    ("report", 85),
+)
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+ProgressCallback = Callable[[str, int], None]
+
+
+def code_version() -> str:
+    """``git describe`` of the checkout when there is one, else the installed package version."""
+    try:
+        # git from PATH with fixed arguments, as a developer would run it.
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],  # noqa: S607
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        if out.stdout.strip():
+            return "git:" + out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return "studyplatform " + metadata.version("studyplatform")
+    except metadata.PackageNotFoundError:
+        return "studyplatform unknown"
+
+
+def analysis_run_create(
+    *,
+    study: Study,
+    created_by=None,
+    params: dict[str, Any] | None = None,
+    enqueue: bool = True,
+) -> AnalysisRun:
+    """A pending run of the study's current protocol; the task is queued once this commits."""
+    params = dict(params or {})
+    # Pilot data is all a draft or piloting study has; once launched, pilots are left out.
+    params.setdefault("include_pilot", study.status in (Study.Status.DRAFT, Study.Status.PILOTING))
+    params.setdefault("text_markers", False)
+    with transaction.atomic():
+        run = AnalysisRun.objects.create(
+            study=study,
+            created_by=created_by,
+            protocol_version=study.current_version,
+            params=params,
+        )
+        if enqueue:
+            from analysis.tasks import analysis_run_task
+
+            transaction.on_commit(lambda: analysis_run_task.delay(run.id))
+    return run
+
+
+def analysis_run_claim(run_id: int) -> bool:
+    """Move a pending run to running; True only for the one caller that did it."""
+    return (
+        AnalysisRun.objects.filter(id=run_id, status=AnalysisRun.Status.PENDING).update(
+            status=AnalysisRun.Status.RUNNING, started_at=timezone.now(), progress=0
+        )
+        == 1
+    )
+
+
+def analysis_run_fail(*, run: AnalysisRun, error: str) -> AnalysisRun:
+    run.status = AnalysisRun.Status.FAILED
+    run.error = error[:5000]
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+    return run
+
+
+def _progress(run: AnalysisRun, step: str, value: int, callback: ProgressCallback | None) -> None:
+    # A single-column UPDATE, so the row the API polls moves while the long step runs.
+    AnalysisRun.objects.filter(id=run.id).update(step=step, progress=value)
+    run.step, run.progress = step, value
+    if callback is not None:
+        callback(step, value)
+
+
+def _plan_of(run: AnalysisRun) -> dict[str, Any]:
+    plan = dict((run.protocol_version.content or {}).get("analysis") or {})
+    plan.update(run.params.get("plan") or {})
+    return plan
+
+
+def analysis_run_execute(
+    *, run: AnalysisRun, progress: ProgressCallback | None = None
+) -> AnalysisRun:
+    """Run the pipeline for ``run`` (pending or already claimed) and store its outputs.
+
+    Any error marks the run failed with the message (and re-raises nothing: a failed analysis
+    is a result the researcher sees, not a worker crash).
+    """
+    if run.status == AnalysisRun.Status.PENDING:
+        analysis_run_claim(run.id)
+        run.refresh_from_db()
+    if run.status != AnalysisRun.Status.RUNNING:
+        log.info("analysis run %s is %s; nothing to do", run.id, run.status)
+        return run
+    try:
+        study = run.study
+        plan = _plan_of(run)
+        text = bool(run.params.get("text_markers"))
+        outcomes = list(plan.get("outcomes", []))
+
+        _progress(run, "loading", STEPS[0][1], progress)
+        frames = load_study_frames(
+            study,
+            include_pilot=bool(run.params.get("include_pilot", True)),
+            text=text,
+            instruments={o.split(".", 1)[0] for o in outcomes} if outcomes else None,
+        )
+        data_hash = frames_hash(frames)
+
+        _progress(run, "features", STEPS[1][1], progress)
+        daily = daily_features(
+            frames.messages,
+            frames.participants,
+            session_gap_minutes=float(plan.get("session_gap_minutes", 30)),
+            text=text,
+        )
+
+        _progress(run, "linking", STEPS[2][1], progress)
+        linked = link_usage_to_outcomes(
+            daily,
+            frames.participants,
+            frames.responses,
+            window_days=int(plan.get("window_days", 7)),
+            predictors=plan.get("predictors") or None,
+        )
+        attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
+
+        _progress(run, "models", STEPS[3][1], progress)
+        results = run_plan(linked, plan)
+        results["attrition"] = attrition.to_dict(orient="records")
+
+        _progress(run, "report", STEPS[4][1], progress)
+        inv = frames.invitations.dropna(subset=["wave"])
+        compliance = (
+            inv.assign(done=inv["status"] == "completed")
+            .groupby("wave")
+            .agg(invited=("done", "size"), completed=("done", "sum"))
+            .reset_index()
+        )
+        version = code_version()
+        now = timezone.now()
+        html = render_report(
+            results,
+            {
+                "linked": linked,
+                "compliance": compliance,
+                "messages_per_day": daily.loc[daily["messages_sent"] > 0, "messages_sent"],
+                "attrition": attrition,
+            },
+            {
+                "title": f"Analysis of {study.title}",
+                "study": study.slug,
+                "protocol_version": run.protocol_version.number,
+                "data_hash": data_hash,
+                "code_version": version,
+                "created_at": now.isoformat(timespec="seconds"),
+            },
+        )
+    except Exception as exc:  # any failure becomes the run's error message
+        log.exception("analysis run %s failed", run.id)
+        return analysis_run_fail(run=run, error=f"{type(exc).__name__}: {exc}")
+
+    run.results = results
+    run.report_html = html
+    run.data_hash = data_hash
+    run.code_version = version
+    run.status = AnalysisRun.Status.DONE
+    run.progress = 100
+    run.step = "done"
+    run.finished_at = now
+    run.save(
+        update_fields=[
+            "results",
+            "report_html",
+            "data_hash",
+            "code_version",
+            "status",
+            "progress",
+            "step",
+            "finished_at",
+        ]
+    )
+    if progress is not None:
+        progress("done", 100)
+    return run
