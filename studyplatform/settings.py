@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "studyplatform.participants",
     "studyplatform.chat",
     "studyplatform.exports",
+    "studyplatform.console",
     "surveys",
     "analysis",
 ]
@@ -163,7 +164,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/console/"
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("pt-br", _("Brazilian Portuguese"))]

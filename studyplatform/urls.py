@@ -12,6 +12,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("console/", include("studyplatform.console.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("studyplatform.studies.urls")),
     path("api/", include("studyplatform.participants.api_urls")),
     path("api/", include("studyplatform.chat.api_urls")),
