@@ -28,8 +28,13 @@ TABLE_FILES: dict[str, tuple[str, ...]] = {
     "responses": ("responses", "answers"),
     "messages": ("messages",),
     "imported": ("imported",),
+    "usage_daily": ("usage_daily",),
+    "usage_waves": ("usage_waves",),
 }
 TABLES = tuple(TABLE_FILES)
+# Exported when no tables are named. The usage-feature tables are on request: they are derived
+# (recomputable from messages and responses) and cost a pass over every message.
+DEFAULT_TABLES = ("participants", "consent", "allocation", "responses", "messages", "imported")
 
 CONSENT_BASIS: dict[str, str] = {
     "participants": "Consent to take part (required checkbox 'agree'). Participants who withdrew "
@@ -44,6 +49,12 @@ CONSENT_BASIS: dict[str, str] = {
     "message text; the text is passed through the text anonymizer.",
     "imported": "As messages: imported ChatGPT history of participants whose latest consent has "
     "share_chats = true; text passed through the text anonymizer.",
+    "usage_daily": "Consent to take part (use of the study chat is part of the protocol). Derived "
+    "from the study chats of every exported participant, including those whose consent has "
+    "share_chats = false: the rows hold counts, durations and rates computed from the "
+    "messages, never any text. Imported history is not counted.",
+    "usage_waves": "As usage_daily, linked to the scores of submitted surveys (questionnaires are "
+    "part of the protocol).",
 }
 
 
@@ -77,6 +88,10 @@ class StudyShape:
     # Screener questions exported as categorical columns (yes/no and single choice only).
     screener: tuple[tuple[str, tuple[Any, ...], str], ...] = ()
     quasi_identifiers: tuple[str, ...] = field(default=())
+    # usage_waves columns that depend on the data and the analysis plan: the outcome scores
+    # ("<instrument>.<score>") and the predictors split into within/between parts.
+    usage_scores: tuple[str, ...] = ()
+    usage_predictors: tuple[str, ...] = ()
 
 
 def time_columns(event: str, what: str, shape: StudyShape) -> list[Column]:
@@ -107,6 +122,152 @@ def time_columns(event: str, what: str, shape: StudyShape) -> list[Column]:
             Column(f"{event}_time", "string", f"{what}: local time of day.", unit="HH:MM")
         )
     return columns
+
+
+def day_columns(prefix: str, what: str, shape: StudyShape) -> list[Column]:
+    """The column that stands for a local calendar day (no time of day)."""
+    name = f"{prefix}_" if prefix else ""
+    if shape.dates == "relative":
+        return [
+            Column(
+                f"{name}day",
+                "integer",
+                f"{what}: days since the participant's enrollment (0 = the enrollment day, "
+                "local calendar).",
+                unit="days",
+            )
+        ]
+    return [
+        Column(
+            f"{name}date",
+            "string",
+            f"{what}: the local calendar date moved back by the participant's secret offset "
+            "(as every shifted date of that participant).",
+            unit="YYYY-MM-DD (shifted)",
+        )
+    ]
+
+
+# Usage features (analysis.features; docs/usage_features.md): name -> (type, unit, meaning).
+# Per-day columns first, then what only a window has; text markers are counts and rates of
+# word lists, never text.
+USAGE_FEATURES: dict[str, tuple[str, str, str]] = {
+    "active": ("boolean", "", "The participant sent at least one message that day."),
+    "messages_sent": ("integer", "messages", "The participant's own (role user) messages."),
+    "words_sent": ("integer", "words", "Whitespace-separated words in those messages."),
+    "conversations": ("integer", "conversations", "Distinct conversations written in that day."),
+    "sessions": (
+        "integer",
+        "sessions",
+        "Sessions starting that day (a gap of more than the session gap, default 30 minutes, "
+        "starts a new one).",
+    ),
+    "active_minutes": ("number", "minutes", "Summed duration of those sessions (at least 1 each)."),
+    "session_mean_minutes": ("number", "minutes", "active_minutes / sessions; empty if none."),
+    "session_median_minutes": ("number", "minutes", "Median session duration; empty if none."),
+    "night_messages": ("integer", "messages", "Own messages sent 00:00-05:59 local time."),
+    "night_share": ("number", "0-1", "night_messages / messages_sent; empty if none sent."),
+    "assistant_messages": ("integer", "messages", "Assistant messages."),
+    "reply_latency_n": ("integer", "messages", "Assistant messages with a measured latency."),
+    "reply_latency_ms_sum": ("number", "milliseconds", "Sum of those latencies."),
+    "median_reply_latency_ms": ("number", "milliseconds", "Median assistant reply latency."),
+    "text_messages": ("integer", "messages", "Own messages with text (text markers' base)."),
+    "tokens": ("integer", "tokens", "Word tokens in own messages (see docs: Tokens)."),
+    "first_person": ("integer", "tokens", "First-person singular tokens (I, me, my; eu, me...)."),
+    "affect_positive": ("integer", "tokens", "Tokens in the positive-affect word list."),
+    "affect_negative": ("integer", "tokens", "Tokens in the negative-affect word list."),
+    "relationship_phrases": ("integer", "phrases", "Relationship phrases ('you are my friend')."),
+    "relationship_messages": ("integer", "messages", "Own messages with a relationship phrase."),
+    "first_person_rate": ("number", "per token", "first_person / tokens; empty if no tokens."),
+    "positive_affect_rate": ("number", "per token", "affect_positive / tokens."),
+    "negative_affect_rate": ("number", "per token", "affect_negative / tokens."),
+    "relationship_message_share": (
+        "number",
+        "0-1",
+        "relationship_messages / text_messages; empty if no text.",
+    ),
+    # window-only columns
+    "window_days": ("integer", "days", "Calendar days in the window."),
+    "days_active": ("integer", "days", "Days in the window with at least one own message."),
+    "share_days_active": ("number", "0-1", "days_active / window_days."),
+    "conversation_days": (
+        "integer",
+        "conversation-days",
+        "Sum of daily distinct conversations (a conversation over two days counts twice).",
+    ),
+    "messages_per_day": ("number", "messages/day", "messages_sent / window_days."),
+    "words_per_day": ("number", "words/day", "words_sent / window_days."),
+    "sessions_per_day": ("number", "sessions/day", "sessions / window_days."),
+    "active_minutes_per_day": ("number", "minutes/day", "active_minutes / window_days."),
+    "messages_per_active_day": ("number", "messages/day", "messages_sent / days_active."),
+    "mean_session_minutes": ("number", "minutes", "active_minutes / sessions."),
+    "mean_reply_latency_ms": ("number", "milliseconds", "reply_latency_ms_sum / reply_latency_n."),
+}
+USAGE_DAILY_FEATURES: tuple[str, ...] = (
+    "active",
+    "messages_sent",
+    "words_sent",
+    "conversations",
+    "sessions",
+    "active_minutes",
+    "session_mean_minutes",
+    "session_median_minutes",
+    "night_messages",
+    "night_share",
+    "assistant_messages",
+    "reply_latency_n",
+    "reply_latency_ms_sum",
+    "median_reply_latency_ms",
+    "text_messages",
+    "tokens",
+    "first_person",
+    "affect_positive",
+    "affect_negative",
+    "relationship_phrases",
+    "relationship_messages",
+    "first_person_rate",
+    "positive_affect_rate",
+    "negative_affect_rate",
+    "relationship_message_share",
+)
+USAGE_WINDOW_FEATURES: tuple[str, ...] = (
+    "window_days",
+    "days_active",
+    "share_days_active",
+    "messages_sent",
+    "words_sent",
+    "conversation_days",
+    "sessions",
+    "active_minutes",
+    "night_messages",
+    "assistant_messages",
+    "reply_latency_n",
+    "reply_latency_ms_sum",
+    "messages_per_day",
+    "words_per_day",
+    "sessions_per_day",
+    "active_minutes_per_day",
+    "messages_per_active_day",
+    "mean_session_minutes",
+    "night_share",
+    "mean_reply_latency_ms",
+    "text_messages",
+    "tokens",
+    "first_person",
+    "affect_positive",
+    "affect_negative",
+    "relationship_phrases",
+    "relationship_messages",
+    "first_person_rate",
+    "positive_affect_rate",
+    "negative_affect_rate",
+    "relationship_message_share",
+)
+
+
+def _usage_column(name: str, scope: str) -> Column:
+    kind, unit, meaning = USAGE_FEATURES[name]
+    return Column(name, kind, f"{meaning} Over {scope}.", unit=unit)
 
 
 def _qi_note(name: str, shape: StudyShape) -> str:
@@ -300,6 +461,70 @@ def table_columns(name: str, shape: StudyShape) -> list[Column]:
                 "[EMAIL_1], ...; numbered per participant). Empty when text_included is false.",
             ),
         ]
+    if name == "usage_daily":
+        return [
+            pid,
+            *day_columns("", "The local calendar day of the row", shape),
+            *(_usage_column(f, "the local day of the row") for f in USAGE_DAILY_FEATURES),
+        ]
+    if name == "usage_waves":
+        columns = [
+            pid,
+            Column(
+                "arm",
+                "string",
+                "Randomized arm; suppressed here wherever it is suppressed in participants.",
+                allowed=_maybe_star("arm", shape.arms, shape),
+            ),
+            Column("entry", "string", "Protocol schedule entry of the survey occasion."),
+            Column(
+                "occurrence_number",
+                "integer",
+                "1, 2, ... : the participant's completed occasions of this entry in time order "
+                "(stands in for the schedule's occurrence key, which can hold a date).",
+            ),
+            Column(
+                "wave",
+                "integer",
+                "Analysis wave: whole 7-day periods from enrollment to the occasion's opening, "
+                "rounded (baseline 0).",
+                unit="weeks",
+            ),
+            *time_columns("submitted", "Last instrument of the occasion submitted", shape),
+            *day_columns("window_start", "First day of the usage window (inclusive)", shape),
+            *day_columns(
+                "window_end",
+                "Day after the window (exclusive): the survey's own local day, not counted",
+                shape,
+            ),
+            *(_usage_column(f, "the window before the survey") for f in USAGE_WINDOW_FEATURES),
+        ]
+        columns += [
+            Column(score, "number", f"Survey score {score} (instrument.score; see instruments).")
+            for score in shape.usage_scores
+        ]
+        for predictor in shape.usage_predictors:
+            columns += [
+                Column(
+                    f"{predictor}_within",
+                    "number",
+                    f"{predictor} minus the participant's mean over their occasions.",
+                ),
+                Column(
+                    f"{predictor}_between",
+                    "number",
+                    f"The participant's mean {predictor} over their occasions.",
+                ),
+            ]
+        columns += [
+            Column(
+                f"{lagged}_lag",
+                "number",
+                f"{lagged} at the participant's previous wave (wave - 1); empty if not answered.",
+            )
+            for lagged in (*shape.usage_scores, *shape.usage_predictors)
+        ]
+        return columns
     raise ValueError(f"unknown table {name!r}")
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from studyplatform.chat.models import Conversation, Message
 from studyplatform.core.models import AuditEvent
+from studyplatform.exports.codebook import TABLES
 from studyplatform.exports.models import DatasetExport
 from studyplatform.exports.pseudonyms import Pseudonymizer
 from studyplatform.exports.services import (
@@ -178,7 +179,8 @@ def add_response(person: Person, study) -> list[int]:
         participant=participant,
         study=study,
         entry_key="baseline",
-        occurrence_key="export-test",
+        # Occurrence keys of dated schedules are dates: one that leaked would be caught.
+        occurrence_key=person.enrolled_at.date().isoformat(),
         instruments=["ucla3"],
         protocol_version=study.current_version,
         status=Invitation.Status.COMPLETED,
@@ -308,15 +310,30 @@ def test_no_identifier_timestamp_or_database_id_appears_anywhere_in_the_zip(
 ):
     # given: participants whose name, e-mail, panel id and code appear in their own texts
     study, people = world
-    # when: everything is exported, chats of non-sharers as metadata, with time of day
+    # when: every table is exported (usage features too), chats of non-sharers as metadata,
+    # with time of day
     export = build(
-        study, owner, format=fmt, dates=dates, chat_mode="metadata", include_time_of_day=True
+        study,
+        owner,
+        format=fmt,
+        dates=dates,
+        chat_mode="metadata",
+        include_time_of_day=True,
+        tables=list(TABLES),
     )
     files = texts_of(unzip(export))
     # then: no file contains any of it, in any case
-    assert any(name.endswith(fmt) for name in files)
+    assert {f"usage_daily.{fmt}", f"usage_waves.{fmt}"} <= set(files)
     for person in people.values():
+        # The real dates of everything in the fixture (enrollment, surveys, chats on days 1
+        # and 2), in UTC and local calendars.
+        real_dates = {
+            (person.enrolled_at + dt.timedelta(days=d, hours=h)).date().isoformat()
+            for d in range(-1, 4)
+            for h in (0, -5)
+        }
         forbidden = [
+            *real_dates,
             person.email,
             person.name,
             *person.name.split(),
@@ -528,9 +545,16 @@ def test_demographics_are_k_anonymous_with_suppression_reported(world, owner):
 def test_every_column_of_every_file_is_in_the_codebook_and_the_manifest_hashes_match(
     world, owner, fmt
 ):
-    # given / when: a full export with time of day
+    # given / when: a full export (every table, usage features included) with time of day
     study, _ = world
-    export = build(study, owner, format=fmt, include_time_of_day=True, chat_mode="metadata")
+    export = build(
+        study,
+        owner,
+        format=fmt,
+        include_time_of_day=True,
+        chat_mode="metadata",
+        tables=list(TABLES),
+    )
     files = unzip(export)
     codebook = json.loads(files["codebook.json"])
     manifest = json.loads(files["manifest.json"])
@@ -538,7 +562,7 @@ def test_every_column_of_every_file_is_in_the_codebook_and_the_manifest_hashes_m
     documented = {t["file"]: t for t in codebook["tables"].values()}
     data_files = [n for n in files if n.endswith("." + fmt)]
     assert sorted(data_files) == sorted(documented)
-    assert len(data_files) == 7
+    assert len(data_files) == 9
     for name in data_files:
         described = documented[name]["columns"]
         assert all(c["meaning"] and c["type"] for c in described)

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from studyplatform.exports.codebook import TABLES
+from studyplatform.exports.codebook import DEFAULT_TABLES, TABLES
 from studyplatform.exports.models import DatasetExport
 from studyplatform.exports.services import (
     ExportError,
@@ -29,7 +29,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("--tables", default=",".join(TABLES))
+        parser.add_argument(
+            "--tables",
+            default=",".join(DEFAULT_TABLES),
+            help=f"comma-separated, from {','.join(TABLES)} (default: {','.join(DEFAULT_TABLES)})",
+        )
         parser.add_argument("--format", default="csv", choices=FORMATS)
         parser.add_argument("--dates", default="relative", choices=("relative", "shifted"))
         parser.add_argument("--chat-mode", default="exclude", choices=("exclude", "metadata"))

@@ -1,5 +1,4 @@
-"""Anonymized dataset exports: create (validate options, make or reuse the key, enqueue), build
-(tables -> files -> codebook, README, manifest -> zip), download (audited) and expiry.
+"""Building one export: tables -> files -> codebook, README, manifest -> zip.
 
 The build reads the identity vault only to learn what to remove: each participant's name, e-mail
 and ids feed the text anonymizer as known identifiers, and the vault's date shift moves dates in
@@ -9,302 +8,52 @@ read with `.iterator(chunk_size=BATCH)` and written batch by batch, so memory st
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-import secrets
 import shutil
-import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
-
 from studyplatform.chat.models import Conversation, Message
-from studyplatform.core.audit import audit_record
 from studyplatform.participants.models import (
     Allocation,
     ConsentRecord,
     Identity,
     Participant,
 )
-from studyplatform.studies.models import ProtocolVersion, Study
+from studyplatform.studies.models import ProtocolVersion
 from surveys.instruments import Instrument, get_instrument, load_instrument_dict
 from surveys.models import Response
 
-from . import codebook as cb
-from .anonymize import Anonymizer, KnownIdentifiers
-from .disclosure import age_band, k_anonymize
-from .models import DatasetExport
-from .pseudonyms import Pseudonymizer, key_fingerprint, new_key
-from .writers import EXTENSIONS, FORMATS, open_writer, write_table
+from .. import codebook as cb
+from ..anonymize import Anonymizer, KnownIdentifiers
+from ..disclosure import age_band, k_anonymize
+from ..models import DatasetExport
+from ..pseudonyms import Pseudonymizer
+from ..writers import EXTENSIONS, open_writer, write_table
+from .options import screener_export_questions
+from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
-EXPORT_DIR = "exports"
 # A fixed timestamp inside the zip: the archive carries no clock time, and the same data gives
 # the same bytes.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
-DATE_MODES = ("relative", "shifted")
-CHAT_MODES = ("exclude", "metadata")
-BASE_QUASI_IDENTIFIERS = ("age_band", "gender", "arm", "language", "status")
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "tables": list(cb.TABLES),
-    "format": "csv",
-    "dates": "relative",
-    "chat_mode": "exclude",
-    "include_time_of_day": False,
-    "k": 5,
-    "quasi_identifiers": ["age_band", "gender", "arm"],
-    "include_pilot": False,
-    "reuse_key_of": None,
-}
-
 Progress = Callable[[int, str], None]
 
 
-class ExportError(ValueError):
-    """Options that cannot be exported; `errors` maps each option to what is wrong with it."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-
-
-class ExportNotReady(Exception):
-    pass
-
-
-class ExportGone(Exception):
-    pass
-
-
-def expiry_days() -> int:
-    return int(getattr(settings, "EXPORT_EXPIRY_DAYS", 7))
-
-
-def export_path(export: DatasetExport) -> Path:
-    return Path(settings.MEDIA_ROOT) / EXPORT_DIR / export.file_name
-
-
-# ---------------------------------------------------------------------------------------------
-# Options
-
-
-def _bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.lower() in ("true", "1", "yes")
-    return None
-
-
-def screener_export_questions(study: Study) -> list[dict[str, Any]]:
-    """Screener questions exported as categorical columns: yes/no and single choice, except
-    gender (its own column). Numbers (other than age, banded) and text are never exported."""
-    questions = study.protocol.get("screener", {}).get("questions", [])
-    return [
-        q
-        for q in questions
-        if q.get("type") in ("yes_no", "single_choice") and q.get("key") not in ("gender", "age")
-    ]
-
-
-def export_options_clean(study: Study, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults filled in and every option checked; raises ExportError listing each problem."""
-    unknown = set(raw) - set(DEFAULT_OPTIONS)
-    errors: dict[str, str] = dict.fromkeys(sorted(unknown), "unknown option")
-    options = {**DEFAULT_OPTIONS, **{k: v for k, v in raw.items() if k in DEFAULT_OPTIONS}}
-
-    tables = options["tables"]
-    if isinstance(tables, str):
-        tables = [t.strip() for t in tables.split(",") if t.strip()]
-    if not isinstance(tables, list | tuple) or not tables:
-        errors["tables"] = f"choose one or more of {', '.join(cb.TABLES)}"
-    else:
-        bad = [t for t in tables if t not in cb.TABLES]
-        if bad:
-            errors["tables"] = f"unknown table(s) {', '.join(map(str, bad))}"
-        # Keep the canonical order so two exports of the same tables look the same.
-        options["tables"] = [t for t in cb.TABLES if t in tables]
-    for name, allowed in (("format", FORMATS), ("dates", DATE_MODES), ("chat_mode", CHAT_MODES)):
-        if options[name] not in allowed:
-            errors[name] = f"must be one of {', '.join(allowed)}"
-    for name in ("include_time_of_day", "include_pilot"):
-        value = _bool(options[name])
-        if value is None:
-            errors[name] = "must be true or false"
-        options[name] = value
-    k = options["k"]
-    if isinstance(k, str) and k.isdigit():
-        k = int(k)
-    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 100:
-        errors["k"] = "must be a whole number from 2 to 100"
-    options["k"] = k
-    qis = options["quasi_identifiers"]
-    if isinstance(qis, str):
-        qis = [q.strip() for q in qis.split(",") if q.strip()]
-    allowed_qis = list(BASE_QUASI_IDENTIFIERS) + [
-        f"screener_{q['key']}" for q in screener_export_questions(study)
-    ]
-    if not isinstance(qis, list | tuple) or any(q not in allowed_qis for q in qis):
-        errors["quasi_identifiers"] = f"choose from {', '.join(allowed_qis)}"
-    else:
-        options["quasi_identifiers"] = list(dict.fromkeys(qis))
-    reuse = options["reuse_key_of"]
-    if reuse not in (None, ""):
-        if isinstance(reuse, str) and reuse.isdigit():
-            reuse = int(reuse)
-        if not isinstance(reuse, int) or isinstance(reuse, bool):
-            errors["reuse_key_of"] = "must be the id of an earlier export of this study"
-        elif not DatasetExport.objects.filter(study=study, pk=reuse).exists():
-            errors["reuse_key_of"] = "no such export of this study"
-        options["reuse_key_of"] = reuse
-    else:
-        options["reuse_key_of"] = None
-    if errors:
-        raise ExportError(errors)
-    return options
-
-
-# ---------------------------------------------------------------------------------------------
-# Create, download, expire
-
-
-@transaction.atomic
-def export_create(
-    *, study: Study, user: Any, options: Mapping[str, Any], enqueue: bool = True
-) -> DatasetExport:
-    """Record an export request and (after commit) queue its build on the exports queue."""
-    clean = export_options_clean(study, options)
-    source = None
-    if clean["reuse_key_of"] is not None:
-        source = DatasetExport.objects.get(study=study, pk=clean["reuse_key_of"])
-        key_hex = source.key
-    else:
-        key_hex = new_key().hex()
-    export = DatasetExport.objects.create(
-        study=study,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
-        options=clean,
-        reuse_key_of=source,
-        key=key_hex,
-        key_fingerprint=key_fingerprint(bytes.fromhex(key_hex)),
-    )
-    audit_record(
-        actor=user,
-        action="export.create",
-        target=export,
-        study_slug=study.slug,
-        data={"options": clean, "key_fingerprint": export.key_fingerprint},
-    )
-    if enqueue:
-        from .tasks import build_export
-
-        transaction.on_commit(lambda: build_export.delay(export.pk))
-    return export
-
-
-def export_download(*, export: DatasetExport, actor: Any, now: dt.datetime | None = None) -> Path:
-    """The zip to stream, after writing the audit event (who, when, options, file hash)."""
-    now = now or timezone.now()
-    if export.is_expired(now):
-        raise ExportGone("this export has expired and its file was deleted")
-    if export.status != DatasetExport.Status.DONE:
-        raise ExportNotReady(f"this export is {export.status}")
-    path = export_path(export)
-    if not path.exists():
-        raise ExportGone("the export file is no longer available")
-    audit_record(
-        actor=actor,
-        action="export.download",
-        target=export,
-        study_slug=export.study.slug,
-        data={
-            "options": export.options,
-            "sha256": export.sha256,
-            "size": export.size,
-            "key_fingerprint": export.key_fingerprint,
-        },
-    )
-    return path
-
-
-def export_expire_due(*, now: dt.datetime | None = None) -> int:
-    """Delete the files of finished exports past their expiry; the rows stay (status expired)."""
-    now = now or timezone.now()
-    count = 0
-    due = DatasetExport.objects.filter(status=DatasetExport.Status.DONE, expires_at__lte=now)
-    for export in due.iterator(chunk_size=200):
-        claimed = DatasetExport.objects.filter(
-            pk=export.pk, status=DatasetExport.Status.DONE
-        ).update(status=DatasetExport.Status.EXPIRED)
-        if claimed == 1:
-            if export.file_name:
-                export_path(export).unlink(missing_ok=True)
-            audit_record(
-                actor=None, action="export.expire", target=export, study_slug=export.study.slug
-            )
-            count += 1
-    return count
-
-
-# ---------------------------------------------------------------------------------------------
-# Build
-
-
-def export_build(*, export: DatasetExport, progress: Progress | None = None) -> DatasetExport:
-    """Claim a pending export and build its zip. Safe to call twice: only one call claims it."""
-    claimed = DatasetExport.objects.filter(
-        pk=export.pk, status=DatasetExport.Status.PENDING
-    ).update(status=DatasetExport.Status.RUNNING, progress=0)
-    if claimed != 1:
-        log.info("export %s already claimed", export.pk)
-        return DatasetExport.objects.get(pk=export.pk)
-    export.refresh_from_db()
-
-    def report(percent: int, label: str) -> None:
-        DatasetExport.objects.filter(pk=export.pk).update(progress=percent)
-        if progress is not None:
-            progress(percent, label)
-
-    try:
-        with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-            result = _Builder(export, Path(tmp), report).run()
-            directory = Path(settings.MEDIA_ROOT) / EXPORT_DIR
-            directory.mkdir(parents=True, exist_ok=True)
-            # An unguessable name: the file is only ever served through the audited view.
-            name = f"{export.study.slug}-{secrets.token_hex(12)}.zip"
-            shutil.move(str(result.zip_path), directory / name)
-        now = timezone.now()
-        export.file_name = name
-        export.sha256 = cb.sha256_file(directory / name)
-        export.size = (directory / name).stat().st_size
-        export.detection_counts = dict(result.detection_counts)
-        export.disclosure = result.disclosure
-        export.status = DatasetExport.Status.DONE
-        export.progress = 100
-        export.finished_at = now
-        export.expires_at = now + dt.timedelta(days=expiry_days())
-    except Exception as exc:  # the researcher sees "failed" and the reason; they can retry
-        log.exception("export %s failed", export.pk)
-        export.status = DatasetExport.Status.FAILED
-        export.error = f"{exc.__class__.__name__}: {exc}"[:300]
-        export.finished_at = timezone.now()
-    export.save()
-    return export
-
-
 @dataclass
-class _Person:
+class Person:
+    """One exported participant: pseudonym, local calendar and what the anonymizer must remove."""
+
     pk: int
     pid: str
     tz: ZoneInfo
@@ -339,7 +88,9 @@ def _zone(name: str, fallback: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-class _Builder:
+class Builder:
+    """Writes every requested table of one export into `directory` and zips them."""
+
     def __init__(self, export: DatasetExport, directory: Path, report: Progress) -> None:
         self.export = export
         self.study = export.study
@@ -396,7 +147,7 @@ class _Builder:
             qs = qs.filter(is_pilot=False)
         return qs.order_by("pk")
 
-    def load_people(self, participants: list[Participant]) -> dict[int, _Person]:
+    def load_people(self, participants: list[Participant]) -> dict[int, Person]:
         pks = [p.pk for p in participants]
         identities = {i.participant_id: i for i in Identity.objects.filter(study=self.study)}
         latest: dict[int, ConsentRecord] = {}
@@ -408,7 +159,7 @@ class _Builder:
             latest.setdefault(record.participant_id, record)
             if record.signature_name:
                 signatures.setdefault(record.participant_id, set()).add(record.signature_name)
-        people: dict[int, _Person] = {}
+        people: dict[int, Person] = {}
         wanted = set(pks)
         for participant in participants:
             if participant.pk not in wanted:
@@ -423,7 +174,7 @@ class _Builder:
                 emails.add(identity.email)
                 ids |= {identity.panel_pid, identity.panel_study_id, identity.panel_session_id}
             record = latest.get(participant.pk)
-            people[participant.pk] = _Person(
+            people[participant.pk] = Person(
                 pk=participant.pk,
                 pid=self.pseudo("participant", participant.pk),
                 tz=tz,
@@ -441,7 +192,7 @@ class _Builder:
 
     # ---- values
 
-    def when(self, person: _Person, event: str, moment: dt.datetime | None) -> dict[str, Any]:
+    def when(self, person: Person, event: str, moment: dt.datetime | None) -> dict[str, Any]:
         """The columns for one timestamp: a day number or a shifted date, maybe HH:MM."""
         relative = self.options["dates"] == "relative"
         values: dict[str, Any] = {}
@@ -460,12 +211,12 @@ class _Builder:
             values[f"{event}_time"] = local.strftime("%H:%M") if local is not None else None
         return values
 
-    def scrub(self, person: _Person, text: str) -> str:
+    def scrub(self, person: Person, text: str) -> str:
         result = person.anonymizer.anonymize(text)
         self.counts.update(span.type for span in result.spans)
         return result.text
 
-    def scrub_many(self, person: _Person, texts: list[str]) -> list[str]:
+    def scrub_many(self, person: Person, texts: list[str]) -> list[str]:
         results = person.anonymizer.anonymize_many(texts)
         for result in results:
             self.counts.update(span.type for span in result.spans)
@@ -477,7 +228,7 @@ class _Builder:
 
     # ---- tables
 
-    def demographics(self, participants: list[Participant], people: dict[int, _Person]):
+    def demographics(self, participants: list[Participant], people: dict[int, Person]):
         allocations = {
             a.participant_id: a
             for a in Allocation.objects.filter(participant__study=self.study).only(
@@ -725,7 +476,7 @@ class _Builder:
                 "content_type",
             )
         )
-        pending: list[tuple[_Person, Message]] = []
+        pending: list[tuple[Person, Message]] = []
         for message in qs.iterator(chunk_size=BATCH):
             person = people.get(message.participant_id)
             if person is None:
@@ -783,6 +534,16 @@ class _Builder:
         ext = EXTENSIONS[self.fmt]
         participants = list(self.participants())
         people = self.load_people(participants)
+        usage = None
+        by_code = {p.code: people[p.pk] for p in participants}
+        if "usage_daily" in tables or "usage_waves" in tables:
+            usage = usage_frames_load(
+                study=self.study, codes=list(by_code), include_pilot=self.options["include_pilot"]
+            )
+            # usage_waves has a column per outcome score and per predictor part.
+            shape = dataclasses.replace(
+                shape, usage_scores=usage.scores, usage_predictors=usage.predictors
+            )
         published, k_report = self.demographics(participants, people)
         steps = len(tables) + 1
         written: dict[str, dict[str, Any]] = {}
@@ -807,6 +568,10 @@ class _Builder:
                     written[name] = {"file": f"{name}{ext}", "rows": counts[name]}
             elif table in ("messages", "imported"):
                 write(table, self.message_batches(people, imported=table == "imported"))
+            elif table == "usage_daily":
+                write(table, usage_daily_rows(self, usage, by_code, shape))
+            elif table == "usage_waves":
+                write(table, usage_waves_rows(self, usage, by_code, shape, published))
             self.report(int(90 * done / steps), table)
 
         anonymization = {

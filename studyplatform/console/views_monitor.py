@@ -1,0 +1,473 @@
+"""Console pages for running a study: dashboard, participants, safety queue, team, analysis runs
+and exports.
+
+Every page resolves the study with `get_study_for` (non-member 404, member without the
+permission 403) and passes the user's permissions to the tab bar. Writes go through the apps'
+services, which audit them; reads come from `monitor_selectors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.paginator import Paginator
+from django.core.validators import validate_email
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlencode, urlsafe_base64_encode
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from analysis.models import AnalysisRun
+from analysis.services import analysis_run_create
+from studyplatform.chat.alert_services import (
+    AlertStateError,
+    alert_acknowledge,
+    alert_resolve,
+    alert_view,
+)
+from studyplatform.chat.models import SafetyAlert
+from studyplatform.chat.selectors import (
+    alert_is_overdue,
+    participant_messages_around,
+    safety_alerts_for_study,
+)
+from studyplatform.exports import codebook
+from studyplatform.exports.models import DatasetExport
+from studyplatform.exports.services import (
+    CHAT_MODES,
+    DATE_MODES,
+    DEFAULT_OPTIONS,
+    ExportError,
+    export_create,
+)
+from studyplatform.exports.writers import FORMATS
+from studyplatform.participants.models import Participant
+from studyplatform.participants.selectors import participants_for_study
+from studyplatform.studies.models import Membership, Study
+from studyplatform.studies.permissions import get_study_for, user_perms
+from studyplatform.studies.roles import ROLE_DESCRIPTIONS, Perm, Role
+from studyplatform.studies.services import MembershipError, membership_add, membership_remove
+
+from . import charts
+from . import monitor_selectors as sel
+
+PARTICIPANTS_PER_PAGE = 50
+
+
+def _render(
+    request: HttpRequest, template: str, study: Study, tab: str, context: dict[str, Any], status=200
+) -> HttpResponse:
+    base = {
+        "study": study,
+        "perms": user_perms(request.user, study),
+        "tab": tab,
+        "study_url": f"{settings.SITE_URL}/s/{study.slug}/",
+    }
+    return render(request, f"console/monitor/{template}", {**base, **context}, status=status)
+
+
+def _svg(markup: str) -> str:
+    # charts escapes every piece of text it writes, so its output is safe to embed as-is.
+    return mark_safe(markup)  # noqa: S308
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.VIEW_PARTICIPANTS)
+    perms = user_perms(request.user, study)
+    unblinded = Perm.VIEW_ALLOCATION in perms
+    now = timezone.now()
+    today = timezone.localdate(now)
+
+    funnel = sel.funnel(study, today=today)
+    stage_labels = {
+        "visited": _("Visited"),
+        "screened": _("Screened"),
+        "eligible": _("Eligible"),
+        "consented": _("Consented"),
+        "active": _("Active"),
+        "completed": _("Completed"),
+        "withdrawn": _("Withdrawn"),
+    }
+    funnel_rows = [(stage_labels[s], funnel.totals.get(s, 0)) for s in sel.FUNNEL_STAGES] + [
+        (stage_labels[s], funnel.status_counts[s]) for s in ("active", "completed", "withdrawn")
+    ]
+    day_labels = [d.strftime("%m-%d") for d in funnel.days]
+    funnel_daily = charts.line_chart(
+        chart_id="funnel-daily",
+        title=_("Enrollment funnel per day"),
+        x_labels=day_labels,
+        series=[(stage_labels[s], funnel.daily[s]) for s in (*sel.FUNNEL_STAGES, "withdrawn")],
+        empty_message=_("No visits yet."),
+    )
+
+    balance = sel.arm_balance(study) if unblinded else []
+    compliance = sel.compliance(study)
+    states = {
+        "completed": ("#0072B2", _("Completed")),
+        "open": ("#F0E442", _("Open")),
+        "expired": ("#D55E00", _("Expired")),
+        "not_yet": ("#eeeeee", _("Not yet")),
+    }
+    rated = [w for w in compliance.waves if w["rate"] is not None]
+    heatmap = charts.heatmap(
+        chart_id="compliance-heatmap",
+        title=_("Survey compliance: participants by wave"),
+        row_labels=compliance.participants,
+        col_labels=[sel.wave_label(e, w) for e, w in compliance.columns],
+        cells=compliance.cells,
+        states=states,
+        empty_message=_("No survey invitations yet."),
+    )
+    wave_rates = charts.hbar_chart(
+        chart_id="wave-rates",
+        title=_("Completion rate per wave (completed / invited)"),
+        rows=[(w["label"], round(100 * w["rate"])) for w in rated],
+        max_value=100,
+        suffix="%",
+        empty_message=_("No invitations have been sent yet."),
+    )
+
+    volume_days, volume = sel.chat_volume(study, today=today, by_arm=unblinded)
+    chat_chart = charts.bar_chart(
+        chart_id="chat-volume",
+        title=_("Participant messages per day") + (" " + _("by arm") if unblinded else ""),
+        x_labels=[d.strftime("%m-%d") for d in volume_days],
+        series=[(_("All arms") if k == "all" else k, v) for k, v in volume.items()],
+        empty_message=_("No chat messages yet."),
+    )
+    context = {
+        "funnel": funnel,
+        "funnel_rows": funnel_rows,
+        "funnel_chart": _svg(
+            charts.hbar_chart(
+                chart_id="funnel-totals", title=_("Enrollment funnel"), rows=funnel_rows
+            )
+        ),
+        "funnel_daily": _svg(funnel_daily),
+        "unblinded": unblinded,
+        "balance": balance,
+        "balance_chart": _svg(
+            charts.hbar_chart(
+                chart_id="arm-balance",
+                title=_("Participants per arm"),
+                rows=balance,
+                empty_message=_("No allocations yet."),
+            )
+        )
+        if unblinded
+        else "",
+        "compliance": compliance,
+        "heatmap": _svg(heatmap),
+        "wave_rates": _svg(wave_rates),
+        "chat_chart": _svg(chat_chart),
+        "model_stats": sel.model_stats(study, by_arm=unblinded),
+        "safety": sel.safety_summary(study, now=now),
+    }
+    return _render(request, "dashboard.html", study, "dashboard", context)
+
+
+# --- participants ----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def participants(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.VIEW_PARTICIPANTS)
+    show_arm = Perm.VIEW_ALLOCATION in user_perms(request.user, study)
+    status = request.GET.get("status", "")
+    status = status if status in Participant.Status.values else ""
+    pilot = request.GET.get("pilot", "")
+    pilot = pilot if pilot in ("0", "1") else ""
+    listed = participants_for_study(study, status=status, pilot=pilot)
+    page = Paginator(listed, PARTICIPANTS_PER_PAGE)
+    page_obj = page.get_page(request.GET.get("page"))
+    rows = list(page_obj.object_list)
+    done = sel.compliance_by_participant([p.pk for p in rows])
+    for p in rows:
+        p.completed_count, p.invited_count = done.get(p.pk, (0, 0))
+    filters = {k: v for k, v in (("status", status), ("pilot", pilot)) if v}
+    csv_query = urlencode({**filters, "download": "csv"})
+    csv_url = f"/api/studies/{study.slug}/participants/?{csv_query}"
+    context = {
+        "rows": rows,
+        "page_obj": page_obj,
+        "show_arm": show_arm,
+        "status": status,
+        "pilot": pilot,
+        "statuses": Participant.Status.choices,
+        "csv_url": csv_url,
+        "filter_query": urlencode(filters),
+        "filtered": bool(filters),
+    }
+    return _render(request, "participants.html", study, "participants", context)
+
+
+# --- safety ----------------------------------------------------------------------------------
+
+
+SAFETY_FILTERS = ("unresolved", "open", "acknowledged", "resolved", "all")
+
+
+@login_required
+@require_GET
+def safety(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
+    shown = request.GET.get("status", "unresolved")
+    shown = shown if shown in SAFETY_FILTERS else "unresolved"
+    alerts = safety_alerts_for_study(study)
+    if shown == "unresolved":
+        alerts = alerts.exclude(status=SafetyAlert.Status.RESOLVED)
+    elif shown != "all":
+        alerts = alerts.filter(status=shown)
+    now = timezone.now()
+    rows = list(alerts[:500])
+    for alert in rows:
+        alert.overdue = alert_is_overdue(alert, now=now)
+        alert.age = now - alert.created_at
+    context = {"alerts": rows, "shown": shown, "filters": SAFETY_FILTERS}
+    return _render(request, "safety.html", study, "safety", context)
+
+
+@login_required
+@require_GET
+def safety_alert(request: HttpRequest, slug: str, alert_id: int) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
+    alert = get_object_or_404(safety_alerts_for_study(study), pk=alert_id)
+    # Reading the excerpt and the surrounding messages is audited, like the API's detail view.
+    alert_view(alert=alert, actor=request.user)
+    now = timezone.now()
+    alert.overdue = alert_is_overdue(alert, now=now)
+    context = {
+        "alert": alert,
+        "timeline": list(participant_messages_around(alert)),
+        "age": now - alert.created_at,
+    }
+    return _render(request, "safety_alert.html", study, "safety", context)
+
+
+@login_required
+@require_POST
+def safety_alert_action(
+    request: HttpRequest, slug: str, alert_id: int, action: str
+) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
+    alerts = SafetyAlert.objects.select_related("study", "participant")
+    alert = get_object_or_404(alerts, pk=alert_id, study=study)
+    note = request.POST.get("note", "")[:4000]
+    try:
+        if action == "acknowledge":
+            alert_acknowledge(alert=alert, actor=request.user, note=note)
+            messages.success(request, _("Alert acknowledged."))
+        else:
+            escalation = request.POST.get("escalation", "")[:4000]
+            alert_resolve(alert=alert, actor=request.user, note=note, escalation=escalation)
+            messages.success(request, _("Alert resolved."))
+    except AlertStateError as error:
+        # The API answers 409 here; on a page the reviewer needs to read why, then carry on.
+        messages.error(request, str(error))
+    return redirect("console:monitor_safety_alert", slug=study.slug, alert_id=alert.pk)
+
+
+# --- team ------------------------------------------------------------------------------------
+
+
+def _invite_email(
+    request: HttpRequest, study: Study, user, role: str, *, new_account: bool
+) -> None:
+    console_url = f"{settings.SITE_URL}/console/{study.slug}/"
+    lines = [
+        _('%(who)s added you to the study "%(study)s" as %(role)s.')
+        % {"who": request.user.get_username(), "study": study.title, "role": role},
+        "",
+    ]
+    if new_account:
+        uid = urlsafe_base64_encode(force_bytes(user.pk))
+        token = default_token_generator.make_token(user)
+        path = reverse("password_reset_confirm", kwargs={"uidb64": uid, "token": token})
+        lines += [
+            _("Choose a password to activate your researcher account:"),
+            f"{settings.SITE_URL}{path}",
+            "",
+            _("Your username is %(username)s.") % {"username": user.get_username()},
+        ]
+    lines += [_("The study's console:"), console_url]
+    send_mail(
+        _("You were added to %(study)s") % {"study": study.title},
+        "\n".join(lines),
+        None,
+        [user.email],
+    )
+
+
+def _member_invite(request: HttpRequest, study: Study, email: str, role: str) -> tuple[Any, bool]:
+    """Add `email` to the study with `role`, creating an account that has no usable password
+    when nobody has that email yet (they set one from the emailed link). Returns (user, new)."""
+    User = get_user_model()
+    with transaction.atomic():
+        user = (
+            User.objects.filter(email__iexact=email).order_by("pk").first()
+            or User.objects.filter(username__iexact=email).order_by("pk").first()
+        )
+        created = user is None
+        if not created and Membership.objects.filter(study=study, user=user, role=role).exists():
+            raise MembershipError(_("%(email)s already has that role") % {"email": email})
+        if created:
+            user = User(username=email, email=email)
+            user.set_unusable_password()
+            user.save()
+        membership_add(study=study, user=user, role=role, actor=request.user)
+    # Sent once the account and membership are committed, so the link always works.
+    _invite_email(request, study, user, role, new_account=created)
+    return user, created
+
+
+@login_required
+def team(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
+    can_manage = Perm.MANAGE_MEMBERS in user_perms(request.user, study)
+    errors: dict[str, str] = {}
+    form = {"email": "", "role": ""}
+    if request.method == "POST":
+        if not can_manage:
+            get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)  # raises 403
+        form = {
+            "email": request.POST.get("email", "").strip(),
+            "role": request.POST.get("role", ""),
+        }
+        try:
+            validate_email(form["email"])
+        except ValidationError:
+            errors["email"] = _("Enter a valid email address.")
+        if form["role"] not in {r.value for r in Role}:
+            errors["role"] = _("Choose a role.")
+        if not errors:
+            try:
+                _user, created = _member_invite(request, study, form["email"], form["role"])
+            except MembershipError as error:
+                errors["role"] = str(error)
+            else:
+                if created:
+                    msg = _(
+                        "Invited %(email)s as %(role)s; they were emailed a link to set a password."
+                    )
+                else:
+                    msg = _("Added %(email)s as %(role)s.")
+                messages.success(request, msg % {"email": form["email"], "role": form["role"]})
+                return redirect("console:monitor_team", slug=study.slug)
+    context = {
+        "members": sel.members_of(study),
+        "can_manage": can_manage,
+        "roles": [(r.value, ROLE_DESCRIPTIONS[r]) for r in Role],
+        "form": form,
+        "errors": errors,
+    }
+    return _render(request, "team.html", study, "team", context, status=400 if errors else 200)
+
+
+@login_required
+@require_POST
+def team_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
+    membership = get_object_or_404(
+        Membership.objects.select_related("user", "study"), pk=membership_id, study=study
+    )
+    try:
+        membership_remove(membership=membership, actor=request.user)
+    except MembershipError as error:
+        messages.error(request, _("Not removed: %(reason)s.") % {"reason": error})
+    else:
+        messages.success(
+            request,
+            _("Removed %(user)s's %(role)s role.")
+            % {"user": membership.user.get_username(), "role": membership.role},
+        )
+    return redirect("console:monitor_team", slug=study.slug)
+
+
+# --- analyses and exports --------------------------------------------------------------------
+
+
+IN_PROGRESS = ("pending", "running")
+
+
+@login_required
+def analyses(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+    if request.method == "POST":
+        params = {"include_pilot": request.POST.get("include_pilot") == "on"}
+        run = analysis_run_create(study=study, created_by=request.user, params=params)
+        messages.success(request, _("Analysis run %(id)s started.") % {"id": run.pk})
+        return redirect("console:monitor_analyses", slug=study.slug)
+    runs = list(sel.analysis_runs_of(study)[:100])
+    context = {
+        "runs": runs,
+        "refresh": any(r.status in IN_PROGRESS for r in runs),
+        "pilot_default": study.status in (Study.Status.DRAFT, Study.Status.PILOTING),
+        "done": AnalysisRun.Status.DONE,
+    }
+    return _render(request, "analyses.html", study, "analyses", context)
+
+
+def _export_options(post) -> dict[str, Any]:
+    k = post.get("k", "")
+    return {
+        "tables": post.getlist("tables"),
+        "format": post.get("format", ""),
+        "dates": post.get("dates", ""),
+        "chat_mode": post.get("chat_mode", ""),
+        "k": int(k) if k.strip().isdigit() else k,
+        "include_pilot": post.get("include_pilot") == "on",
+    }
+
+
+@login_required
+def exports(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.EXPORT_DATA)
+    errors: dict[str, str] = {}
+    options = dict(DEFAULT_OPTIONS)
+    if request.method == "POST":
+        options = {**options, **_export_options(request.POST)}
+        try:
+            export = export_create(
+                study=study, user=request.user, options=_export_options(request.POST)
+            )
+        except ExportError as error:
+            errors = error.errors
+        else:
+            messages.success(request, _("Export %(id)s queued.") % {"id": export.pk})
+            return redirect("console:monitor_exports", slug=study.slug)
+    now = timezone.now()
+    rows = list(sel.exports_of(study)[:100])
+    for export in rows:
+        done = export.status == DatasetExport.Status.DONE
+        export.downloadable = done and not export.is_expired(now)
+    context = {
+        "exports": rows,
+        "refresh": any(e.status in IN_PROGRESS for e in rows),
+        "options": options,
+        "errors": errors,
+        "tables": codebook.TABLES,
+        "formats": FORMATS,
+        "date_modes": DATE_MODES,
+        "chat_modes": CHAT_MODES,
+    }
+    status = 400 if errors else 200
+    return _render(request, "exports.html", study, "exports", context, status=status)
