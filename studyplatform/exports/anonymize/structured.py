@@ -645,10 +645,12 @@ _PT_ADDRESS = re.compile(
 # A cheap test (literals, on the lower-cased text) before the Portuguese street pattern is
 # tried near a number.
 _PT_STREET_HINTS = (
-    "rua", "r.", "av", "alameda", "al.", "travessa", "tv.", "trav", "praça", "praca", "pça",
+    "rua", "r.", "av", "alameda", "al.", "travessa", "tv.", "trav", "praça", "praca", "pça", "pca",
     "estrada", "estr.", "rodovia", "rod.", "largo", "viela", "ladeira", "servid", "beco",
 )  # fmt: skip
-_PT_STREET_HINT = re.compile(trie_pattern(_PT_STREET_HINTS))
+# Word-initial only: "av" inside "have" must not send every English sentence to the full
+# Portuguese address pattern.
+_PT_STREET_HINT = re.compile(r"(?<![^\W\d_])(?:" + trie_pattern(_PT_STREET_HINTS) + ")")
 _ADDRESS_STOPWORDS = frozenset(
     [
         "the",
