@@ -1,0 +1,720 @@
+"""Protocol designer helpers: protocol dict <-> section form data, error placement, calendar rows
+and the launch checklist.
+
+Plain data in, plain data out: no database, no request. The only Django import is gettext, for
+the researcher-facing checklist wording. Views build forms from `section_initial` and merge
+cleaned form data back with `apply_section`; the merged document is then validated by the
+protocol validator exactly as an uploaded YAML file would be.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+import yaml
+from django.utils.translation import gettext as _
+
+from studyplatform.studies.protocol.validate import schema
+from surveys.schedule_rules import (
+    EVENT_RULES,
+    ParticipantContext,
+    ScheduleError,
+    all_occurrences,
+)
+
+SECTIONS = ("study", "arms", "consent", "screener", "schedule", "safety", "analysis")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The schedule rule fields each rule type accepts (mirrors protocol.schema.json's `rule`).
+RULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "enrollment": ("delay_minutes",),
+    "recurring": ("every_days", "at", "start_day", "end_day"),
+    "weekdays": ("days", "at"),
+    "fixed_dates": ("dates", "at"),
+    "random_ema": ("per_day", "between", "min_gap_minutes", "days"),
+    "after_chat_session": ("gap_minutes", "max_per_day"),
+    "after_messages": ("count", "repeat"),
+    "no_chat": ("days",),
+    "exit": ("at",),
+}
+ARM_MODEL_FIELDS = {
+    "provider": "provider",
+    "name": "model_name",
+    "base_url": "base_url",
+    "api_key_env": "api_key_env",
+    "context_tokens": "context_tokens",
+}
+ARM_PARAMETER_FIELDS = ("temperature", "max_tokens")
+
+
+def platform_languages() -> list[str]:
+    """Every language a protocol may use (the schema's `language` enum)."""
+    return list(schema()["$defs"]["language"]["enum"])
+
+
+def lang_field(prefix: str, language: str) -> str:
+    """A form field name for one language's text (`pt-br` is not a valid template name)."""
+    return f"{prefix}_{language.replace('-', '_')}"
+
+
+def study_languages(doc: Mapping) -> list[str]:
+    return list(doc.get("study", {}).get("languages") or ["en"])
+
+
+def text_split(value: Any, languages: list[str]) -> dict[str, str]:
+    """A protocol text (string or per-language mapping) as one string per language.
+
+    A plain string applies to every language; it is shown in the first language's field only,
+    so saving without touching it keeps it a plain string (see `text_join`).
+    """
+    if isinstance(value, dict):
+        return {lang: value.get(lang, "") for lang in languages}
+    out = dict.fromkeys(languages, "")
+    if value and languages:
+        out[languages[0]] = value
+    return out
+
+
+def text_join(values: Mapping[str, str]) -> str | dict[str, str] | None:
+    """Per-language strings back to a protocol text: one filled field is a plain string."""
+    filled = {lang: text for lang, text in values.items() if text and text.strip()}
+    if not filled:
+        return None
+    if len(filled) == 1:
+        return next(iter(filled.values()))
+    return filled
+
+
+def csv_list(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,\n]", text or "") if part.strip()]
+
+
+def _set_or_drop(target: dict, key: str, value: Any) -> None:
+    """Optional protocol fields are omitted rather than written as empty values."""
+    if value is None or value == "" or value == []:
+        target.pop(key, None)
+    else:
+        target[key] = value
+
+
+def _number(value: Any) -> Any:
+    """Decimal/float form values as the plainest JSON number (7.0 -> 7)."""
+    if value is None:
+        return None
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+# --- checkbox lines for consent ----------------------------------------------------------------
+
+_TRUE = {"required", "yes", "true", "1", "y"}
+_FALSE = {"optional", "no", "false", "0", "n", ""}
+
+
+def checkboxes_to_lines(checkboxes: list[dict]) -> str:
+    return "\n".join(
+        f"{c['key']} | {c['label']} | {'required' if c.get('required') else 'optional'}"
+        for c in checkboxes
+    )
+
+
+def lines_to_checkboxes(text: str) -> list[dict]:
+    """Parse "key | label | required" lines; ValueError names the line that is wrong."""
+    out = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
+            raise ValueError(
+                _("line %(n)d: write key | label | required (or optional)") % {"n": number}
+            )
+        flag = parts[2].lower() if len(parts) == 3 else ""
+        if flag not in _TRUE | _FALSE:
+            raise ValueError(
+                _("line %(n)d: the third part must be required or optional") % {"n": number}
+            )
+        out.append({"key": parts[0], "label": parts[1], "required": flag in _TRUE})
+    return out
+
+
+# --- flag items for safety ---------------------------------------------------------------------
+
+
+def flags_to_lines(flags: list[dict]) -> str:
+    return "\n".join(
+        " | ".join(
+            str(v)
+            for v in (f["instrument"], f["item"], f["op"], f["value"], f.get("severity", ""))
+            if v != ""
+        )
+        for f in flags
+    )
+
+
+def lines_to_flags(text: str) -> list[dict]:
+    """Parse "instrument | item | op | value | severity" lines."""
+    out = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) not in (4, 5):
+            raise ValueError(
+                _("line %(n)d: write instrument | item | op | value | severity") % {"n": number}
+            )
+        try:
+            value = _number(parts[3])
+        except ValueError:
+            raise ValueError(_("line %(n)d: the value must be a number") % {"n": number}) from None
+        flag = {"instrument": parts[0], "item": parts[1], "op": parts[2], "value": value}
+        if len(parts) == 5 and parts[4]:
+            flag["severity"] = parts[4]
+        out.append(flag)
+    return out
+
+
+# --- sections: initial form data -----------------------------------------------------------------
+
+
+def section_initial(doc: Mapping, section: str) -> Any:
+    """Initial data for a section's form (a dict) or formset (a list of dicts)."""
+    languages = platform_languages()
+    if section == "study":
+        meta = doc.get("study", {})
+        recruitment = meta.get("recruitment", {})
+        initial = {
+            "title": meta.get("title", ""),
+            "timezone": meta.get("timezone", ""),
+            "languages": study_languages(doc),
+            "duration_days": meta.get("duration_days"),
+            "target_enrollment": meta.get("target_enrollment"),
+            "panel": recruitment.get("panel", "none"),
+            "collect_email": recruitment.get("collect_email", True),
+            "completion_url": recruitment.get("completion_url", ""),
+        }
+        for lang, text in text_split(meta.get("description", ""), languages).items():
+            initial[lang_field("description", lang)] = text
+        return initial
+    if section == "arms":
+        rows = []
+        for arm in doc.get("arms", []):
+            model = arm.get("model", {})
+            params = arm.get("parameters", {})
+            row = {"key": arm.get("key", ""), "weight": arm.get("weight", 1)}
+            row.update({field: model.get(key) for key, field in ARM_MODEL_FIELDS.items()})
+            row.update({p: params.get(p) for p in ARM_PARAMETER_FIELDS})
+            row["system_prompt"] = arm.get("system_prompt", "")
+            for lang, text in text_split(arm.get("label", ""), languages).items():
+                row[lang_field("label", lang)] = text
+            rows.append(row)
+        return rows
+    if section == "consent":
+        consent = doc.get("consent", {})
+        initial = {"signature": consent.get("signature", "checkbox")}
+        for cdoc in consent.get("documents", []):
+            lang = cdoc.get("language", "")
+            initial[lang_field("version", lang)] = cdoc.get("version")
+            initial[lang_field("title", lang)] = cdoc.get("title", "")
+            initial[lang_field("body", lang)] = cdoc.get("body", "")
+            boxes = cdoc.get("checkboxes", [])
+            initial[lang_field("checkboxes", lang)] = checkboxes_to_lines(boxes)
+        return initial
+    if section == "screener":
+        screener = doc.get("screener", {})
+        # The screener's nested, per-language questions read best as a small YAML list.
+        return {
+            "questions": _yaml_list(screener.get("questions", [])),
+            "eligibility": _yaml_list(screener.get("eligibility", [])),
+        }
+    if section == "schedule":
+        return [_entry_initial(e) for e in doc.get("surveys", {}).get("schedule", [])]
+    if section == "safety":
+        safety = doc.get("safety", {})
+        detector = safety.get("detector", {})
+        initial = {
+            "response_time_hours": safety.get("response_time_hours"),
+            "alert_recipients": "\n".join(safety.get("alert_recipients", [])),
+            "lexicon": detector.get("lexicon", True),
+            "moderation": detector.get("moderation", False),
+            "flag_items": flags_to_lines(safety.get("flag_items", [])),
+        }
+        for lang, text in text_split(safety.get("crisis_resources", ""), languages).items():
+            initial[lang_field("crisis", lang)] = text
+        return initial
+    if section == "analysis":
+        analysis = doc.get("analysis", {})
+        return {
+            "window_days": analysis.get("window_days"),
+            "session_gap_minutes": analysis.get("session_gap_minutes"),
+            "outcomes": ", ".join(analysis.get("outcomes", [])),
+            "predictors": ", ".join(analysis.get("predictors", [])),
+            "covariates": ", ".join(analysis.get("covariates", [])),
+            "random_effects": analysis.get("random_effects", ""),
+            "arm_by_time": analysis.get("arm_by_time", False),
+        }
+    raise KeyError(section)
+
+
+def _yaml_list(items: list) -> str:
+    if not items:
+        return ""
+    return yaml.safe_dump(items, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _entry_initial(entry: Mapping) -> dict:
+    rule = entry.get("rule", {})
+    reminders = entry.get("reminders", {})
+    days = rule.get("days")
+    between = rule.get("between")
+    return {
+        "key": entry.get("key", ""),
+        "instruments": ", ".join(entry.get("instruments", [])),
+        "rule_type": rule.get("type", "recurring"),
+        "every_days": rule.get("every_days"),
+        "at": rule.get("at", ""),
+        "start_day": rule.get("start_day"),
+        "end_day": rule.get("end_day"),
+        "delay_minutes": rule.get("delay_minutes"),
+        "days": ", ".join(days) if isinstance(days, list) else (days or ""),
+        "dates": ", ".join(rule.get("dates", [])),
+        "per_day": rule.get("per_day"),
+        "between": "-".join(between) if between else "",
+        "min_gap_minutes": rule.get("min_gap_minutes"),
+        "gap_minutes": rule.get("gap_minutes"),
+        "max_per_day": rule.get("max_per_day"),
+        "count": rule.get("count"),
+        "repeat": rule.get("repeat", False),
+        "window_hours": entry.get("window_hours"),
+        "reminder_offsets": ", ".join(str(_number(o)) for o in reminders.get("offsets_hours", [])),
+        "reminder_max": reminders.get("max"),
+        "conditions": list(entry.get("conditions", [])),
+    }
+
+
+# --- sections: merging cleaned data back -------------------------------------------------------
+
+
+def apply_section(doc: Mapping, section: str, data: Any) -> dict:
+    """A copy of `doc` with `section` replaced by the cleaned form data (validate it after).
+
+    Fields the forms do not show (arm `parameters.top_p`, schedule `notify`, ...) are kept from
+    the current document, matched by key, so a form never silently drops part of a protocol.
+    """
+    new = copy.deepcopy(dict(doc))
+    languages = platform_languages()
+    if section == "study":
+        meta = new.setdefault("study", {})
+        meta["title"] = data["title"]
+        meta["timezone"] = data["timezone"]
+        meta["languages"] = list(data["languages"])
+        meta["duration_days"] = data["duration_days"]
+        _set_or_drop(meta, "target_enrollment", data.get("target_enrollment"))
+        _set_or_drop(
+            meta,
+            "description",
+            text_join({lang: data.get(lang_field("description", lang), "") for lang in languages}),
+        )
+        recruitment = dict(meta.get("recruitment", {}))
+        recruitment["panel"] = data["panel"]
+        recruitment["collect_email"] = bool(data.get("collect_email"))
+        _set_or_drop(recruitment, "completion_url", data.get("completion_url"))
+        meta["recruitment"] = recruitment
+    elif section == "arms":
+        old = {a.get("key"): a for a in doc.get("arms", [])}
+        arms = []
+        for row in data:
+            arm = copy.deepcopy(old.get(row["key"], {}))
+            arm["key"] = row["key"]
+            _set_or_drop(
+                arm,
+                "label",
+                text_join({lang: row.get(lang_field("label", lang), "") for lang in languages}),
+            )
+            arm["weight"] = row.get("weight") or 1
+            model = dict(arm.get("model", {}))
+            for key, field in ARM_MODEL_FIELDS.items():
+                _set_or_drop(model, key, row.get(field))
+            arm["model"] = model
+            _set_or_drop(arm, "system_prompt", row.get("system_prompt"))
+            params = dict(arm.get("parameters", {}))
+            for p in ARM_PARAMETER_FIELDS:
+                _set_or_drop(params, p, _number(row.get(p)) if row.get(p) is not None else None)
+            _set_or_drop(arm, "parameters", params or None)
+            arms.append(arm)
+        new["arms"] = arms
+    elif section == "consent":
+        consent = new.setdefault("consent", {})
+        consent["signature"] = data["signature"]
+        documents = []
+        for lang in languages:
+            title = data.get(lang_field("title", lang), "")
+            body = data.get(lang_field("body", lang), "")
+            if not (title or body):
+                continue  # a language without a document; the validator says if one is needed
+            documents.append(
+                {
+                    "language": lang,
+                    "version": data.get(lang_field("version", lang)) or 1,
+                    "title": title,
+                    "body": body,
+                    "checkboxes": data.get(lang_field("checkboxes", lang)) or [],
+                }
+            )
+        consent["documents"] = documents
+    elif section == "screener":
+        screener = {}
+        _set_or_drop(screener, "questions", data.get("questions"))
+        _set_or_drop(screener, "eligibility", data.get("eligibility"))
+        if screener:
+            new["screener"] = screener
+        else:
+            new.pop("screener", None)
+    elif section == "schedule":
+        old = {e.get("key"): e for e in doc.get("surveys", {}).get("schedule", [])}
+        surveys = new.setdefault("surveys", {})
+        surveys["schedule"] = [_entry_from_row(row, old.get(row["key"], {})) for row in data]
+    elif section == "safety":
+        safety = new.setdefault("safety", {})
+        safety["response_time_hours"] = _number(data["response_time_hours"])
+        _set_or_drop(safety, "alert_recipients", csv_list(data.get("alert_recipients", "")))
+        safety["crisis_resources"] = (
+            text_join({lang: data.get(lang_field("crisis", lang), "") for lang in languages}) or ""
+        )
+        safety["detector"] = {
+            "lexicon": bool(data.get("lexicon")),
+            "moderation": bool(data.get("moderation")),
+        }
+        _set_or_drop(safety, "flag_items", data.get("flag_items"))
+    elif section == "analysis":
+        analysis = dict(new.get("analysis", {}))
+        for key in ("window_days", "session_gap_minutes", "random_effects"):
+            _set_or_drop(analysis, key, data.get(key))
+        for key in ("outcomes", "predictors", "covariates"):
+            values = csv_list(data.get(key, ""))
+            # Empty lists are meaningful for covariates in the shipped examples; keep the key.
+            if values or key in analysis:
+                analysis[key] = values
+        analysis["arm_by_time"] = bool(data.get("arm_by_time"))
+        new["analysis"] = analysis
+    else:
+        raise KeyError(section)
+    return new
+
+
+def _entry_from_row(row: Mapping, old: Mapping) -> dict:
+    entry = copy.deepcopy(dict(old))
+    entry["key"] = row["key"]
+    entry["instruments"] = csv_list(row.get("instruments", ""))
+    kind = row["rule_type"]
+    rule: dict[str, Any] = {"type": kind}
+    for name in RULE_FIELDS[kind]:
+        value = row.get(name)
+        if name == "days" and kind in ("weekdays", "random_ema"):
+            value = csv_list(value or "")
+        elif name == "days":
+            value = int(value) if str(value or "").strip().isdigit() else (value or None)
+        elif name == "dates":
+            value = csv_list(value or "")
+        elif name == "between":
+            value = [t.strip() for t in (value or "").split("-") if t.strip()] or None
+        elif name == "repeat":
+            value = bool(value) if kind == "after_messages" else None
+        _set_or_drop(rule, name, value)
+    entry["rule"] = rule
+    _set_or_drop(
+        entry, "window_hours", _number(row["window_hours"]) if row.get("window_hours") else None
+    )
+    reminders: dict[str, Any] = {}
+    offsets = [_number(o) for o in csv_list(row.get("reminder_offsets", ""))]
+    _set_or_drop(reminders, "offsets_hours", offsets)
+    _set_or_drop(reminders, "max", row.get("reminder_max"))
+    _set_or_drop(entry, "reminders", reminders or None)
+    _set_or_drop(entry, "conditions", list(row.get("conditions") or []))
+    return entry
+
+
+# --- placing validation errors ------------------------------------------------------------------
+
+_TOP = re.compile(r"^(?P<top>[a-z_]+)(?:\[(?P<index>\d+)\])?(?:\.(?P<rest>.*))?$")
+_SECTION_OF = {
+    "study": "study",
+    "arms": "arms",
+    "consent": "consent",
+    "screener": "screener",
+    "surveys": "schedule",
+    "safety": "safety",
+    "analysis": "analysis",
+    "change_note": "change_note",
+}
+
+
+@dataclass(frozen=True)
+class ErrorPlace:
+    """Where a validation error is shown: a section, optionally a formset row and a field."""
+
+    section: str  # one of SECTIONS, "change_note", or "yaml" (only the YAML editor edits it)
+    index: int | None = None
+    field: str | None = None
+
+
+def locate_error(path: str, doc: Mapping) -> ErrorPlace:
+    """Map a ProtocolError path (`arms[1].model.name`) to the form field that edits it."""
+    match = _TOP.match(path or "")
+    if not match:
+        return ErrorPlace("yaml")
+    top, rest = match["top"], match["rest"] or ""
+    index = int(match["index"]) if match["index"] is not None else None
+    section = _SECTION_OF.get(top, "yaml")
+    head = re.split(r"[.\[]", rest, maxsplit=1)[0] if rest else ""
+    if section == "study":
+        if index is not None:  # a bare list at the top level cannot be "study"
+            return ErrorPlace("study")
+        field = {
+            "recruitment": rest.split(".")[-1] if rest.startswith("recruitment.") else None,
+            "description": lang_field("description", study_languages(doc)[0]),
+        }.get(head, head or None)
+        return ErrorPlace("study", None, field)
+    if section == "arms":
+        if rest.startswith("model."):
+            field = ARM_MODEL_FIELDS.get(rest.split(".")[1])
+        elif rest.startswith("parameters."):
+            name = rest.split(".")[1]
+            field = name if name in ARM_PARAMETER_FIELDS else None
+        elif head == "label":
+            field = lang_field("label", study_languages(doc)[0])
+        else:
+            field = head if head in ("key", "weight", "system_prompt") else None
+        return ErrorPlace("arms", index, field)
+    if section == "consent":
+        if rest == "signature":
+            return ErrorPlace("consent", None, "signature")
+        doc_match = re.match(r"^documents\[(\d+)\]\.?([a-z_]*)", rest)
+        if doc_match:
+            documents = doc.get("consent", {}).get("documents", [])
+            i = int(doc_match[1])
+            lang = documents[i].get("language", "en") if i < len(documents) else "en"
+            name = doc_match[2] if doc_match[2] in ("version", "title", "body") else "checkboxes"
+            if doc_match[2] == "language":
+                return ErrorPlace("consent")
+            return ErrorPlace("consent", None, lang_field(name, lang))
+        return ErrorPlace("consent")
+    if section == "screener":
+        return ErrorPlace("screener", None, head if head in ("questions", "eligibility") else None)
+    if section == "schedule":
+        sched = re.match(r"^schedule\[(\d+)\]\.?(.*)$", rest)
+        if not sched:
+            return ErrorPlace("schedule")
+        i, sub = int(sched[1]), sched[2]
+        sub_head = re.split(r"[.\[]", sub, maxsplit=1)[0]
+        if sub.startswith("rule."):
+            name = re.split(r"[.\[]", sub[5:], maxsplit=1)[0]
+            field = "rule_type" if name == "type" else name
+        elif sub.startswith("reminders.offsets_hours"):
+            field = "reminder_offsets"
+        elif sub.startswith("reminders.max"):
+            field = "reminder_max"
+        elif sub_head in ("key", "instruments", "window_hours", "conditions"):
+            field = sub_head
+        else:
+            field = None
+        return ErrorPlace("schedule", i, field)
+    if section == "safety":
+        field = {
+            "crisis_resources": lang_field("crisis", study_languages(doc)[0]),
+            "detector": "lexicon",
+        }.get(head, head or None)
+        return ErrorPlace("safety", None, field)
+    if section == "analysis":
+        return ErrorPlace("analysis", None, head or None)
+    return ErrorPlace(section)
+
+
+# --- calendar preview ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    entry: str
+    wave: int | None
+    opens: datetime  # local
+    closes: datetime  # local
+    instruments: tuple[str, ...]
+    study_day: int
+
+
+def calendar_rows(
+    doc: Mapping, *, enrolled_on: date, tz: str
+) -> tuple[list[CalendarRow], list[str]]:
+    """Every time-based occurrence for a participant enrolled at noon local on `enrolled_on`.
+
+    Returns (rows sorted by opening time, keys of event-triggered entries that have no fixed
+    dates). The seed is fixed so random EMA prompts are the same on every reload.
+    """
+    zone = ZoneInfo(tz)
+    enrolled_at = datetime.combine(enrolled_on, time(12, 0), tzinfo=zone)
+    ctx = ParticipantContext.for_study(
+        enrolled_at=enrolled_at,
+        timezone=tz,
+        duration_days=int(doc.get("study", {}).get("duration_days", 1)),
+        seed="preview",
+    )
+    rows: list[CalendarRow] = []
+    event_entries: list[str] = []
+    for entry in doc.get("surveys", {}).get("schedule", []):
+        if entry.get("rule", {}).get("type") in EVENT_RULES:
+            event_entries.append(entry["key"])
+            continue
+        try:
+            occurrences = all_occurrences(entry, ctx)
+        except ScheduleError:
+            continue  # the validator reports the entry itself
+        for occ in occurrences:
+            opens = occ.opens_at.astimezone(zone)
+            rows.append(
+                CalendarRow(
+                    entry=entry["key"],
+                    wave=occ.wave,
+                    opens=opens,
+                    closes=occ.closes_at.astimezone(zone),
+                    instruments=tuple(entry.get("instruments", [])),
+                    study_day=(opens.date() - enrolled_on).days,
+                )
+            )
+    rows.sort(key=lambda r: (r.opens, r.entry))
+    return rows, event_entries
+
+
+# --- launch checklist ---------------------------------------------------------------------------
+
+MODEL_CHECK_MAX_AGE = timedelta(hours=24)
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    key: str
+    label: str
+    ok: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """The latest recorded test message to one arm's model."""
+
+    ok: bool
+    at: datetime
+    provider: str
+    model: str
+    error: str = ""
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url or "").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def launch_checklist(
+    doc: Mapping, *, model_checks: Mapping[str, ModelCheck], env: Mapping[str, str], now: datetime
+) -> list[CheckItem]:
+    """What must be true before real participants are recruited; each item says why it fails."""
+    items: list[CheckItem] = []
+    languages = study_languages(doc)
+    consent_langs = {d.get("language") for d in doc.get("consent", {}).get("documents", [])}
+    missing = [lang for lang in languages if lang not in consent_langs]
+    items.append(
+        CheckItem(
+            "consent",
+            _("A consent document for every study language"),
+            not missing,
+            _("Missing: %(langs)s") % {"langs": ", ".join(missing)}
+            if missing
+            else _("Present for: %(langs)s") % {"langs": ", ".join(languages)},
+        )
+    )
+    schedule = doc.get("surveys", {}).get("schedule", [])
+    items.append(
+        CheckItem(
+            "schedule",
+            _("At least one survey schedule entry"),
+            bool(schedule),
+            _("%(n)d entries") % {"n": len(schedule)} if schedule else _("No schedule entries"),
+        )
+    )
+    safety = doc.get("safety", {})
+    recipients = safety.get("alert_recipients", [])
+    items.append(
+        CheckItem(
+            "alert_recipients",
+            _("Safety alert recipients"),
+            bool(recipients),
+            ", ".join(recipients) if recipients else _("Nobody receives safety alerts"),
+        )
+    )
+    resources = text_split(safety.get("crisis_resources", ""), languages)
+    if isinstance(safety.get("crisis_resources"), str) and safety.get("crisis_resources"):
+        resources = dict.fromkeys(languages, safety["crisis_resources"])
+    no_resources = [lang for lang in languages if not (resources.get(lang) or "").strip()]
+    items.append(
+        CheckItem(
+            "crisis_resources",
+            _("Crisis resources in every study language"),
+            not no_resources,
+            _("Missing: %(langs)s") % {"langs": ", ".join(no_resources)}
+            if no_resources
+            else _("Present for: %(langs)s") % {"langs": ", ".join(languages)},
+        )
+    )
+    for arm in doc.get("arms", []):
+        model = arm.get("model", {})
+        provider = model.get("provider", "")
+        key_env = model.get("api_key_env") or DEFAULT_KEY_ENV.get(provider, "")
+        if provider == "simulated":
+            ok, why = True, _("Simulated model (no endpoint needed)")
+        elif model.get("base_url") and is_loopback_url(model["base_url"]):
+            ok, why = True, _("Local endpoint %(url)s") % {"url": model["base_url"]}
+        elif key_env and env.get(key_env):
+            ok, why = True, _("API key found in %(env)s") % {"env": key_env}
+        else:
+            ok, why = False, _("Environment variable %(env)s is not set") % {"env": key_env}
+        items.append(
+            CheckItem(
+                f"endpoint:{arm['key']}",
+                _("Model endpoint configured for arm %(arm)s") % {"arm": arm["key"]},
+                ok,
+                why,
+            )
+        )
+        check = model_checks.get(arm["key"])
+        if check is None:
+            ok, why = False, _("No test message yet: use Test models")
+        elif check.provider != provider or check.model != model.get("name"):
+            ok, why = False, _("The model changed since the last test: test again")
+        elif now - check.at > MODEL_CHECK_MAX_AGE:
+            ok, why = False, _("The last test is older than 24 hours: test again")
+        elif not check.ok:
+            ok, why = False, _("The last test failed: %(error)s") % {"error": check.error}
+        else:
+            ok, why = True, _("Replied at %(time)s") % {"time": check.at.strftime("%Y-%m-%d %H:%M")}
+        items.append(
+            CheckItem(
+                f"model_check:{arm['key']}",
+                _("Test message to arm %(arm)s's model in the last 24 hours") % {"arm": arm["key"]},
+                ok,
+                why,
+            )
+        )
+    return items

@@ -1,0 +1,363 @@
+"""The protocol designer: permissions, creating studies, YAML editor, section forms, versions,
+calendar preview and participant previews."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from studyplatform.console import design
+from studyplatform.console.forms import SECTION_FORMSETS
+from studyplatform.studies.models import ProtocolVersion, Study
+from studyplatform.studies.protocol import to_yaml
+from studyplatform.studies.services import study_transition
+
+pytestmark = pytest.mark.django_db
+
+
+def _encode(value: Any) -> Any:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "on"
+    return value
+
+
+def section_post_data(doc: dict, section: str, rows: list[dict] | None = None, **fields) -> dict:
+    """POST data for a section form, as the designer renders it from `doc`, plus overrides."""
+    data: dict[str, Any] = {}
+    initial = design.section_initial(doc, section)
+    if section in SECTION_FORMSETS:
+        rows = rows if rows is not None else initial
+        data[f"{section}-TOTAL_FORMS"] = str(len(rows))
+        data[f"{section}-INITIAL_FORMS"] = str(len(initial))
+        for i, row in enumerate(rows):
+            for name, value in row.items():
+                encoded = _encode(value)
+                if encoded is not None:
+                    data[f"{section}-{i}-{name}"] = encoded
+    else:
+        for name, value in {**initial, **fields}.items():
+            encoded = _encode(value)
+            if encoded is not None:
+                data[f"{section}-{name}"] = encoded
+    if section in SECTION_FORMSETS:
+        for name, value in fields.items():
+            data[f"{section}-{name}"] = value
+    return data
+
+
+@pytest.fixture
+def client_as():
+    def make(user) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def post_data():
+    return section_post_data
+
+
+def _design(study) -> str:
+    return reverse("console:design", args=[study.slug])
+
+
+PAGES = [
+    ("get", "console:design", ()),
+    ("get", "console:versions", ()),
+    ("get", "console:calendar", ()),
+    ("get", "console:preview", ("consent",)),
+    ("get", "console:launch", ()),
+    ("post", "console:design_section", ("study",)),
+    ("post", "console:design_yaml", ()),
+    ("post", "console:design_validate", ()),
+    ("post", "console:launch_transition", ()),
+    ("post", "console:launch_test_models", ()),
+    ("post", "console:pilot_invite_create", ()),
+    ("post", "console:pilot_reset", ()),
+]
+
+
+@pytest.mark.parametrize(("method", "name", "args"), PAGES)
+def test_nobody_sees_another_study(client_as, make_user, study, method, name, args):
+    # given: a researcher who is not a member of the study
+    outsider = make_user("mallory")
+    # when: they open any console page of it
+    response = getattr(client_as(outsider), method)(reverse(name, args=[study.slug, *args]))
+    # then: the study does not exist for them
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(("method", "name", "args"), PAGES)
+def test_console_pages_need_sign_in(client, study, method, name, args):
+    response = getattr(client, method)(reverse(name, args=[study.slug, *args]))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_monitor_cannot_save_the_protocol(client_as, member_of, study, post_data):
+    monitor = member_of(study, "monitor")
+    client = client_as(monitor)
+    data = post_data(study.protocol, "study", title="Renamed")
+    assert (
+        client.post(reverse("console:design_section", args=[study.slug, "study"]), data).status_code
+        == 403
+    )
+    yaml_url = reverse("console:design_yaml", args=[study.slug])
+    assert client.post(yaml_url, {"yaml-yaml": to_yaml(study.protocol)}).status_code == 403
+    assert client.get(reverse("console:launch", args=[study.slug])).status_code == 403
+    assert (
+        client.post(
+            reverse("console:launch_transition", args=[study.slug]), {"to": "piloting"}
+        ).status_code
+        == 403
+    )
+    assert study.versions.count() == 1
+
+
+def test_analyst_sees_the_designer_read_only(client_as, member_of, study):
+    analyst = member_of(study, "analyst")
+    response = client_as(analyst).get(_design(study))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "your role does not allow changing it" in html
+    assert "<fieldset disabled" in html
+    assert "Save YAML" not in html
+    # the versions page, calendar and previews are readable too
+    for name, args in (
+        ("console:versions", ()),
+        ("console:calendar", ()),
+        ("console:preview", ("study",)),
+    ):
+        assert client_as(analyst).get(reverse(name, args=[study.slug, *args])).status_code == 200
+
+
+def test_study_list_shows_only_the_users_studies(client_as, owner, study, make_user, rct_doc):
+    from studyplatform.studies.services import study_create_from_protocol
+
+    other = make_user("otto")
+    rct_doc["study"]["slug"] = "someone-elses"
+    study_create_from_protocol(doc=rct_doc, author=other)
+    html = client_as(owner).get(reverse("console:study_list")).content.decode()
+    assert study.title in html and "someone-elses" not in html
+    assert reverse("console:study_new") in html
+
+
+def test_it_creates_a_study_from_a_template_with_the_creator_as_owner(client_as, make_user):
+    # given: a researcher on the new-study page
+    ana = make_user("ana")
+    client = client_as(ana)
+    assert "companion-rct" in client.get(reverse("console:study_new")).content.decode()
+    # when: they create a study from the companion-rct template
+    response = client.post(
+        reverse("console:study_new"),
+        {
+            "source": "template",
+            "template": "companion-rct",
+            "slug": "my-trial",
+            "title": "My trial",
+        },
+    )
+    # then: the study exists as a draft, they own it, and the designer opens
+    study = Study.objects.get(slug="my-trial")
+    assert response.status_code == 302 and response["Location"] == _design(study)
+    assert study.title == "My trial" and study.status == "draft"
+    assert study.memberships.get(user=ana).role == "owner"
+    assert study.protocol["arms"][0]["key"] == "legacy"
+
+
+def test_creating_a_study_with_a_taken_slug_says_so_and_creates_nothing(client_as, owner, study):
+    response = client_as(owner).post(
+        reverse("console:study_new"),
+        {"source": "template", "template": "companion-rct", "slug": study.slug, "title": "Again"},
+    )
+    assert response.status_code == 400
+    assert f"a study called &#x27;{study.slug}&#x27; exists" in response.content.decode()
+    assert Study.objects.count() == 1
+
+
+def test_an_invalid_uploaded_file_lists_errors_with_lines(client_as, make_user, rct_doc):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    rct_doc["study"]["slug"] = "uploaded"
+    del rct_doc["arms"][1]["model"]["name"]
+    upload = SimpleUploadedFile("p.yaml", to_yaml(rct_doc).encode())
+    response = client_as(make_user("ana")).post(
+        reverse("console:study_new"), {"source": "upload", "file": upload}
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    lines = to_yaml(rct_doc).splitlines()
+    arm = next(i for i, text in enumerate(lines) if text.endswith("key: current"))
+    line = next(i for i in range(arm, len(lines)) if lines[i].strip() == "model:") + 1
+    assert f"<code>arms[1].model.name</code>: this field is required (line {line})" in html
+    assert not Study.objects.exists()
+
+
+def test_invalid_yaml_shows_errors_with_lines_and_saves_nothing(client_as, owner, study):
+    # given: the YAML editor with an unknown provider on arm 0
+    text = to_yaml(study.protocol).replace("provider: openai", "provider: openia", 1)
+    line = text.splitlines().index("    provider: openia") + 1
+    # when: it is saved
+    response = client_as(owner).post(
+        reverse("console:design_yaml", args=[study.slug]), {"yaml-yaml": text}
+    )
+    # then: the error names the path and line, the text is kept, and no version is created
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert (
+        f"<code>arms[0].model.provider</code>: must be one of: openai, anthropic, simulated "
+        f"(line {line})"
+    ) in html
+    assert "provider: openia" in html
+    assert study.versions.count() == 1
+
+
+def test_yaml_editor_saves_a_valid_document(client_as, owner, study):
+    text = to_yaml(study.protocol).replace("target_enrollment: 200", "target_enrollment: 150")
+    response = client_as(owner).post(
+        reverse("console:design_yaml", args=[study.slug]), {"yaml-yaml": text}
+    )
+    assert response.status_code == 302
+    study.refresh_from_db()
+    assert study.current_version.number == 2 and study.target_enrollment == 150
+
+
+def test_live_validation_reports_errors_with_lines_and_normalizes_valid_yaml(
+    client_as, owner, study
+):
+    url = reverse("console:design_validate", args=[study.slug])
+    client = client_as(owner)
+    bad = client.post(
+        url, {"yaml": "format: studyplatform/v1\nstudy: [oops\n"}, content_type="application/json"
+    ).json()
+    assert bad["valid"] is False and bad["yaml"] is None
+    assert bad["errors"][0]["line"] == 3 and bad["errors"][0]["message"].startswith("invalid YAML")
+    good = client.post(
+        url, {"yaml": to_yaml(study.protocol)}, content_type="application/json"
+    ).json()
+    assert good == {"valid": True, "errors": [], "yaml": to_yaml(study.protocol)}
+    assert client.post(url, "not json", content_type="application/json").status_code == 400
+
+
+def test_section_form_on_a_live_study_needs_a_change_note_then_saves_a_version(
+    client_as, owner, study, post_data
+):
+    # given: a piloting (live) study
+    study = study_transition(study=study, to="piloting", actor=owner)
+    client = client_as(owner)
+    url = reverse("console:design_section", args=[study.slug, "study"])
+    # when: the study form is saved without a change note
+    response = client.post(url, post_data(study.protocol, "study", duration_days=35))
+    # then: the note is asked for at its field and nothing is saved
+    assert response.status_code == 400
+    assert "describe the change (required once a study is live)" in response.content.decode()
+    assert study.versions.count() == 1
+    # when: it is saved with a note
+    response = client.post(
+        url, post_data(study.protocol, "study", duration_days=35, change_note="Longer")
+    )
+    # then: a new version records the change and its note
+    assert response.status_code == 302
+    version = ProtocolVersion.objects.get(study=study, number=2)
+    assert version.change_note == "Longer" and version.content["study"]["duration_days"] == 35
+    assert version.status_at_creation == "piloting"
+
+
+def test_section_form_errors_are_shown_at_the_field_and_nothing_is_saved(
+    client_as, owner, study, post_data
+):
+    rows = design.section_initial(study.protocol, "arms")
+    rows[1]["key"] = rows[0]["key"]
+    response = client_as(owner).post(
+        reverse("console:design_section", args=[study.slug, "arms"]),
+        post_data(study.protocol, "arms", rows=rows),
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "arms[1].key: duplicate key" in html
+    assert (
+        'data-field="arms-1-key"'
+        in html.split("arms[1].key: duplicate key")[0].rsplit("<div", 1)[-1]
+    )
+    assert study.versions.count() == 1
+
+
+def test_section_preview_returns_the_merged_yaml_without_saving(client_as, owner, study, post_data):
+    response = client_as(owner).post(
+        reverse("console:design_section", args=[study.slug, "study"]) + "?preview=1",
+        post_data(study.protocol, "study", title="A new title"),
+    )
+    body = response.json()
+    assert body["valid"] is True and "title: A new title" in body["yaml"]
+    assert study.versions.count() == 1
+
+
+def _weekly_dates(html: str) -> list[str]:
+    return re.findall(r'<tr data-entry="weekly">\s*<td>([^<]+)</td>', html)
+
+
+def test_schedule_form_change_shows_in_versions_diff_and_calendar(
+    client_as, owner, study, post_data
+):
+    client = client_as(owner)
+    calendar_url = (
+        reverse("console:calendar", args=[study.slug]) + "?enrolled=2025-03-03&tz=America/Sao_Paulo"
+    )
+    # given: the weekly survey every 7 days from day 7 to day 21
+    before = client.get(calendar_url).content.decode()
+    assert _weekly_dates(before) == ["Mon 2025-03-10", "Mon 2025-03-17", "Mon 2025-03-24"]
+    # when: the schedule form changes it to every 14 days
+    rows = design.section_initial(study.protocol, "schedule")
+    weekly = next(r for r in rows if r["key"] == "weekly")
+    weekly["every_days"] = 14
+    response = client.post(
+        reverse("console:design_section", args=[study.slug, "schedule"]),
+        post_data(study.protocol, "schedule", rows=rows),
+    )
+    assert response.status_code == 302
+    study.refresh_from_db()
+    assert study.protocol["surveys"]["schedule"][1]["rule"]["every_days"] == 14
+    # the other fields of the entry are kept as they were
+    assert study.protocol["surveys"]["schedule"][1]["conditions"] == ["previous_closed"]
+    # then: the calendar lists day 7 and day 21 only
+    after = client.get(calendar_url).content.decode()
+    assert _weekly_dates(after) == ["Mon 2025-03-10", "Mon 2025-03-24"]
+    # and the versions page shows the changed field
+    versions = client.get(reverse("console:versions", args=[study.slug])).content.decode()
+    assert "<code>surveys.schedule[1].rule.every_days</code>" in versions
+    assert "+      every_days: 14" in versions
+
+
+def test_participant_preview_renders_consent_in_portuguese_read_only(client_as, owner, study):
+    response = client_as(owner).get(
+        reverse("console:preview", args=[study.slug, "consent"]) + "?lang=pt-br"
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Consentimento para participar" in html
+    assert "Li estas informações e concordo em participar." in html
+    assert "Preview (read-only)" in html or "somente leitura" in html
+    assert response["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_participant_preview_of_the_screener_writes_nothing(client_as, owner, study):
+    from studyplatform.participants.models import FunnelCount
+
+    client = client_as(owner)
+    for page in ("study", "screener"):
+        assert client.get(reverse("console:preview", args=[study.slug, page])).status_code == 200
+    assert (
+        "How old are you?"
+        in client.get(reverse("console:preview", args=[study.slug, "screener"])).content.decode()
+    )
+    assert client.post(reverse("console:preview", args=[study.slug, "screener"])).status_code == 405
+    assert not FunnelCount.objects.exists()
