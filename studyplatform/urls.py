@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from studyplatform.console.views_account import signup
 from studyplatform.core.views import healthz
 
 urlpatterns = [
@@ -13,6 +14,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("console/", include("studyplatform.console.urls")),
+    path("accounts/signup/", signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("studyplatform.studies.urls")),
     path("api/", include("studyplatform.participants.api_urls")),

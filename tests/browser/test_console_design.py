@@ -15,17 +15,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_researcher_designs_pilots_and_launches_a_study(
-    live_server, page_factory, make_user, artifacts
+    live_server, page_factory, enroll, artifacts
 ):
     base = live_server.url
-    make_user("rita")
     page = page_factory("en-US", viewport={"width": 1500, "height": 1000})
 
-    # sign in
+    # sign up as a researcher
     page.goto(f"{base}/accounts/login/?next=/console/")
+    page.get_by_role("link", name="Create a researcher account").click()
     page.get_by_label("Username").fill("rita")
-    page.get_by_label("Password").fill("pw-rita")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Email address").fill("rita@example.org")
+    page.get_by_label("Password", exact=True).fill("pw-rita-long-enough")
+    page.get_by_label("Password confirmation").fill("pw-rita-long-enough")
+    page.get_by_role("button", name="Create account").click()
 
     # create a study from the companion-rct template
     page.get_by_role("link", name="New study").click()
@@ -91,4 +93,19 @@ def test_researcher_designs_pilots_and_launches_a_study(
     page.screenshot(path=str(artifacts / "console-launch-checklist.png"), full_page=True)
     page.get_by_role("button", name="Launch").click()
     page.get_by_text("Launched: the study is recruiting.").wait_for()
-    assert Study.objects.get(slug="my-rct").status == "recruiting"
+    study = Study.objects.get(slug="my-rct")
+    assert study.status == "recruiting"
+
+    # two participants enroll (simulated model); the dashboard shows them
+    import datetime as dt
+
+    from surveys.engine import schedule_tick
+
+    for _ in range(2):
+        enroll(study)
+    schedule_tick(now=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1))
+    page.goto(f"{base}/console/my-rct/dashboard/")
+    expect(page.locator("svg").first).to_be_visible()
+    page.get_by_text("Consented").first.wait_for()
+    assert page.locator("text=/P-[0-9A-Z]{8}/").count() >= 2  # heatmap rows
+    page.screenshot(path=str(artifacts / "console-dashboard-after-launch.png"), full_page=True)
