@@ -30,8 +30,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from studyplatform.chat.providers import ProviderError, get_provider
 from studyplatform.chat.services import provider_config_for
 from studyplatform.core.audit import audit_record
-from studyplatform.core.digests import new_token, token_digest
 from studyplatform.core.models import AuditEvent
+from studyplatform.participants import services as participant_services
 from studyplatform.participants.forms import ConsentForm, ScreenerForm
 from studyplatform.participants.models import Participant, PilotInvite
 from studyplatform.participants.screener import localized
@@ -572,21 +572,9 @@ def pilot_invite_create(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, _("Say who the invitation is for."))
         return _back(study)
-    token = new_token()
-    with transaction.atomic():
-        invite = PilotInvite.objects.create(
-            study=study,
-            label=form.cleaned_data["label"],
-            token_digest=token_digest(token),
-            created_by=request.user,
-        )
-        audit_record(
-            actor=request.user,
-            action="pilot_invite.create",
-            target=invite,
-            study_slug=study.slug,
-            data={"label": invite.label},
-        )
+    _invite, token = participant_services.pilot_invite_create(
+        study=study, label=form.cleaned_data["label"], actor=request.user
+    )
     # Only the digest is stored: the link is shown once, on the next page load.
     request.session[f"pilot-link:{study.pk}"] = request.build_absolute_uri(
         f"/s/{study.slug}/?pilot={token}"

@@ -13,13 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.audit import audit_record
-from studyplatform.core.digests import new_token, token_digest
 from studyplatform.studies.permissions import get_study_for, has_perm
 from studyplatform.studies.roles import Perm
 
 from .models import Participant, PilotInvite
 from .selectors import funnel_totals, participants_for_study
-from .services import WithdrawalError, identity_view, participant_withdraw
+from .services import WithdrawalError, identity_view, participant_withdraw, pilot_invite_create
 
 COLUMNS = [
     "code",
@@ -156,19 +155,8 @@ class PilotInviteListView(APIView):
         study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
         ser = PilotInviteSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        token = new_token()
-        invite = PilotInvite.objects.create(
-            study=study,
-            label=ser.validated_data["label"],
-            token_digest=token_digest(token),
-            created_by=request.user,
-        )
-        audit_record(
-            actor=request.user,
-            action="pilot_invite.create",
-            target=invite,
-            study_slug=study.slug,
-            data={"label": invite.label},
+        invite, token = pilot_invite_create(
+            study=study, label=ser.validated_data["label"], actor=request.user
         )
         link = request.build_absolute_uri(f"/s/{study.slug}/?pilot={token}")
         return Response(

@@ -387,3 +387,23 @@ def participant_set_timezone(*, participant: Participant, timezone_name: str) ->
         data={"from": old, "to": timezone_name},
     )
     return participant
+
+
+@transaction.atomic
+def pilot_invite_create(*, study: Study, label: str, actor) -> tuple[PilotInvite, str]:
+    """A pilot-tester invitation; returns (invite, token). Only the token's digest is stored,
+    so the link can be shown once and never again."""
+    from studyplatform.core.digests import new_token
+
+    token = new_token()
+    invite = PilotInvite.objects.create(
+        study=study, label=label, token_digest=token_digest(token), created_by=actor
+    )
+    audit_record(
+        actor=actor,
+        action="pilot_invite.create",
+        target=invite,
+        study_slug=study.slug,
+        data={"label": invite.label},
+    )
+    return invite, token
