@@ -30,7 +30,17 @@ from surveys.schedule_rules import (
     all_occurrences,
 )
 
-SECTIONS = ("study", "arms", "consent", "screener", "schedule", "safety", "analysis")
+SECTIONS = (
+    "study",
+    "arms",
+    "allocation",
+    "consent",
+    "screener",
+    "schedule",
+    "safety",
+    "limits",
+    "analysis",
+)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # The schedule rule fields each rule type accepts (mirrors protocol.schema.json's `rule`).
 RULE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -52,6 +62,7 @@ ARM_MODEL_FIELDS = {
     "context_tokens": "context_tokens",
 }
 ARM_PARAMETER_FIELDS = ("temperature", "max_tokens")
+LIMIT_FIELDS = ("messages_per_minute", "tokens_per_day", "max_message_chars")
 
 
 def platform_languages() -> list[str]:
@@ -62,6 +73,11 @@ def platform_languages() -> list[str]:
 def lang_field(prefix: str, language: str) -> str:
     """A form field name for one language's text (`pt-br` is not a valid template name)."""
     return f"{prefix}_{language.replace('-', '_')}"
+
+
+def default_allocation_method(doc: Mapping) -> str:
+    """The method the validator assumes when a protocol does not name one."""
+    return "permuted_blocks" if len(doc.get("arms", [])) > 1 else "simple"
 
 
 def study_languages(doc: Mapping) -> list[str]:
@@ -216,6 +232,14 @@ def section_initial(doc: Mapping, section: str) -> Any:
                 row[lang_field("label", lang)] = text
             rows.append(row)
         return rows
+    if section == "allocation":
+        allocation = doc.get("allocation", {})
+        return {
+            "method": allocation.get("method", default_allocation_method(doc)),
+            "block_sizes": ", ".join(str(size) for size in allocation.get("block_sizes", [])),
+            "strata": ", ".join(allocation.get("strata", [])),
+            "disclose_to_participant": allocation.get("disclose_to_participant", False),
+        }
     if section == "consent":
         consent = doc.get("consent", {})
         initial = {"signature": consent.get("signature", "checkbox")}
@@ -249,6 +273,9 @@ def section_initial(doc: Mapping, section: str) -> Any:
         for lang, text in text_split(safety.get("crisis_resources", ""), languages).items():
             initial[lang_field("crisis", lang)] = text
         return initial
+    if section == "limits":
+        limits = doc.get("limits", {})
+        return {name: limits.get(name) for name in LIMIT_FIELDS}
     if section == "analysis":
         analysis = doc.get("analysis", {})
         return {
@@ -350,6 +377,18 @@ def apply_section(doc: Mapping, section: str, data: Any) -> dict:
             _set_or_drop(arm, "parameters", params or None)
             arms.append(arm)
         new["arms"] = arms
+    elif section == "allocation":
+        allocation = dict(new.get("allocation", {}))
+        allocation["method"] = data["method"]
+        _set_or_drop(allocation, "block_sizes", list(data.get("block_sizes") or []))
+        _set_or_drop(allocation, "strata", list(data.get("strata") or []))
+        # Written when ticked or already present, so saving an untouched form changes nothing.
+        disclose = bool(data.get("disclose_to_participant"))
+        if disclose or "disclose_to_participant" in allocation:
+            allocation["disclose_to_participant"] = disclose
+        # Nor is an absent section written out when the form only repeats the implied default.
+        if "allocation" in doc or allocation != {"method": default_allocation_method(doc)}:
+            new["allocation"] = allocation
     elif section == "consent":
         consent = new.setdefault("consent", {})
         consent["signature"] = data["signature"]
@@ -393,6 +432,14 @@ def apply_section(doc: Mapping, section: str, data: Any) -> dict:
             "moderation": bool(data.get("moderation")),
         }
         _set_or_drop(safety, "flag_items", data.get("flag_items"))
+    elif section == "limits":
+        limits = dict(new.get("limits", {}))
+        for key in LIMIT_FIELDS:
+            _set_or_drop(limits, key, data.get(key))
+        if limits:
+            new["limits"] = limits
+        else:
+            new.pop("limits", None)  # the platform defaults apply
     elif section == "analysis":
         analysis = dict(new.get("analysis", {}))
         for key in ("window_days", "session_gap_minutes", "random_effects"):
@@ -447,10 +494,12 @@ _TOP = re.compile(r"^(?P<top>[a-z_]+)(?:\[(?P<index>\d+)\])?(?:\.(?P<rest>.*))?$
 _SECTION_OF = {
     "study": "study",
     "arms": "arms",
+    "allocation": "allocation",
     "consent": "consent",
     "screener": "screener",
     "surveys": "schedule",
     "safety": "safety",
+    "limits": "limits",
     "analysis": "analysis",
     "change_note": "change_note",
 }
@@ -532,6 +581,10 @@ def locate_error(path: str, doc: Mapping) -> ErrorPlace:
             "detector": "lexicon",
         }.get(head, head or None)
         return ErrorPlace("safety", None, field)
+    if section == "allocation":
+        return ErrorPlace("allocation", None, head or None)
+    if section == "limits":
+        return ErrorPlace("limits", None, head if head in LIMIT_FIELDS else None)
     if section == "analysis":
         return ErrorPlace("analysis", None, head or None)
     return ErrorPlace(section)

@@ -15,6 +15,8 @@ from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
+from studyplatform.chat.services import DEFAULT_LIMITS
+
 from . import design
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples"
@@ -174,6 +176,43 @@ ArmFormSet = forms.formset_factory(ArmForm, extra=1, can_delete=True)
 
 class ArmsSectionForm(ChangeNoteMixin):
     """Only the change note; the arms themselves are a formset (prefix "arms")."""
+
+
+class AllocationSectionForm(ChangeNoteMixin):
+    method = forms.ChoiceField(
+        label=_("Method"),
+        choices=[
+            ("simple", _("Simple randomization")),
+            ("permuted_blocks", _("Permuted blocks")),
+            ("stratified_blocks", _("Stratified permuted blocks")),
+        ],
+    )
+    block_sizes = forms.CharField(
+        label=_("Block sizes"),
+        required=False,
+        help_text=_("Comma-separated, e.g. 2, 4; each a multiple of the arms' total weight"),
+    )
+    strata = forms.CharField(
+        label=_("Strata"),
+        required=False,
+        help_text=_("Screener question keys, comma-separated"),
+    )
+    disclose_to_participant = forms.BooleanField(
+        label=_("Tell participants their arm"), required=False
+    )
+
+    field_order = ["method", "block_sizes", "strata", "disclose_to_participant", "change_note"]
+
+    def clean_block_sizes(self) -> list[int]:
+        try:
+            return [int(part) for part in design.csv_list(self.cleaned_data["block_sizes"])]
+        except ValueError:
+            raise forms.ValidationError(
+                _("Write block sizes as whole numbers, e.g. 2, 4.")
+            ) from None
+
+    def clean_strata(self) -> list[str]:
+        return design.csv_list(self.cleaned_data["strata"])
 
 
 class ConsentSectionForm(ChangeNoteMixin):
@@ -367,6 +406,25 @@ class SafetySectionForm(ChangeNoteMixin):
             raise forms.ValidationError(str(exc)) from None
 
 
+class LimitsSectionForm(ChangeNoteMixin):
+    messages_per_minute = forms.IntegerField(
+        label=_("Messages per minute"), min_value=1, required=False
+    )
+    tokens_per_day = forms.IntegerField(label=_("Tokens per day"), min_value=1, required=False)
+    max_message_chars = forms.IntegerField(
+        label=_("Longest message (characters)"), min_value=1, max_value=100000, required=False
+    )
+
+    field_order = ["messages_per_minute", "tokens_per_day", "max_message_chars", "change_note"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("messages_per_minute", "tokens_per_day", "max_message_chars"):
+            self.fields[name].help_text = _("Empty: the platform default (%(n)s)") % {
+                "n": DEFAULT_LIMITS[name]
+            }
+
+
 class AnalysisSectionForm(ChangeNoteMixin):
     window_days = forms.IntegerField(label=_("Window (days)"), min_value=1, required=False)
     session_gap_minutes = forms.IntegerField(
@@ -395,10 +453,12 @@ class AnalysisSectionForm(ChangeNoteMixin):
 SECTION_FORMS: dict[str, type[forms.Form]] = {
     "study": StudySectionForm,
     "arms": ArmsSectionForm,
+    "allocation": AllocationSectionForm,
     "consent": ConsentSectionForm,
     "screener": ScreenerSectionForm,
     "schedule": ScheduleSectionForm,
     "safety": SafetySectionForm,
+    "limits": LimitsSectionForm,
     "analysis": AnalysisSectionForm,
 }
 # Sections whose rows are a formset, and the formset class for each.

@@ -361,3 +361,196 @@ def test_participant_preview_of_the_screener_writes_nothing(client_as, owner, st
     )
     assert client.post(reverse("console:preview", args=[study.slug, "screener"])).status_code == 405
     assert not FunnelCount.objects.exists()
+
+
+# --- allocation and limits sections ---------------------------------------------------------------
+
+
+def _section_url(study, section: str) -> str:
+    return reverse("console:design_section", args=[study.slug, section])
+
+
+def _field_of(html: str, text: str) -> str:
+    """The data-field of the form field whose error list shows `text`."""
+    before = html.split(text)[0].rsplit('<div class="field', 1)[-1]
+    return re.search(r'data-field="([^"]+)"', before)[1]
+
+
+def test_designer_shows_allocation_and_limits_with_current_values(client_as, owner, study):
+    html = client_as(owner).get(_design(study)).content.decode()
+    assert 'id="section-allocation"' in html and 'id="section-limits"' in html
+    assert re.search(r'<option value="stratified_blocks" selected>', html)
+    assert 'name="allocation-block_sizes" value="2, 4"' in html
+    assert 'name="allocation-strata" value="gender"' in html
+    assert 'name="limits-max_message_chars" value="4000"' in html
+    assert "Save Randomization" in html and "Save Chat limits" in html
+
+
+def test_saving_allocation_creates_a_version_with_the_values(client_as, owner, study, post_data):
+    # given: the allocation form changed to permuted blocks of 4 and 6, disclosed
+    data = post_data(
+        study.protocol,
+        "allocation",
+        method="permuted_blocks",
+        block_sizes="4, 6",
+        strata="",
+        disclose_to_participant=True,
+    )
+    # when: it is saved
+    response = client_as(owner).post(_section_url(study, "allocation"), data)
+    # then: a new version holds exactly those values
+    assert response.status_code == 302
+    assert response["Location"].endswith("#section-allocation")
+    version = ProtocolVersion.objects.get(study=study, number=2)
+    assert version.content["allocation"] == {
+        "method": "permuted_blocks",
+        "block_sizes": [4, 6],
+        "disclose_to_participant": True,
+    }
+
+
+def test_saving_limits_creates_a_version_with_the_values(client_as, owner, study, post_data):
+    data = post_data(
+        study.protocol,
+        "limits",
+        messages_per_minute=5,
+        tokens_per_day=50000,
+        max_message_chars=2000,
+    )
+    response = client_as(owner).post(_section_url(study, "limits"), data)
+    assert response.status_code == 302
+    version = ProtocolVersion.objects.get(study=study, number=2)
+    assert version.content["limits"] == {
+        "messages_per_minute": 5,
+        "tokens_per_day": 50000,
+        "max_message_chars": 2000,
+    }
+
+
+def test_emptying_limits_drops_the_section_so_the_defaults_apply(
+    client_as, owner, study, post_data
+):
+    data = post_data(
+        study.protocol, "limits", messages_per_minute="", tokens_per_day="", max_message_chars=""
+    )
+    assert client_as(owner).post(_section_url(study, "limits"), data).status_code == 302
+    study.refresh_from_db()
+    assert "limits" not in study.protocol and study.current_version.number == 2
+
+
+@pytest.mark.parametrize("section", ["allocation", "limits"])
+def test_saving_an_untouched_section_creates_no_version(
+    client_as, owner, study, post_data, section
+):
+    response = client_as(owner).post(
+        _section_url(study, section), post_data(study.protocol, section)
+    )
+    assert response.status_code == 302
+    assert study.versions.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("section", "fields", "field", "message"),
+    [
+        (
+            "allocation",
+            {"block_sizes": "2, 3"},
+            "allocation-block_sizes",
+            "allocation.block_sizes[1]: must be a multiple of the arms&#x27; total weight (2)",
+        ),
+        (
+            "allocation",
+            {"block_sizes": "2, four"},
+            "allocation-block_sizes",
+            "Write block sizes as whole numbers, e.g. 2, 4.",
+        ),
+        (
+            "allocation",
+            {"strata": "gender, shoe_size"},
+            "allocation-strata",
+            "allocation.strata[1]: no screener question with key &#x27;shoe_size&#x27;",
+        ),
+        (
+            "limits",
+            {"messages_per_minute": -5},
+            "limits-messages_per_minute",
+            "Ensure this value is greater than or equal to 1.",
+        ),
+        (
+            "limits",
+            {"tokens_per_day": 0},
+            "limits-tokens_per_day",
+            "Ensure this value is greater than or equal to 1.",
+        ),
+    ],
+)
+def test_invalid_allocation_or_limits_show_the_error_at_the_field_and_save_nothing(
+    client_as, owner, study, post_data, section, fields, field, message
+):
+    response = client_as(owner).post(
+        _section_url(study, section), post_data(study.protocol, section, **fields)
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert message in html
+    assert _field_of(html, message) == field
+    assert study.versions.count() == 1
+
+
+def test_allocation_on_a_live_study_needs_a_change_note(client_as, owner, study, post_data):
+    study = study_transition(study=study, to="piloting", actor=owner)
+    client = client_as(owner)
+    url = _section_url(study, "allocation")
+    response = client.post(url, post_data(study.protocol, "allocation", block_sizes="4"))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert _field_of(html, "describe the change") == "allocation-change_note"
+    assert study.versions.count() == 1
+    response = client.post(
+        url, post_data(study.protocol, "allocation", block_sizes="4", change_note="Blocks of 4")
+    )
+    assert response.status_code == 302
+    version = ProtocolVersion.objects.get(study=study, number=2)
+    assert version.change_note == "Blocks of 4"
+    assert version.content["allocation"]["block_sizes"] == [4]
+
+
+@pytest.mark.parametrize(
+    ("section", "fields"),
+    [("allocation", {"method": "simple", "strata": ""}), ("limits", {"tokens_per_day": 1})],
+)
+def test_monitor_cannot_save_allocation_or_limits(
+    client_as, member_of, study, post_data, section, fields
+):
+    monitor = member_of(study, "monitor")
+    data = post_data(study.protocol, section, **fields)
+    assert client_as(monitor).post(_section_url(study, section), data).status_code == 403
+    assert study.versions.count() == 1
+
+
+def test_analyst_sees_allocation_and_limits_read_only(client_as, member_of, study):
+    html = client_as(member_of(study, "analyst")).get(_design(study)).content.decode()
+    for section in ("allocation", "limits"):
+        form = html.split(f'id="section-{section}"')[1].split("</form>")[0]
+        assert "<fieldset disabled" in form
+        assert "<button" not in form
+
+
+def test_an_untouched_allocation_form_adds_no_section_to_a_protocol_without_one(
+    client_as, owner, rct_doc, post_data
+):
+    from studyplatform.studies.services import study_create_from_protocol
+
+    # given: a two-arm protocol that leaves allocation to the default (permuted blocks)
+    rct_doc["study"]["slug"] = "no-allocation"
+    del rct_doc["allocation"]
+    study = study_create_from_protocol(doc=rct_doc, author=owner)
+    client = client_as(owner)
+    assert re.search(
+        r'<option value="permuted_blocks" selected>', client.get(_design(study)).content.decode()
+    )
+    # when: the allocation form is saved as shown
+    url = _section_url(study, "allocation")
+    assert client.post(url, post_data(study.protocol, "allocation")).status_code == 302
+    # then: nothing changed
+    assert study.versions.count() == 1
