@@ -55,6 +55,8 @@ def page_factory(browser):
             },
             **kwargs,
         )
+        # CI machines are small and shared: allow slow steps rather than flake.
+        context.set_default_timeout(60_000)
         contexts.append(context)
         return context.new_page()
 

@@ -76,7 +76,10 @@ def test_chat_journey(
     page.get_by_role("button", name="Gerar de novo").click()
     page.get_by_text("versão 2 de 2").wait_for()
     page.get_by_text("Era uma vez uma resposta nova.").wait_for()
-    page.screenshot(path=str(artifacts / "chat-regenerated-pt-br.png"), full_page=True)
+    page.wait_for_load_state("load")
+    page.screenshot(
+        path=str(artifacts / "chat-regenerated-pt-br.png"), full_page=True, timeout=60_000
+    )
 
     # import a ChatGPT export and continue one of its conversations
     page.goto(f"{asgi_server}/p/chat/import/")
@@ -99,7 +102,13 @@ def test_chat_journey(
     page.get_by_role("button", name="Enviar").click()
     crisis = page.get_by_role("alert").filter(has_text="CVV")
     crisis.wait_for()
-    page.screenshot(path=str(artifacts / "chat-crisis-resources-pt-br.png"), full_page=True)
+    # let the reply finish (the page reloads after it) before taking the picture
+    page.locator("#stop-button").wait_for(state="hidden", timeout=60_000)
+    page.wait_for_load_state("load")
+    crisis.wait_for()
+    page.screenshot(
+        path=str(artifacts / "chat-crisis-resources-pt-br.png"), full_page=True, timeout=60_000
+    )
     alert = SafetyAlert.objects.get(participant=participant)
     assert alert.severity == "high"
 
