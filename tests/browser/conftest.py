@@ -16,7 +16,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # assertions wait as long as a slow shared CI box needs
 
     # Playwright's sync API runs an event loop in this thread while it is open, so Django must
     # allow ORM calls here; module scope closes the loop before other tests use asyncio.run.
