@@ -13,6 +13,7 @@ the values behind them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .checksums import digits_of
 from .detect import detect_many_with_keys, detect_with_keys
@@ -42,6 +43,17 @@ class Result:
     surrogates: list[str] = field(default_factory=list)
 
 
+def _result(text: str, spans: list[Span], surrogates: list[str]) -> Result:
+    # `Result(text, spans, surrogates)` without the frozen dataclass's per-field
+    # `object.__setattr__` calls (one result per message makes that cost visible).
+    result = object.__new__(Result)
+    fields = result.__dict__
+    fields["text"] = text
+    fields["spans"] = spans
+    fields["surrogates"] = surrogates
+    return result
+
+
 def normalise_value(span_type: str, value: str) -> str:
     """The key under which a value is remembered: equal keys share a surrogate."""
     if span_type == PHONE:
@@ -67,6 +79,10 @@ def normalise_value(span_type: str, value: str) -> str:
     if span_type in (HANDLE, IP):
         return value.casefold()
     return name_key(value)
+
+
+# Chat texts repeat the same values (a participant's name, a phone number): normalise each once.
+_normalised = lru_cache(maxsize=65536)(normalise_value)
 
 
 class Anonymizer:
@@ -109,19 +125,23 @@ class Anonymizer:
 
     def _replace(self, text: str, spans: list[Span], known_keys: dict[Span, str]) -> Result:
         if not spans:
-            return Result(text, [], [])
+            return _result(text, [], [])
         pieces: list[str] = []
         surrogates: list[str] = []
         position = 0
+        known = self._surrogates
         for span in spans:
-            key = known_keys.get(span) or normalise_value(span.type, text[span.start : span.end])
-            surrogate = self.surrogate_for(span.type, key)
+            start, end, span_type = span.start, span.end, span.type
+            key = (known_keys.get(span) if known_keys else None) or _normalised(
+                span_type, text[start:end]
+            )
+            surrogate = known.get((span_type, key)) or self.surrogate_for(span_type, key)
             surrogates.append(surrogate)
-            pieces.append(text[position : span.start])
+            pieces.append(text[position:start])
             pieces.append(surrogate)
-            position = span.end
+            position = end
         pieces.append(text[position:])
-        return Result("".join(pieces), spans, surrogates)
+        return _result("".join(pieces), spans, surrogates)
 
 
 def anonymize(text: str, known: KnownIdentifiers | None = None) -> Result:

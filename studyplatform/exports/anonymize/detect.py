@@ -56,7 +56,8 @@ def _detect(text: str, known: KnownIdentifiers | None) -> tuple[list[Span], dict
     resolved = resolve_overlaps(candidates)
     if not known_keys:
         return resolved, {}
-    return resolved, {span: known_keys[span] for span in resolved if span in known_keys}
+    # Only `detect_known` reports the detector "known", and it reports every such span.
+    return resolved, {span: known_keys[span] for span in resolved if span.detector == "known"}
 
 
 def detect(text: str, known: KnownIdentifiers | None = None) -> list[Span]:
@@ -84,22 +85,35 @@ def detect_many_with_keys(
     """
     starts: list[int] = []
     position = 0
+    step = len(BOUNDARY)
     for text in texts:
         starts.append(position)
-        position += len(text) + len(BOUNDARY)
-    # A NUL inside a message would be taken for a boundary: replace it (same length).
-    joined = BOUNDARY.join(text.replace("\x00", " ") for text in texts)
+        position += len(text) + step
+    joined = BOUNDARY.join(texts)
+    if joined.count("\x00") != len(texts) - 1:
+        # A NUL inside a message would be taken for a boundary: replace it (same length).
+        joined = BOUNDARY.join([text.replace("\x00", " ") for text in texts])
     spans, keys = _detect(joined, known)
     results: list[tuple[list[Span], dict[Span, str]]] = [([], {}) for _ in texts]
     index = 0
+    last = len(starts) - 1
+    next_start = starts[1] if last > 0 else -1
+    offset = 0
     for span in spans:  # sorted by start
-        while index + 1 < len(starts) and span.start >= starts[index + 1]:
-            index += 1
-        offset = starts[index]
+        start = span.start
+        if index < last and start >= next_start:
+            while index < last and start >= starts[index + 1]:
+                index += 1
+            offset = starts[index]
+            next_start = starts[index + 1] if index < last else -1
         if span.end > offset + len(texts[index]):
             continue  # cannot happen (nothing matches NUL), but never return a crossing span
-        local = Span(span.start - offset, span.end - offset, span.type, span.detector)
+        local = (
+            Span(start - offset, span.end - offset, span.type, span.detector) if offset else span
+        )
         results[index][0].append(local)
-        if span in keys:
-            results[index][1][local] = keys[span]
+        if keys and span.detector == "known":
+            key = keys.get(span)
+            if key is not None:
+                results[index][1][local] = key
     return results

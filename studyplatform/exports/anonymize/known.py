@@ -155,15 +155,21 @@ def _first_character_dispatch(entries: dict[str, _Entry]) -> re.Pattern[str]:
     # plain alternation: a pattern that opens with one character class lets the regex engine
     # skip quickly to candidate positions, several times faster on long texts. Longest values
     # first, so a full name wins over its first part at the same position.
+    # Values are grouped by their first character ("(?<=[j])(?:rest-of-jose-araujo|rest-of-
+    # jose)"): one lookbehind per distinct first character is tried at a candidate position
+    # instead of one per value. The first-character classes are disjoint (one per folded
+    # character), so at most one group can match at a position and, within it, the values
+    # keep their longest-first order: the matches are the same as with one branch per value.
     firsts: list[str] = []
-    branches: list[str] = []
+    groups: dict[str, list[str]] = {}
     for value in sorted(entries, key=len, reverse=True):
         pieces = accent_insensitive_pieces(value)
         first, rest = pieces[0], "".join(pieces[1:])
         first_class = first if first.startswith("[") else "[" + first + "]"
         firsts.append(first_class[1:-1])
-        branches.append(f"(?<={first_class}){rest}")
+        groups.setdefault(first_class, []).append(rest)
     union = "".join(dict.fromkeys(firsts))
+    branches = [f"(?<={first_class})(?:{'|'.join(rests)})" for first_class, rests in groups.items()]
     return re.compile(f"[{union}](?:{'|'.join(branches)})")
 
 

@@ -199,14 +199,14 @@ def _previous_word(text: str, start: int) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _token(word: str) -> tuple[str, bool]:
+def _token(word: str) -> tuple[str, bool, bool]:
     """(folded key, whether the word alone can never start a name: a common or excluded word
-    that is not a title). One cached call per capitalised word of the text."""
+    that is not a title, whether it is an unlisted word that is not a title). One cached call
+    per capitalised word of the text."""
     key = fold(word)
-    inert = (
-        word_kind(key) in (COMMON, EXCLUDED) and key not in _TITLES and key not in _FAMILIAR_TITLES
-    )
-    return key, inert
+    kind = word_kind(key)
+    title = key in _TITLES or key in _FAMILIAR_TITLES
+    return key, kind in (COMMON, EXCLUDED) and not title, kind == UNKNOWN and not title
 
 
 def detect_listed_names(text: str) -> list[Span]:
@@ -214,25 +214,39 @@ def detect_listed_names(text: str) -> list[Span]:
     lex = lexicon()
     spans: list[Span] = []
     run: list[tuple[int, int, str]] = []
+    # `run_inert`: the run cannot hold a name. `run_lone`: the run is one unlisted word, a
+    # name only after a word that introduces people (see `_name_in_segment`).
     run_inert = True
+    run_lone = False
+    gap_start = 0  # the end of the run's last word
+    token = _token
+    gap = _NAME_GAP.fullmatch
     for match in _CAP_WORD.finditer(text):
         start, end = match.span()
-        key, inert = _token(match.group())
+        key, inert, lone = token(match.group())
         if run:
-            gap_start = run[-1][1]
             if (start == gap_start + 1 and text[gap_start] == " ") or (
-                start - gap_start <= 7 and _NAME_GAP.fullmatch(text, gap_start, start)
+                start - gap_start <= 7 and gap(text, gap_start, start)
             ):
                 run.append((start, end, key))
-                run_inert = False
+                gap_start = end
+                run_inert = run_lone = False
                 continue
-            if not run_inert:
+            if not run_inert and (
+                not run_lone or _previous_word(text, run[0][0]) in _PERSON_INTRODUCERS
+            ):
                 spans.extend(_names_in_run(text, run, lex))
         # Most capitalised words stand alone and are common words ("The", "Hoje"): a run
         # of one such word needs no further work.
         run = [(start, end, key)]
+        gap_start = end
         run_inert = inert
-    if run and not run_inert:
+        run_lone = lone
+    if (
+        run
+        and not run_inert
+        and (not run_lone or _previous_word(text, run[0][0]) in _PERSON_INTRODUCERS)
+    ):
         spans.extend(_names_in_run(text, run, lex))
     return spans
 
@@ -390,9 +404,11 @@ _CUE_MODES: dict[str, str] = dict(_CUE_PHRASES) | dict.fromkeys(_RELATION_NOUNS,
 # The pattern opens with the character before the phrase (a space, a line break or
 # punctuation): the engine then only tries the trie at those few positions. A phrase at the
 # very start of the text is tried separately with `match`.
-_CUE_AFTER_SEPARATOR = re.compile(
-    r"[\s(\"“.,;:!?¡¿\-–—*]" + "(" + trie_pattern(_CUE_MODES) + r")(?!\w)"
-)
+# `\s` is spelled out as the characters it matches (those for which `str.isspace()` is true):
+# the engine then tests one character set per character instead of a set and a category.
+_WHITESPACE = "".join(chr(code) for code in range(0x110000) if chr(code).isspace())
+_CUE_SEPARATOR = "[" + re.escape(_WHITESPACE) + r"(\"“.,;:!?¡¿\-–—*]"
+_CUE_AFTER_SEPARATOR = re.compile(_CUE_SEPARATOR + "(" + trie_pattern(_CUE_MODES) + r")(?!\w)")
 _CUE_AT_START = re.compile("(" + trie_pattern(_CUE_MODES) + r")(?!\w)")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 # "529.982.247-25", "01310-100". It opens with a character class so the regex engine skips
 # ordinary text quickly.
 _NUMBERISH = re.compile(r"[\d(+](?:[\d \t\-.()/+]*[\d)])?")
+_SEPARATORS = str.maketrans("", "", " \t-.()/+")
 
 
 @dataclass(slots=True)
@@ -26,10 +27,17 @@ class Scan:
     # (start, end, digit count) for each run that contains a digit; trailing separators cut.
     numbers: list[tuple[int, int, int]] = field(default_factory=list)
     max_digits: int = 0
+    _selected: dict[tuple[int, int], list[tuple[int, int, int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def numbers_with(self, low: int, high: int = 10_000) -> list[tuple[int, int, int]]:
-        """Runs with between `low` and `high` digits."""
-        return [run for run in self.numbers if low <= run[2] <= high]
+        """Runs with between `low` and `high` digits (a new list each call)."""
+        selected = self._selected.get((low, high))
+        if selected is None:
+            selected = [run for run in self.numbers if low <= run[2] <= high]
+            self._selected[(low, high)] = selected
+        return selected.copy()
 
 
 def lower_aligned(text: str) -> str:
@@ -44,13 +52,17 @@ def lower_aligned(text: str) -> str:
 def scan(text: str) -> Scan:
     """Prepare `text` for the detectors."""
     numbers: list[tuple[int, int, int]] = []
+    append = numbers.append
+    most = 0
     for match in _NUMBERISH.finditer(text):
-        start, end = match.span()
-        value = match.group()
-        digits = sum(map(str.isdigit, value))
+        # The run holds only digits and the separators: its digits are what the deletion of
+        # the separators leaves.
+        digits = len(match.group().translate(_SEPARATORS))
         if digits:
-            numbers.append((start, end, digits))
-    most = max((digits for _, _, digits in numbers), default=0)
+            start, end = match.span()
+            append((start, end, digits))
+            if digits > most:
+                most = digits
     return Scan(text, lower_aligned(text), numbers, most)
 
 

@@ -543,6 +543,8 @@ _PHONE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # 020 7946 0958, 07700 900123 (UK trunk prefix 0)
     ("phone_uk", re.compile(r"(?<![\w+\-.,/])0\d{2,4}[ \-]\d{3,4}[ \-]?\d{3,4}(?![\d\-]|[.,]\d)")),
 )
+# The character every match of these patterns starts with.
+_PHONE_FIRST_CHARACTER = {"phone_intl": "+", "phone_br_local": "9", "phone_uk": "0"}
 # Shapes too close to ordinary numbers to take without a phone word nearby.
 _PHONE_CONTEXT_ONLY = re.compile(r"(?<![\w+\-.,/$])\(?\d[\d .\-()]{5,16}\d(?![\d\-]|[.,]\d)")
 _PHONE_CONTEXT = re.compile(
@@ -587,8 +589,13 @@ def detect_phones(value: str | Scan) -> list[Span]:
     spans = []
     for run_start, run_end, digits in scanned.numbers_with(7, 18):
         window_end = min(len(text), run_end + 2)
+        window = text[run_start:window_end]
         found = False
         for detector, pattern in _PHONE_PATTERNS:
+            # Skip a pattern whose first character is absent ("+", "9", "0"): it cannot match.
+            first = _PHONE_FIRST_CHARACTER.get(detector)
+            if first is not None and first not in window:
+                continue
             for match in pattern.finditer(text, run_start, window_end):
                 phone = match.group()
                 if _phone_shape_ok(detector, phone, digits_of(phone)):
@@ -651,6 +658,24 @@ _PT_STREET_HINTS = (
 # Word-initial only: "av" inside "have" must not send every English sentence to the full
 # Portuguese address pattern.
 _PT_STREET_HINT = re.compile(r"(?<![^\W\d_])(?:" + trie_pattern(_PT_STREET_HINTS) + ")")
+
+
+def _word_initial_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    # Finds what `_PT_STREET_HINT` finds, written so that every branch opens with a literal (the
+    # word's first letter) and the word-start check is a lookbehind after it: the regex engine
+    # then skips ahead to possible first letters instead of trying the lookbehind everywhere.
+    by_first: dict[str, list[str]] = {}
+    for word in words:
+        by_first.setdefault(word[0], []).append(word[1:])
+    return re.compile(
+        "|".join(
+            f"{re.escape(first)}(?<![^\\W\\d_]{re.escape(first)})(?:{trie_pattern(rests)})"
+            for first, rests in sorted(by_first.items())
+        )
+    )
+
+
+_PT_STREET_HINT_FAST = _word_initial_pattern(_PT_STREET_HINTS)
 _ADDRESS_STOPWORDS = frozenset(
     [
         "the",
@@ -787,13 +812,18 @@ def detect_addresses(value: str | Scan) -> list[Span]:
     (number last), each with an optional apartment / suite."""
     scanned = as_scan(value)
     text, lower = scanned.text, scanned.lower
+    length = len(text)
     spans = []
-    for run_start, run_end, digits in scanned.numbers_with(1, 6):
+    en_hint = _EN_STREET_HINT.search
+    pt_hint = _PT_STREET_HINT_FAST.search
+    for run_start, run_end, digits in scanned.numbers:
+        if not 1 <= digits <= 6:  # scanned.numbers_with(1, 6), without the copy
+            continue
         if (
             digits <= 5
-            and run_end + 1 < len(text)
+            and run_end + 1 < length
             and (text[run_end].isalpha() or (text[run_end] == " " and text[run_end + 1].isalpha()))
-            and _EN_STREET_HINT.search(lower, run_end, run_end + 60)
+            and en_hint(lower, run_end, run_end + 60)
         ):
             start = run_start
             while start < run_end and not text[start].isdigit():
@@ -807,11 +837,14 @@ def detect_addresses(value: str | Scan) -> list[Span]:
                 if _street_words_ok(words, type_word[:1].isupper()):
                     spans.append(Span(match.start(), match.end(), ADDRESS, "address_en"))
         # The Portuguese number follows the street name: a letter, then maybe "," or "nº".
-        before = text[max(0, run_start - 9) : run_start].rstrip(" ,º°.nN")
+        before = text[run_start - 9 if run_start > 9 else 0 : run_start].rstrip(" ,º°.nN")
         if not before or not before[-1].isalpha():
             continue
-        low = window_start(text, run_start, 90)
-        if _PT_STREET_HINT.search(lower, low, run_start):
+        low = run_start - 90 if run_start > 90 else 0  # window_start(text, run_start, 90)
+        boundary = text.rfind("\x00", low, run_start)
+        if boundary >= 0:
+            low = boundary + 1
+        if pt_hint(lower, low, run_start):
             for match in _PT_ADDRESS.finditer(text, low, min(len(text), run_end + 40)):
                 if match.end() < run_start:
                     continue
