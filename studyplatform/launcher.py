@@ -92,7 +92,8 @@ def main() -> int:
             "\nStudy Platform is running.\n"
             f"  Home and API docs:   {base}/   {base}/api/docs/\n"
             f"  Join the demo study: {base}/s/demo/   (sign-in emails print in this console)\n"
-            f"  Researcher sign-in:  {base}/admin/   user {user!r}  password {password!r}\n"
+            f"  Researcher console:  {base}/console/   user {user!r}  password {password!r}\n"
+            f"  Administration:      {base}/admin/   (the same login)\n"
             f"  Health:              {base}/healthz\n"
             "Press Ctrl-C to stop everything.\n",
             flush=True,
