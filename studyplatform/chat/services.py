@@ -259,16 +259,6 @@ def build_request(*, user_message: Message, arm, participant: Participant) -> Ch
     )
 
 
-def claim_reply(user_message: Message) -> bool:
-    """Exactly one reply stream per send: the pending user message is claimed once."""
-    return (
-        Message.objects.filter(pk=user_message.pk, status=Message.Status.PENDING).update(
-            status=Message.Status.COMPLETE
-        )
-        == 1
-    )
-
-
 FINISH_TO_STATUS = {
     "stop": Message.Status.COMPLETE,
     "tool_calls": Message.Status.COMPLETE,
@@ -342,6 +332,11 @@ def reply_finish(
         reply.completion_tokens = estimate_tokens(text) if text else 0
         reply.tokens_estimated = True
     reply.save()
+    # The participant's message has been answered (or the attempt failed): it is no longer
+    # waiting for its first reply.
+    Message.objects.filter(pk=user_message.pk, status=Message.Status.PENDING).update(
+        status=Message.Status.COMPLETE
+    )
     Conversation.objects.filter(pk=user_message.conversation_id).update(
         active_leaf=reply, updated_at=now
     )
@@ -352,11 +347,3 @@ def reply_checkpoint(reply: Message, text: str) -> None:
     """Save partial text while streaming, so a killed process loses at most a few seconds."""
     reply.content = text
     reply.save(update_fields=["content"])
-
-
-def retry_target(*, assistant: Message) -> Message:
-    """Regenerate / retry: a new reply to the same user message, kept as a sibling branch."""
-    user_message = assistant.parent
-    if user_message is None or user_message.role != Message.Role.USER:
-        raise ChatError("not_found")
-    return user_message

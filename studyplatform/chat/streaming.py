@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from studyplatform.core.markdown import render_markdown
-from studyplatform.core.redis_client import redis_async, redis_sync
+from studyplatform.core.redis_client import redis_async
 
 from . import services
 from .models import Message
@@ -28,10 +28,6 @@ CANCEL_POLL_S = 0.25
 
 def cancel_key(user_message_id: int) -> str:
     return f"chat:cancel:{user_message_id}"
-
-
-_redis = redis_async
-_redis_sync = redis_sync
 
 
 def sse(event: str, data: dict) -> str:
@@ -55,7 +51,7 @@ async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncI
         return
     message, arm, request = await sync_to_async(_load)(user_message_id)
     provider = get_provider(arm.provider, services.provider_config_for(arm))
-    redis = _redis()
+    redis = redis_async()
     upstream_sent_at = timezone.now()
     reply = None
     parts: list[str] = []

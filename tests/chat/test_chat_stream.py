@@ -174,7 +174,8 @@ def test_the_reported_model_is_logged_when_it_differs(participant, conversation,
 
 
 def test_stop_cancels_the_stream_and_keeps_the_partial_text(participant, conversation, upstream):
-    from studyplatform.chat.streaming import _redis_sync, cancel_key
+    from studyplatform.chat.streaming import cancel_key
+    from studyplatform.core.redis_client import redis_sync
 
     user = send(participant, conversation, "[[tokens: 40]] [[delay_ms: 40]] go")
 
@@ -183,7 +184,7 @@ def test_stop_cancels_the_stream_and_keeps_the_partial_text(participant, convers
     async def stop_after_first(n):
         deltas.append(n)
         if len(deltas) == 2:
-            _redis_sync().set(cancel_key(user.pk), "1", ex=60)
+            redis_sync().set(cancel_key(user.pk), "1", ex=60)
 
     events = run_reply(user.pk, on_delta=stop_after_first)
     assert events[-1][0] == "done" and events[-1][1]["status"] == "cancelled"
@@ -259,3 +260,11 @@ def test_the_moderation_endpoint_adds_alerts_the_lexicon_missed(
         "nobody would notice [[moderation: sh_intent]]",
         "just a normal day",
     ]
+
+
+def test_the_participants_message_stops_pending_once_answered(participant, conversation, upstream):
+    user = send(participant, conversation, "[[reply: ok]] hi")
+    assert user.status == "pending"
+    run_reply(user.pk)
+    user.refresh_from_db()
+    assert user.status == "complete"
