@@ -1,7 +1,8 @@
 """Benchmark the chat proxy: what the platform adds on top of the model server, per stream.
 
     .venv/bin/python benchmarks/chat_proxy.py [--streams 50] [--tokens 40] [--delay-ms 20]
-        [--rounds 3] [--database-url postgresql://user:pw@127.0.0.1:5432/postgres]
+        [--rounds 3] [--load burst|sustained] [--duration 10] [--workers 1]
+        [--database-url postgresql://user:pw@127.0.0.1:5432/postgres]
 
 Set-up (all throwaway, removed at the end even on failure or Ctrl-C): an embedded Redis (unless
 REDIS_URL is set), the fake upstream (studyplatform.chat.fake_upstream) in its own process on a
@@ -12,29 +13,38 @@ migrate`` runs in a subprocess, then this process seeds through the real service
 examples/companion-rct.yaml (slug "bench") whose arms point at the fake upstream, with
 rate/token limits raised out of the way, moved to recruiting; N participants enrolled, one
 conversation each, and a database session plus a CSRF token per participant. The platform runs
-as ``uvicorn studyplatform.asgi:application --workers 1`` (uvloop + httptools when installed).
+with production settings (DEBUG=False, throwaway keys) as ``uvicorn studyplatform.asgi:application
+--workers W`` (uvloop + httptools when installed).
 
-Measurement, from this process with httpx.AsyncClient, N streams at once (asyncio.gather), after
-one unmeasured warm-up round of each kind (imports, connection pools), then R rounds of each
-kind alternating direct, platform, direct, platform, ... so both share the machine's noise:
+Measurement, from this process with httpx.AsyncClient, N streams at once, after one unmeasured
+warm-up round of each kind (imports, connection pools), then R rounds of each kind alternating
+direct, platform, direct, platform, ... so both share the machine's noise:
 
 - direct: POST {upstream}/v1/chat/completions, stream=true with include_usage, message
   ``[[tokens: T]] [[delay_ms: D]] hello <i>``. TTFT = request start to the first chunk with
   content; e2e = request start to ``data: [DONE]``.
-- platform: POST /p/chat/c/<id>/send/ (JSON text + unique client_request_id, session cookie,
-  CSRF cookie + X-CSRFToken header), then GET the returned one-time stream URL (SSE). TTFT =
-  start of the send POST to the first ``event: delta`` frame; e2e = to ``event: done``.
-  Errors: non-2xx, an ``event: error`` frame, no done frame, or a timeout.
+- platform: what the chat page does: POST /p/chat/c/<id>/reply/ (JSON text + unique
+  client_request_id, session cookie, CSRF cookie + X-CSRFToken header), whose response is the
+  SSE stream (`message`, `start`, `delta`..., `done`). TTFT = start of the POST to the first
+  ``event: delta`` frame; e2e = to ``event: done``. Errors: non-2xx, an ``event: error`` frame,
+  no done frame, or a timeout.
+
+Load (--load): ``burst`` (default) sends the N requests of a round in the same instant
+(asyncio.gather), the harshest case; ``sustained`` runs N conversations for --duration seconds,
+each sending its next message as soon as its previous reply is done (closed loop, starts spread
+over one reply's duration; only requests started after that ramp-up are measured), the way load
+generators such as locust measure a proxy.
 
 Figures: added TTFT of a platform request = its TTFT - the median direct TTFT of the same round
 (p50 and p95 over all platform requests); e2e ratio = median platform e2e / median direct e2e
 (over all rounds); streams/s = platform streams / platform wall time. Afterwards the database
 is checked (ORM, this process): every platform request must have exactly one user message and
 one assistant reply (child of it) with status complete and non-empty content; ``lost`` counts
-requests for which that does not hold. The breakdown rows (send answered, stream headers, start
-frame) and the server-side timestamps stored on the reply show where the added time goes; CPU
-per stream is each process's user+system time (/proc/<pid>/stat) over the measured rounds
-divided by their streams (uvicorn, fake upstream, this client).
+requests for which that does not hold. The breakdown rows (response headers = message stored,
+start frame) and the server-side timestamps stored on the reply show where the added time goes;
+CPU per stream is each process's user+system time (/proc/<pid>/stat; uvicorn with its worker
+processes) over the measured rounds divided by their streams (uvicorn, fake upstream, this
+client). PostgreSQL's own server processes are not included.
 
 Targets: added TTFT p50 <= 10 ms, p95 <= 30 ms, e2e ratio <= 1.05, zero errors, zero lost. The
 script exits 0 either way. The last line is machine-readable:
@@ -52,6 +62,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -66,6 +77,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -229,14 +241,29 @@ class Sample:
     start: float | None = None  # `event: start` frame
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far, from /proc."""
+def cpu_seconds(pid: int, *, tree: bool = False) -> float:
+    """User + system CPU time of a process (all its threads) so far, from /proc; with `tree`,
+    plus its children's (uvicorn's worker processes)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return float("nan")
     fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of proc(5)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + (sum(cpu_seconds(child) for child in children(pid)) if tree else 0.0)
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of `pid` (uvicorn's workers when it runs more than one)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def prompt(tokens: int, delay_ms: int, index: int) -> str:
@@ -277,26 +304,17 @@ async def direct_one(client: httpx.AsyncClient, base_url: str, sample: Sample, t
 async def platform_one(
     client: httpx.AsyncClient, base_url: str, who: Seeded, sample: Sample, text: str
 ) -> None:
-    headers = {"Cookie": who.cookie}
     parts: list[str] = []
     t0 = time.perf_counter()
-    response = await client.post(
-        f"{base_url}/p/chat/c/{who.conversation_id}/send/",
+    async with client.stream(
+        "POST",
+        f"{base_url}/p/chat/c/{who.conversation_id}/reply/",
         json={"text": text, "client_request_id": sample.client_request_id},
-        headers={**headers, "X-CSRFToken": who.csrf},
-    )
-    sample.sent = time.perf_counter() - t0
-    if response.status_code != 201:
-        sample.error = f"send_http_{response.status_code}"
-        return
-    stream_url = response.json().get("stream")
-    if not stream_url:
-        sample.error = "send_no_stream"
-        return
-    async with client.stream("GET", base_url + stream_url, headers=headers) as stream:
+        headers={"Cookie": who.cookie, "X-CSRFToken": who.csrf},
+    ) as stream:
         sample.headers = time.perf_counter() - t0
         if stream.status_code != 200:
-            sample.error = f"stream_http_{stream.status_code}"
+            sample.error = f"http_{stream.status_code}"
             return
         event = ""
         data = ""
@@ -311,6 +329,8 @@ async def platform_one(
                     if sample.ttft is None:
                         sample.ttft = now
                     parts.append(json.loads(data)["t"])
+                elif event == "message":
+                    sample.sent = now
                 elif event == "start":
                     sample.start = now
                 elif event == "done":
@@ -343,8 +363,9 @@ class Round:
     kind: str
     number: int  # 0 is the unmeasured warm-up
     wall: float
-    samples: list[Sample]
+    samples: list[Sample]  # the measured requests (sustained load: after the ramp-up)
     cpu: dict[str, float]  # CPU seconds used during the round, per process (see measure)
+    every: list[Sample]  # every request sent (all of them are checked in the database)
 
 
 async def measure(
@@ -355,6 +376,8 @@ async def measure(
     tokens: int,
     delay_ms: int,
     rounds: int,
+    load: str,
+    duration_s: float,
     pids: dict[str, int],
 ) -> list[Round]:
     n = len(people)
@@ -362,48 +385,69 @@ async def measure(
     timeout = httpx.Timeout(60.0)
     # A stream should take tokens * delay; anything far beyond that is a stuck request.
     per_request_s = 30.0 + 4 * tokens * delay_ms / 1000
+    reply_s = tokens * delay_ms / 1000
     results: list[Round] = []
     async with (
         httpx.AsyncClient(limits=limits, timeout=timeout) as direct_client,
         httpx.AsyncClient(limits=limits, timeout=timeout) as platform_client,
     ):
 
-        async def timed(kind: str, number: int, samples: list[Sample], coros) -> Round:
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            t0 = time.perf_counter()
+        def one(kind: str, sample: Sample, who: Seeded):
+            text = prompt(tokens, delay_ms, sample.index)
+            if kind == "direct":
+                return direct_one(direct_client, upstream_url, sample, text)
+            return platform_one(platform_client, platform_url, who, sample, text)
+
+        def new_sample(kind: str, number: int, index: int) -> Sample:
+            request_id = f"bench-{number}-{index}-{uuid.uuid4()}" if kind == "platform" else ""
+            return Sample(kind, number, index, client_request_id=request_id)
+
+        async def burst(kind: str, number: int) -> tuple[list[Sample], list[Sample]]:
+            samples = [new_sample(kind, number, i) for i in range(n)]
             await asyncio.gather(
-                *(guarded(c, s, per_request_s) for c, s in zip(coros, samples, strict=True))
+                *(
+                    guarded(one(kind, s, who), s, per_request_s)
+                    for s, who in zip(samples, people, strict=True)
+                )
             )
-            wall = time.perf_counter() - t0
-            cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-            return Round(kind, number, wall, samples, cpu)
+            return samples, samples
 
-        async def direct_round(number: int) -> Round:
-            samples = [Sample("direct", number, i) for i in range(n)]
-            coros = [
-                direct_one(direct_client, upstream_url, s, prompt(tokens, delay_ms, s.index))
-                for s in samples
-            ]
-            return await timed("direct", number, samples, coros)
+        async def sustained(kind: str, number: int) -> tuple[list[Sample], list[Sample]]:
+            # Closed loop: each of the N conversations sends its next message as soon as the
+            # previous reply is done. Starts are spread over one reply's duration so the N
+            # streams are in flight at once without all starting in the same millisecond;
+            # only requests started after that ramp-up are measured.
+            t0 = time.perf_counter()
+            ramp_end = t0 + reply_s
+            stop_at = ramp_end + (duration_s if number else min(duration_s, 2.0))
+            every: list[Sample] = []
+            measured: list[Sample] = []
 
-        async def platform_round(number: int) -> Round:
-            samples = [
-                Sample(
-                    "platform", number, i, client_request_id=f"bench-{number}-{i}-{uuid.uuid4()}"
-                )
-                for i in range(n)
-            ]
-            coros = [
-                platform_one(
-                    platform_client, platform_url, who, s, prompt(tokens, delay_ms, s.index)
-                )
-                for who, s in zip(people, samples, strict=True)
-            ]
-            return await timed("platform", number, samples, coros)
+            async def conversation(index: int, who: Seeded) -> None:
+                await asyncio.sleep(index * reply_s / n)
+                while time.perf_counter() < stop_at:
+                    started = time.perf_counter()
+                    sample = new_sample(kind, number, index)
+                    every.append(sample)
+                    await guarded(one(kind, sample, who), sample, per_request_s)
+                    if started >= ramp_end:
+                        measured.append(sample)
 
+            await asyncio.gather(*(conversation(i, who) for i, who in enumerate(people)))
+            return every, measured
+
+        run = sustained if load == "sustained" else burst
         for number in range(rounds + 1):
-            results.append(await direct_round(number))
-            results.append(await platform_round(number))
+            for kind in ("direct", "platform"):
+                before = {name: cpu_seconds(pid, tree=name == "web") for name, pid in pids.items()}
+                t0 = time.perf_counter()
+                every, measured = await run(kind, number)
+                wall = time.perf_counter() - t0
+                cpu = {
+                    name: cpu_seconds(pid, tree=name == "web") - before[name]
+                    for name, pid in pids.items()
+                }
+                results.append(Round(kind, number, wall, measured, cpu, every))
             label = "warm-up" if number == 0 else f"round {number}/{rounds}"
             print(f"  {label} done", flush=True)
     return results
@@ -512,8 +556,14 @@ def report(
     print(f"  python    {platform.python_version()}; platform: {server}")
     print(f"  database  {database}")
     print(
-        f"  workload  {args.streams} concurrent streams x {args.rounds} rounds per kind "
-        f"(+1 warm-up), {args.tokens} tokens, {args.delay_ms} ms between tokens"
+        f"  workload  {args.streams} concurrent streams, {args.load} load"
+        + (
+            f" ({args.duration:g} s per round after a ramp-up)"
+            if args.load == "sustained"
+            else " (all sent in the same instant)"
+        )
+        + f" x {args.rounds} rounds per kind (+1 warm-up), {args.tokens} tokens, "
+        f"{args.delay_ms} ms between tokens"
     )
     print()
     header = (
@@ -525,9 +575,9 @@ def report(
         ok = [s for s in r.samples if not s.error]
         ttft = ms([s.ttft for s in ok if s.ttft is not None])
         e2e = ms([s.e2e for s in ok if s.e2e is not None])
-        errors = len(r.samples) - len(ok)
+        errors = sum(1 for s in r.every if s.error)
         print(
-            f"  {r.number:<6}{r.kind:<10}{len(r.samples):>8}{r.wall:>8.2f}"
+            f"  {r.number:<6}{r.kind:<10}{len(r.every):>8}{r.wall:>8.2f}"
             f"{fmt(percentile(ttft, 0.5)):>10}{fmt(percentile(ttft, 0.95)):>10}"
             f"{fmt(percentile(e2e, 0.5)):>10}{fmt(percentile(e2e, 0.95)):>10}{errors:>8}"
         )
@@ -549,13 +599,13 @@ def report(
         if platform_e2e and direct_e2e
         else float("nan")
     )
-    streams = sum(len(r.samples) for r in platform_rounds)
+    streams = sum(len(r.every) for r in platform_rounds)
     wall = sum(r.wall for r in platform_rounds)
-    errors = sum(1 for r in platform_rounds for s in r.samples if s.error)
-    direct_errors = sum(1 for r in direct_rounds.values() for s in r.samples if s.error)
+    errors = sum(1 for r in platform_rounds for s in r.every if s.error)
+    direct_errors = sum(1 for r in direct_rounds.values() for s in r.every if s.error)
     error_kinds: dict[str, int] = {}
     for r in measured:
-        for s in r.samples:
+        for s in r.every:
             if s.error:
                 key = f"{r.kind}:{s.error}"
                 error_kinds[key] = error_kinds.get(key, 0) + 1
@@ -565,8 +615,8 @@ def report(
 
     print()
     print(f"  Platform milestones, ms from the start of the send POST{'p50':>12}{'p95':>9}")
-    row("send POST answered (201)", ms([s.sent for s in platform_ok if s.sent is not None]))
-    row("stream GET: response headers", ms([s.headers for s in platform_ok if s.headers]))
+    row("response headers (message stored)", ms([s.headers for s in platform_ok if s.headers]))
+    row("`message` frame", ms([s.sent for s in platform_ok if s.sent is not None]))
     row("stream: `start` frame (request built)", ms([s.start for s in platform_ok if s.start]))
     row("stream: first `delta` frame (TTFT)", ms([s.ttft for s in platform_ok if s.ttft]))
     row(
@@ -586,7 +636,7 @@ def report(
     print("  CPU per stream, ms (process CPU over the measured rounds / streams)")
     for kind in ("direct", "platform"):
         chosen = [r for r in measured if r.kind == kind]
-        count = sum(len(r.samples) for r in chosen)
+        count = sum(len(r.every) for r in chosen)
         cpu = {name: sum(r.cpu[name] for r in chosen) * 1000 / count for name in chosen[0].cpu}
         busy = sum(r.cpu["web"] for r in chosen) / sum(r.wall for r in chosen)
         print(
@@ -637,6 +687,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=int, default=20, help="upstream delay between tokens")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per kind")
     parser.add_argument(
+        "--load",
+        choices=("burst", "sustained"),
+        default="burst",
+        help="sustained: N conversations each sending its next message when its reply ends; "
+        "burst: N messages sent in the same instant, once per round",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per sustained round (after ramp-up)"
+    )
+    parser.add_argument(
         "--database-url",
         default="",
         help="PostgreSQL server to create a throwaway database on (default: DATABASE_URL if it "
@@ -681,7 +742,10 @@ def main(argv: list[str] | None = None) -> int:
             database = f"sqlite {sqlite3.sqlite_version} (temporary file, WAL)"
         env.update(
             DJANGO_SETTINGS_MODULE="studyplatform.settings",
-            DEBUG="true",
+            # Production settings: DEBUG=False (Django keeps no query log); throwaway keys.
+            DEBUG="false",
+            SECRET_KEY=secrets.token_urlsafe(48),
+            FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
             ALLOWED_HOSTS="127.0.0.1,localhost",
             VAR_DIR=str(workdir / "var"),
             LOG_LEVEL="WARNING",
@@ -742,11 +806,11 @@ def main(argv: list[str] | None = None) -> int:
             "--port",
             str(web_port),
             "--workers",
-            "1",
+            str(args.workers),
             "--log-level",
             "warning",
         ]
-        server = "uvicorn, 1 worker"
+        server = f"uvicorn, {args.workers} worker{'s' if args.workers > 1 else ''}"
         if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
             web_cmd += ["--loop", "uvloop", "--http", "httptools"]
             server += ", uvloop + httptools"
@@ -771,10 +835,12 @@ def main(argv: list[str] | None = None) -> int:
                 tokens=args.tokens,
                 delay_ms=args.delay_ms,
                 rounds=args.rounds,
+                load=args.load,
+                duration_s=args.duration,
                 pids={"web": web_proc.pid, "upstream": upstream_proc.pid, "client": os.getpid()},
             )
         )
-        platform_samples = [s for r in rounds if r.kind == "platform" for s in r.samples]
+        platform_samples = [s for r in rounds if r.kind == "platform" for s in r.every]
         verification = verify(platform_samples)
         log_tail = tail(web_log)
         if log_tail:

@@ -287,6 +287,7 @@ def reply_start(*, user_message: Message, arm, first_token_at, upstream_sent_at)
     )
 
 
+@transaction.atomic
 def reply_finish(
     *,
     reply: Message | None,
@@ -299,7 +300,9 @@ def reply_finish(
     error_code: str = "",
     attempts: int = 1,
 ) -> Message:
-    """Finalise the reply (creating it if the failure came before any token)."""
+    """Finalise the reply (creating it if the failure came before any token), mark the
+    participant's message answered and make the reply the conversation's active leaf: one
+    transaction, so the log never shows a finished reply the conversation does not point to."""
     now = timezone.now()
     if reply is None:
         reply = Message(

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.utils import timezone
 
 from studyplatform.core.markdown import render_markdown
@@ -34,6 +35,30 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def _release_connection() -> None:
+    """Give this thread's database connection back (to the pool, on PostgreSQL).
+
+    Django would release it only when the response ends, and a reply streams for seconds: with
+    a pool of 20, the 21st concurrent stream would wait for someone else's reply to finish.
+    Inside an atomic block (tests run in one) the connection is left alone.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def _db_round(func, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _release_connection()
+
+
+async def db_round(func, *args, **kwargs):
+    """Run one piece of the stream's database work in the request's thread, then release the
+    connection until the next piece."""
+    return await sync_to_async(_db_round)(func, *args, **kwargs)
+
+
 def _load(user_message_id: int):
     message = Message.objects.select_related(
         "conversation__arm", "participant__study__current_version"
@@ -43,13 +68,18 @@ def _load(user_message_id: int):
     return message, arm, request
 
 
-async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncIterator[str]:
+async def reply_events(
+    user_message_id: int, *, attempt_claimed: bool, prepared: tuple | None = None
+) -> AsyncIterator[str]:
     """Yield SSE frames for one reply. `attempt_claimed` must be True: the caller claimed the
-    user message (first send) or the participant clicked retry/regenerate."""
+    user message (first send) or the participant clicked retry/regenerate. `prepared` is the
+    (message, arm, request) the caller already loaded in its own database round."""
     if not attempt_claimed:
         yield sse("error", {"code": "already_answered"})
         return
-    message, arm, request = await sync_to_async(_load)(user_message_id)
+    if prepared is None:
+        prepared = await db_round(_load, user_message_id)
+    message, arm, request = prepared
     provider = get_provider(arm.provider, services.provider_config_for(arm))
     redis = redis_async()
     upstream_sent_at = timezone.now()
@@ -71,7 +101,8 @@ async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncI
                 # The participant sees the first words before the reply row is written.
                 yield sse("delta", {"t": event.text})
                 if reply is None:
-                    reply = await sync_to_async(services.reply_start)(
+                    reply = await db_round(
+                        services.reply_start,
                         user_message=message,
                         arm=arm,
                         first_token_at=first_token_at,
@@ -86,7 +117,7 @@ async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncI
                         break
                 if now - last_checkpoint >= CHECKPOINT_S:
                     last_checkpoint = now
-                    await sync_to_async(services.reply_checkpoint)(reply, "".join(parts))
+                    await db_round(services.reply_checkpoint, reply, "".join(parts))
             elif isinstance(event, StreamEnd):
                 end = event
                 status = services.FINISH_TO_STATUS.get(event.finish_reason, Message.Status.COMPLETE)
@@ -97,7 +128,8 @@ async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncI
         # The participant closed the page (the server cancels this generator) or the worker is
         # shutting down: keep what arrived, marked cancelled, then let the cancellation proceed.
         status, error_code = Message.Status.CANCELLED, "disconnected"
-        await sync_to_async(services.reply_finish)(
+        await db_round(
+            services.reply_finish,
             reply=reply,
             user_message=message,
             arm=arm,
@@ -109,7 +141,8 @@ async def reply_events(user_message_id: int, *, attempt_claimed: bool) -> AsyncI
             attempts=end.attempts if end else 1,
         )
         raise
-    finished = await sync_to_async(services.reply_finish)(
+    finished = await db_round(
+        services.reply_finish,
         reply=reply,
         user_message=message,
         arm=arm,

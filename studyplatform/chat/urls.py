@@ -11,6 +11,7 @@ urlpatterns = [
     path("p/chat/import/", import_views.import_history, name="import"),
     path("p/chat/c/<int:conversation_id>/", views.conversation_detail, name="conversation"),
     path("p/chat/c/<int:conversation_id>/send/", views.message_send, name="send"),
+    path("p/chat/c/<int:conversation_id>/reply/", views.message_reply, name="reply"),
     path("p/chat/stream/<int:user_message_id>/", views.stream, name="stream"),
     path("p/chat/stream/<int:user_message_id>/stop/", views.stream_stop, name="stop"),
     path("p/chat/m/<int:message_id>/regenerate/", views.regenerate, name="regenerate"),

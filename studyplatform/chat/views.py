@@ -21,11 +21,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
 from studyplatform.participants.models import Participant
-from studyplatform.participants.session import participant_required
+from studyplatform.participants.session import participant_gate, participant_required
 
 from . import services
 from .models import Conversation, Message, SafetyAlert
-from .streaming import cancel_key, reply_events
+from .streaming import cancel_key, db_round, reply_events, sse
 
 STREAM_TOKEN_TTL_S = 120
 
@@ -170,14 +170,19 @@ def conversation_detail(request, conversation_id: int):
     )
 
 
-@participant_required
-@require_POST
-def message_send(request, conversation_id: int):
-    participant = request.participant
-    conversation = _own_conversation(participant, conversation_id)
+def _payload(request) -> dict | None:
     try:
         payload = json.loads(request.body or b"{}")
     except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _store(request, participant, conversation) -> tuple[services.SendResult, dict] | JsonResponse:
+    """Store the participant's message from the JSON request body (services.message_send) and
+    describe it for the page, or say as JSON why not."""
+    payload = _payload(request)
+    if payload is None:
         return JsonResponse({"error": _("The request was not understood.")}, status=400)
     try:
         tz_offset = int(payload.get("tz_offset")) if payload.get("tz_offset") is not None else None
@@ -187,7 +192,7 @@ def message_send(request, conversation_id: int):
         result = services.message_send(
             participant=participant,
             conversation=conversation,
-            text=payload.get("text", ""),
+            text=str(payload.get("text") or ""),
             client_request_id=str(payload.get("client_request_id", ""))[:64],
             tz_offset_minutes=tz_offset,
         )
@@ -198,11 +203,84 @@ def message_send(request, conversation_id: int):
         status = 429 if exc.code in ("rate_limited", "daily_tokens") else 400
         return JsonResponse({"error": str(message), "code": exc.code}, status=status)
     body = {"message": {"id": result.message.pk, "text": result.message.content}}
-    if result.created:
-        body["stream"] = _stream_url(result.message)
     if result.crisis:
         body["crisis"] = {"html": _crisis_resources(participant), **result.crisis}
+    return result, body
+
+
+@participant_required
+@require_POST
+def message_send(request, conversation_id: int):
+    """Store a message and answer with a one-time URL for its reply stream (for API clients;
+    the chat page uses message_reply, which does both in one request)."""
+    participant = request.participant
+    stored = _store(request, participant, _own_conversation(participant, conversation_id))
+    if isinstance(stored, JsonResponse):
+        return stored
+    result, body = stored
+    if result.created:
+        body["stream"] = _stream_url(result.message)
     return JsonResponse(body, status=201 if result.created else 200)
+
+
+def _reply_prepare(request, conversation_id: int):
+    """Everything before the model call, in one trip to the database thread: the participant
+    gate, the conversation, storing the message (committed before the upstream call), the
+    model request. Returns a JsonResponse when there is nothing to stream."""
+    participant, elsewhere = participant_gate(request)
+    if participant is None:
+        return JsonResponse(
+            {"error": _("Please sign in again to continue."), "redirect": elsewhere}, status=403
+        )
+    conversation = (
+        Conversation.objects.select_related("arm")
+        .filter(pk=conversation_id, participant=participant)
+        .first()
+    )
+    if conversation is None:
+        return JsonResponse({"error": str(ERRORS["not_found"])}, status=404)
+    stored = _store(request, participant, conversation)
+    if isinstance(stored, JsonResponse):
+        return stored
+    result, body = stored
+    if not result.created:
+        # The same click arrived twice (a network retry): the message is stored once and its
+        # reply was already requested; the page offers "retry" instead of a second call.
+        return JsonResponse(body, status=200)
+    result.message.participant = participant
+    model_request = services.build_request(
+        user_message=result.message, arm=conversation.arm, participant=participant
+    )
+    return body, (result.message, conversation.arm, model_request)
+
+
+async def _sent_then_reply(body: dict, prepared: tuple):
+    yield sse("message", body)
+    async for frame in reply_events(prepared[0].pk, attempt_claimed=True, prepared=prepared):
+        yield frame
+
+
+@require_POST
+async def message_reply(request, conversation_id: int):
+    """Send a message and stream its reply in the same request: the response is Server-Sent
+    Events starting with a `message` event (the stored message, crisis resources if the safety
+    detector fired), then the reply's events. Errors before anything is stored are JSON 4xx.
+
+    One request instead of send + stream saves the participant a round trip and the server a
+    second session/consent check: the whole pre-model part is one database round.
+    """
+    outcome = await db_round(_reply_prepare, request, conversation_id)
+    if isinstance(outcome, JsonResponse):
+        return outcome
+    body, prepared = outcome
+    return _event_stream(_sent_then_reply(body, prepared))
+
+
+def _event_stream(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    return response
 
 
 @require_GET
@@ -216,13 +294,7 @@ async def stream(request, user_message_id: int):
         claimed = value is not None and int(value) == user_message_id
     if not claimed:
         raise Http404("This reply link is not valid (any more).")
-    response = StreamingHttpResponse(
-        reply_events(user_message_id, attempt_claimed=True),
-        content_type="text/event-stream",
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
-    return response
+    return _event_stream(reply_events(user_message_id, attempt_claimed=True))
 
 
 @participant_required

@@ -35,30 +35,42 @@ def current_participant(request) -> Participant | None:
     )
 
 
-def participant_required(view=None, *, consent: bool = True, allow_withdrawn: bool = False):
-    """Load `request.participant` or send the person to sign in.
+def participant_gate(
+    request, *, consent: bool = True, allow_withdrawn: bool = False
+) -> tuple[Participant | None, str]:
+    """The signed-in participant allowed through, or None and where to send the person instead.
 
     With `consent=True` (the default) nothing happens until the current consent version is
     signed: a new consent version blocks chat and surveys until re-consent.
     """
+    from django.urls import reverse
+
+    from .services import consent_due
+
+    participant = current_participant(request)
+    if participant is None:
+        return None, f"/p/signin/?next={request.path}"
+    if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
+        return None, reverse("participants:withdrawn")
+    if consent and participant.is_active and consent_due(participant):
+        return None, reverse("participants:consent_renew")
+    now = timezone.now()
+    if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(minutes=5):
+        Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
+    return participant, ""
+
+
+def participant_required(view=None, *, consent: bool = True, allow_withdrawn: bool = False):
+    """Load `request.participant` or send the person to sign in (see participant_gate)."""
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(request, *args, **kwargs):
-            from .services import consent_due
-
-            participant = current_participant(request)
+            participant, elsewhere = participant_gate(
+                request, consent=consent, allow_withdrawn=allow_withdrawn
+            )
             if participant is None:
-                return redirect(f"/p/signin/?next={request.path}")
-            if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
-                return redirect("participants:withdrawn")
-            if consent and participant.is_active and consent_due(participant):
-                return redirect("participants:consent_renew")
-            now = timezone.now()
-            if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(
-                minutes=5
-            ):
-                Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
+                return redirect(elsewhere)
             request.participant = participant
             return func(request, *args, **kwargs)
 

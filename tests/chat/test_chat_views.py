@@ -204,3 +204,135 @@ def test_crisis_resources_stay_visible_after_reload(client, me):
     post_json(client, f"/p/chat/c/{conversation.pk}/send/", {"text": "I want to end my life"})
     page = client.get(f"/p/chat/c/{conversation.pk}/").content.decode()
     assert "findahelpline.com" in page
+
+
+# --- send and stream in one request (what the chat page uses) -------------------------------
+
+
+def reply_url(conversation) -> str:
+    return f"/p/chat/c/{conversation.pk}/reply/"
+
+
+def test_reply_stores_the_message_before_the_model_call_then_streams_in_one_request(
+    client, me, upstream
+):
+    conversation = services.conversation_create(participant=me)
+    upstream.script(count=1, reply="Olá **você**!")
+    response = post_json(
+        client,
+        reply_url(conversation),
+        {"text": "oi", "client_request_id": "one", "tz_offset": -180},
+    )
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+    # the message is committed and nothing has reached the model before the body is read
+    stored = Message.objects.get(role="user")
+    assert stored.content == "oi" and stored.tz_offset_minutes == -180
+    assert upstream.requests == []
+    events = consume(response)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message", "start"] and names[-1] == "done"
+    assert events[0][1] == {"message": {"id": stored.pk, "text": "oi"}}
+    assert "".join(data["t"] for name, data in events if name == "delta") == "Olá **você**!"
+    assert events[-1][1]["html"] == "<p>Olá <strong>você</strong>!</p>"
+    reply = Message.objects.get(role="assistant")
+    assert reply.parent_id == stored.pk and reply.status == "complete"
+    assert len(upstream.requests) == 1
+
+
+def test_reply_retried_with_the_same_request_id_makes_no_second_model_call(client, me, upstream):
+    conversation = services.conversation_create(participant=me)
+    first = post_json(client, reply_url(conversation), {"text": "hi", "client_request_id": "r"})
+    consume(first)
+    again = post_json(client, reply_url(conversation), {"text": "hi", "client_request_id": "r"})
+    assert again.status_code == 200 and again["Content-Type"] == "application/json"
+    assert again.json()["message"]["text"] == "hi"
+    assert Message.objects.filter(role="user").count() == 1
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"text": "   "}, 400, "empty"),
+        ({"text": "x" * 9000}, 400, "too_long"),
+        ("not json", 400, None),
+        ([1, 2], 400, None),
+    ],
+)
+def test_reply_rejects_bad_input_with_json_and_stores_nothing(
+    client, me, upstream, body, status, code
+):
+    conversation = services.conversation_create(participant=me)
+    raw = body if isinstance(body, str) else json.dumps(body)
+    response = client.post(reply_url(conversation), raw, content_type="application/json")
+    assert response.status_code == status
+    assert response.json()["error"] and response.json().get("code") == code
+    assert not Message.objects.exists() and upstream.requests == []
+
+
+def test_reply_rate_limit_is_a_translated_429(client, me, upstream, monkeypatch):
+    monkeypatch.setattr(
+        services,
+        "limits_for",
+        lambda participant: {**services.DEFAULT_LIMITS, "messages_per_minute": 1},
+    )
+    conversation = services.conversation_create(participant=me)
+    consume(post_json(client, reply_url(conversation), {"text": "one"}))
+    response = client.post(
+        reply_url(conversation),
+        json.dumps({"text": "two"}),
+        content_type="application/json",
+        HTTP_ACCEPT_LANGUAGE="pt-BR",
+    )
+    assert response.status_code == 429 and response.json()["code"] == "rate_limited"
+    assert "rápido" in response.json()["error"]
+    assert Message.objects.filter(role="user").count() == 1
+
+
+def test_reply_shows_crisis_resources_in_its_first_event(client, me, upstream):
+    conversation = services.conversation_create(participant=me)
+    events = consume(post_json(client, reply_url(conversation), {"text": "I want to end my life"}))
+    name, data = events[0]
+    assert name == "message" and data["crisis"]["severity"] == "high"
+    assert "findahelpline.com" in data["crisis"]["html"]
+    assert SafetyAlert.objects.filter(participant=me).count() == 1
+    assert events[-1][0] == "done"
+
+
+def test_reply_refuses_other_participants_and_people_without_a_session(
+    client, chat_study, enroll, me, upstream
+):
+    other = enroll(chat_study)
+    theirs = services.conversation_create(participant=other)
+    response = post_json(client, reply_url(theirs), {"text": "x"})
+    assert response.status_code == 404 and response.json()["error"]
+    client.logout()
+    mine = services.conversation_create(participant=me)
+    anonymous = post_json(client, reply_url(mine), {"text": "x"})
+    assert anonymous.status_code == 403
+    assert anonymous.json()["redirect"].startswith("/p/signin/")
+    assert not Message.objects.exists() and upstream.requests == []
+
+
+def test_reply_needs_the_csrf_token(me, upstream):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    login(strict, me)
+    conversation = services.conversation_create(participant=me)
+    response = strict.post(
+        reply_url(conversation), json.dumps({"text": "x"}), content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert not Message.objects.exists() and upstream.requests == []
+
+
+def test_reply_sends_a_participant_with_new_consent_to_sign_it(client, me, upstream):
+    conversation = services.conversation_create(participant=me)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            "studyplatform.participants.services.consent_due", lambda participant: object()
+        )
+        response = post_json(client, reply_url(conversation), {"text": "x"})
+    assert response.status_code == 403 and response.json()["redirect"] == "/p/consent/renew/"
+    assert not Message.objects.exists() and upstream.requests == []

@@ -13,6 +13,7 @@ different replies.
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -86,6 +87,48 @@ def translate_sdk_error(exc: Exception, sdk: Any) -> ProviderError:
     return ProviderError(f"{type(exc).__name__}: {exc}", transient=False)
 
 
+class _ChunkState:
+    """What the chunks of one chat-completions stream have said so far."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.fingerprint: str | None = None
+        self.response_id: str | None = None
+        self.raw_finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.parts: list[str] = []
+
+    def feed(self, data: str) -> list[str]:
+        """Record one `data:` payload; return the reply text it carries (choice 0 only)."""
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(f"upstream sent a malformed chunk: {data[:80]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise ProviderError(f"upstream sent a malformed chunk: {data[:80]!r}")
+        if chunk.get("error") is not None:
+            # An error object inside an otherwise healthy stream: the server failed mid-reply.
+            error = chunk["error"]
+            detail = error.get("message") if isinstance(error, dict) else error
+            raise ProviderError(f"upstream error in stream: {detail}", transient=True)
+        self.model = chunk.get("model") or self.model
+        self.fingerprint = chunk.get("system_fingerprint") or self.fingerprint
+        self.response_id = chunk.get("id") or self.response_id
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        texts = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # n is fixed at 1; ignore anything else defensively
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                texts.append(content)
+                self.parts.append(content)
+            if choice.get("finish_reason"):
+                self.raw_finish = choice["finish_reason"]
+        return texts
+
+
 class OpenAICompatProvider(Provider):
     """Streams chat completions from any OpenAI-compatible endpoint."""
 
@@ -131,59 +174,50 @@ class OpenAICompatProvider(Provider):
         return dict(request.params)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Read the event stream through the SDK's raw response and decode each chunk with
+        json.loads: the SDK's typed chunk objects cost ~70 us each (measured), which is most of
+        the proxy's per-token CPU. Status errors are still raised by the SDK on opening."""
         client = self._client()
-        stream = await client.chat.completions.create(
+        async with client.chat.completions.with_streaming_response.create(
             model=request.model,
             messages=self._messages(request),  # type: ignore[arg-type]
             stream=True,
             stream_options={"include_usage": True},
             timeout=sdk_timeout(request.timeout),
             **self._params(request),
-        )
-        model_reported: str | None = None
-        fingerprint: str | None = None
-        response_id: str | None = None
-        raw_finish: str | None = None
-        usage: Any = None
-        parts: list[str] = []
-        async with stream:
-            async for chunk in stream:
-                model_reported = chunk.model or model_reported
-                fingerprint = getattr(chunk, "system_fingerprint", None) or fingerprint
-                response_id = chunk.id or response_id
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.index != 0:
-                        continue  # n is fixed at 1; ignore anything else defensively
-                    content = choice.delta.content if choice.delta is not None else None
-                    if content:
-                        parts.append(content)
-                        yield TextDelta(content)
-                    if choice.finish_reason:
-                        raw_finish = choice.finish_reason
-        if raw_finish is None:
+        ) as response:
+            state = _ChunkState()
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (": keep-alive"), event names
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                for text in state.feed(data):
+                    yield TextDelta(text)
+        if state.raw_finish is None:
             # The body ended cleanly but the model never finished: a proxy cut the reply.
             raise ProviderError("stream ended before the model finished", transient=True)
-        if usage is not None and usage.completion_tokens is not None:
+        usage = state.usage or {}
+        if usage.get("completion_tokens") is not None:
             prompt_tokens, completion_tokens, estimated = (
-                usage.prompt_tokens or 0,
-                usage.completion_tokens,
+                usage.get("prompt_tokens") or 0,
+                usage["completion_tokens"],
                 False,
             )
         else:
             prompt_tokens = estimate_prompt_tokens(request.system, request.messages)
-            completion_tokens = estimate_tokens("".join(parts))
+            completion_tokens = estimate_tokens("".join(state.parts))
             estimated = True
         yield StreamEnd(
-            finish_reason=normalise_finish_reason(raw_finish),
-            model_reported=model_reported,
-            system_fingerprint=fingerprint,
-            response_id=response_id,
+            finish_reason=normalise_finish_reason(state.raw_finish),
+            model_reported=state.model,
+            system_fingerprint=state.fingerprint,
+            response_id=state.response_id,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             usage_estimated=estimated,
-            raw_finish_reason=raw_finish,
+            raw_finish_reason=state.raw_finish,
         )
 
     def _translate_error(self, exc: Exception) -> ProviderError:

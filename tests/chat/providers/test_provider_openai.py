@@ -232,3 +232,39 @@ async def test_openai_provider_without_its_key_fails_naming_the_variable(
     )
     assert error.transient is False
     assert upstream.log == []
+
+
+def test_chunk_decoding_keeps_choice_zero_and_the_last_usage_and_model():
+    from studyplatform.chat.providers.openai_compat import _ChunkState
+
+    state = _ChunkState()
+    first = '{"id": "c1", "model": "m-1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}'
+    assert state.feed(first) == ["Hi"]
+    other = '{"choices": [{"index": 1, "delta": {"content": "ignored"}, "finish_reason": "stop"}]}'
+    assert state.feed(other) == []
+    assert state.raw_finish is None
+    last = (
+        '{"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],'
+        ' "usage": {"prompt_tokens": 3, "completion_tokens": 1}, "system_fingerprint": "fp"}'
+    )
+    assert state.feed(last) == []
+    assert (state.model, state.response_id, state.fingerprint) == ("m-1", "c1", "fp")
+    assert state.raw_finish == "length" and state.usage["completion_tokens"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "transient"),
+    [
+        ('{"error": {"message": "overloaded"}}', "upstream error in stream: overloaded", True),
+        ("{not json", "malformed chunk", False),
+        ("[1, 2]", "malformed chunk", False),
+    ],
+)
+def test_chunk_decoding_turns_error_objects_and_garbage_into_provider_errors(
+    data, message, transient
+):
+    from studyplatform.chat.providers.openai_compat import _ChunkState
+
+    with pytest.raises(ProviderError, match=message) as caught:
+        _ChunkState().feed(data)
+    assert caught.value.transient is transient

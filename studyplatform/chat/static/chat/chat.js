@@ -1,4 +1,5 @@
-// The chat page: send a message, stream the reply over Server-Sent Events, stop, regenerate.
+// The chat page: send a message and stream its reply (Server-Sent Events read from one fetch
+// POST), stop, regenerate.
 // Text arriving from the model is inserted as text (never HTML) while streaming; the final
 // reply is replaced by HTML the server has sanitized.
 (function () {
@@ -14,7 +15,7 @@
   var strings = JSON.parse(document.getElementById("chat-strings").textContent);
   var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   var pendingRequestId = null;  // reused when a send fails on the network: no duplicate message
-  var current = null;           // {source, stopUrl}
+  var current = null;           // {stopUrl} while a reply is being sent or streamed
 
   function bubble(role, text) {
     var div = document.createElement("div");
@@ -48,34 +49,88 @@
     });
   }
 
-  function streamReply(streamUrl, replyBubble) {
-    var body = replyBubble.querySelector(".body");
-    var source = new EventSource(streamUrl);
-    var messageId = streamUrl.match(/stream\/(\d+)\//)[1];
-    current = {source: source, stopUrl: "/p/chat/stream/" + messageId + "/stop/"};
+  // Read a text/event-stream response body frame by frame and call handlers[event](data).
+  // fetch (not EventSource) so that sending and streaming are one POST, and so that a dropped
+  // connection is never silently re-requested (that would be a second model call).
+  function readEvents(response, handlers) {
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    function frame(text) {
+      var event = "message", data = "";
+      text.split("\n").forEach(function (line) {
+        if (line.indexOf("event: ") === 0) { event = line.slice(7); }
+        else if (line.indexOf("data: ") === 0) { data += line.slice(6); }
+      });
+      if (data && handlers[event]) { handlers[event](JSON.parse(data)); }
+    }
+    function pump() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) { return; }
+        buffer += decoder.decode(chunk.value, {stream: true});
+        var end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          frame(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  function isEventStream(response) {
+    return (response.headers.get("Content-Type") || "").indexOf("text/event-stream") === 0;
+  }
+
+  // Stream one reply into a new assistant bubble. `onMessage` receives the stored participant
+  // message when the response starts with it (sending); regenerate streams start at "start".
+  function streamReply(response, onMessage) {
+    var replyBubble = null;
+    var finished = false;
     busy(true);
-    function finish() {
-      source.close();
+    function body() {
+      replyBubble = replyBubble || bubble("assistant", "");
+      return replyBubble.querySelector(".body");
+    }
+    function finish(errorText) {
+      if (finished) { return; }
+      finished = true;
+      if (errorText) { showError(errorText); }
       current = null;
       busy(false);
       window.location.reload();
     }
-    source.addEventListener("delta", function (e) {
-      body.textContent += JSON.parse(e.data).t;
-      replyBubble.scrollIntoView({block: "end"});
+    return readEvents(response, {
+      message: function (data) {
+        current = {stopUrl: "/p/chat/stream/" + data.message.id + "/stop/"};
+        onMessage(data);
+      },
+      start: function () { body(); },
+      delta: function (data) {
+        body().textContent += data.t;
+        replyBubble.scrollIntoView({block: "end"});
+      },
+      done: function (data) {
+        body().innerHTML = data.html;  // sanitized on the server
+        finish("");
+      },
+      error: function () { finish(strings.interrupted); }
+    }).then(function () {
+      finish(strings.interrupted);  // the body ended without a done or error event
+    }, function () {
+      finish(strings.interrupted);  // the connection dropped mid-reply
     });
-    source.addEventListener("done", function (e) {
-      body.innerHTML = JSON.parse(e.data).html;  // sanitized on the server
-      finish();
-    });
-    source.addEventListener("error", function (e) {
-      if (e.data) { showError(strings.interrupted); }
-      finish();
-    });
-    source.onerror = function () {
-      // A dropped connection: never let EventSource reconnect (that would be a second call).
-      if (current && current.source === source) { showError(strings.interrupted); finish(); }
-    };
+  }
+
+  function showSent(data) {
+    pendingRequestId = null;
+    input.value = "";
+    bubble("user", data.message.text);
+    if (data.crisis) {
+      crisisBox.innerHTML = data.crisis.html;  // sanitized on the server
+      crisisBox.hidden = false;
+    }
   }
 
   form.addEventListener("submit", function (event) {
@@ -84,23 +139,26 @@
     if (!text || current) { return; }
     showError("");
     pendingRequestId = pendingRequestId || (window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-    post(chat.dataset.sendUrl, {
+    current = {stopUrl: null};
+    busy(true);
+    post(chat.dataset.replyUrl, {
       text: text,
       client_request_id: pendingRequestId,
       tz_offset: -new Date().getTimezoneOffset()
     }).then(function (response) {
-      return response.json().then(function (data) { return {ok: response.ok, data: data}; });
-    }).then(function (result) {
-      if (!result.ok) { showError(result.data.error); return; }
-      pendingRequestId = null;
-      input.value = "";
-      bubble("user", result.data.message.text);
-      if (result.data.crisis) {
-        crisisBox.innerHTML = result.data.crisis.html;  // sanitized on the server
-        crisisBox.hidden = false;
-      }
-      if (result.data.stream) { streamReply(result.data.stream, bubble("assistant", "")); }
+      if (response.ok && isEventStream(response)) { return streamReply(response, showSent); }
+      return response.json().then(function (data) {
+        current = null;
+        busy(false);
+        if (data.redirect) { window.location.href = data.redirect; return; }
+        if (!response.ok) { showError(data.error); return; }
+        // Already stored by an earlier attempt of this click: show it with its retry button.
+        pendingRequestId = null;
+        window.location.reload();
+      });
     }).catch(function () {
+      current = null;
+      busy(false);
       showError(strings.network);  // the text stays in the box; the same request id is reused
     });
   });
@@ -113,14 +171,25 @@
   });
 
   stopButton.addEventListener("click", function () {
-    if (current) { post(current.stopUrl); }
+    if (current && current.stopUrl) { post(current.stopUrl); }
   });
 
   chat.addEventListener("click", function (event) {
     var button = event.target.closest("button.regenerate");
     if (!button || current) { return; }
+    showError("");
     post(button.dataset.url).then(function (r) { return r.json(); }).then(function (data) {
-      if (data.stream) { streamReply(data.stream, bubble("assistant", "")); }
-    }).catch(function () { showError(strings.network); });
+      if (!data.stream) { return; }
+      var messageId = data.stream.match(/stream\/(\d+)\//)[1];
+      current = {stopUrl: "/p/chat/stream/" + messageId + "/stop/"};
+      return fetch(data.stream, {credentials: "same-origin"}).then(function (response) {
+        if (!response.ok || !isEventStream(response)) { throw new Error("no stream"); }
+        return streamReply(response, function () {});
+      });
+    }).catch(function () {
+      current = null;
+      busy(false);
+      showError(strings.network);
+    });
   });
 })();
