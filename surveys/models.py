@@ -18,8 +18,9 @@ from studyplatform.studies.models import ProtocolVersion, Study
 
 
 class ScheduleCursor(models.Model):
+    # No index of its own: unique_cursor starts with it (every index is written on each tick).
     participant = models.ForeignKey(
-        Participant, on_delete=models.CASCADE, related_name="schedule_cursors"
+        Participant, on_delete=models.CASCADE, related_name="schedule_cursors", db_index=False
     )
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
     entry_key = models.CharField(max_length=40)
@@ -29,6 +30,9 @@ class ScheduleCursor(models.Model):
     next_wave = models.PositiveIntegerField(null=True, blank=True)
     next_closes_at = models.DateTimeField(null=True, blank=True)
     next_reminders = models.JSONField(default=list, blank=True)
+    # The first of next_reminders: a tick creates invitations by copying columns in SQL, and an
+    # invitation's next_reminder_at is set from the start.
+    next_reminder_at = models.DateTimeField(null=True, blank=True)
     # Set when the next occurrence was materialized; a later tick computes the one after.
     needs_advance = models.BooleanField(default=False)
     protocol_version = models.ForeignKey(
@@ -62,10 +66,14 @@ class Invitation(models.Model):
     OPEN = (Status.SENT, Status.OPENED, Status.STARTED)
     PENDING = (Status.SCHEDULED, Status.SENDING, *OPEN)
 
+    # No index of their own: unique_occurrence and inv_study_wave_idx start with them, and
+    # every index costs a write each time a tick changes an invitation's status.
     participant = models.ForeignKey(
-        Participant, on_delete=models.CASCADE, related_name="invitations"
+        Participant, on_delete=models.CASCADE, related_name="invitations", db_index=False
     )
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="invitations")
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="invitations", db_index=False
+    )
     entry_key = models.CharField(max_length=40)
     occurrence_key = models.CharField(max_length=60)
     wave = models.PositiveIntegerField(null=True, blank=True)
