@@ -74,13 +74,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E402
 
 TARGETS = {"added_p50_ms": 10.0, "added_p95_ms": 30.0, "e2e_ratio": 1.05}
 MODEL_NAME = "bench-model"
@@ -131,31 +132,6 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-class Postgres:
-    """A throwaway database on the server named by `admin_url`: created now, dropped in drop()."""
-
-    def __init__(self, admin_url: str) -> None:
-        import psycopg
-
-        self.admin_url = admin_url
-        self.name = f"studyplatform_bench_{os.getpid()}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-            self.server_version = conn.execute("SHOW server_version").fetchone()[0]
-        parts = urlsplit(admin_url)
-        self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
-
-    def drop(self) -> None:
-        import psycopg
-
-        try:
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        except psycopg.Error as exc:
-            print(f"WARNING: could not drop the database {self.name}: {exc}", file=sys.stderr)
-
-
 # -- seeding (in this process, through the real services) -----------------------------------------
 
 
@@ -169,13 +145,6 @@ class Seeded:
     @property
     def cookie(self) -> str:
         return f"sessionid={self.session_key}; csrftoken={self.csrf}"
-
-
-def django_setup() -> None:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
-    django.setup()
 
 
 def seed(*, upstream_base_url: str, participants: int) -> list[Seeded]:
@@ -519,21 +488,6 @@ def ms(values: list[float]) -> list[float]:
     return [v * 1000 for v in values]
 
 
-def machine_info() -> dict[str, str]:
-    try:
-        cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        cores = str(os.cpu_count())
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {"nproc": cores.strip(), "cpu": model, "load": load}
-
-
 def fmt(value: float, digits: int = 1) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -729,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             import psycopg
 
             try:
-                postgres = Postgres(args.database_url)
+                postgres = Postgres(args.database_url, "studyplatform_bench")
             except psycopg.OperationalError as exc:
                 print(f"cannot create the benchmark database: {exc}", file=sys.stderr)
                 return 2

@@ -62,11 +62,9 @@ min); use --participants 10000 --warmup 0 --days 2 for a quick look. Never part 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime as dt
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -80,11 +78,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from math import inf
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E402
 
 TARGET_S = 2.0
 START = dt.datetime(2025, 6, 2, tzinfo=dt.UTC)  # a Monday; no DST change in the zones near it
@@ -99,53 +98,6 @@ SEED_CHECK = 50
 PHASES = ("_sweep", "_materialize", "_advance", "_send", "_remind", "_expire", "_session_events")
 STUDY_SLUG = "tick-bench"
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-# -- resources --------------------------------------------------------------------------------
-
-
-class Postgres:
-    """A throwaway database on the server named by `admin_url`: created now, dropped in drop()."""
-
-    def __init__(self, admin_url: str) -> None:
-        import psycopg
-
-        self.admin_url = admin_url
-        self.name = f"studyplatform_tick_{os.getpid()}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-            self.server_version = conn.execute("SHOW server_version").fetchone()[0]
-        parts = urlsplit(admin_url)
-        self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
-
-    def drop(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
-
-def machine_info() -> dict[str, str]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        cores = str(os.cpu_count())
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {"nproc": cores.strip(), "cpu": model, "load": load}
-
-
-def django_setup() -> None:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
-    django.setup()
 
 
 # -- measurement hooks ------------------------------------------------------------------------
@@ -753,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url:
             if not args.database_url.startswith(("postgres://", "postgresql://")):
                 parser.error("--database-url must be a PostgreSQL URL (omit it for SQLite)")
-            postgres = Postgres(args.database_url)
+            postgres = Postgres(args.database_url, "studyplatform_tick")
             env["DATABASE_URL"] = postgres.url
             database = f"postgresql {postgres.server_version} (throwaway {postgres.name})"
         else:

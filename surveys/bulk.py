@@ -29,7 +29,7 @@ from django.db.models.constants import OnConflict
 CHUNK = 1_000
 
 
-def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+def chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -122,7 +122,7 @@ def insert_ignoring_conflicts(model: type[models.Model], rows: Sequence[dict[str
     if any(f.attname != name for f, name in zip(fields, names, strict=True)):
         raise ValueError("rows must be keyed by attname (participant_id, not participant)")
     inserted = 0
-    for chunk in _chunks(rows, CHUNK):
+    for chunk in chunks(rows, CHUNK):
         source, params = _relation(fields, [[row.get(name) for name in names] for row in chunk])
         inserted += insert_from_select(
             model,
@@ -181,7 +181,7 @@ def update_from_values(
     returning = f"{table}.{ops.quote_name(pk.column)}"
     changed: list[int] = []
     with connection.cursor() as cursor:
-        for chunk in _chunks(rows, CHUNK):
+        for chunk in chunks(rows, CHUNK):
             source, params = _relation(fields, chunk)
             # Names come from the model; every value is a parameter.
             update = f"UPDATE {table} SET {assignments} FROM {source} WHERE {where}"  # noqa: S608

@@ -49,7 +49,7 @@ from studyplatform.participants.models import Participant
 from studyplatform.studies.models import ProtocolVersion, Study
 
 from . import schedule_rules as rules
-from .bulk import insert_from_select, insert_ignoring_conflicts, typed, update_from_values
+from .bulk import chunks, insert_from_select, insert_ignoring_conflicts, typed, update_from_values
 from .models import Invitation, ScheduleCursor
 
 log = logging.getLogger(__name__)
@@ -199,12 +199,6 @@ def _new_invitation(
     }
 
 
-def _insert_invitations(rows: list[dict]) -> int:
-    """Create invitations, skipping any that exists (same participant, entry and occurrence).
-    Returns how many were created."""
-    return insert_ignoring_conflicts(Invitation, rows)
-
-
 @dataclass
 class TickReport:
     materialized: int = 0
@@ -256,7 +250,7 @@ def schedule_tick(now: dt.datetime | None = None) -> TickReport:
             lambda: [
                 send_notifications.delay(kind, chunk)
                 for kind, ids in notify
-                for chunk in _chunks(ids, 500)
+                for chunk in chunks(ids, 500)
             ]
         )
     with transaction.atomic():
@@ -537,11 +531,6 @@ def _advance_batch(report: TickReport) -> int:
     return len(due)
 
 
-def _chunks(items, size):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 # --- event rules ---------------------------------------------------------------------------
 
 
@@ -590,7 +579,7 @@ def on_chat_message(participant: Participant, *, now: dt.datetime | None = None)
             invitations.append(
                 _event_invitation(participant.pk, participant.study_id, version_id, entry, occ, now)
             )
-    return _insert_invitations(invitations)
+    return insert_ignoring_conflicts(Invitation, invitations)
 
 
 _PERSON = (
@@ -673,7 +662,7 @@ def _after_sessions(study: Study, entries: list[dict], now: dt.datetime) -> int:
                         r["participant_id"], study.pk, study.current_version_id, entry, occ, now
                     )
                 )
-    return _insert_invitations(invitations)
+    return insert_ignoring_conflicts(Invitation, invitations)
 
 
 def _after_silence(study: Study, entries: list[dict], now: dt.datetime) -> int:
@@ -721,7 +710,7 @@ def _after_silence(study: Study, entries: list[dict], now: dt.datetime) -> int:
                 invitations.append(
                     _event_invitation(pid, study.pk, study.current_version_id, entry, occ, now)
                 )
-    return _insert_invitations(invitations)
+    return insert_ignoring_conflicts(Invitation, invitations)
 
 
 def _person_context(row: dict, study: Study) -> rules.ParticipantContext:

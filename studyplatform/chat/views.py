@@ -247,7 +247,6 @@ def _reply_prepare(request, conversation_id: int):
         # The same click arrived twice (a network retry): the message is stored once and its
         # reply was already requested; the page offers "retry" instead of a second call.
         return JsonResponse(body, status=200)
-    result.message.participant = participant
     model_request = services.build_request(
         user_message=result.message, arm=conversation.arm, participant=participant
     )

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.features import DAILY_COLUMNS, TEXT_COLUMNS
+from analysis.features.usage import WINDOW_COLUMNS
+
 from .disclosure import SUPPRESSED, age_bands
 
 COLUMN_TYPES = ("string", "integer", "number", "boolean")
@@ -203,66 +206,12 @@ USAGE_FEATURES: dict[str, tuple[str, str, str]] = {
     "mean_session_minutes": ("number", "minutes", "active_minutes / sessions."),
     "mean_reply_latency_ms": ("number", "milliseconds", "reply_latency_ms_sum / reply_latency_n."),
 }
-USAGE_DAILY_FEATURES: tuple[str, ...] = (
-    "active",
-    "messages_sent",
-    "words_sent",
-    "conversations",
-    "sessions",
-    "active_minutes",
-    "session_mean_minutes",
-    "session_median_minutes",
-    "night_messages",
-    "night_share",
-    "assistant_messages",
-    "reply_latency_n",
-    "reply_latency_ms_sum",
-    "median_reply_latency_ms",
-    "text_messages",
-    "tokens",
-    "first_person",
-    "affect_positive",
-    "affect_negative",
-    "relationship_phrases",
-    "relationship_messages",
-    "first_person_rate",
-    "positive_affect_rate",
-    "negative_affect_rate",
-    "relationship_message_share",
+# The feature columns themselves come from analysis.features, so the codebook lists exactly
+# what the export writes (the export builds its usage tables with the same functions).
+USAGE_DAILY_FEATURES: tuple[str, ...] = tuple(
+    c for c in DAILY_COLUMNS if c not in ("participant", "date", "study_day")
 )
-USAGE_WINDOW_FEATURES: tuple[str, ...] = (
-    "window_days",
-    "days_active",
-    "share_days_active",
-    "messages_sent",
-    "words_sent",
-    "conversation_days",
-    "sessions",
-    "active_minutes",
-    "night_messages",
-    "assistant_messages",
-    "reply_latency_n",
-    "reply_latency_ms_sum",
-    "messages_per_day",
-    "words_per_day",
-    "sessions_per_day",
-    "active_minutes_per_day",
-    "messages_per_active_day",
-    "mean_session_minutes",
-    "night_share",
-    "mean_reply_latency_ms",
-    "text_messages",
-    "tokens",
-    "first_person",
-    "affect_positive",
-    "affect_negative",
-    "relationship_phrases",
-    "relationship_messages",
-    "first_person_rate",
-    "positive_affect_rate",
-    "negative_affect_rate",
-    "relationship_message_share",
-)
+USAGE_WINDOW_FEATURES: tuple[str, ...] = (*WINDOW_COLUMNS, *TEXT_COLUMNS)
 
 
 def _usage_column(name: str, scope: str) -> Column:
