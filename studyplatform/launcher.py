@@ -77,6 +77,9 @@ def main() -> int:
                 port,
                 "--log-level",
                 "info",
+                # Client addresses come from studyplatform.core.client_ip (TRUSTED_PROXIES);
+                # uvicorn must not rewrite them from a header any local client can send.
+                "--no-proxy-headers",
             ],
         }
         for name, cmd in commands.items():

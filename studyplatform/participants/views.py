@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
+from studyplatform.core.client_ip import client_ip
 from studyplatform.core.digests import lookup_digest
 from studyplatform.studies.models import Study
 from studyplatform.studies.selectors import current_consent_for
@@ -54,7 +55,7 @@ def _language(request) -> str:
 
 def _client_key(request) -> str:
     # Rate limits key on a digest of the address: no raw IP is stored anywhere.
-    return lookup_digest(request.META.get("REMOTE_ADDR", ""), "client")
+    return lookup_digest(client_ip(request), "client")
 
 
 def _join(request, study: Study) -> services.JoinContext:
