@@ -80,6 +80,9 @@ def main() -> int:
                 # Client addresses come from studyplatform.core.client_ip (TRUSTED_PROXIES);
                 # uvicorn must not rewrite them from a header any local client can send.
                 "--no-proxy-headers",
+                # Access log without query strings or link secrets (panel ids, return links).
+                "--log-config",
+                str(ROOT / "studyplatform" / "uvicorn_logging.json"),
             ],
         }
         for name, cmd in commands.items():

@@ -252,8 +252,15 @@ LOGGING = {
 
 # Participants: passwordless sign-in links and long sessions for daily use on a phone.
 SIGNIN_LINK_MAX_AGE_S = env.int("SIGNIN_LINK_MAX_AGE_S", default=60 * 60)
-SIGNIN_EMAIL_LIMIT = env.int("SIGNIN_EMAIL_LIMIT", default=5)  # link requests per address/hour
+# Sign-in emails per address and client per hour, and per address from all clients per hour.
+# Over either, no email is sent but the answer is the same (nobody can lock a participant out).
+SIGNIN_EMAIL_LIMIT = env.int("SIGNIN_EMAIL_LIMIT", default=5)
+SIGNIN_ADDRESS_LIMIT = env.int("SIGNIN_ADDRESS_LIMIT", default=20)
 SIGNIN_CLIENT_LIMIT = env.int("SIGNIN_CLIENT_LIMIT", default=30)  # requests per client/hour
+# How long after signing in by emailed link or return link a participant may set a password
+# without typing the current one.
+PARTICIPANT_FRESH_SIGNIN_S = env.int("PARTICIPANT_FRESH_SIGNIN_S", default=15 * 60)
+ENROLLMENT_CLIENT_LIMIT = env.int("ENROLLMENT_CLIENT_LIMIT", default=20)  # consents/client/hour
 PARTICIPANT_SESSION_AGE_S = env.int("PARTICIPANT_SESSION_AGE_S", default=60 * 60 * 24 * 30)
 LLM_FIRST_TOKEN_DEADLINE_S = env.float("LLM_FIRST_TOKEN_DEADLINE_S", default=30.0)
 CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=50 * 1024 * 1024)

@@ -107,8 +107,14 @@ class PasswordSignInForm(forms.Form):
 
 
 class PasswordSetForm(forms.Form):
+    current = forms.CharField(label=_("Current password"), widget=forms.PasswordInput)
     password = forms.CharField(label=_("New password"), widget=forms.PasswordInput, min_length=10)
     confirm = forms.CharField(label=_("Repeat the password"), widget=forms.PasswordInput)
+
+    def __init__(self, *args, ask_current: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not ask_current:
+            del self.fields["current"]
 
     def clean(self):
         data = super().clean()

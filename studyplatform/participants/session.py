@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
 
 from django.conf import settings
 from django.shortcuts import redirect
@@ -13,13 +14,29 @@ from django.utils import timezone, translation
 from .models import Participant
 
 SESSION_KEY = "participant_id"
+# When this browser last proved it is the participant with a secret (an emailed one-time link,
+# the personal return link, or enrolling right here); sensitive changes such as setting a
+# password without the current one need it to be recent.
+FRESH_KEY = "participant_fresh_at"
 
 
-def participant_login(request, participant: Participant) -> None:
+def participant_login(request, participant: Participant, *, fresh: bool = False) -> None:
+    """Sign the participant in to this browser. Only ever call this after the person proved it
+    with a secret (link, return link, password) or just enrolled: never for a panel id."""
     request.session.cycle_key()  # no session fixation across the sign-in
     request.session[SESSION_KEY] = participant.pk
+    if fresh:
+        request.session[FRESH_KEY] = int(time.time())
+    else:
+        request.session.pop(FRESH_KEY, None)
     request.session.set_expiry(settings.PARTICIPANT_SESSION_AGE_S)
     translation.activate(participant.language)
+
+
+def signed_in_recently(request) -> bool:
+    """True within PARTICIPANT_FRESH_SIGNIN_S of a sign-in through a one-time secret."""
+    at = request.session.get(FRESH_KEY)
+    return bool(at) and time.time() - at <= settings.PARTICIPANT_FRESH_SIGNIN_S
 
 
 def participant_logout(request) -> None:

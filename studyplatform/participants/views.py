@@ -37,7 +37,12 @@ from .session import (
     participant_login,
     participant_logout,
     participant_required,
+    signed_in_recently,
 )
+
+# The study whose welcome page a consent submission led to, for a browser with no participant
+# session (the address had already joined; see `consent`).
+WELCOME_KEY = "welcome_study"
 
 SIGNIN_ERRORS = {
     "expired": gettext_lazy("This sign-in link has expired. Ask for a new one below."),
@@ -63,6 +68,24 @@ def _join(request, study: Study) -> services.JoinContext:
     return services.JoinContext(**data)
 
 
+def _returning_page(request, study: Study):
+    return render(
+        request,
+        "participants/returning.html",
+        {
+            "study": study,
+            "collect_email": study.protocol["study"]
+            .get("recruitment", {})
+            .get("collect_email", True),
+            "panel": study.protocol["study"].get("recruitment", {}).get("panel", ""),
+        },
+    )
+
+
+def _too_many(request, study: Study | None = None):
+    return render(request, "participants/rate_limited.html", {"study": study}, status=429)
+
+
 def _open_study(request, slug: str) -> tuple[Study, str]:
     study = get_object_or_404(Study.objects.select_related("current_version"), slug=slug)
     if study.status == Study.Status.DRAFT:
@@ -74,16 +97,20 @@ def study_page(request, slug):
     study = get_object_or_404(Study.objects.select_related("current_version"), slug=slug)
     if study.status == Study.Status.DRAFT:
         raise Http404("No such study.")
-    join = services.JoinContext.from_query(request.GET)
-    stored = request.session.get(f"join:{slug}", {})
-    if join.panel_pid or join.pilot_token or not stored:
-        request.session[f"join:{slug}"] = join.as_dict()
-    else:
-        join = services.JoinContext(**stored)
+    if any(key in request.GET for key in services.JoinContext.QUERY_KEYS):
+        # Capture the panel parameters, then continue on the bare URL: panel ids are direct
+        # identifiers and must not stay in access logs, browser history or Referer headers.
+        request.session[f"join:{slug}"] = services.JoinContext.from_query(request.GET).as_dict()
+        return redirect("participants:study", slug=slug)
+    join = _join(request, study)
     returning = services.participant_for_panel_id(study, join.panel_pid)
-    if returning is not None and returning.status != Participant.Status.WITHDRAWN:
-        participant_login(request, returning)
-        return redirect("participants:home")
+    if returning is not None:
+        # A panel id identifies, it never authenticates: only a browser already signed in as
+        # this participant goes on to their page; anyone else is told how to come back.
+        current = current_participant(request)
+        if current is not None and current.pk == returning.pk and current.is_active:
+            return redirect("participants:home")
+        return _returning_page(request, study)
     if not request.session.get(f"visited:{slug}"):
         request.session[f"visited:{slug}"] = True
         services.funnel_increment(study, "visited")
@@ -161,7 +188,7 @@ def consent(request, slug):
     form = ConsentForm(request.POST or None, document=document, collect_email=collect_email)
     if request.method == "POST" and form.is_valid():
         try:
-            participant = services.participant_enroll(
+            result = services.participant_join(
                 study=study,
                 answers=answers,
                 language=document.language,
@@ -170,24 +197,30 @@ def consent(request, slug):
                 signature_name=form.cleaned_data.get("signature_name", ""),
                 email=form.cleaned_data.get("email", ""),
                 join=_join(request, study),
+                client_key=_client_key(request),
             )
         except services.EnrollmentError as exc:
-            if exc.code == "email_taken":
-                form.add_error(
-                    "email", _("This email address has already joined this study. Sign in instead.")
-                )
-            elif exc.code in ("closed", "full", "invite_only"):
+            if exc.code == "rate_limited":
+                return _too_many(request, study)
+            if exc.code == "already_enrolled":
+                return _returning_page(request, study)
+            if exc.code in ("closed", "full", "invite_only"):
                 return redirect("participants:study", slug=slug)
-            else:
-                form.add_error(None, _("Please complete every required part of the form."))
+            form.add_error(None, _("Please complete every required part of the form."))
         else:
             for key in (f"screener:{slug}", f"join:{slug}"):
                 request.session.pop(key, None)
-            participant_login(request, participant)
-            if not collect_email:
-                request.session["new_return_token"] = services.return_link_issue(
-                    participant=participant
-                )
+            if result.participant is not None:
+                # Enrolling in this browser is proof enough to set a password right away.
+                participant_login(request, result.participant, fresh=True)
+                if result.return_token:
+                    request.session["new_return_token"] = result.return_token
+            else:
+                # The address had already joined; its owner was emailed. Answer exactly as for
+                # a new participant (same redirect, same welcome page), so the form never tells
+                # anyone who takes part in this study.
+                request.session.cycle_key()
+                request.session[WELCOME_KEY] = study.pk
             return redirect("participants:welcome")
     return render(
         request,
@@ -200,20 +233,27 @@ def consent(request, slug):
     )
 
 
-@participant_required
 def welcome(request):
-    participant = request.participant
+    """After consent. The page is the same whether or not the email address had already joined
+    (see `consent`): it shows no participant code, and says an email was sent (it was)."""
+    participant = current_participant(request)
     token = request.session.pop("new_return_token", None)
+    if participant is not None:
+        study = participant.study
+    else:
+        study = Study.objects.filter(pk=request.session.get(WELCOME_KEY)).first()
+        if study is None:
+            return redirect("participants:signin")
+    recruitment = study.protocol["study"].get("recruitment", {})
     return render(
         request,
         "participants/welcome.html",
         {
-            "participant": participant,
-            "study": participant.study,
+            "study": study,
             "return_url": request.build_absolute_uri(f"/p/r/{token}/") if token else None,
-            "completion_url": participant.study.protocol["study"]
-            .get("recruitment", {})
-            .get("completion_url"),
+            "collect_email": recruitment.get("collect_email", True),
+            "panel": recruitment.get("panel", ""),
+            "completion_url": recruitment.get("completion_url"),
         },
     )
 
@@ -359,17 +399,63 @@ def withdrawn(request):
     )
 
 
+PASSWORD_ERRORS = {
+    "bad_current_password": gettext_lazy("Your current password is not correct."),
+    "fresh_signin_required": gettext_lazy(
+        "To set a password, first sign in again with a link we email you."
+    ),
+    "rate_limited": SIGNIN_ERRORS["rate_limited"],
+}
+
+
 @participant_required(consent=False)
 @require_http_methods(["GET", "POST"])
 def password(request):
-    form = PasswordSetForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        services.password_set(
-            participant=request.participant, password=form.cleaned_data["password"]
-        )
-        messages.success(request, _("Your password is set. You can still sign in by email."))
-        return redirect("participants:home")
-    return render(request, "participants/password.html", {"form": form})
+    """Set or change the password: needs the current password, or a sign-in through a one-time
+    link in the last few minutes (a session alone may be a borrowed phone)."""
+    participant = request.participant
+    fresh = signed_in_recently(request)
+    ask_current = not fresh and bool(participant.password_hash)
+    needs_link = not fresh and not participant.password_hash
+    link_sent = False
+    error = None
+    if request.method == "POST" and request.POST.get("action") == "email_link":
+        try:
+            link_sent = services.signin_link_email(
+                participant=participant,
+                client_key=_client_key(request),
+                next_path=reverse("participants:password"),
+            )
+        except services.SignInError as exc:
+            error = SIGNIN_ERRORS[exc.code]
+        form = PasswordSetForm(ask_current=ask_current)
+    else:
+        form = PasswordSetForm(request.POST or None, ask_current=ask_current)
+    if request.method == "POST" and not needs_link and form.is_bound and form.is_valid():
+        try:
+            services.password_set(
+                participant=participant,
+                password=form.cleaned_data["password"],
+                current_password=form.cleaned_data.get("current", ""),
+                fresh_signin=fresh,
+                client_key=_client_key(request),
+            )
+        except services.SignInError as exc:
+            form.add_error("current" if ask_current else None, PASSWORD_ERRORS[exc.code])
+        else:
+            messages.success(request, _("Your password is set. You can still sign in by email."))
+            return redirect("participants:home")
+    return render(
+        request,
+        "participants/password.html",
+        {
+            "form": form,
+            "needs_link": needs_link,
+            "link_sent": link_sent,
+            "error": error,
+        },
+        status=400 if request.method == "POST" and form.errors else 200,
+    )
 
 
 @participant_required(consent=False)
@@ -448,7 +534,7 @@ def signin_token(request, token: str):
             },
             status=400,
         )
-    participant_login(request, participant)
+    participant_login(request, participant, fresh=True)
     if next_path and url_has_allowed_host_and_scheme(next_path, allowed_hosts=None):
         return redirect(next_path)
     return redirect("participants:home")
@@ -467,7 +553,7 @@ def return_link(request, token: str):
             },
             status=404,
         )
-    participant_login(request, participant)
+    participant_login(request, participant, fresh=True)
     return redirect("participants:home")
 
 

@@ -31,7 +31,8 @@ def login(client, participant):
 
 def test_the_join_flow_records_panel_ids_and_lands_on_home(client, recruiting_study):
     slug = recruiting_study.slug
-    page = client.get(f"/s/{slug}/?PROLIFIC_PID=abc123&STUDY_ID=st&SESSION_ID=se")
+    page = client.get(f"/s/{slug}/?PROLIFIC_PID=abc123&STUDY_ID=st&SESSION_ID=se", follow=True)
+    assert page.redirect_chain == [(f"/s/{slug}/", 302)]  # panel ids leave the URL at once
     assert page.status_code == 200 and b"Check if I can take part" in page.content
     screener = client.post(
         f"/s/{slug}/screener/", {"age": "34", "uses_chatbots": "yes", "gender": "man"}
@@ -59,13 +60,36 @@ def test_the_join_flow_records_panel_ids_and_lands_on_home(client, recruiting_st
     assert stages == {"visited": 1, "screened": 1, "eligible": 1, "consented": 1}
 
 
-def test_a_returning_panel_id_resumes_the_same_participant(client, recruiting_study, enroll):
+def test_a_returning_panel_id_resumes_in_the_browser_that_holds_the_session(
+    client, recruiting_study, enroll
+):
     from studyplatform.participants.services import JoinContext
 
+    # given: a participant who joined from Prolific and is still signed in in this browser
     p = enroll(recruiting_study, join=JoinContext(panel="prolific", panel_pid="again-1"))
-    response = client.get(f"/s/{recruiting_study.slug}/?PROLIFIC_PID=again-1")
-    assert response.status_code == 302 and response["Location"] == "/p/"
+    login(client, p)
+    # when: they open the Prolific study link again
+    response = client.get(f"/s/{recruiting_study.slug}/?PROLIFIC_PID=again-1", follow=True)
+    # then: they land on their page, and nobody is enrolled twice
+    assert response.redirect_chain == [(f"/s/{recruiting_study.slug}/", 302), ("/p/", 302)]
     assert client.session[SESSION_KEY] == p.pk
+    assert Participant.objects.count() == 1
+
+
+def test_a_returning_panel_id_elsewhere_is_told_how_to_come_back(client, recruiting_study, enroll):
+    from studyplatform.participants.services import JoinContext
+
+    # given: a participant who joined from Prolific with an email address
+    p = enroll(recruiting_study, join=JoinContext(panel="prolific", panel_pid="again-2"))
+    # when: a browser without their session opens the study link with their panel id
+    response = client.get(f"/s/{recruiting_study.slug}/?PROLIFIC_PID=again-2", follow=True)
+    # then: a page explains how to come back; no session, no code, no way to enroll twice
+    assert response.status_code == 200
+    assert b"You have already joined this study" in response.content
+    assert b"Email me a sign-in link" in response.content
+    assert p.code.encode() not in response.content
+    assert b"Check if I can take part" not in response.content
+    assert SESSION_KEY not in client.session
     assert Participant.objects.count() == 1
 
 
@@ -133,20 +157,33 @@ def test_a_tampered_sign_in_link_is_refused(client, recruiting_study, enroll):
     assert response.status_code == 400 and b"not valid" in response.content
 
 
-def test_sign_in_requests_are_rate_limited_without_revealing_accounts(client, settings):
+def test_sign_in_emails_are_capped_per_address_without_revealing_accounts(
+    client, recruiting_study, enroll, settings
+):
+    # given: a cap of two sign-in emails per address and client an hour
     settings.SIGNIN_EMAIL_LIMIT = 2
-    for _ in range(2):
-        ok = client.post("/p/signin/", {"email": "nobody@example.org"})
-        assert b"Check your email" in ok.content  # same answer for unknown addresses
-    limited = client.post("/p/signin/", {"email": "nobody@example.org"})
+    enroll(recruiting_study, email="known@example.org")
+    # when: one client asks four times for a known and for an unknown address
+    answers = [client.post("/p/signin/", {"email": e}) for e in ["known@example.org"] * 4]
+    answers += [client.post("/p/signin/", {"email": e}) for e in ["nobody@example.org"] * 4]
+    # then: every answer is the same, and the known address got only two emails
+    assert all(b"Check your email" in a.content for a in answers)
+    assert [m.to for m in mail.outbox] == [["known@example.org"]] * 2
+
+
+def test_sign_in_requests_are_limited_per_client(client, settings):
+    settings.SIGNIN_CLIENT_LIMIT = 2
+    for address in ("a@example.org", "b@example.org"):
+        assert b"Check your email" in client.post("/p/signin/", {"email": address}).content
+    limited = client.post("/p/signin/", {"email": "c@example.org"})
     assert b"Too many requests" in limited.content
-    assert mail.outbox == []
 
 
 def test_a_password_can_be_set_and_used(client, recruiting_study, enroll):
     p = enroll(recruiting_study, email="pw@example.org")
-    login(client, p)
-    client.post("/p/password/", {"password": "long enough pw", "confirm": "long enough pw"})
+    client.post(f"/p/signin/{signin_link_create(participant=p)}/")  # a fresh one-time sign-in
+    saved = client.post("/p/password/", {"password": "long enough pw", "confirm": "long enough pw"})
+    assert saved.status_code == 302
     client.post("/p/signout/")
     wrong = client.post(
         "/p/signin/password/", {"pw-email": "pw@example.org", "pw-password": "nope"}

@@ -72,5 +72,5 @@ def test_pilot_invites_show_the_link_once(study, owner, api_as, client):
     assert "?pilot=" in link
     listed = api_as(owner).get(f"/api/studies/{study.slug}/pilot-invites/").data
     assert "link" not in listed[0] and listed[0]["label"] == "Tess"
-    page = client.get(link.replace("http://testserver", ""))
+    page = client.get(link.replace("http://testserver", ""), follow=True)
     assert b"pilot tester" in page.content

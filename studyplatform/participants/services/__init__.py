@@ -3,6 +3,7 @@
 from .enrollment import (
     EnrollmentError,
     JoinContext,
+    JoinResult,
     TimezoneError,
     consent_due,
     consent_renew,
@@ -11,6 +12,7 @@ from .enrollment import (
     latest_consent,
     participant_enroll,
     participant_for_panel_id,
+    participant_join,
     participant_set_timezone,
     pilot_invite_create,
     pilot_invite_for,
@@ -24,6 +26,7 @@ from .signin import (
     return_link_issue,
     signin_link_consume,
     signin_link_create,
+    signin_link_email,
     signin_link_request,
     signin_with_password,
 )
@@ -41,6 +44,7 @@ from .withdrawal import (
 __all__ = [
     "EnrollmentError",
     "JoinContext",
+    "JoinResult",
     "SignInError",
     "TimezoneError",
     "WithdrawalError",
@@ -55,6 +59,7 @@ __all__ = [
     "participant_enroll",
     "participant_for_panel_id",
     "participant_for_return_token",
+    "participant_join",
     "participant_set_timezone",
     "participant_withdraw",
     "password_set",
@@ -68,6 +73,7 @@ __all__ = [
     "return_link_issue",
     "signin_link_consume",
     "signin_link_create",
+    "signin_link_email",
     "signin_link_request",
     "signin_with_password",
 ]

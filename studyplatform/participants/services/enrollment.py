@@ -8,9 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, token_digest
@@ -27,6 +31,8 @@ from ..models import (
     Participant,
     PilotInvite,
 )
+from .ratelimit import rate_limited
+from .signin import return_link_issue
 
 # Apps that act on a new participant register here (the survey engine creates the schedule).
 ENROLLMENT_HOOKS: list = []
@@ -55,6 +61,10 @@ class JoinContext:
     panel_session_id: str = ""
     pilot_token: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    # Query parameters a study link may carry. The study page moves them into the session and
+    # redirects to the bare URL, so they never reach access logs or browser history.
+    QUERY_KEYS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "pilot")
 
     @classmethod
     def from_query(cls, params) -> JoinContext:
@@ -116,7 +126,11 @@ def join_state(study: Study, *, pilot_token: str = "") -> str:
 
 
 def participant_for_panel_id(study: Study, panel_pid: str) -> Participant | None:
-    """A returning recruitment-panel id resumes the same participant instead of a duplicate."""
+    """The participant who joined with this recruitment-panel id, for de-duplication only.
+
+    A panel id identifies; it never authenticates. Every researcher the person ever worked for
+    knows it, so it must never open the participant's page (see the study page view).
+    """
     if not panel_pid:
         return None
     identity = (
@@ -407,3 +421,108 @@ def pilot_invite_create(*, study: Study, label: str, actor) -> tuple[PilotInvite
         data={"label": invite.label},
     )
     return invite, token
+
+
+@dataclass
+class JoinResult:
+    """What the consent form led to. `participant` is None when the email address had already
+    joined: the caller answers exactly as for a new participant (no account enumeration), and
+    the address's owner gets an email instead."""
+
+    participant: Participant | None
+    return_token: str = ""
+
+
+def participant_join(
+    *,
+    study: Study,
+    answers: dict[str, Any],
+    language: str,
+    timezone_name: str,
+    choices: dict[str, Any],
+    client_key: str,
+    signature_name: str = "",
+    email: str = "",
+    join: JoinContext | None = None,
+) -> JoinResult:
+    """The consent form's submission: enroll, or tell an already-enrolled address's owner.
+
+    - Rate-limited per client (ENROLLMENT_CLIENT_LIMIT an hour): EnrollmentError "rate_limited".
+    - A participant without an email address gets a personal return link (only its digest is
+      stored), issued in the same transaction as the enrollment: nobody is left enrolled
+      without a way back.
+    - An address that has already joined gets a note by email and nothing is written; the
+      result looks like a new enrollment to the caller.
+    """
+    if rate_limited(f"enroll:client:{client_key}", settings.ENROLLMENT_CLIENT_LIMIT, 3600):
+        raise EnrollmentError("rate_limited", "too many enrollment attempts from this client")
+    email = email.strip()
+    try:
+        with transaction.atomic():
+            participant = participant_enroll(
+                study=study,
+                answers=answers,
+                language=language,
+                timezone_name=timezone_name,
+                choices=choices,
+                signature_name=signature_name,
+                email=email,
+                join=join,
+            )
+            token = "" if email else return_link_issue(participant=participant)
+    except EnrollmentError as exc:
+        if exc.code != "email_taken":
+            raise
+        _email_already_joined(study=study, email=email, language=language)
+        return JoinResult(participant=None)
+    except IntegrityError:
+        # A concurrent enrollment with the same address or panel id won the unique constraint.
+        digest = lookup_digest(email, "email") if email else ""
+        if digest and Identity.objects.filter(study=study, email_digest=digest).exists():
+            _email_already_joined(study=study, email=email, language=language)
+            return JoinResult(participant=None)
+        raise EnrollmentError("already_enrolled", "this panel id has already joined") from None
+    if email:  # the enrollment is committed by now (the atomic block above has closed)
+        _email_joined(participant=participant, email=email)
+    return JoinResult(participant=participant, return_token=token)
+
+
+def _email_joined(*, participant: Participant, email: str) -> None:
+    """Welcome a new participant and say how to come back (the page says an email was sent)."""
+    with translation.override(participant.language):
+        subject = _("You joined %(title)s") % {"title": participant.study.title}
+        body = render_to_string(
+            "participants/email/joined.txt",
+            {"study": participant.study, "signin_url": f"{settings.SITE_URL}/p/signin/"},
+        )
+    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [email])
+
+
+def _email_already_joined(*, study: Study, email: str, language: str) -> None:
+    """Tell the owner of an address that someone tried to join with it, at most a few times an
+    hour per address (SIGNIN_EMAIL_LIMIT), so the form cannot be used to flood them."""
+    digest = lookup_digest(email, "email")
+    existing = (
+        Identity.objects.select_related("participant")
+        .filter(study=study, email_digest=digest)
+        .first()
+    )
+    if existing is None:
+        return
+    audit_record(
+        actor="anonymous",
+        action="participant.enroll_email_taken",
+        target=existing.participant,
+        study_slug=study.slug,
+    )
+    if rate_limited(f"enroll:notice:{digest}", settings.SIGNIN_EMAIL_LIMIT, 3600):
+        return
+    with translation.override(existing.participant.language or language):
+        subject = _("Someone tried to join %(title)s with your email address") % {
+            "title": study.title
+        }
+        body = render_to_string(
+            "participants/email/already_joined.txt",
+            {"study": study, "signin_url": f"{settings.SITE_URL}/p/signin/"},
+        )
+    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [existing.email])

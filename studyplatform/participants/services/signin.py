@@ -13,7 +13,6 @@ import secrets
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core import signing
-from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
@@ -24,6 +23,7 @@ from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, new_token, token_digest
 
 from ..models import Identity, Participant, SignInLink
+from .ratelimit import rate_limited
 
 SIGNIN_SALT = "studyplatform.participant-signin"
 
@@ -34,29 +34,28 @@ class SignInError(ValueError):
         self.code = code
 
 
-def _rate_limited(key: str, limit: int, window_s: int) -> bool:
-    """Fixed-window counter in Redis; True when the caller is over the limit."""
-    cache.add(key, 0, timeout=window_s)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=window_s)
-        count = 1
-    return count > limit
-
-
 def signin_link_request(*, email: str, client_key: str, study=None) -> int:
     """Email a sign-in link to every participant with this address; returns how many were sent.
 
     Always behaves the same whether or not the address is known (no account enumeration).
-    Rate-limited per address and per client (an IP digest), so the form cannot spam anyone.
+    Limits, all per hour:
+    - per client (an IP digest), SIGNIN_CLIENT_LIMIT requests: over it the client is told to
+      wait (SignInError "rate_limited"). This is the only limit a caller ever sees.
+    - per address and client, SIGNIN_EMAIL_LIMIT emails; per address from all clients,
+      SIGNIN_ADDRESS_LIMIT emails. Over these no email is sent but the answer is unchanged, so
+      a stranger cannot lock a participant out: requests from the participant's own client
+      still send a link, and every email a stranger triggered is itself a working link in the
+      participant's inbox.
     """
     email = email.strip()
     digest = lookup_digest(email, "email")
-    if _rate_limited(f"signin:email:{digest}", settings.SIGNIN_EMAIL_LIMIT, 3600) or _rate_limited(
-        f"signin:client:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600
-    ):
+    if rate_limited(f"signin:client:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
         raise SignInError("rate_limited")
+    # Count the pair first: a stranger's own cap must not use up the address-wide allowance.
+    if rate_limited(
+        f"signin:email:{digest}:{client_key}", settings.SIGNIN_EMAIL_LIMIT, 3600
+    ) or rate_limited(f"signin:email:{digest}", settings.SIGNIN_ADDRESS_LIMIT, 3600):
+        return 0
     identities = Identity.objects.select_related("participant__study").filter(
         email_digest=digest, participant__status=Participant.Status.ACTIVE
     )
@@ -68,6 +67,26 @@ def signin_link_request(*, email: str, client_key: str, study=None) -> int:
         _send_signin_email(identity, token)
         sent += 1
     return sent
+
+
+def signin_link_email(*, participant: Participant, client_key: str, next_path: str = "") -> bool:
+    """Email the signed-in participant a fresh one-time link (e.g. to confirm a password change).
+
+    False when nothing was sent: no email address on file, or the same silent caps as
+    `signin_link_request` (per client the caller is told to wait).
+    """
+    identity = Identity.objects.filter(participant=participant).first()
+    if identity is None or not identity.email:
+        return False
+    if rate_limited(f"signin:client:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
+        raise SignInError("rate_limited")
+    digest = identity.email_digest
+    if rate_limited(
+        f"signin:email:{digest}:{client_key}", settings.SIGNIN_EMAIL_LIMIT, 3600
+    ) or rate_limited(f"signin:email:{digest}", settings.SIGNIN_ADDRESS_LIMIT, 3600):
+        return False
+    _send_signin_email(identity, signin_link_create(participant=participant, next_path=next_path))
+    return True
 
 
 def signin_link_create(*, participant: Participant, next_path: str = "") -> str:
@@ -155,13 +174,42 @@ def participant_for_return_token(token: str) -> Participant | None:
     )
 
 
-def password_set(*, participant: Participant, password: str) -> None:
+def password_set(
+    *,
+    participant: Participant,
+    password: str,
+    current_password: str = "",
+    fresh_signin: bool = False,
+    client_key: str = "",
+) -> None:
+    """Set or change the participant's password.
+
+    A session alone is not enough: it may be a borrowed phone or an old, forgotten browser. The
+    caller proves it is the participant either with the current password or by having signed
+    in through a one-time emailed link or the personal return link a few minutes ago
+    (`fresh_signin`, recorded in the session by the sign-in). Wrong current passwords count
+    against the per-client password limit, so this form is no guessing oracle.
+    """
+    if not fresh_signin:
+        if rate_limited(f"signin:pw:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
+            raise SignInError("rate_limited")
+        if not participant.password_hash:
+            raise SignInError("fresh_signin_required")
+        if not check_password(current_password, participant.password_hash):
+            raise SignInError("bad_current_password")
     participant.password_hash = make_password(password)
     participant.save(update_fields=["password_hash"])
+    audit_record(
+        actor=f"participant {participant.code}",
+        action="participant.password_set",
+        target=participant,
+        study_slug=participant.study.slug,
+        data={"via": "fresh_signin" if fresh_signin else "current_password"},
+    )
 
 
 def signin_with_password(*, email: str, password: str, client_key: str) -> Participant:
-    if _rate_limited(f"signin:pw:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
+    if rate_limited(f"signin:pw:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
         raise SignInError("rate_limited")
     digest = lookup_digest(email, "email")
     for identity in Identity.objects.select_related("participant__study").filter(
