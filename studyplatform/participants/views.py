@@ -221,6 +221,7 @@ def consent(request, slug):
                 # anyone who takes part in this study.
                 request.session.cycle_key()
                 request.session[WELCOME_KEY] = study.pk
+                request.session.set_expiry(settings.PARTICIPANT_SESSION_AGE_S)  # same cookie
             return redirect("participants:welcome")
     return render(
         request,

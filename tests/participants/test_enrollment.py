@@ -74,6 +74,70 @@ def test_an_email_cannot_join_the_same_study_twice(recruiting_study, enroll):
     assert info.value.code == "email_taken"
 
 
+JOIN = {
+    "answers": {"age": 30, "uses_chatbots": True, "gender": "woman"},
+    "language": "en",
+    "timezone_name": "UTC",
+    "choices": {"agree": True, "adult": True},
+    "signature_name": "Ana Souza",
+    "client_key": "client-a",
+}
+
+
+def test_joining_with_an_address_already_in_the_study_writes_nothing_and_tells_its_owner(
+    recruiting_study, enroll, mailoutbox
+):
+    from studyplatform.participants.services import participant_join
+
+    # given: same@ has joined
+    first = enroll(recruiting_study, email="same@example.org")
+    # when: the consent form is submitted again with that address
+    result = participant_join(study=recruiting_study, email="SAME@example.org", **JOIN)
+    # then: no participant, nothing written, and the owner hears about it by email
+    assert result.participant is None and result.return_token == ""
+    assert Participant.objects.count() == 1 and ConsentRecord.objects.count() == 1
+    [note] = mailoutbox
+    assert note.to == ["same@example.org"] and "tried to join" in note.subject
+    event = AuditEvent.objects.get(action="participant.enroll_email_taken")
+    assert event.target_id == str(first.pk) and "same@" not in str(event.data)
+
+
+def test_already_joined_notices_are_capped_per_address(
+    recruiting_study, enroll, mailoutbox, settings
+):
+    from studyplatform.participants.services import participant_join
+
+    settings.SIGNIN_EMAIL_LIMIT = 2
+    enroll(recruiting_study, email="same@example.org")
+    for n in range(4):
+        participant_join(
+            study=recruiting_study, email="same@example.org", **{**JOIN, "client_key": f"c{n}"}
+        )
+    assert len(mailoutbox) == 2
+
+
+def test_joining_without_an_email_issues_a_return_link_in_the_same_transaction(
+    recruiting_study, mailoutbox
+):
+    from studyplatform.core.digests import token_digest
+    from studyplatform.participants.services import participant_join
+
+    result = participant_join(study=recruiting_study, **JOIN)
+    assert result.participant.return_token_digest == token_digest(result.return_token)
+    assert mailoutbox == []
+
+
+def test_joining_with_an_email_sends_a_welcome_that_says_how_to_come_back(
+    recruiting_study, mailoutbox
+):
+    from studyplatform.participants.services import participant_join
+
+    result = participant_join(study=recruiting_study, email="new@example.org", **JOIN)
+    assert result.participant is not None and result.return_token == ""
+    [welcome] = mailoutbox
+    assert welcome.to == ["new@example.org"] and "/p/signin/" in welcome.body
+
+
 def test_closed_and_full_studies_refuse_and_write_nothing(recruiting_study, owner, enroll):
     recruiting_study.target_enrollment = 1
     recruiting_study.save()

@@ -222,6 +222,50 @@ def test_without_email_the_participant_gets_a_revocable_return_link(client, owne
     assert client.get(link).status_code == 404
 
 
+def test_a_panel_study_without_email_shows_the_return_link_once_and_keeps_only_its_digest(
+    client, owner, rct_doc
+):
+    import copy
+
+    from django.test import Client
+
+    from studyplatform.core.digests import token_digest
+    from studyplatform.studies.services import study_create_from_protocol, study_transition
+
+    # given: a Prolific study that collects no email
+    doc = copy.deepcopy(rct_doc)
+    doc["study"]["slug"] = "prolific-no-email"
+    doc["study"]["recruitment"] = {"panel": "prolific", "collect_email": False}
+    study = study_create_from_protocol(doc=doc, author=owner)
+    for status in ("piloting", "recruiting"):
+        study = study_transition(study=study, to=status, actor=owner)
+    # when: a participant joins from Prolific
+    client.get(f"/s/{study.slug}/?PROLIFIC_PID=pp-77&STUDY_ID=S&SESSION_ID=X")
+    client.post(
+        f"/s/{study.slug}/screener/", {"age": "40", "uses_chatbots": "yes", "gender": "other"}
+    )
+    client.post(
+        f"/s/{study.slug}/consent/", {"c_agree": "on", "c_adult": "on", "signature_name": "X"}
+    )
+    first = client.get("/p/welcome/")
+    # then: the link is shown with advice to keep it in the Prolific messages
+    token = re.search(rb"http://testserver/p/r/([^<\s/]+)/", first.content).group(1).decode()
+    assert b"Prolific messages" in first.content
+    assert len(token) >= 32
+    # and only its digest is stored, and it is never shown again
+    participant = Participant.objects.get()
+    assert participant.return_token_digest == token_digest(token) != token
+    assert b"/p/r/" not in client.get("/p/welcome/").content
+    # and someone else with the panel id is pointed to that link, not let in
+    other = Client()
+    page = other.get(f"/s/{study.slug}/?PROLIFIC_PID=pp-77", follow=True)
+    assert b"open the personal link you were shown when you joined" in page.content
+    assert b"Prolific messages" in page.content and SESSION_KEY not in other.session
+    # and the link itself signs in
+    assert other.get(f"/p/r/{token}/")["Location"] == "/p/"
+    assert other.session[SESSION_KEY] == participant.pk
+
+
 def test_a_new_consent_version_blocks_everything_until_re_consent(
     client, recruiting_study, enroll, owner, rct_doc
 ):

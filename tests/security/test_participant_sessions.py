@@ -197,12 +197,18 @@ def test_consent_with_an_already_joined_email_answers_as_for_a_new_one_and_email
         client.post(f"/s/{slug}/screener/", SCREENER)
         mail.outbox.clear()
         response = client.post(f"/s/{slug}/consent/", {**CONSENT, "email": email})
+        cookie = response.cookies["sessionid"]
         welcome = client.get(response["Location"])
-        answers[email] = (response.status_code, response["Location"], welcome, list(mail.outbox))
-    new_status, new_location, new_page, new_mail = answers["new@example.org"]
-    old_status, old_location, old_page, old_mail = answers["ana@example.org"]
-    # then: the same redirect and the same page, with no "already joined" anywhere
-    assert (new_status, new_location) == (old_status, old_location) == (302, "/p/welcome/")
+        answers[email] = (
+            (response.status_code, response["Location"], cookie["max-age"], cookie["httponly"]),
+            welcome,
+            list(mail.outbox),
+        )
+    new_answer, new_page, new_mail = answers["new@example.org"]
+    old_answer, old_page, old_mail = answers["ana@example.org"]
+    # then: the same redirect, session cookie and page, with no "already joined" anywhere
+    assert new_answer == old_answer
+    assert new_answer[:2] == (302, "/p/welcome/")
     assert new_page.status_code == old_page.status_code == 200
     assert without_csrf(new_page.content) == without_csrf(old_page.content)
     assert b"already" not in old_page.content
