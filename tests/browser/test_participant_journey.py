@@ -41,6 +41,7 @@ def test_participant_journey_from_prolific_link_to_withdrawal(
     # an eligible participant arriving from Prolific, reading in Brazilian Portuguese
     page = page_factory("pt-BR", timezone_id="America/Sao_Paulo")
     page.goto(f"{base}/s/{slug}/?PROLIFIC_PID=5f9a77&STUDY_ID=S1&SESSION_ID=X1")
+    assert page.url == f"{base}/s/{slug}/"  # the panel ids left the address bar (and history)
     page.get_by_role("link", name="Verificar se posso participar").click()
     page.get_by_label("Qual é a sua idade?").fill("29")
     page.get_by_label("Sim", exact=True).check()
