@@ -429,6 +429,12 @@ def password(request):
             )
         except services.SignInError as exc:
             error = SIGNIN_ERRORS[exc.code]
+        else:
+            if not link_sent and not services.participant_has_email(participant):
+                error = _(
+                    "We have no email address for you. Open your personal return link again, "
+                    "then set your password here."
+                )
         form = PasswordSetForm(ask_current=ask_current)
     else:
         form = PasswordSetForm(request.POST or None, ask_current=ask_current)

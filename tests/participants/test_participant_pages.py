@@ -366,3 +366,30 @@ def test_withdrawal_keep_mode_keeps_data_and_cannot_be_undone(recruiting_study, 
     assert Identity.objects.filter(participant=p).exists()
     with pytest.raises(WithdrawalError, match="cannot be changed or undone"):
         participant_withdraw(participant=p, mode="delete", by="participant")
+
+
+def test_without_email_a_password_needs_a_fresh_visit_through_the_return_link(
+    client, recruiting_study
+):
+    from studyplatform.participants.services import participant_join, return_link_issue
+
+    # given: a participant without an email address, in a browser with an old session
+    participant = participant_join(
+        study=recruiting_study,
+        answers={"age": 30, "uses_chatbots": True, "gender": "woman"},
+        language="en",
+        timezone_name="UTC",
+        choices={"agree": True, "adult": True},
+        signature_name="Ana",
+        client_key="c",
+    ).participant
+    login(client, participant)
+    # when: they ask for an emailed link to set a password
+    answer = client.post("/p/password/", {"action": "email_link"})
+    # then: they are told to use their return link, which makes the session fresh
+    assert b"Open your personal return link again" in answer.content and mail.outbox == []
+    client.get(f"/p/r/{return_link_issue(participant=participant)}/")
+    saved = client.post("/p/password/", {"password": "long enough pw", "confirm": "long enough pw"})
+    assert saved.status_code == 302
+    participant.refresh_from_db()
+    assert participant.password_hash

@@ -22,6 +22,7 @@ from .enrollment import (
 from .signin import (
     SignInError,
     participant_for_return_token,
+    participant_has_email,
     password_set,
     return_link_issue,
     signin_link_consume,
@@ -59,6 +60,7 @@ __all__ = [
     "participant_enroll",
     "participant_for_panel_id",
     "participant_for_return_token",
+    "participant_has_email",
     "participant_join",
     "participant_set_timezone",
     "participant_withdraw",

@@ -69,6 +69,10 @@ def signin_link_request(*, email: str, client_key: str, study=None) -> int:
     return sent
 
 
+def participant_has_email(participant: Participant) -> bool:
+    return Identity.objects.filter(participant=participant).exclude(email_digest="").exists()
+
+
 def signin_link_email(*, participant: Participant, client_key: str, next_path: str = "") -> bool:
     """Email the signed-in participant a fresh one-time link (e.g. to confirm a password change).
 
