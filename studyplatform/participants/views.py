@@ -33,6 +33,8 @@ from .forms import (
 from .models import DataDownload, Participant
 from .screener import AnswerError, evaluate, localized, parse_answers
 from .session import (
+    FRESH_KEY,
+    SESSION_KEY,
     current_participant,
     participant_login,
     participant_logout,
@@ -219,6 +221,9 @@ def consent(request, slug):
                 # The address had already joined; its owner was emailed. Answer exactly as for
                 # a new participant (same redirect, same welcome page), so the form never tells
                 # anyone who takes part in this study.
+                # Like a new enrollment, this browser is no longer signed in as anyone else.
+                for key in (SESSION_KEY, FRESH_KEY):
+                    request.session.pop(key, None)
                 request.session.cycle_key()
                 request.session[WELCOME_KEY] = study.pk
                 request.session.set_expiry(settings.PARTICIPANT_SESSION_AGE_S)  # same cookie
