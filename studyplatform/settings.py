@@ -99,6 +99,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Drops X-Forwarded-Proto unless it came from TRUSTED_PROXIES (before the HTTPS redirect).
+    "studyplatform.core.middleware.ProxySSLHeaderFromTrustedProxiesOnly",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -216,7 +218,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
 # Behind a TLS-terminating reverse proxy the socket is plain HTTP: believe the proxy's
 # X-Forwarded-Proto so HTTPS is recognised (no redirect loop, https absolute links, secure CSRF
-# checks). Only when the proxy overwrites that header and uvicorn is reachable through it alone.
+# checks). The proxy must overwrite that header; with TRUSTED_PROXIES set it is believed only
+# from those addresses (studyplatform.core.middleware), otherwise from any peer.
 BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 SILENCED_SYSTEM_CHECKS = ["security.W021"]

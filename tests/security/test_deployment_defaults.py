@@ -176,18 +176,37 @@ def test_a_pilot_link_built_behind_the_proxy_is_https(settings, api_as, study, o
     from studyplatform.studies.services import study_transition
 
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.TRUSTED_PROXIES = ["10.0.0.2"]
     study_transition(study=study, to="piloting", actor=owner)
     # when: a researcher creates a pilot invitation through the proxy
     response = api_as(owner).post(
         f"/api/studies/{study.slug}/pilot-invites/",
         {"label": "Ana"},
         format="json",
+        REMOTE_ADDR="10.0.0.2",
         HTTP_HOST="testserver",  # the proxy passes the public Host on
         HTTP_X_FORWARDED_PROTO="https",
     )
     # then: the link the researcher copies is https
     assert response.status_code == 201, response.content
     assert response.json()["link"].startswith(f"https://testserver/s/{study.slug}/?pilot=")
+
+
+@pytest.mark.django_db
+def test_a_forwarded_proto_from_outside_the_trusted_proxies_is_not_believed(settings, client):
+    # given: production behind a TLS proxy at 10.0.0.2, with the HTTPS redirect on
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.TRUSTED_PROXIES = ["10.0.0.2"]
+    settings.SECURE_SSL_REDIRECT = True
+    # when: a client reaching uvicorn directly claims HTTPS over plain HTTP
+    direct = client.get(
+        "/accounts/login/", REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_PROTO="https"
+    )
+    # then: it is treated as plain HTTP and redirected, while the proxy's own request is served
+    assert direct.status_code == 301
+    assert direct["Location"] == "https://testserver/accounts/login/"
+    proxied = client.get("/accounts/login/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_PROTO="https")
+    assert proxied.status_code == 200
 
 
 @pytest.mark.django_db
