@@ -10,6 +10,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studyplatform.core.csp import set_self_contained_policy
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
@@ -84,4 +85,6 @@ class AnalysisRunReportView(APIView):
                 {"detail": f"The report is not ready (run is {run.status})."},
                 status=status.HTTP_409_CONFLICT,
             )
-        return HttpResponse(run.report_html, content_type="text/html; charset=utf-8")
+        response = HttpResponse(run.report_html, content_type="text/html; charset=utf-8")
+        # Self-contained: its inline stylesheet (by hash) and data: figures, no scripts.
+        return set_self_contained_policy(response, run.report_html)

@@ -701,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
             SECRET_KEY=secrets.token_urlsafe(48),
             FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
             ALLOWED_HOSTS="127.0.0.1,localhost",
+            # Plain http on loopback: production's HTTPS redirect would answer every request 301.
+            SECURE_SSL_REDIRECT="false",
             VAR_DIR=str(workdir / "var"),
             LOG_LEVEL="WARNING",
             # Own cache namespace, in case REDIS_URL points at a shared server.

@@ -25,6 +25,10 @@ def _interrupt(signum, frame) -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
+    # `make run` is the development server: settings default to production (DEBUG unset means
+    # false), so it asks for development for itself and every process it starts, unless the
+    # user chose (DEBUG=false make run with real keys tries the production settings locally).
+    os.environ.setdefault("DEBUG", "true")
     from studyplatform.core.embedded_redis import start_embedded_redis, stop_embedded_redis
 
     host = os.environ.get("HOST", "127.0.0.1")

@@ -1,8 +1,10 @@
 """All settings, every one read from the environment in this module (django-environ).
 
-Development defaults work with nothing set: SQLite under var/, an embedded Redis started by the
-launcher or the test plugin, the simulated model provider. With DEBUG=False the platform refuses
-to start unless a real SECRET_KEY and FIELD_ENCRYPTION_KEY are provided.
+DEBUG defaults to false: a deployment that forgets it gets production behaviour (it refuses to
+start without a real SECRET_KEY and FIELD_ENCRYPTION_KEY, HTTPS redirect, HSTS, secure cookies),
+never the public development keys. Everything that runs in development sets DEBUG=true for
+itself (`make run`, the test plugin, CI); with it, SQLite under var/, an embedded Redis started
+by the launcher or the test plugin and the simulated model provider work with nothing else set.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false (got {raw!r}).")
 
 
-DEBUG = env_bool("DEBUG", default=True)
+# Unset means production: forgetting DEBUG must never mean running with the public development keys.
+DEBUG = env_bool("DEBUG", default=False)
 
 # Development-only fallbacks. They are public (they are in the repository), which is exactly why
 # production refuses to start with them.
@@ -55,8 +58,11 @@ def _check_production_secrets() -> None:
             "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
         )
     if problems:
+        hint = ""
+        if not env.str("DEBUG", default="").strip():
+            hint = " (DEBUG is not set, which means production; set DEBUG=true for development)"
         raise ImproperlyConfigured(
-            "Refusing to start with DEBUG=False: " + "; ".join(problems) + "."
+            "Refusing to start with DEBUG=False: " + "; ".join(problems) + "." + hint
         )
 
 
@@ -80,6 +86,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI's files, served from our own static files (no CDN: works offline and under CSP).
+    "drf_spectacular_sidecar",
     "studyplatform.core",
     "studyplatform.studies",
     "studyplatform.participants",
@@ -91,7 +99,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Drops X-Forwarded-Proto unless it came from TRUSTED_PROXIES (before the HTTPS redirect).
+    "studyplatform.core.middleware.ProxySSLHeaderFromTrustedProxiesOnly",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -185,11 +196,55 @@ SERVE_STATIC = env_bool("SERVE_STATIC", default=DEBUG)
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
+# --- Transport security (HTTPS, HSTS, TLS proxy) -----------------------------------------------
+# Production (DEBUG=false) defaults to HTTPS only; development (plain http on loopback) to none
+# of it. Each can be overridden from the environment.
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Load balancers usually probe the backend over plain HTTP; /healthz reveals only reachability,
+# so it answers there instead of redirecting (a redirect would read as "unhealthy").
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# One year, the value browsers' preload lists require; 0 turns HSTS off. Start lower (e.g. 300)
+# when first moving a host to HTTPS: browsers remember the header for the whole period.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+# Preloading is a commitment the operator makes by submitting the domain to the browsers' lists
+# (hard to undo), so it is opt-in; Django's advice to set it (security.W021) is silenced for that
+# reason, below in SILENCED_SYSTEM_CHECKS.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating reverse proxy the socket is plain HTTP: believe the proxy's
+# X-Forwarded-Proto so HTTPS is recognised (no redirect loop, https absolute links, secure CSRF
+# checks). The proxy must overwrite that header; with TRUSTED_PROXIES set it is believed only
+# from those addresses (studyplatform.core.middleware), otherwise from any peer.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# --- Content-Security-Policy (django-csp 4) ----------------------------------------------------
+# No inline scripts and no inline styles anywhere: page scripts and styles are static files, data
+# for scripts travels in data- attributes or <script type="application/json">. The few responses
+# that must differ (the self-contained analysis report, the downloadable consent copy, the console's
+# same-origin preview frames) adjust this policy per view with csp.decorators.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # data: for the PNG figures of analysis reports and Swagger UI's inline SVG icons.
+        "img-src": ["'self'", "data:"],
+        # Chat sends and streams with fetch() to the same origin.
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # EMAIL_URL, e.g. smtp+tls://user:password@mail.example.org:587 (console output by default).
 _email = env.email_url("EMAIL_URL", default="consolemail://")
@@ -208,7 +263,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "studyplatform.core.schema.PlatformAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
@@ -217,6 +272,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Studies, arms, protocol versions, consent documents and team membership.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from drf_spectacular_sidecar's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # A study's status and the transition target share one choice set: one name in the schema.
+    "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "studyplatform.studies.models.Study.Status"},
 }
 
 # Celery: JSON only, global time limits, named queues (see studyplatform/celery.py and beat.py).

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from studyplatform.console.views_account import signup
 from studyplatform.core.views import healthz
@@ -28,5 +28,13 @@ urlpatterns = [
     # Researcher sign-in for the browsable API (any researcher account, not only staff).
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Self-hosted Swagger UI (drf_spectacular_sidecar); the split view serves its initialising
+    # script from /api/docs/?script= rather than inline, as the Content-Security-Policy requires.
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", template_name="api/swagger_ui.html"
+        ),
+        name="api-docs",
+    ),
 ]

@@ -45,7 +45,7 @@ def _open(chart_id: str, title: str, width: int, height: int, desc: str = "") ->
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'style="max-width:100%;height:auto" aria-labelledby="{_e(chart_id)}-title'
+        f'aria-labelledby="{_e(chart_id)}-title'
         + (f' {_e(chart_id)}-desc"' if desc else '"')
         + ">",
         f'<title id="{_e(chart_id)}-title">{_e(title)}</title>',

@@ -21,6 +21,7 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -30,6 +31,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from studyplatform.chat.providers import ProviderError, get_provider
 from studyplatform.chat.services import provider_config_for
 from studyplatform.core.audit import audit_record
+from studyplatform.core.csp import framable_by_same_origin
 from studyplatform.core.models import AuditEvent
 from studyplatform.participants import services as participant_services
 from studyplatform.participants.forms import ConsentForm, ScreenerForm
@@ -325,6 +327,7 @@ def design_validate(request: HttpRequest, slug: str) -> JsonResponse:
 @login_required
 @require_GET
 @xframe_options_sameorigin
+@framable_by_same_origin
 def calendar_view(request: HttpRequest, slug: str) -> HttpResponse:
     """Every survey occurrence for a participant enrolled at noon on the chosen date."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
@@ -366,17 +369,10 @@ def versions_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 # --- participant preview ------------------------------------------------------------------------
 
-_READ_ONLY_SCRIPT = """
-<script>
-  // Preview only: nothing on this page may be submitted.
-  document.querySelectorAll("form").forEach(function (form) {
-    form.addEventListener("submit", function (e) { e.preventDefault(); });
-    form.querySelectorAll("input, select, textarea, button").forEach(function (el) {
-      el.disabled = true;
-    });
-  });
-</script>
-"""
+
+def _read_only_script() -> str:
+    # A static file, not an inline block: the Content-Security-Policy runs no inline scripts.
+    return f'<script src="{static("console/preview_readonly.js")}"></script>\n'
 
 
 def _consent_preview_document(doc: dict, language: str) -> SimpleNamespace | None:
@@ -390,6 +386,7 @@ def _consent_preview_document(doc: dict, language: str) -> SimpleNamespace | Non
 @login_required
 @require_GET
 @xframe_options_sameorigin
+@framable_by_same_origin
 def preview_view(request: HttpRequest, slug: str, page: str) -> HttpResponse:
     """A participant page rendered from the current protocol, read-only, for an <iframe>."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
@@ -420,11 +417,11 @@ def preview_view(request: HttpRequest, slug: str, page: str) -> HttpResponse:
             context["document"] = document
             context["form"] = ConsentForm(document=document, collect_email=collect_email)
         html = render_to_string(PREVIEW_PAGES[page], context, request=request)
-        banner = '<p role="note" style="background:#fff3cd;padding:.5rem">{}</p>'.format(
+        banner = '<p role="note" class="preview-banner">{}</p>'.format(
             _("Preview (read-only): nothing you enter here is saved.")
         )
     html = html.replace("<main>", "<main>" + banner, 1).replace(
-        "</body>", _READ_ONLY_SCRIPT + "</body>", 1
+        "</body>", _read_only_script() + "</body>", 1
     )
     return HttpResponse(html)
 

@@ -51,3 +51,9 @@ def client_ip(request: HttpRequest) -> str:
             except ValueError:
                 return peer  # a malformed hop: fall back to what we know
     return peer
+
+
+def peer_is_trusted_proxy(request: HttpRequest) -> bool:
+    """Whether the socket peer is one of TRUSTED_PROXIES (False when none are configured)."""
+    networks = _networks(tuple(settings.TRUSTED_PROXIES))
+    return bool(networks) and _is_trusted(request.META.get("REMOTE_ADDR", "") or "", networks)

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from studyplatform.core.client_ip import client_ip
+from studyplatform.core.csp import self_contained_document
 from studyplatform.core.digests import lookup_digest
 from studyplatform.studies.models import Study
 from studyplatform.studies.selectors import current_consent_for
@@ -294,7 +295,15 @@ def home(request):
     )
 
 
+# The consent copy is a document to keep: one file, readable offline, so its style is inline
+# (allowed by hash in its Content-Security-Policy).
+CONSENT_COPY_CSS = (
+    "body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:0 auto;padding:1rem}"
+)
+
+
 @participant_required(consent=False, allow_withdrawn=False)
+@self_contained_document(styles=(CONSENT_COPY_CSS,))
 def consent_copy(request):
     participant = request.participant
     record = services.latest_consent(participant)
@@ -305,6 +314,7 @@ def consent_copy(request):
             "study": participant.study,
             "record": record,
             "document": record.document,
+            "css": CONSENT_COPY_CSS,
         },
         request=request,
     )

@@ -47,7 +47,14 @@ def browser():
 
 @pytest.fixture
 def page_factory(browser):
+    """New pages; any Content-Security-Policy violation a page reports (a blocked inline script,
+    handler or style) fails the test, so every journey also proves the pages work under the CSP."""
     contexts = []
+    violations: list[str] = []
+
+    def record(message) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(f"{message.location.get('url', '')}: {message.text}")
 
     def make(locale: str = "en-US", **kwargs):
         context = browser.new_context(
@@ -60,11 +67,14 @@ def page_factory(browser):
         # CI machines are small and shared: allow slow steps rather than flake.
         context.set_default_timeout(60_000)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("console", record)
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert violations == [], "\n".join(violations)
 
 
 @pytest.fixture
