@@ -51,10 +51,18 @@ def rct_doc() -> dict:
 
 @pytest.fixture
 def make_user(django_user_model):
-    def make(username: str, **extra):
-        return django_user_model.objects.create_user(
+    """A researcher account; verified (able to hold study roles) unless verified=False."""
+    from studyplatform.accounts.models import EmailVerification
+    from studyplatform.accounts.services import email_mark_verified
+
+    def make(username: str, *, verified: bool = True, **extra):
+        extra.setdefault("email", f"{username}@example.org")
+        user = django_user_model.objects.create_user(
             username=username, password="pw-" + username, **extra
         )
+        if verified:
+            email_mark_verified(user=user, method=EmailVerification.Method.COMMAND, actor=None)
+        return user
 
     return make
 
