@@ -51,9 +51,13 @@ def rct_doc() -> dict:
 
 @pytest.fixture
 def make_user(django_user_model):
-    """A researcher account; verified (able to hold study roles) unless verified=False."""
+    """A researcher account; verified (able to hold study roles) unless verified=False.
+
+    The verification row is written directly, not through email_mark_verified, so fixtures add
+    no audit events to the tests that count them."""
+    from django.utils import timezone
+
     from studyplatform.accounts.models import EmailVerification
-    from studyplatform.accounts.services import email_mark_verified
 
     def make(username: str, *, verified: bool = True, **extra):
         extra.setdefault("email", f"{username}@example.org")
@@ -61,7 +65,9 @@ def make_user(django_user_model):
             username=username, password="pw-" + username, **extra
         )
         if verified:
-            email_mark_verified(user=user, method=EmailVerification.Method.COMMAND, actor=None)
+            EmailVerification.objects.create(
+                user=user, email=user.email, method="command", verified_at=timezone.now()
+            )
         return user
 
     return make

@@ -114,8 +114,11 @@ def _send_signup_notice(user) -> None:
 def account_signup(*, username: str, email: str, password: str, client_key: str):
     """Open a researcher account with an unverified address and email it a verification link.
 
-    If the address already has an account nothing is created and its owner is told by email;
-    the caller shows the same "check your email" answer in both cases. Returns the new user or
+    If an account already verified the address, nothing is created and its owner is told by
+    email; the caller shows the same "check your email" answer in both cases. An address merely
+    typed into another, unverified account does not block sign-up: whoever registered someone
+    else's address first never receives its verification link, so the real owner must still be
+    able to open an account with it. Returns the new user or
     None. Raises SignUpError("throttled") when this client opened too many accounts this hour,
     or SignUpError("username_taken") when a concurrent sign-up took the username.
     """
@@ -124,7 +127,7 @@ def account_signup(*, username: str, email: str, password: str, client_key: str)
             "throttled", _("Too many sign-ups from your network. Try again in an hour.")
         )
     User = get_user_model()
-    existing = User.objects.filter(email__iexact=email, is_active=True).order_by("pk").first()
+    existing = verified_owner_of(email)
     if existing is not None:
         # Hash anyway, so both answers take about as long as each other.
         make_password(password)
@@ -156,11 +159,42 @@ def email_verification_resend(*, user) -> bool:
     return True
 
 
+def verified_owner_of(email: str):
+    """The active account that verified `email` (at most one can), or None."""
+    record = (
+        EmailVerification.objects.select_related("user")
+        .filter(email__iexact=email, user__is_active=True, user__email__iexact=email)
+        .first()
+    )
+    if record is not None:
+        return record.user
+    # Superusers count as verified without a record.
+    return (
+        get_user_model()
+        .objects.filter(email__iexact=email, is_active=True, is_superuser=True)
+        .order_by("pk")
+        .first()
+    )
+
+
 @transaction.atomic
 def email_mark_verified(*, user, method: str, actor) -> EmailVerification:
-    """Record that `user` receives mail at its current address (idempotent)."""
+    """Record that `user` receives mail at its current address (idempotent).
+
+    An address is verified for one account only: invitations go to addresses, so two verified
+    accounts sharing one would make "the account for this address" ambiguous.
+    """
     if not user.email:
         raise VerificationError(_("The account has no email address to verify."))
+    owner = verified_owner_of(user.email)
+    if owner is not None and owner.pk != user.pk:
+        raise VerificationError(
+            _(
+                "This address is already confirmed for another account (%(username)s). Sign in "
+                "to that account, or reset its password if you forgot it."
+            )
+            % {"username": owner.get_username()}
+        )
     record, _created = EmailVerification.objects.update_or_create(
         user=user,
         defaults={"email": user.email, "method": method, "verified_at": timezone.now()},
