@@ -292,3 +292,23 @@ def test_a_bad_export_request_says_why_and_writes_nothing(recruiting_study, owne
     assert "must be a whole number from 2 to 100" in html and "tables:" in html
     assert not DatasetExport.objects.exists()
     assert SafetyAlert.objects.count() == 0
+
+
+def test_someone_without_an_account_is_told_to_sign_up_with_the_invited_address(
+    recruiting_study, owner, client
+):
+    client.force_login(owner)
+    client.post(
+        f"/console/{recruiting_study.slug}/team/",
+        {"email": "newbie@example.org", "role": "analyst"},
+    )
+    link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[0].body).group(1)
+    client.logout()
+    page = client.get(link)
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "newbie@example.org" in html and 'href="/accounts/signup/"' in html
+    assert "Sign in to accept" in html
+    # and a signed-out POST grants nothing
+    client.post(link)
+    assert not StudyInvitation.objects.exclude(status="pending").exists()

@@ -92,3 +92,15 @@ def test_sign_up_refuses_a_taken_username(client, make_user):
 def test_a_superuser_counts_as_verified(django_user_model):
     root = django_user_model.objects.create_superuser("root", "root@example.org", "pw-root-1234")
     assert email_is_verified(root)
+
+
+def test_a_platform_admin_can_vouch_for_an_address(client, make_user, django_user_model):
+    root = django_user_model.objects.create_superuser("root", "root@example.org", "pw-root-1234")
+    nina = make_user("nina", verified=False)
+    client.force_login(root)
+    client.post(
+        "/admin/auth/user/", {"action": "mark_email_verified", "_selected_action": [nina.pk]}
+    )
+    nina = get_user_model().objects.get(pk=nina.pk)
+    assert email_is_verified(nina) and nina.email_verification.method == "admin"
+    assert AuditEvent.objects.filter(action="account.email_verified", actor=root).exists()
