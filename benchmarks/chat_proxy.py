@@ -164,7 +164,12 @@ def seed(*, upstream_base_url: str, participants: int) -> list[Seeded]:
     for arm in doc["arms"]:
         arm["model"] = {"provider": "openai", "name": MODEL_NAME, "base_url": upstream_base_url}
     doc.setdefault("limits", {}).update(messages_per_minute=HUGE, tokens_per_day=HUGE)
-    researcher = get_user_model().objects.create_user(username="bench-researcher", password=None)
+    from studyplatform.accounts.services import email_mark_verified
+
+    researcher = get_user_model().objects.create_user(
+        username="bench-researcher", email="bench-researcher@example.org", password=None
+    )
+    email_mark_verified(user=researcher, method="command", actor=None)
     study = study_create_from_protocol(doc=doc, author=researcher)
     for status in ("piloting", "recruiting"):
         study = study_transition(study=study, to=status, actor=researcher)

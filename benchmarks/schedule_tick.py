@@ -233,7 +233,12 @@ def create_study():
     doc = copy.deepcopy(parse_protocol_text((ROOT / "examples" / "companion-rct.yaml").read_text()))
     doc["study"]["slug"] = STUDY_SLUG
     doc["study"].pop("target_enrollment", None)
-    researcher = get_user_model().objects.create_user(username="tick-bench", password=None)
+    from studyplatform.accounts.services import email_mark_verified
+
+    researcher = get_user_model().objects.create_user(
+        username="tick-bench", email="tick-bench@example.org", password=None
+    )
+    email_mark_verified(user=researcher, method="command", actor=None)
     study = study_create_from_protocol(doc=doc, author=researcher)
     for status in ("piloting", "recruiting"):
         study = study_transition(study=study, to=status, actor=researcher)

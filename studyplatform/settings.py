@@ -330,3 +330,42 @@ MODERATION_BASE_URL = env.str("MODERATION_BASE_URL", default="")
 MODERATION_API_KEY_ENV = env.str("MODERATION_API_KEY_ENV", default="OPENAI_API_KEY")
 MODERATION_MODEL = env.str("MODERATION_MODEL", default="omni-moderation-latest")
 EXPORT_EXPIRY_DAYS = env.int("EXPORT_EXPIRY_DAYS", default=7)
+
+# --- Researcher accounts: verified email, team invitations, sign-in and reset throttling -------
+# (kept in one block: see studyplatform/accounts/ and the README's "Researcher accounts and
+# team invitations" section)
+from datetime import timedelta as _timedelta  # noqa: E402
+
+INSTALLED_APPS += ["axes", "studyplatform.accounts"]
+MIDDLEWARE += [
+    "studyplatform.accounts.middleware.VerifiedEmailMiddleware",
+    # Last, as django-axes requires: it turns a flagged lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+# AxesStandaloneBackend first: it refuses locked-out sign-ins before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed sign-ins counted per username and, separately, per client address; either reaching the
+# limit within the cool-off period locks that username / that client until the period passes.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = _timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+# Client addresses honour TRUSTED_PROXIES (never a forwarding header from anyone else).
+AXES_CLIENT_IP_CALLABLE = "studyplatform.core.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "studyplatform.accounts.lockout.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# A successful sign-in must not wipe the per-client count (it would let an attacker with an
+# account of their own interleave good sign-ins to keep guessing someone else's password).
+AXES_RESET_ON_SUCCESS = False
+AXES_VERBOSE = False
+# Email verification links and team invitations.
+EMAIL_VERIFICATION_MAX_AGE_S = env.int("EMAIL_VERIFICATION_MAX_AGE_S", default=3 * 24 * 60 * 60)
+TEAM_INVITATION_MAX_AGE_DAYS = env.int("TEAM_INVITATION_MAX_AGE_DAYS", default=14)
+# Per hour: account emails (verification links, "someone tried to sign up" notices) per address;
+# sign-ups per client; password-reset requests per address and per client.
+ACCOUNT_EMAIL_LIMIT = env.int("ACCOUNT_EMAIL_LIMIT", default=5)
+SIGNUP_CLIENT_LIMIT = env.int("SIGNUP_CLIENT_LIMIT", default=20)
+PASSWORD_RESET_EMAIL_LIMIT = env.int("PASSWORD_RESET_EMAIL_LIMIT", default=3)
+PASSWORD_RESET_CLIENT_LIMIT = env.int("PASSWORD_RESET_CLIENT_LIMIT", default=20)

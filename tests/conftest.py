@@ -51,10 +51,24 @@ def rct_doc() -> dict:
 
 @pytest.fixture
 def make_user(django_user_model):
-    def make(username: str, **extra):
-        return django_user_model.objects.create_user(
+    """A researcher account; verified (able to hold study roles) unless verified=False.
+
+    The verification row is written directly, not through email_mark_verified, so fixtures add
+    no audit events to the tests that count them."""
+    from django.utils import timezone
+
+    from studyplatform.accounts.models import EmailVerification
+
+    def make(username: str, *, verified: bool = True, **extra):
+        extra.setdefault("email", f"{username}@example.org")
+        user = django_user_model.objects.create_user(
             username=username, password="pw-" + username, **extra
         )
+        if verified:
+            EmailVerification.objects.create(
+                user=user, email=user.email, method="command", verified_at=timezone.now()
+            )
+        return user
 
     return make
 

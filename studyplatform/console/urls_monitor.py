@@ -28,6 +28,11 @@ urlpatterns = [
         views.team_remove,
         name="monitor_team_remove",
     ),
+    path(
+        "<slug:slug>/team/invitations/<int:invitation_id>/revoke/",
+        views.team_invitation_revoke,
+        name="monitor_team_invitation_revoke",
+    ),
     path("<slug:slug>/analyses/", views.analyses, name="monitor_analyses"),
     path("<slug:slug>/exports/", views.exports, name="monitor_exports"),
 ]

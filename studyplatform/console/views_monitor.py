@@ -12,20 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.core.paginator import Paginator
 from django.core.validators import validate_email
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.encoding import force_bytes
-from django.utils.http import urlencode, urlsafe_base64_encode
+from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -56,10 +50,17 @@ from studyplatform.exports.services import (
 from studyplatform.exports.writers import FORMATS
 from studyplatform.participants.models import Participant
 from studyplatform.participants.selectors import participants_for_study
-from studyplatform.studies.models import Membership, Study
+from studyplatform.studies.models import Membership, Study, StudyInvitation
 from studyplatform.studies.permissions import get_study_for, user_perms
 from studyplatform.studies.roles import ROLE_DESCRIPTIONS, Perm, Role
-from studyplatform.studies.services import MembershipError, membership_add, membership_remove
+from studyplatform.studies.selectors import pending_invitations
+from studyplatform.studies.services import (
+    InvitationError,
+    MembershipError,
+    invitation_create,
+    invitation_revoke,
+    membership_remove,
+)
 
 from . import charts
 from . import monitor_selectors as sel
@@ -289,58 +290,10 @@ def safety_alert_action(
 # --- team ------------------------------------------------------------------------------------
 
 
-def _invite_email(
-    request: HttpRequest, study: Study, user, role: str, *, new_account: bool
-) -> None:
-    console_url = f"{settings.SITE_URL}/console/{study.slug}/"
-    lines = [
-        _('%(who)s added you to the study "%(study)s" as %(role)s.')
-        % {"who": request.user.get_username(), "study": study.title, "role": role},
-        "",
-    ]
-    if new_account:
-        uid = urlsafe_base64_encode(force_bytes(user.pk))
-        token = default_token_generator.make_token(user)
-        path = reverse("password_reset_confirm", kwargs={"uidb64": uid, "token": token})
-        lines += [
-            _("Choose a password to activate your researcher account:"),
-            f"{settings.SITE_URL}{path}",
-            "",
-            _("Your username is %(username)s.") % {"username": user.get_username()},
-        ]
-    lines += [_("The study's console:"), console_url]
-    send_mail(
-        _("You were added to %(study)s") % {"study": study.title},
-        "\n".join(lines),
-        None,
-        [user.email],
-    )
-
-
-def _member_invite(request: HttpRequest, study: Study, email: str, role: str) -> tuple[Any, bool]:
-    """Add `email` to the study with `role`, creating an account that has no usable password
-    when nobody has that email yet (they set one from the emailed link). Returns (user, new)."""
-    User = get_user_model()
-    with transaction.atomic():
-        user = (
-            User.objects.filter(email__iexact=email).order_by("pk").first()
-            or User.objects.filter(username__iexact=email).order_by("pk").first()
-        )
-        created = user is None
-        if not created and Membership.objects.filter(study=study, user=user, role=role).exists():
-            raise MembershipError(_("%(email)s already has that role") % {"email": email})
-        if created:
-            user = User(username=email, email=email)
-            user.set_unusable_password()
-            user.save()
-        membership_add(study=study, user=user, role=role, actor=request.user)
-    # Sent once the account and membership are committed, so the link always works.
-    _invite_email(request, study, user, role, new_account=created)
-    return user, created
-
-
 @login_required
 def team(request: HttpRequest, slug: str) -> HttpResponse:
+    """Members and pending invitations. Inviting emails a link; the role exists only once the
+    address's verified owner accepts it while signed in (see views_account.invitation)."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
     can_manage = Perm.MANAGE_MEMBERS in user_perms(request.user, study)
     errors: dict[str, str] = {}
@@ -349,7 +302,7 @@ def team(request: HttpRequest, slug: str) -> HttpResponse:
         if not can_manage:
             get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)  # raises 403
         form = {
-            "email": request.POST.get("email", "").strip(),
+            "email": request.POST.get("email", "").strip()[:254],
             "role": request.POST.get("role", ""),
         }
         try:
@@ -360,26 +313,48 @@ def team(request: HttpRequest, slug: str) -> HttpResponse:
             errors["role"] = _("Choose a role.")
         if not errors:
             try:
-                _user, created = _member_invite(request, study, form["email"], form["role"])
-            except MembershipError as error:
-                errors["role"] = str(error)
+                invitation_create(
+                    study=study, email=form["email"], role=form["role"], actor=request.user
+                )
+            except InvitationError as error:
+                errors["email" if error.code == "email" else "role"] = str(error)
             else:
-                if created:
-                    msg = _(
-                        "Invited %(email)s as %(role)s; they were emailed a link to set a password."
+                messages.success(
+                    request,
+                    _(
+                        "Invited %(email)s as %(role)s. They were emailed a link; the role is "
+                        "theirs once they accept it while signed in with that address."
                     )
-                else:
-                    msg = _("Added %(email)s as %(role)s.")
-                messages.success(request, msg % {"email": form["email"], "role": form["role"]})
+                    % {"email": form["email"], "role": form["role"]},
+                )
                 return redirect("console:monitor_team", slug=study.slug)
     context = {
         "members": sel.members_of(study),
+        "invitations": list(pending_invitations(study)) if can_manage else [],
         "can_manage": can_manage,
         "roles": [(r.value, ROLE_DESCRIPTIONS[r]) for r in Role],
         "form": form,
         "errors": errors,
     }
     return _render(request, "team.html", study, "team", context, status=400 if errors else 200)
+
+
+@login_required
+@require_POST
+def team_invitation_revoke(request: HttpRequest, slug: str, invitation_id: int) -> HttpResponse:
+    study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
+    invitation = get_object_or_404(StudyInvitation, pk=invitation_id, study=study)
+    try:
+        invitation_revoke(invitation=invitation, actor=request.user)
+    except InvitationError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request,
+            _("Withdrew the invitation for %(email)s as %(role)s.")
+            % {"email": invitation.email, "role": invitation.role},
+        )
+    return redirect("console:monitor_team", slug=study.slug)
 
 
 @login_required

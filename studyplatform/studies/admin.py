@@ -1,8 +1,10 @@
+from django import forms
 from django.contrib import admin
 
+from studyplatform.accounts.selectors import email_is_verified
 from studyplatform.core.audit import audit_record
 
-from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study
+from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 
 
 @admin.register(Study)
@@ -62,8 +64,26 @@ class ConsentDocumentAdmin(admin.ModelAdmin):
         return False
 
 
+class MembershipAdminForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["study", "user", "role"]
+
+    def clean_user(self):
+        # The same rule as membership_add: study roles only for verified addresses.
+        user = self.cleaned_data["user"]
+        if not email_is_verified(user):
+            raise forms.ValidationError(
+                "This account has not verified its email address. Verify it first (Users: "
+                "'Mark their current email address as verified'), or invite them from the team "
+                "page."
+            )
+        return user
+
+
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
+    form = MembershipAdminForm
     list_display = ("study", "user", "role", "created_at")
     list_filter = ("role", "study")
     search_fields = ("user__username", "study__slug")
@@ -87,3 +107,19 @@ class MembershipAdmin(admin.ModelAdmin):
             data={"user": obj.user.get_username(), "role": obj.role, "via": "admin"},
         )
         super().delete_model(request, obj)
+
+
+@admin.register(StudyInvitation)
+class StudyInvitationAdmin(admin.ModelAdmin):
+    """Read-only: invitations are created, accepted and withdrawn through the console/API."""
+
+    list_display = ("study", "email", "role", "status", "invited_by", "created_at", "expires_at")
+    list_filter = ("status", "role", "study")
+    search_fields = ("email", "study__slug")
+    exclude = ("token_digest",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

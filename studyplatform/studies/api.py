@@ -1,7 +1,10 @@
-"""Researcher API for studies, arms, protocol versions, consent documents and members.
+"""Researcher API for studies, arms, protocol versions, consent documents, members and
+invitations.
 
 Every endpoint resolves the study through `get_study_for`, which returns 404 to non-members and
-403 to members whose role lacks the permission.
+403 to members whose role lacks the permission. Members are added only by invitation: an owner
+invites an email address, and the role exists once that address's verified owner accepts from
+the emailed link in the console.
 """
 
 from __future__ import annotations
@@ -12,16 +15,24 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .models import Membership
+from studyplatform.accounts.selectors import EmailNotVerified
+
+from .models import Membership, StudyInvitation
 from .permissions import get_study_for, user_perms
 from .protocol import ProtocolInvalid, diff_documents, parse_protocol_text, to_yaml
 from .protocol.validate import parse_protocol_data
 from .roles import Perm
-from .selectors import current_consent_documents, studies_visible_to, versions_of
+from .selectors import (
+    current_consent_documents,
+    pending_invitations,
+    studies_visible_to,
+    versions_of,
+)
 from .serializers import (
     ArmSerializer,
     ConsentDocumentSerializer,
-    MembershipCreateSerializer,
+    InvitationCreateSerializer,
+    InvitationSerializer,
     MembershipSerializer,
     ProtocolSubmitSerializer,
     ProtocolVersionSerializer,
@@ -29,9 +40,11 @@ from .serializers import (
     TransitionSerializer,
 )
 from .services import (
+    InvitationError,
     MembershipError,
     TransitionError,
-    membership_add,
+    invitation_create,
+    invitation_revoke,
     membership_remove,
     protocol_version_create,
     study_create_from_protocol,
@@ -69,6 +82,8 @@ class StudyListView(APIView):
             study = study_create_from_protocol(doc=doc, author=request.user, change_note=note)
         except ProtocolInvalid as exc:
             return _invalid(exc)
+        except EmailNotVerified as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
         return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
 
@@ -178,19 +193,6 @@ class MemberListView(APIView):
         members = study.memberships.select_related("user")
         return Response(MembershipSerializer(members, many=True).data)
 
-    @extend_schema(request=MembershipCreateSerializer, responses={201: MembershipSerializer})
-    def post(self, request, slug):
-        study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
-        ser = MembershipCreateSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        membership = membership_add(
-            study=study,
-            user=ser.validated_data["username"],
-            role=ser.validated_data["role"],
-            actor=request.user,
-        )
-        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
-
 
 class MemberDetailView(APIView):
     def delete(self, request, slug, member_id):
@@ -199,5 +201,42 @@ class MemberDetailView(APIView):
         try:
             membership_remove(membership=membership, actor=request.user)
         except MembershipError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationListView(APIView):
+    @extend_schema(responses=InvitationSerializer(many=True))
+    def get(self, request, slug):
+        """Pending invitations (owners only: they list email addresses)."""
+        study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
+        return Response(InvitationSerializer(pending_invitations(study), many=True).data)
+
+    @extend_schema(request=InvitationCreateSerializer, responses={201: InvitationSerializer})
+    def post(self, request, slug):
+        """Invite an email address to a role; they accept from the emailed console link."""
+        study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
+        ser = InvitationCreateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            invitation = invitation_create(
+                study=study,
+                email=ser.validated_data["email"],
+                role=ser.validated_data["role"],
+                actor=request.user,
+            )
+        except InvitationError as exc:
+            return Response({exc.code: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+
+class InvitationDetailView(APIView):
+    def delete(self, request, slug, invitation_id):
+        """Withdraw a pending invitation (its link stops working)."""
+        study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
+        invitation = get_object_or_404(StudyInvitation, study=study, pk=invitation_id)
+        try:
+            invitation_revoke(invitation=invitation, actor=request.user)
+        except InvitationError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -202,3 +202,42 @@ class Membership(models.Model):
 
     def allows(self, perm: Perm) -> bool:
         return role_allows(self.role, perm)
+
+
+class StudyInvitation(models.Model):
+    """An offer of a role in a study to whoever reads mail at `email`.
+
+    Only a digest of the emailed token is stored. The invitation grants nothing by itself: the
+    role is created when a signed-in account that verified this same address opens the link and
+    accepts (never matched by username, never to an unverified account).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        REVOKED = "revoked", "Revoked"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="team_invitations")
+    email = models.EmailField(max_length=254)
+    role = models.CharField(max_length=20, choices=[(r.value, r.value) for r in Role])
+    token_digest = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["study", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.email} invited as {self.role} to {self.study.slug} ({self.status})"
+
+    def is_open(self, now) -> bool:
+        return self.status == self.Status.PENDING and now < self.expires_at

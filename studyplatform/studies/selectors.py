@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from .models import ConsentDocument, ProtocolVersion, Study
+from studyplatform.core.digests import token_digest
+
+from .models import ConsentDocument, ProtocolVersion, Study, StudyInvitation
 
 
 def studies_visible_to(user) -> QuerySet[Study]:
@@ -29,3 +32,22 @@ def current_consent_documents(study: Study) -> list[ConsentDocument]:
 def current_consent_for(study: Study, language: str) -> ConsentDocument | None:
     docs = {d.language: d for d in current_consent_documents(study)}
     return docs.get(language) or docs.get("en") or next(iter(docs.values()), None)
+
+
+def invitation_for_token(token: str) -> StudyInvitation | None:
+    return (
+        StudyInvitation.objects.select_related("study", "invited_by")
+        .filter(token_digest=token_digest(token))
+        .first()
+    )
+
+
+def pending_invitations(study: Study) -> QuerySet[StudyInvitation]:
+    """Invitations that can still be accepted, newest first (expired ones are not shown)."""
+    return (
+        StudyInvitation.objects.filter(
+            study=study, status=StudyInvitation.Status.PENDING, expires_at__gt=timezone.now()
+        )
+        .select_related("invited_by")
+        .order_by("-created_at", "-id")
+    )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study
+from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 from .roles import Role
 
 
@@ -107,12 +106,20 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MembershipCreateSerializer(serializers.Serializer):
-    username = serializers.CharField()
+class InvitationCreateSerializer(serializers.Serializer):
+    """Invite by email address: the role is granted only when the address's verified owner
+    accepts from the emailed link (accounts are never matched by username)."""
+
+    email = serializers.EmailField(max_length=254)
     role = serializers.ChoiceField(choices=[r.value for r in Role])
 
-    def validate_username(self, value):
-        try:
-            return get_user_model().objects.get(username=value)
-        except get_user_model().DoesNotExist:
-            raise serializers.ValidationError(f"No researcher account called {value!r}.") from None
+
+class InvitationSerializer(serializers.ModelSerializer):
+    invited_by = serializers.CharField(
+        source="invited_by.get_username", default=None, read_only=True
+    )
+
+    class Meta:
+        model = StudyInvitation
+        fields = ["id", "email", "role", "status", "invited_by", "created_at", "expires_at"]
+        read_only_fields = fields

@@ -1,18 +1,29 @@
-"""Writes for studies: creating studies from protocols, versioning, lifecycle, membership.
+"""Writes for studies: creating studies from protocols, versioning, lifecycle, membership and
+team invitations.
 
 Every function here is atomic and writes an audit event.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import transaction
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
 
+from studyplatform.accounts.selectors import email_is_verified, require_verified_email
 from studyplatform.core.audit import audit_record
+from studyplatform.core.digests import new_token, token_digest
 
-from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study
+from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 from .protocol import ProtocolError, ProtocolInvalid, content_hash, parse_protocol_data
 from .roles import Role
 
@@ -115,6 +126,9 @@ def _sync_consent(study: Study, doc: dict[str, Any], version: ProtocolVersion) -
 @transaction.atomic
 def study_create_from_protocol(*, doc: dict[str, Any], author, change_note: str = "") -> Study:
     """Create a draft study from a validated protocol document; the author becomes owner."""
+    if author is not None:
+        # Study roles need a verified address; the creator becomes owner, so the same rule.
+        require_verified_email(author, _("Verify your email address before creating a study."))
     doc = parse_protocol_data(doc)
     slug = doc["study"]["slug"]
     if Study.objects.filter(slug=slug).exists():
@@ -232,6 +246,16 @@ def membership_add(*, study: Study, user, role: str, actor) -> Membership:
     if role not in {r.value for r in Role}:
         valid = ", ".join(r.value for r in Role)
         raise MembershipError(f"unknown role {role!r}; use one of: {valid}")
+    if not email_is_verified(user):
+        # Enforced here, not only in views: no path (API, console, admin, shell) may give a role
+        # to an account that has not proved it reads the mail sent to its address.
+        raise MembershipError(
+            _(
+                "%(user)s has not verified their email address; only accounts with a verified "
+                "address can hold a study role"
+            )
+            % {"user": user.get_username()}
+        )
     membership, created = Membership.objects.get_or_create(study=study, user=user, role=role)
     if created:
         audit_record(
@@ -259,3 +283,185 @@ def membership_remove(*, membership: Membership, actor) -> None:
         data={"user": membership.user.get_username(), "role": membership.role},
     )
     membership.delete()
+
+
+# --- team invitations ------------------------------------------------------------------------
+
+
+class InvitationError(ValueError):
+    """`code` lets pages and the API pick a status; the message is for the person."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _invitation_email(invitation: StudyInvitation, token: str, inviter) -> None:
+    link = settings.SITE_URL + reverse("console:invitation", kwargs={"token": token})
+    signup = settings.SITE_URL + reverse("signup")
+    expires = formats.date_format(timezone.localtime(invitation.expires_at), "DATETIME_FORMAT")
+    who = inviter.get_username() if inviter is not None else _("A platform admin")
+    body = "\n".join(
+        [
+            _('%(who)s invited you to join the study "%(study)s" as %(role)s.')
+            % {"who": who, "study": invitation.study.title, "role": invitation.role},
+            "",
+            _("To accept, open this link while signed in to your researcher account for %(email)s:")
+            % {"email": invitation.email},
+            link,
+            "",
+            _(
+                "No account yet? Create one with this same address, confirm the address from "
+                "the email we send you, then open the link above again:"
+            ),
+            signup,
+            "",
+            _("The invitation expires on %(date)s (UTC).") % {"date": expires},
+            _("If you do not expect this invitation, ignore this email."),
+        ]
+    )
+    send_mail(
+        _("Invitation to %(study)s") % {"study": invitation.study.title},
+        body,
+        None,
+        [invitation.email],
+    )
+
+
+def invitation_create(*, study: Study, email: str, role: str, actor) -> StudyInvitation:
+    """Invite whoever reads `email` to `role` in `study` and email them the link.
+
+    A pending invitation for the same address and role is replaced (its link stops working),
+    so "invite again" is how an owner resends.
+    """
+    email = (email or "").strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise InvitationError("email", _("Enter a valid email address.")) from None
+    if role not in {r.value for r in Role}:
+        raise InvitationError("role", _("Choose a role."))
+    now = timezone.now()
+    token = new_token()
+    with transaction.atomic():
+        if Membership.objects.filter(study=study, role=role, user__email__iexact=email).exists():
+            raise InvitationError("member", _("%(email)s already has that role") % {"email": email})
+        replaced = StudyInvitation.objects.select_for_update().filter(
+            study=study, email__iexact=email, role=role, status=StudyInvitation.Status.PENDING
+        )
+        for old in replaced:
+            old.status = StudyInvitation.Status.REVOKED
+            old.closed_at = now
+            old.save(update_fields=["status", "closed_at"])
+            audit_record(
+                actor=actor,
+                action="invitation.revoke",
+                target=old,
+                study_slug=study.slug,
+                data={"email": old.email, "role": old.role, "reason": "replaced"},
+            )
+        invitation = StudyInvitation.objects.create(
+            study=study,
+            email=email,
+            role=role,
+            token_digest=token_digest(token),
+            invited_by=actor if getattr(actor, "is_authenticated", False) else None,
+            expires_at=now + dt.timedelta(days=settings.TEAM_INVITATION_MAX_AGE_DAYS),
+        )
+        audit_record(
+            actor=actor,
+            action="invitation.create",
+            target=invitation,
+            study_slug=study.slug,
+            data={"email": email, "role": role},
+        )
+    # Sent once the invitation is committed, so the link always works.
+    _invitation_email(invitation, token, invitation.invited_by)
+    return invitation
+
+
+def invitation_check(invitation: StudyInvitation | None, user, *, now=None) -> None:
+    """Raise InvitationError saying why `user` cannot accept `invitation` now (or return)."""
+    now = now or timezone.now()
+    if invitation is None:
+        raise InvitationError(
+            "unknown", _("This invitation link is not valid. Copy the whole link from the email.")
+        )
+    if invitation.status == StudyInvitation.Status.ACCEPTED:
+        raise InvitationError("closed", _("This invitation has already been accepted."))
+    if invitation.status == StudyInvitation.Status.REVOKED:
+        raise InvitationError(
+            "closed", _("This invitation was withdrawn. Ask the study's owner for a new one.")
+        )
+    if now >= invitation.expires_at:
+        raise InvitationError(
+            "closed", _("This invitation has expired. Ask the study's owner for a new one.")
+        )
+    if not getattr(user, "is_authenticated", False):
+        raise InvitationError("anonymous", _("Sign in to accept this invitation."))
+    if not user.email or user.email.lower() != invitation.email.lower():
+        raise InvitationError(
+            "wrong_account",
+            _(
+                "This invitation is for %(email)s, and you are signed in as an account with "
+                "another address. Sign out, then sign in with the account for %(email)s (or "
+                "create one with that address)."
+            )
+            % {"email": invitation.email},
+        )
+    if not email_is_verified(user):
+        raise InvitationError(
+            "unverified",
+            _(
+                "Confirm your email address first (use the link we emailed you), then open "
+                "this invitation again."
+            ),
+        )
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user) -> Membership:
+    """Give `user` the invited role: only a signed-in account whose verified address is the
+    invited one, holding the emailed token, while the invitation is pending and unexpired."""
+    invitation = (
+        StudyInvitation.objects.select_for_update()
+        .select_related("study")
+        .filter(token_digest=token_digest(token))
+        .first()
+    )
+    invitation_check(invitation, user)
+    membership = membership_add(study=invitation.study, user=user, role=invitation.role, actor=user)
+    invitation.status = StudyInvitation.Status.ACCEPTED
+    invitation.accepted_by = user
+    invitation.closed_at = timezone.now()
+    invitation.save(update_fields=["status", "accepted_by", "closed_at"])
+    audit_record(
+        actor=user,
+        action="invitation.accept",
+        target=invitation,
+        study_slug=invitation.study.slug,
+        data={"email": invitation.email, "role": invitation.role},
+    )
+    return membership
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: StudyInvitation, actor) -> StudyInvitation:
+    invitation = StudyInvitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.status != StudyInvitation.Status.PENDING:
+        raise InvitationError(
+            "closed",
+            _("Only pending invitations can be withdrawn (this one is %(status)s).")
+            % {"status": invitation.get_status_display().lower()},
+        )
+    invitation.status = StudyInvitation.Status.REVOKED
+    invitation.closed_at = timezone.now()
+    invitation.save(update_fields=["status", "closed_at"])
+    audit_record(
+        actor=actor,
+        action="invitation.revoke",
+        target=invitation,
+        study_slug=invitation.study.slug,
+        data={"email": invitation.email, "role": invitation.role},
+    )
+    return invitation

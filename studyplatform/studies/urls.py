@@ -33,4 +33,14 @@ urlpatterns = [
         api.MemberDetailView.as_view(),
         name="member-detail",
     ),
+    path(
+        "studies/<slug:slug>/invitations/",
+        api.InvitationListView.as_view(),
+        name="invitation-list",
+    ),
+    path(
+        "studies/<slug:slug>/invitations/<int:invitation_id>/",
+        api.InvitationDetailView.as_view(),
+        name="invitation-detail",
+    ),
 ]

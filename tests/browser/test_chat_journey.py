@@ -113,9 +113,13 @@ def test_chat_journey(
     assert alert.severity == "high"
 
     # the study's safety reviewer sees the alert
+    from studyplatform.accounts.services import email_mark_verified
     from studyplatform.studies.services import membership_add
 
-    reviewer = owner.__class__.objects.create_user(username="rita", password="pw-rita-123")
+    reviewer = owner.__class__.objects.create_user(
+        username="rita", email="rita@example.org", password="pw-rita-123"
+    )
+    email_mark_verified(user=reviewer, method="command", actor=None)
     membership_add(study=study, user=reviewer, role="safety_reviewer", actor=owner)
     researcher = page_factory("en-US")
     researcher.goto(f"{asgi_server}/api-auth/login/?next=/api/studies/{study.slug}/safety-alerts/")

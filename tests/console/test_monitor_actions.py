@@ -17,7 +17,7 @@ from studyplatform.chat.models import Conversation, Message, SafetyAlert
 from studyplatform.chat.safety_alerts import safety_alert_raise
 from studyplatform.core.models import AuditEvent
 from studyplatform.exports.models import DatasetExport
-from studyplatform.studies.models import Membership
+from studyplatform.studies.models import Membership, StudyInvitation
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +128,7 @@ def test_conflicts_are_shown_as_messages_and_change_nothing(
     assert not AuditEvent.objects.filter(action="safety.resolve").exists()
 
 
-def test_inviting_a_new_person_creates_an_account_membership_and_password_link(
+def test_inviting_an_address_emails_a_console_link_and_grants_nothing_yet(
     recruiting_study, owner, client, settings
 ):
     settings.SITE_URL = "https://study.example.org"
@@ -139,21 +139,28 @@ def test_inviting_a_new_person_creates_an_account_membership_and_password_link(
         {"email": "New.Person@example.org", "role": "analyst"},
         follow=True,
     )
-    # then: an account without a usable password, the membership (audited), and the email
-    assert "they were emailed a link to set a password" in response.content.decode()
-    user = get_user_model().objects.get(email="New.Person@example.org")
-    assert user.username == "New.Person@example.org" and not user.has_usable_password()
-    assert Membership.objects.filter(study=recruiting_study, user=user, role="analyst").exists()
-    assert AuditEvent.objects.filter(action="membership.add", data__user=user.username).exists()
+    # then: a pending invitation (audited) and an email with an absolute console link; no
+    # account and no membership until someone accepts
+    html = response.content.decode()
+    assert "Invited New.Person@example.org as analyst." in html
+    invitation = StudyInvitation.objects.get(study=recruiting_study)
+    assert (invitation.email, invitation.role, invitation.status) == (
+        "New.Person@example.org",
+        "analyst",
+        "pending",
+    )
+    assert invitation.invited_by == owner
+    assert AuditEvent.objects.filter(action="invitation.create", actor=owner).exists()
+    assert not get_user_model().objects.filter(email__iexact="new.person@example.org").exists()
+    assert Membership.objects.filter(study=recruiting_study).count() == 1
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["New.Person@example.org"]
-    link = re.search(r"https://study\.example\.org(/accounts/reset/\S+/\S+/)", mail.outbox[0].body)
-    # and the link lets them choose a password
-    client.logout()
-    form = client.get(link.group(1), follow=True)
-    assert form.status_code == 200 and "new_password1" in form.content.decode()
+    assert re.search(r"https://study\.example\.org/console/invitations/\S+/", mail.outbox[0].body)
+    assert "https://study.example.org/accounts/signup/" in mail.outbox[0].body
+    # and the owner sees it as pending
+    assert "New.Person@example.org" in html.split("Pending invitations", 1)[1]
 
 
-def test_inviting_an_existing_researcher_adds_the_membership(
+def test_an_invited_researcher_accepts_from_the_link_while_signed_in(
     recruiting_study, owner, client, make_user
 ):
     existing = make_user("dana", email="dana@example.org")
@@ -161,9 +168,39 @@ def test_inviting_an_existing_researcher_adds_the_membership(
     client.post(
         f"/console/{recruiting_study.slug}/team/", {"email": "DANA@example.org", "role": "monitor"}
     )
-    assert get_user_model().objects.filter(email__iexact="dana@example.org").count() == 1
+    assert not Membership.objects.filter(study=recruiting_study, user=existing).exists()
+    link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[0].body).group(1)
+    # when: dana opens the link signed in and accepts
+    client.force_login(existing)
+    page = client.get(link)
+    assert page.status_code == 200 and "Accept the invitation" in page.content.decode()
+    accepted = client.post(link, follow=True)
+    # then
+    assert "You joined &quot;" in accepted.content.decode()
     assert Membership.objects.filter(study=recruiting_study, user=existing, role="monitor").exists()
-    assert "/accounts/reset/" not in mail.outbox[0].body
+    assert StudyInvitation.objects.get().status == "accepted"
+    assert AuditEvent.objects.filter(action="invitation.accept", actor=existing).exists()
+    # and the link does not work a second time
+    assert client.get(link).status_code == 410
+
+
+def test_owners_withdraw_pending_invitations(recruiting_study, owner, client, make_user):
+    dana = make_user("dana", email="dana@example.org")
+    client.force_login(owner)
+    base = f"/console/{recruiting_study.slug}/team/"
+    client.post(base, {"email": "dana@example.org", "role": "analyst"})
+    invitation = StudyInvitation.objects.get()
+    link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[0].body).group(1)
+    # when
+    client.post(f"{base}invitations/{invitation.pk}/revoke/")
+    # then: withdrawn (audited), no longer listed, and the link is dead
+    invitation.refresh_from_db()
+    assert invitation.status == "revoked"
+    assert AuditEvent.objects.filter(action="invitation.revoke", actor=owner).exists()
+    assert "No pending invitations." in client.get(base).content.decode()
+    client.force_login(dana)
+    assert client.post(link).status_code == 410
+    assert not Membership.objects.filter(study=recruiting_study, user=dana).exists()
 
 
 def test_bad_invitations_say_why_and_write_nothing(recruiting_study, owner, client):
@@ -176,6 +213,7 @@ def test_bad_invitations_say_why_and_write_nothing(recruiting_study, owner, clie
     assert response.status_code == 400
     assert "Enter a valid email address." in html and "Choose a role." in html
     assert Membership.objects.count() == before and not mail.outbox
+    assert not StudyInvitation.objects.exists()
 
 
 def test_the_last_owner_cannot_be_removed_but_others_can(
@@ -254,3 +292,23 @@ def test_a_bad_export_request_says_why_and_writes_nothing(recruiting_study, owne
     assert "must be a whole number from 2 to 100" in html and "tables:" in html
     assert not DatasetExport.objects.exists()
     assert SafetyAlert.objects.count() == 0
+
+
+def test_someone_without_an_account_is_told_to_sign_up_with_the_invited_address(
+    recruiting_study, owner, client
+):
+    client.force_login(owner)
+    client.post(
+        f"/console/{recruiting_study.slug}/team/",
+        {"email": "newbie@example.org", "role": "analyst"},
+    )
+    link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[0].body).group(1)
+    client.logout()
+    page = client.get(link)
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "newbie@example.org" in html and 'href="/accounts/signup/"' in html
+    assert "Sign in to accept" in html
+    # and a signed-out POST grants nothing
+    client.post(link)
+    assert not StudyInvitation.objects.exclude(status="pending").exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
+from django.core import mail
 
 from studyplatform.core.models import AuditEvent
 from studyplatform.studies.models import Study
@@ -69,37 +71,80 @@ def test_protocol_get_returns_yaml_of_the_current_version(study, owner, api_as):
     assert data["yaml"].startswith("format: studyplatform/v1\nstudy:\n  slug: companion-rct\n")
 
 
-def test_role_changes_are_audited_and_the_last_owner_stays(study, owner, make_user, api_as):
-    make_user("mo")
-    client = api_as(owner)
-    added = client.post(
-        f"/api/studies/{study.slug}/members/", {"username": "mo", "role": "monitor"}, format="json"
+def test_members_join_by_invitation_and_role_changes_are_audited(
+    study, owner, make_user, api_as, client
+):
+    # given: an owner invites mo's address through the API
+    mo = make_user("mo", email="mo@example.org")
+    api = api_as(owner)
+    invited = api.post(
+        f"/api/studies/{study.slug}/invitations/",
+        {"email": "MO@example.org", "role": "monitor"},
+        format="json",
     )
-    assert added.status_code == 201
+    assert invited.status_code == 201 and invited.data["status"] == "pending"
+    assert api.get(f"/api/studies/{study.slug}/invitations/").data[0]["email"] == "MO@example.org"
+    assert not study.memberships.filter(user=mo).exists()
+    # when: mo opens the emailed console link while signed in and accepts
+    link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[-1].body).group(1)
+    client.force_login(mo)
+    assert client.post(link).status_code == 302
+    # then: mo is a monitor; the last owner cannot be removed; mo can be
+    added = study.memberships.get(user=mo)
+    assert added.role == "monitor"
     owner_row = study.memberships.get(role="owner")
-    refused = client.delete(f"/api/studies/{study.slug}/members/{owner_row.pk}/")
+    refused = api.delete(f"/api/studies/{study.slug}/members/{owner_row.pk}/")
     assert refused.status_code == 409
     assert refused.data["detail"] == "a study must keep at least one owner"
-    removed = client.delete(f"/api/studies/{study.slug}/members/{added.data['id']}/")
+    removed = api.delete(f"/api/studies/{study.slug}/members/{added.pk}/")
     assert removed.status_code == 204
     assert list(
-        AuditEvent.objects.filter(action__startswith="membership.")
+        AuditEvent.objects.filter(action__regex=r"^(membership|invitation)\.")
         .order_by("id")
         .values_list("action", "data")
     ) == [
+        ("invitation.create", {"email": "MO@example.org", "role": "monitor"}),
         ("membership.add", {"user": "mo", "role": "monitor"}),
+        ("invitation.accept", {"email": "MO@example.org", "role": "monitor"}),
         ("membership.remove", {"user": "mo", "role": "monitor"}),
     ]
 
 
-def test_adding_an_unknown_user_says_so(study, owner, api_as):
+def test_members_cannot_be_added_directly_by_username(study, owner, make_user, api_as):
+    make_user("mo")
     response = api_as(owner).post(
-        f"/api/studies/{study.slug}/members/",
-        {"username": "ghost", "role": "monitor"},
+        f"/api/studies/{study.slug}/members/", {"username": "mo", "role": "monitor"}, format="json"
+    )
+    assert response.status_code == 405
+    assert not study.memberships.filter(user__username="mo").exists()
+
+
+def test_a_bad_invitation_names_the_field_and_writes_nothing(study, owner, api_as):
+    response = api_as(owner).post(
+        f"/api/studies/{study.slug}/invitations/",
+        {"email": "not-an-address", "role": "king"},
         format="json",
     )
     assert response.status_code == 400
-    assert response.data["username"] == ["No researcher account called 'ghost'."]
+    assert response.data["email"] == ["Enter a valid email address."]
+    assert response.data["role"] == ['"king" is not a valid choice.']
+    assert not study.team_invitations.exists() and not mail.outbox
+
+
+def test_withdrawing_an_invitation_twice_is_a_conflict(study, owner, api_as):
+    api = api_as(owner)
+    created = api.post(
+        f"/api/studies/{study.slug}/invitations/",
+        {"email": "x@example.org", "role": "analyst"},
+        format="json",
+    )
+    url = f"/api/studies/{study.slug}/invitations/{created.data['id']}/"
+    assert api.delete(url).status_code == 204
+    again = api.delete(url)
+    assert again.status_code == 409
+    assert again.data["detail"] == (
+        "Only pending invitations can be withdrawn (this one is revoked)."
+    )
 
 
 def test_transition_conflict_explains_allowed_moves(study, owner, api_as):

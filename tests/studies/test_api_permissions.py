@@ -8,7 +8,11 @@ import pytest
 
 from studyplatform.studies.models import Membership
 from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import (
+    invitation_create,
+    study_create_from_protocol,
+    study_transition,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +23,9 @@ def endpoints(study, doc, code="P-NONE"):
     changed = copy.deepcopy(doc)
     changed["limits"]["messages_per_minute"] = 3
     owner_membership = Membership.objects.filter(study=study, role="owner").first()
+    pending = invitation_create(
+        study=study, email="pending@example.org", role="analyst", actor=None
+    )
     return [
         ("get", f"{base}/", None, Perm.VIEW_STUDY),
         ("get", f"{base}/arms/", None, Perm.VIEW_STUDY),
@@ -30,13 +37,15 @@ def endpoints(study, doc, code="P-NONE"):
         ("get", f"{base}/consent-documents/", None, Perm.VIEW_STUDY),
         ("post", f"{base}/transition/", {"to": "piloting"}, Perm.MANAGE_LIFECYCLE),
         ("get", f"{base}/members/", None, Perm.VIEW_STUDY),
+        ("delete", f"{base}/members/{owner_membership.pk}/", None, Perm.MANAGE_MEMBERS),
+        ("get", f"{base}/invitations/", None, Perm.MANAGE_MEMBERS),
         (
             "post",
-            f"{base}/members/",
-            {"username": "olivia", "role": "monitor"},
+            f"{base}/invitations/",
+            {"email": "new.member@example.org", "role": "monitor"},
             Perm.MANAGE_MEMBERS,
         ),
-        ("delete", f"{base}/members/{owner_membership.pk}/", None, Perm.MANAGE_MEMBERS),
+        ("delete", f"{base}/invitations/{pending.pk}/", None, Perm.MANAGE_MEMBERS),
         ("get", f"{base}/participants/", None, Perm.VIEW_PARTICIPANTS),
         ("get", f"{base}/participants/?download=csv", None, Perm.VIEW_PARTICIPANTS),
         ("get", f"{base}/funnel/", None, Perm.VIEW_PARTICIPANTS),

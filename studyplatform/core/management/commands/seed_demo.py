@@ -14,6 +14,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from studyplatform.accounts.models import EmailVerification
+from studyplatform.accounts.services import email_mark_verified
 from studyplatform.studies.models import Study
 from studyplatform.studies.protocol import parse_protocol_text
 from studyplatform.studies.services import study_create_from_protocol, study_transition
@@ -66,6 +68,11 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
             self.stdout.write(f"created researcher {username!r}")
+        verified = EmailVerification.objects.filter(user=user, email__iexact=user.email)
+        if user.email and not verified.exists():
+            # Recorded explicitly (not only through the superuser rule), so the demo login stays
+            # usable if an admin makes it an ordinary account.
+            email_mark_verified(user=user, method=EmailVerification.Method.COMMAND, actor=None)
         if not Study.objects.filter(slug=DEMO_SLUG).exists():
             study = study_create_from_protocol(
                 doc=demo_protocol(), author=user, change_note="Demo study"
