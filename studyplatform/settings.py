@@ -262,3 +262,6 @@ MODERATION_BASE_URL = env.str("MODERATION_BASE_URL", default="")
 MODERATION_API_KEY_ENV = env.str("MODERATION_API_KEY_ENV", default="OPENAI_API_KEY")
 MODERATION_MODEL = env.str("MODERATION_MODEL", default="omni-moderation-latest")
 EXPORT_EXPIRY_DAYS = env.int("EXPORT_EXPIRY_DAYS", default=7)
+# A participant's "download my data" archive (encrypted on disk) is deleted this long after it
+# was built; they can prepare a new one at any time.
+DATA_DOWNLOAD_EXPIRY_HOURS = env.int("DATA_DOWNLOAD_EXPIRY_HOURS", default=72)
