@@ -260,12 +260,12 @@ def test_withdrawal_with_deletion_revokes_the_built_exports_that_hold_the_partic
     with django_capture_on_commit_callbacks(execute=True):
         participant_withdraw(participant=caio, mode="delete", by="participant")
     # then: the old zip is gone from disk and its download says why, without naming anyone
-    export.refresh_from_db()
-    assert export.status == DatasetExport.Status.REVOKED
-    assert not path.exists()
     client = api_as(owner)
     response = client.get(URL.format(slug=study.slug) + f"{export.pk}/download/")
     assert response.status_code == 410
+    assert not path.exists()
+    export.refresh_from_db()
+    assert export.status == "revoked"
     detail = response.json()["detail"]
     assert "withdrew and asked for their data to be deleted" in detail
     assert caio.code not in detail
