@@ -291,7 +291,12 @@ def _carried(table: str, column: Column, shape: StudyShape) -> Column:
             f" {blank} for participants whose {', '.join(qis)} is suppressed for k-anonymity "
             "(suppressed in every file, not only in participants)."
         )
-    return dataclasses.replace(column, carries=tuple(qis), meaning=column.meaning + note)
+    allowed = column.allowed
+    if allowed and column.type == "string" and SUPPRESSED not in allowed:
+        allowed = (*allowed, SUPPRESSED)
+    return dataclasses.replace(
+        column, carries=tuple(qis), meaning=column.meaning + note, allowed=allowed
+    )
 
 
 def table_columns(name: str, shape: StudyShape) -> list[Column]:

@@ -682,10 +682,14 @@ class Builder:
         quasi-identifier. Every file in the build directory is checked, so a table written
         outside `write` cannot slip into the zip unchecked."""
         by_file = {info["file"]: name for name, info in written.items()}
-        tables = []
-        for path in sorted(self.directory.iterdir()):
+        paths = sorted(self.directory.iterdir())
+        for path in paths:
             if path.name not in by_file:
                 raise DisclosureLeak(f"{path.name}: not a documented table of this export")
+        if not self.plan.suppressed:
+            return 0  # nothing was suppressed, so no cell can carry a suppressed value
+        tables = []
+        for path in paths:
             name = by_file[path.name]
             tables.append((path.name, columns[name], read_rows(self.fmt, path, columns[name])))
         return disclosure_verify(tables, self.plan, self.forbidden_values())

@@ -82,12 +82,18 @@ def export_create(
     return export
 
 
-def _export_record(*, study: Study, created_by: Any, options: dict[str, Any]) -> DatasetExport:
-    source = None
-    if options["reuse_key_of"] is not None:
+def _export_record(
+    *,
+    study: Study,
+    created_by: Any,
+    options: dict[str, Any],
+    key_hex: str | None = None,
+    source: DatasetExport | None = None,
+) -> DatasetExport:
+    if key_hex is None and options["reuse_key_of"] is not None:
         source = DatasetExport.objects.get(study=study, pk=options["reuse_key_of"])
         key_hex = source.key
-    else:
+    elif key_hex is None:
         key_hex = new_key().hex()
     return DatasetExport.objects.create(
         study=study,
@@ -258,8 +264,16 @@ def _export_revoke(*, export: DatasetExport, reason: str) -> DatasetExport:
     if export.file_name:
         export_path(export).unlink(missing_ok=True)
     DatasetExportMember.objects.filter(export=export).delete()
+    # A key the original deliberately reused is reused again (taken from the revoked row, so a
+    # deleted source export cannot make a withdrawal fail); otherwise the replacement gets a
+    # fresh key like any new export.
+    reused = export.reuse_key_of_id is not None or export.options.get("reuse_key_of") is not None
     replacement = _export_record(
-        study=export.study, created_by=export.created_by, options=dict(export.options)
+        study=export.study,
+        created_by=export.created_by,
+        options=dict(export.options),
+        key_hex=export.key if reused else new_key().hex(),
+        source=export.reuse_key_of if reused else None,
     )
     export.status = DatasetExport.Status.REVOKED
     export.revoked_at = timezone.now()
