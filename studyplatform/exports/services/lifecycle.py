@@ -316,7 +316,8 @@ def exports_revoke_for_participant(*, participant: Participant) -> int:
         DatasetExport.Status.DONE,
     )
     locked = list(
-        DatasetExport.objects.select_for_update()
+        # of=("self",): only the export rows are locked (created_by is an outer join).
+        DatasetExport.objects.select_for_update(of=("self",))
         .filter(study_id=participant.study_id, status__in=open_statuses)
         .select_related("study", "created_by")
         .order_by("pk")
