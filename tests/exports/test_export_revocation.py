@@ -71,3 +71,57 @@ def test_an_expired_export_forgets_who_was_in_it(recruiting_study, owner, people
     DatasetExport.objects.filter(pk=export.pk).update(expires_at=timezone.now())
     assert export_expire_due() == 1
     assert not DatasetExportMember.objects.filter(export=export).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawal_committing_while_a_build_finishes_keeps_them_out(
+    recruiting_study, owner, people, monkeypatch
+):
+    # given: a build that has read its participants, and a withdrawal with deletion that
+    # commits (holding its locks for a moment) while that build is finishing
+    import threading
+    import time
+    from pathlib import Path
+
+    from django.db import connection, transaction
+
+    from studyplatform.exports.services import builder, export_path
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks under real concurrency are a PostgreSQL property")
+    built_event, locked = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+    original = builder.Builder.run
+
+    def run_and_wait(self):
+        result = original(self)
+        built_event.set()
+        assert locked.wait(10)
+        return result
+
+    def withdraw() -> None:
+        try:
+            assert built_event.wait(10)
+            with transaction.atomic():
+                participant_withdraw(participant=people[0], mode="delete", by="participant")
+                locked.set()
+                time.sleep(0.5)  # the build tries to finish now, and must wait for this commit
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+            locked.set()
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(builder.Builder, "run", run_and_wait)
+    export = export_create(
+        study=recruiting_study, user=owner, options={"tables": ["participants"]}, enqueue=False
+    )
+    thread = threading.Thread(target=withdraw)
+    thread.start()
+    # when
+    export = export_build(export=export)
+    thread.join()
+    # then: the finished build saw the withdrawal and kept nothing
+    assert errors == []
+    assert export.status == DatasetExport.Status.REVOKED, export.status
+    assert not list(Path(export_path(export)).parent.glob("*.zip"))
