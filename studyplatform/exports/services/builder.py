@@ -669,7 +669,7 @@ class Builder:
         suppressed: every arm key and every model name any version of the protocol used."""
         values = {key for key in self.arms.values() if key}
         for arm in self.study.arms.all():
-            values.add(arm.model_name)
+            values.add(getattr(arm, "model_name", "") or "")
         for version in self.versions.values():
             for arm in (version.content or {}).get("arms", []) or []:
                 model = arm.get("model") if isinstance(arm, dict) else None
