@@ -40,4 +40,12 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=0),
         "options": {"expires": 12 * 3600},
     },
+    # Participants' "download my data" archives (encrypted, but identifiable) are deleted
+    # DATA_DOWNLOAD_EXPIRY_HOURS after they are built (72 by default); downloads already refuse
+    # an expired archive, so an hourly sweep only bounds how long the file lingers.
+    "participants-downloads-expire": {
+        "task": "studyplatform.participants.tasks.expire_data_downloads",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 50 * 60},
+    },
 }

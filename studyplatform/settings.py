@@ -369,3 +369,6 @@ ACCOUNT_EMAIL_LIMIT = env.int("ACCOUNT_EMAIL_LIMIT", default=5)
 SIGNUP_CLIENT_LIMIT = env.int("SIGNUP_CLIENT_LIMIT", default=20)
 PASSWORD_RESET_EMAIL_LIMIT = env.int("PASSWORD_RESET_EMAIL_LIMIT", default=3)
 PASSWORD_RESET_CLIENT_LIMIT = env.int("PASSWORD_RESET_CLIENT_LIMIT", default=20)
+# A participant's "download my data" archive (encrypted on disk) is deleted this long after it
+# was built; they can prepare a new one at any time.
+DATA_DOWNLOAD_EXPIRY_HOURS = env.int("DATA_DOWNLOAD_EXPIRY_HOURS", default=72)

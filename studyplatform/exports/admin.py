@@ -28,6 +28,9 @@ class DatasetExportAdmin(admin.ModelAdmin):
         "error",
         "detection_counts",
         "disclosure",
+        "revoked_at",
+        "revoked_reason",
+        "replaced_by",
     )
 
     def has_add_permission(self, request):

@@ -33,6 +33,11 @@ def _row(export: DatasetExport) -> dict:
         "error": export.error,
         "detection_counts": export.detection_counts,
         "disclosure": export.disclosure,
+        # Why a finished export's file was deleted early (a withdrawal; never who), and the
+        # export queued in its place.
+        "revoked_at": export.revoked_at.isoformat() if export.revoked_at else None,
+        "revoked_reason": export.revoked_reason,
+        "replaced_by": export.replaced_by_id,
     }
 
 

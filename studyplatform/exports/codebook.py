@@ -8,6 +8,7 @@ being documented.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -68,15 +69,24 @@ class Column:
     meaning: str
     unit: str = ""
     allowed: tuple[Any, ...] = ()
+    # The export's quasi-identifiers whose information this column carries (states, or lets
+    # one infer): where k-anonymity suppresses one of them for a participant, this column is
+    # suppressed in every row of that participant (disclosure.DisclosurePlan).
+    carries: tuple[str, ...] = ()
+    # Text typed by a participant or produced by the model (anonymized, never a category).
+    free_text: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "type": self.type,
             "unit": self.unit,
             "allowed": list(self.allowed),
             "meaning": self.meaning,
         }
+        if self.carries:
+            out["suppressed_with"] = list(self.carries)
+        return out
 
 
 @dataclass(frozen=True)
@@ -229,8 +239,72 @@ def _maybe_star(name: str, values: Sequence[Any], shape: StudyShape) -> tuple[An
     return (*values, SUPPRESSED) if name in shape.quasi_identifiers else tuple(values)
 
 
+# Columns outside the quasi-identifier's own column that carry it, by table. The arm decides the
+# model (names, the provider's finish reasons, reply latency and length) and the system prompt
+# (counted in every prompt's tokens); the block number lets the arm be inferred from the other
+# members of a randomization block; a participation status shows in the completion and
+# withdrawal dates; the participation language is the consent document's language.
+ARM_MESSAGE_COLUMNS = (
+    "arm",
+    "model_requested",
+    "model_reported",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+)
+ARM_USAGE_FEATURES = ("reply_latency_ms_sum", "median_reply_latency_ms", "mean_reply_latency_ms")
+CARRIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "participants": {"status": ("completed_", "withdrawn_")},
+    "consent": {"language": ("language",)},
+    "allocation": {"arm": ("arm", "block_number")},
+    "messages": {"arm": ARM_MESSAGE_COLUMNS},
+    "imported": {"arm": ARM_MESSAGE_COLUMNS},
+    "usage_daily": {"arm": ARM_USAGE_FEATURES},
+    "usage_waves": {"arm": ("arm", *ARM_USAGE_FEATURES)},
+}
+
+
+def _carried(table: str, column: Column, shape: StudyShape) -> Column:
+    """`column` with the quasi-identifiers of this export it carries, and a note saying so."""
+    qis = []
+    if column.name in shape.quasi_identifiers and table == "participants":
+        qis.append(column.name)
+    for qi, names in CARRIES.get(table, {}).items():
+        if qi not in shape.quasi_identifiers or qi in qis:
+            continue
+        base = column.name
+        for suffix in ("_within", "_between", "_lag"):
+            base = base.removesuffix(suffix)
+        if (
+            column.name in names
+            or base in names
+            or column.name.startswith(tuple(n for n in names if n.endswith("_")))
+        ):
+            qis.append(qi)
+    if not qis:
+        return column
+    note = ""
+    if column.name not in shape.quasi_identifiers or table != "participants":
+        blank = f"'{SUPPRESSED}'" if column.type == "string" else "empty"
+        note = (
+            f" {blank} for participants whose {', '.join(qis)} is suppressed for k-anonymity "
+            "(suppressed in every file, not only in participants)."
+        )
+    allowed = column.allowed
+    if allowed and column.type == "string" and SUPPRESSED not in allowed:
+        allowed = (*allowed, SUPPRESSED)
+    return dataclasses.replace(
+        column, carries=tuple(qis), meaning=column.meaning + note, allowed=allowed
+    )
+
+
 def table_columns(name: str, shape: StudyShape) -> list[Column]:
-    """The columns of one exported file, in order."""
+    """The columns of one exported file, in order, each with the quasi-identifiers it carries."""
+    return [_carried(name, column, shape) for column in _table_columns(name, shape)]
+
+
+def _table_columns(name: str, shape: StudyShape) -> list[Column]:
     pid = Column("participant_id", "string", "Participant pseudonym (keyed HMAC; 'p_' + 16 hex).")
     version = Column(
         "protocol_version", "integer", "Protocol version number in force (see protocol_versions)."
@@ -352,6 +426,7 @@ def table_columns(name: str, shape: StudyShape) -> list[Column]:
                 "string",
                 "Non-numeric answer: a choice value, a JSON list for multiple choice, or "
                 "free text with identifiers replaced by typed surrogates such as [PERSON_1].",
+                free_text=True,
             ),
         ]
     if name in ("messages", "imported"):
@@ -408,6 +483,7 @@ def table_columns(name: str, shape: StudyShape) -> list[Column]:
                 "string",
                 "Message text with identifiers replaced by typed surrogates ([PERSON_1], "
                 "[EMAIL_1], ...; numbered per participant). Empty when text_included is false.",
+                free_text=True,
             ),
         ]
     if name == "usage_daily":
@@ -635,6 +711,28 @@ def readme_text(codebook: Mapping[str, Any]) -> str:
         f"{k_report.get('smallest_class', 0)}; k reached: "
         f"{'yes' if k_report.get('satisfied', True) else 'no (fewer than k participants)'}.",
         "",
+    ]
+    control = anon.get("disclosure_control") or {}
+    lines += [
+        "The suppression applies to the whole dataset, not only to the participants file: where",
+        "a participant's value is suppressed, every column of every file that carries it (or",
+        "lets it be inferred) is suppressed in that participant's rows too ('*' in text columns,",
+        "empty in numeric ones). Every file was read back and checked for this before the zip",
+        "was made.",
+        "",
+    ]
+    for qi, count in (control.get("participants_suppressed") or {}).items():
+        carried = ", ".join(f"`{c}`" for c in (control.get("columns") or {}).get(qi, []))
+        lines.append(f"- {qi}: suppressed for {count} participant(s), in {carried or '-'}")
+    if control.get("participants_suppressed"):
+        lines.append("")
+    if "arm" in (control.get("participants_suppressed") or {}):
+        lines += [
+            "The text of the assistant's replies is kept for these participants; its wording may",
+            "still hint at the model or the system prompt.",
+            "",
+        ]
+    lines += [
         "Automated de-identification misses some identifiers. Do not try to re-identify anyone,",
         "and report anything identifying you find to the study team.",
         "",

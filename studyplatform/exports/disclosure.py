@@ -11,12 +11,15 @@ in all of those rows, the quasi-identifier with the most distinct values among t
 the one declared first). Rows left fully suppressed but still fewer than k absorb the smallest
 remaining classes until they reach k; if the whole table has fewer than k rows, everything is
 suppressed and the report says k was not reachable.
+
+The suppression then applies to the export as a whole, not only to the participants table: see
+DisclosurePlan and disclosure_verify below.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,3 +122,113 @@ def k_anonymize(
     report.smallest_class = min(sizes.values())
     report.satisfied = report.smallest_class >= k
     return out, report
+
+
+# ---------------------------------------------------------------------------------------------
+# Disclosure control over the whole export
+#
+# k-anonymity is decided on the participants table, but the other files of the same zip join on
+# the same pseudonym: an arm shown as "*" in participants.csv is worthless if messages.csv gives
+# the arm, the model names or the token counts of the arm's system prompt for that pseudonym.
+# So the decision is made once, per pseudonym (DisclosurePlan), every writer applies it to every
+# column that carries a suppressed quasi-identifier (the codebook declares, per column, which
+# quasi-identifiers it carries), and after the build every file is read back and checked
+# (disclosure_verify): a cell that still carries a suppressed value fails the build.
+
+
+class DisclosureLeak(Exception):
+    """A written file still carries a quasi-identifier that k-anonymity suppressed."""
+
+
+def suppressed_value(column_type: str) -> Any:
+    """What a suppressed cell holds: "*" in a text column, empty (null) in any other."""
+    return SUPPRESSED if column_type == "string" else None
+
+
+@dataclass(frozen=True)
+class DisclosurePlan:
+    """The quasi-identifiers suppressed for each pseudonym, decided once for the whole export."""
+
+    suppressed: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_published(
+        cls, rows: Sequence[dict[str, Any]], quasi_identifiers: Sequence[str]
+    ) -> DisclosurePlan:
+        plan: dict[str, frozenset[str]] = {}
+        for row in rows:
+            qis = frozenset(q for q in quasi_identifiers if row.get(q) == SUPPRESSED)
+            if qis:
+                plan[row["participant_id"]] = qis
+        return cls(plan)
+
+    def qis_of(self, pid: Any) -> frozenset[str]:
+        return self.suppressed.get(pid, frozenset())
+
+    def counts(self) -> dict[str, int]:
+        """How many pseudonyms have each quasi-identifier suppressed."""
+        counter: Counter[str] = Counter()
+        for qis in self.suppressed.values():
+            counter.update(qis)
+        return dict(sorted(counter.items()))
+
+    def apply(self, row: dict[str, Any], columns: Sequence[Any]) -> dict[str, Any]:
+        """`row` with every column that carries one of its pseudonym's suppressed
+        quasi-identifiers replaced by the suppressed value (a copy; the input is not changed)."""
+        qis = self.qis_of(row.get("participant_id"))
+        if not qis:
+            return row
+        out = dict(row)
+        for column in columns:
+            if qis.intersection(column.carries):
+                out[column.name] = suppressed_value(column.type)
+        return out
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def disclosure_verify(
+    tables: Iterable[tuple[str, Sequence[Any], Iterable[dict[str, Any]]]],
+    plan: DisclosurePlan,
+    forbidden: Mapping[str, set[str]],
+) -> int:
+    """Read-back check of the written files; raises DisclosureLeak at the first leak.
+
+    `tables` gives, for every data file in the export, its name, its declared columns and its
+    rows as read back from the file. For each row of a pseudonym with suppressed
+    quasi-identifiers: every column carrying one of them must hold the suppressed value, and no
+    other (non free-text) cell may equal one of the `forbidden` values of a suppressed
+    quasi-identifier (for the arm: every arm key and model name), which catches a column that
+    carries the arm without declaring it. Returns the number of rows checked.
+    """
+    checked = 0
+    for name, columns, rows in tables:
+        declared = {c.name: c for c in columns}
+        for row in rows:
+            unknown = set(row) - set(declared)
+            if unknown:
+                raise DisclosureLeak(f"{name}: undocumented column(s) {', '.join(sorted(unknown))}")
+            qis = plan.qis_of(row.get("participant_id"))
+            if not qis:
+                continue
+            checked += 1
+            values = {v for q in qis for v in forbidden.get(q, ())}
+            for column in columns:
+                value = row.get(column.name)
+                if qis.intersection(column.carries):
+                    expected = suppressed_value(column.type)
+                    ok = value == SUPPRESSED if expected == SUPPRESSED else _blank(value)
+                    if not ok:
+                        carried = ", ".join(sorted(qis.intersection(column.carries)))
+                        raise DisclosureLeak(
+                            f"{name}: column {column.name} carries {carried}, suppressed for "
+                            "k-anonymity, but is not suppressed for that participant"
+                        )
+                elif not column.free_text and isinstance(value, str) and value in values:
+                    raise DisclosureLeak(
+                        f"{name}: column {column.name} holds the value of a quasi-identifier "
+                        "suppressed for k-anonymity"
+                    )
+    return checked

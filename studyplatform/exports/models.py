@@ -20,6 +20,7 @@ class DatasetExport(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
         EXPIRED = "expired", "Expired (file deleted)"
+        REVOKED = "revoked", "Revoked (file deleted)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="dataset_exports")
     created_by = models.ForeignKey(
@@ -44,6 +45,13 @@ class DatasetExport(models.Model):
     error = models.CharField(max_length=300, blank=True, default="")
     detection_counts = models.JSONField(default=dict, blank=True)
     disclosure = models.JSONField(default=dict, blank=True, help_text="k-anonymity report.")
+    # Set when a participant in the zip withdrew and asked for deletion (the file is deleted):
+    # the reason never names the participant.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=300, blank=True, default="")
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -52,7 +60,31 @@ class DatasetExport(models.Model):
     def __str__(self) -> str:
         return f"export {self.pk} of {self.study.slug} ({self.status})"
 
+    def is_revoked(self) -> bool:
+        return self.status == self.Status.REVOKED
+
     def is_expired(self, now) -> bool:
         return self.status == self.Status.EXPIRED or (
             self.expires_at is not None and self.expires_at <= now
         )
+
+
+class DatasetExportMember(models.Model):
+    """One participant whose data is in a finished export's zip.
+
+    Written when the build finishes and kept while the file exists, so that a withdrawal with
+    deletion can find, exactly, the zips that still hold that participant and revoke them.
+    """
+
+    export = models.ForeignKey(DatasetExport, on_delete=models.CASCADE, related_name="members")
+    participant = models.ForeignKey(
+        "participants.Participant", on_delete=models.CASCADE, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["export", "participant"], name="unique_export_member")
+        ]
+
+    def __str__(self) -> str:
+        return f"participant {self.participant_id} in export {self.export_id}"

@@ -95,5 +95,5 @@ class PilotInviteAdmin(ReadOnlyAdmin):
 
 @admin.register(DataDownload)
 class DataDownloadAdmin(ReadOnlyAdmin):
-    list_display = ("participant", "status", "created_at", "finished_at")
+    list_display = ("participant", "status", "created_at", "finished_at", "expires_at")
     list_filter = ("status",)

@@ -246,17 +246,25 @@ class DataDownload(models.Model):
         RUNNING = "running", "Running"
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired (file deleted)"
 
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="downloads")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # The archive on disk is encrypted (core.filecrypt); sha256 is that of the clear zip.
     file_name = models.CharField(max_length=200, blank=True, default="")
     sha256 = models.CharField(max_length=64, blank=True, default="")
     error = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"data download {self.pk} of {self.participant.code} ({self.status})"
+
+    def is_available(self, now) -> bool:
+        return self.status == self.Status.READY and (
+            self.expires_at is None or self.expires_at > now
+        )

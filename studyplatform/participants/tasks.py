@@ -22,3 +22,10 @@ def build_data_download(download_id: int) -> None:
         log.info("download %s missing or already handled", download_id)
         return
     data_download_build(download=download)
+
+
+@shared_task(name="studyplatform.participants.tasks.expire_data_downloads", ignore_result=True)
+def expire_data_downloads() -> int:
+    from .services import data_downloads_expire_due
+
+    return data_downloads_expire_due()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -367,13 +367,15 @@ def data(request):
             request, _("We are preparing your data. This page will show it when it is ready.")
         )
         return redirect("participants:data")
+    downloads = list(participant.downloads.all()[:5])
+    now = timezone.now()
+    for download in downloads:
+        # Past its expiry an archive cannot be downloaded, even before the sweep deletes it.
+        download.available = download.is_available(now)
     return render(
         request,
         "participants/data.html",
-        {
-            "participant": participant,
-            "downloads": participant.downloads.all()[:5],
-        },
+        {"participant": participant, "downloads": downloads},
     )
 
 
@@ -386,12 +388,17 @@ def data_file(request, download_id: int):
         participant=request.participant,
         status=DataDownload.Status.READY,
     )
-    path = services.withdrawal.download_path(download)
-    if not path.exists():
-        raise Http404("The file is no longer available.")
-    return FileResponse(
-        path.open("rb"), as_attachment=True, filename=f"my-data-{request.participant.code}.zip"
+    try:
+        # Decrypted chunk by chunk as it streams; the clear zip is never written anywhere.
+        chunks = services.data_download_open(download=download)
+    except services.DownloadGone as exc:
+        raise Http404(str(exc)) from exc
+    response = StreamingHttpResponse(chunks, content_type="application/zip")
+    response["Content-Disposition"] = (
+        f'attachment; filename="my-data-{request.participant.code}.zip"'
     )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @participant_required(consent=False)

@@ -9,6 +9,7 @@ tables. Callers import from here.
 from .builder import BATCH, ZIP_DATE, Progress
 from .lifecycle import (
     EXPORT_DIR,
+    WITHDRAWAL_REASON,
     ExportGone,
     ExportNotReady,
     expiry_days,
@@ -17,6 +18,7 @@ from .lifecycle import (
     export_download,
     export_expire_due,
     export_path,
+    exports_revoke_for_participant,
 )
 from .options import (
     BASE_QUASI_IDENTIFIERS,
@@ -35,6 +37,7 @@ __all__ = [
     "DATE_MODES",
     "DEFAULT_OPTIONS",
     "EXPORT_DIR",
+    "WITHDRAWAL_REASON",
     "ZIP_DATE",
     "ExportError",
     "ExportGone",
@@ -47,5 +50,6 @@ __all__ = [
     "export_expire_due",
     "export_options_clean",
     "export_path",
+    "exports_revoke_for_participant",
     "screener_export_questions",
 ]

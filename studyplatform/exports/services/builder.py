@@ -33,10 +33,16 @@ from surveys.models import Response
 
 from .. import codebook as cb
 from ..anonymize import Anonymizer, KnownIdentifiers
-from ..disclosure import age_band, k_anonymize
+from ..disclosure import (
+    DisclosureLeak,
+    DisclosurePlan,
+    age_band,
+    disclosure_verify,
+    k_anonymize,
+)
 from ..models import DatasetExport
 from ..pseudonyms import Pseudonymizer
-from ..writers import EXTENSIONS, open_writer, write_table
+from ..writers import EXTENSIONS, open_writer, read_rows, write_table
 from .options import screener_export_questions
 from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
 
@@ -77,6 +83,8 @@ class _Result:
     zip_path: Path
     detection_counts: Counter = field(default_factory=Counter)
     disclosure: dict[str, Any] = field(default_factory=dict)
+    # Who is in the zip (participant primary keys): a later withdrawal with deletion revokes it.
+    participant_pks: frozenset[int] = frozenset()
 
 
 def _zone(name: str, fallback: str) -> ZoneInfo:
@@ -106,6 +114,8 @@ class Builder:
         self.arms = {arm.pk: arm.key for arm in self.study.arms.all()}
         self.instruments: dict[tuple[str, int], Instrument | None] = {}
         self.instrument_entries: dict[tuple[str, str], dict[str, Any]] = {}
+        # Decided from the k-anonymized participants table before any file is written.
+        self.plan = DisclosurePlan()
 
     # ---- shape and people
 
@@ -387,9 +397,11 @@ class Builder:
         answer_columns = cb.table_columns("answers", shape)
         ext = EXTENSIONS[self.fmt]
         response_writer = open_writer(
-            self.fmt, self.directory / f"responses{ext}", response_columns
+            self.fmt, self.directory / f"responses{ext}", response_columns, disclosure=self.plan
         )
-        answer_writer = open_writer(self.fmt, self.directory / f"answers{ext}", answer_columns)
+        answer_writer = open_writer(
+            self.fmt, self.directory / f"answers{ext}", answer_columns, disclosure=self.plan
+        )
         counts = {"responses": 0, "answers": 0}
         qs = (
             Response.objects.filter(
@@ -545,13 +557,22 @@ class Builder:
                 shape, usage_scores=usage.scores, usage_predictors=usage.predictors
             )
         published, k_report = self.demographics(participants, people)
+        self.plan = DisclosurePlan.from_published(
+            list(published.values()), self.options["quasi_identifiers"]
+        )
         steps = len(tables) + 1
         written: dict[str, dict[str, Any]] = {}
         columns: dict[str, list[cb.Column]] = {}
 
         def write(name: str, batches) -> None:
             columns[name] = cb.table_columns(name, shape)
-            rows = write_table(self.fmt, self.directory / f"{name}{ext}", columns[name], batches)
+            rows = write_table(
+                self.fmt,
+                self.directory / f"{name}{ext}",
+                columns[name],
+                batches,
+                disclosure=self.plan,
+            )
             written[name] = {"file": f"{name}{ext}", "rows": rows}
 
         for done, table in enumerate(tables, start=1):
@@ -574,6 +595,7 @@ class Builder:
                 write(table, usage_waves_rows(self, usage, by_code, shape, published))
             self.report(int(90 * done / steps), table)
 
+        checked = self.verify_disclosure(columns, written)
         anonymization = {
             "dates": self.options["dates"],
             "include_time_of_day": self.options["include_time_of_day"],
@@ -587,6 +609,19 @@ class Builder:
             "pseudonyms": "HMAC-SHA256 under a random 32-byte per-export key, first 16 hex",
             "detection_counts": dict(sorted(self.counts.items())),
             "k_anonymity": k_report.as_dict(),
+            "disclosure_control": {
+                "participants_suppressed": self.plan.counts(),
+                "columns": {
+                    qi: [
+                        f"{written[name]['file']}:{c.name}"
+                        for name in written
+                        for c in columns[name]
+                        if qi in c.carries
+                    ]
+                    for qi in self.options["quasi_identifiers"]
+                },
+                "rows_checked": checked,
+            },
         }
         codebook = cb.build_codebook(
             study_title=self.study.title,
@@ -620,4 +655,41 @@ class Builder:
                 ):
                     shutil.copyfileobj(source, target, 1 << 20)
         self.report(95, "zip")
-        return _Result(zip_path, self.counts, k_report.as_dict())
+        return _Result(
+            zip_path,
+            self.counts,
+            k_report.as_dict(),
+            participant_pks=frozenset(p.pk for p in participants),
+        )
+
+    # ---- the post-build check
+
+    def forbidden_values(self) -> dict[str, set[str]]:
+        """Values that must never sit in a (non free-text) cell of a participant whose arm is
+        suppressed: every arm key and every model name any version of the protocol used."""
+        values = {key for key in self.arms.values() if key}
+        for arm in self.study.arms.all():
+            values.add(getattr(arm, "model_name", "") or "")
+        for version in self.versions.values():
+            for arm in (version.content or {}).get("arms", []) or []:
+                model = arm.get("model") if isinstance(arm, dict) else None
+                if isinstance(model, dict) and isinstance(model.get("name"), str):
+                    values.add(model["name"])
+        return {"arm": {v for v in values if v}}
+
+    def verify_disclosure(self, columns: dict[str, list[cb.Column]], written) -> int:
+        """Read every data file back and fail the build if one still carries a suppressed
+        quasi-identifier. Every file in the build directory is checked, so a table written
+        outside `write` cannot slip into the zip unchecked."""
+        by_file = {info["file"]: name for name, info in written.items()}
+        paths = sorted(self.directory.iterdir())
+        for path in paths:
+            if path.name not in by_file:
+                raise DisclosureLeak(f"{path.name}: not a documented table of this export")
+        if not self.plan.suppressed:
+            return 0  # nothing was suppressed, so no cell can carry a suppressed value
+        tables = []
+        for path in paths:
+            name = by_file[path.name]
+            tables.append((path.name, columns[name], read_rows(self.fmt, path, columns[name])))
+        return disclosure_verify(tables, self.plan, self.forbidden_values())

@@ -1,5 +1,14 @@
 """The life of an export row: create (validate options, make or reuse the key, enqueue), build
-(claim, run the builder, move the zip into place), download (audited) and expiry."""
+(claim, run the builder, move the zip into place), download (audited), expiry and revocation.
+
+Revocation: a participant who withdraws and asks for deletion must not stay in zips that were
+already built. The withdrawal service calls `exports_revoke_for_participant` (registered as a
+content deleter by this app, so participants never imports exports): every finished export whose
+zip holds the participant is revoked (file deleted, status "revoked" with a reason that never
+names anyone, audited) and a replacement with the same options is queued (audited). A build
+that is still running re-checks its participants when it finishes, under a row lock, so a
+withdrawal during the build cannot slip into the finished zip either.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +26,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
+from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Study
 
 from .. import codebook as cb
-from ..models import DatasetExport
+from ..models import DatasetExport, DatasetExportMember
 from ..pseudonyms import key_fingerprint, new_key
 from .builder import Builder, Progress
 from .options import export_options_clean
@@ -38,6 +48,13 @@ class ExportGone(Exception):
     pass
 
 
+# What researchers are told: that a withdrawal caused it, never whose.
+WITHDRAWAL_REASON = (
+    "A participant whose data was in this export withdrew and asked for their data to be "
+    "deleted, so the file was deleted."
+)
+
+
 def expiry_days() -> int:
     return int(getattr(settings, "EXPORT_EXPIRY_DAYS", 7))
 
@@ -52,20 +69,7 @@ def export_create(
 ) -> DatasetExport:
     """Record an export request and (after commit) queue its build on the exports queue."""
     clean = export_options_clean(study, options)
-    source = None
-    if clean["reuse_key_of"] is not None:
-        source = DatasetExport.objects.get(study=study, pk=clean["reuse_key_of"])
-        key_hex = source.key
-    else:
-        key_hex = new_key().hex()
-    export = DatasetExport.objects.create(
-        study=study,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
-        options=clean,
-        reuse_key_of=source,
-        key=key_hex,
-        key_fingerprint=key_fingerprint(bytes.fromhex(key_hex)),
-    )
+    export = _export_record(study=study, created_by=user, options=clean)
     audit_record(
         actor=user,
         action="export.create",
@@ -74,15 +78,49 @@ def export_create(
         data={"options": clean, "key_fingerprint": export.key_fingerprint},
     )
     if enqueue:
-        from ..tasks import build_export
-
-        transaction.on_commit(lambda: build_export.delay(export.pk))
+        _enqueue(export)
     return export
+
+
+def _export_record(
+    *,
+    study: Study,
+    created_by: Any,
+    options: dict[str, Any],
+    key_hex: str | None = None,
+    source: DatasetExport | None = None,
+) -> DatasetExport:
+    if key_hex is None and options["reuse_key_of"] is not None:
+        source = DatasetExport.objects.get(study=study, pk=options["reuse_key_of"])
+        key_hex = source.key
+    elif key_hex is None:
+        key_hex = new_key().hex()
+    return DatasetExport.objects.create(
+        study=study,
+        created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+        options=options,
+        reuse_key_of=source,
+        key=key_hex,
+        key_fingerprint=key_fingerprint(bytes.fromhex(key_hex)),
+    )
+
+
+def _enqueue(export: DatasetExport) -> None:
+    from ..tasks import build_export
+
+    transaction.on_commit(lambda: build_export.delay(export.pk))
 
 
 def export_download(*, export: DatasetExport, actor: Any, now: dt.datetime | None = None) -> Path:
     """The zip to stream, after writing the audit event (who, when, options, file hash)."""
     now = now or timezone.now()
+    if export.is_revoked():
+        replacement = (
+            f" Export {export.replaced_by_id} was queued in its place, without that participant."
+            if export.replaced_by_id
+            else ""
+        )
+        raise ExportGone(f"this export was revoked. {export.revoked_reason}{replacement}")
     if export.is_expired(now):
         raise ExportGone("this export has expired and its file was deleted")
     if export.status != DatasetExport.Status.DONE:
@@ -117,6 +155,7 @@ def export_expire_due(*, now: dt.datetime | None = None) -> int:
         if claimed == 1:
             if export.file_name:
                 export_path(export).unlink(missing_ok=True)
+            DatasetExportMember.objects.filter(export=export).delete()
             audit_record(
                 actor=None, action="export.expire", target=export, study_slug=export.study.slug
             )
@@ -146,11 +185,47 @@ def export_build(*, export: DatasetExport, progress: Progress | None = None) -> 
     try:
         with tempfile.TemporaryDirectory(prefix="export-") as tmp:
             result = Builder(export, Path(tmp), report).run()
-            directory = Path(settings.MEDIA_ROOT) / EXPORT_DIR
-            directory.mkdir(parents=True, exist_ok=True)
-            # An unguessable name: the file is only ever served through the audited view.
-            name = f"{export.study.slug}-{secrets.token_hex(12)}.zip"
-            shutil.move(str(result.zip_path), directory / name)
+            export = _export_finish(export=export, result=result)
+    except Exception as exc:  # the researcher sees "failed" and the reason; they can retry
+        log.exception("export %s failed", export.pk)
+        DatasetExport.objects.filter(pk=export.pk, status=DatasetExport.Status.RUNNING).update(
+            status=DatasetExport.Status.FAILED,
+            error=f"{exc.__class__.__name__}: {exc}"[:300],
+            finished_at=timezone.now(),
+        )
+        export.refresh_from_db()
+    return export
+
+
+@transaction.atomic
+def _export_finish(*, export: DatasetExport, result) -> DatasetExport:
+    """Move the zip into place and mark the export done, unless someone in it withdrew with
+    deletion while it was being built (then it is revoked and rebuilt, and nothing is kept).
+
+    The row lock orders this against `exports_revoke_for_participant`, which locks the same
+    rows: either the withdrawal committed first (and its participant is seen here), or this
+    commits first (and the withdrawal finds a finished export holding its participant)."""
+    export = DatasetExport.objects.select_for_update().get(pk=export.pk)
+    if export.status != DatasetExport.Status.RUNNING:
+        log.info("export %s is %s; its build is discarded", export.pk, export.status)
+        return export
+    withdrawn = set(
+        Participant.objects.filter(
+            study_id=export.study_id,
+            status=Participant.Status.WITHDRAWN,
+            withdrawal_mode=Participant.Withdrawal.DELETE,
+        ).values_list("pk", flat=True)
+    )
+    if withdrawn & result.participant_pks:
+        export.finished_at = timezone.now()
+        _export_revoke(export=export, reason=WITHDRAWAL_REASON)
+        return export
+    directory = Path(settings.MEDIA_ROOT) / EXPORT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    # An unguessable name: the file is only ever served through the audited view.
+    name = f"{export.study.slug}-{secrets.token_hex(12)}.zip"
+    shutil.move(str(result.zip_path), directory / name)
+    try:
         now = timezone.now()
         export.file_name = name
         export.sha256 = cb.sha256_file(directory / name)
@@ -161,10 +236,99 @@ def export_build(*, export: DatasetExport, progress: Progress | None = None) -> 
         export.progress = 100
         export.finished_at = now
         export.expires_at = now + dt.timedelta(days=expiry_days())
-    except Exception as exc:  # the researcher sees "failed" and the reason; they can retry
-        log.exception("export %s failed", export.pk)
-        export.status = DatasetExport.Status.FAILED
-        export.error = f"{exc.__class__.__name__}: {exc}"[:300]
-        export.finished_at = timezone.now()
-    export.save()
+        export.save()
+        DatasetExportMember.objects.bulk_create(
+            [
+                DatasetExportMember(export=export, participant_id=pk)
+                for pk in sorted(result.participant_pks)
+            ],
+            batch_size=2000,
+        )
+    except BaseException:
+        # Nothing half-written: no file without a finished row to account for it.
+        (directory / name).unlink(missing_ok=True)
+        raise
     return export
+
+
+# ---------------------------------------------------------------------------------------------
+# Revocation (withdrawal with deletion)
+
+
+def _export_revoke(*, export: DatasetExport, reason: str) -> DatasetExport:
+    """Delete the file, mark the export revoked, queue a replacement with the same options.
+
+    Inside the caller's transaction, on a row it has locked. The replacement is built with the
+    same options (and so a fresh key unless the original deliberately reused one: the platform
+    never links two exports on its own) by the same researcher; both steps are audited."""
+    if export.file_name:
+        export_path(export).unlink(missing_ok=True)
+    DatasetExportMember.objects.filter(export=export).delete()
+    # A key the original deliberately reused is reused again (taken from the revoked row, so a
+    # deleted source export cannot make a withdrawal fail); otherwise the replacement gets a
+    # fresh key like any new export.
+    reused = export.reuse_key_of_id is not None or export.options.get("reuse_key_of") is not None
+    replacement = _export_record(
+        study=export.study,
+        created_by=export.created_by,
+        options=dict(export.options),
+        key_hex=export.key if reused else new_key().hex(),
+        source=export.reuse_key_of if reused else None,
+    )
+    export.status = DatasetExport.Status.REVOKED
+    export.revoked_at = timezone.now()
+    export.revoked_reason = reason[:300]
+    export.replaced_by = replacement
+    export.save()
+    audit_record(
+        actor=None,
+        action="export.revoke",
+        target=export,
+        study_slug=export.study.slug,
+        data={"reason": export.revoked_reason, "replaced_by": replacement.pk},
+    )
+    audit_record(
+        actor=None,
+        action="export.rebuild",
+        target=replacement,
+        study_slug=export.study.slug,
+        data={
+            "replaces": export.pk,
+            "options": replacement.options,
+            "key_fingerprint": replacement.key_fingerprint,
+        },
+    )
+    _enqueue(replacement)
+    return export
+
+
+@transaction.atomic
+def exports_revoke_for_participant(*, participant: Participant) -> int:
+    """Revoke every finished export of the participant's study whose zip holds them.
+
+    Called by the withdrawal service (withdrawal with deletion), inside its transaction. The
+    study's pending, running and finished exports are locked first: a pending build cannot
+    start, and a running one cannot finish, until the withdrawal has committed, and then it
+    sees the participant as withdrawn (see _export_finish). Returns how many were revoked."""
+    open_statuses = (
+        DatasetExport.Status.PENDING,
+        DatasetExport.Status.RUNNING,
+        DatasetExport.Status.DONE,
+    )
+    locked = list(
+        # of=("self",): only the export rows are locked (created_by is an outer join).
+        DatasetExport.objects.select_for_update(of=("self",))
+        .filter(study_id=participant.study_id, status__in=open_statuses)
+        .select_related("study", "created_by")
+        .order_by("pk")
+    )
+    holding = set(
+        DatasetExportMember.objects.filter(
+            participant=participant,
+            export__in=[e.pk for e in locked if e.status == DatasetExport.Status.DONE],
+        ).values_list("export_id", flat=True)
+    )
+    for export in locked:
+        if export.pk in holding:
+            _export_revoke(export=export, reason=WITHDRAWAL_REASON)
+    return len(holding)

@@ -32,9 +32,12 @@ from .signin import (
     signin_with_password,
 )
 from .withdrawal import (
+    DownloadGone,
     WithdrawalError,
     data_download_build,
+    data_download_open,
     data_download_request,
+    data_downloads_expire_due,
     identity_view,
     participant_withdraw,
     register_content_deleter,
@@ -43,6 +46,7 @@ from .withdrawal import (
 )
 
 __all__ = [
+    "DownloadGone",
     "EnrollmentError",
     "JoinContext",
     "JoinResult",
@@ -52,7 +56,9 @@ __all__ = [
     "consent_due",
     "consent_renew",
     "data_download_build",
+    "data_download_open",
     "data_download_request",
+    "data_downloads_expire_due",
     "funnel_increment",
     "identity_view",
     "join_state",

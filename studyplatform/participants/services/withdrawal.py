@@ -1,13 +1,22 @@
-"""Withdrawal ("stop and keep" or "stop and delete"), the audited vault view, data downloads."""
+"""Withdrawal ("stop and keep" or "stop and delete"), the audited vault view, data downloads.
+
+A data download holds the participant's e-mail, panel id, typed name and chats, so it never
+touches the disk in clear: the zip is built in memory, written encrypted with the platform's
+field-encryption keys (core.filecrypt), decrypted chunk by chunk while it streams to its owner,
+and deleted DATA_DOWNLOAD_EXPIRY_HOURS after it was built (or at withdrawal with deletion).
+"""
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import secrets
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +25,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.filecrypt import DecryptionError, decrypt_from_path, encrypt_to_path
 
 from ..models import ConsentRecord, DataDownload, Identity, Participant
+
+log = logging.getLogger(__name__)
 
 
 class WithdrawalError(ValueError):
@@ -127,6 +139,50 @@ def download_path(download: DataDownload) -> Path:
     return Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / download.file_name
 
 
+def download_expiry_hours() -> int:
+    return int(getattr(settings, "DATA_DOWNLOAD_EXPIRY_HOURS", 72))
+
+
+class DownloadGone(Exception):
+    pass
+
+
+def data_download_open(
+    *, download: DataDownload, now: dt.datetime | None = None
+) -> Iterator[bytes]:
+    """The clear zip of a ready, unexpired download, decrypted chunk by chunk as it is read.
+
+    The caller has checked that `download` belongs to the participant asking for it."""
+    now = now or timezone.now()
+    if not download.is_available(now) or not download.file_name:
+        raise DownloadGone("this archive is no longer available")
+    path = download_path(download)
+    if not path.exists():
+        raise DownloadGone("this archive is no longer available")
+    try:
+        return decrypt_from_path(path)
+    except DecryptionError as exc:
+        # A key removed from FIELD_ENCRYPTION_KEY too early, or a damaged file: the operator
+        # needs to know; the participant can prepare a new archive.
+        log.error("data download %s cannot be decrypted: %s", download.pk, exc)
+        raise DownloadGone("this archive is no longer available") from exc
+
+
+def data_downloads_expire_due(*, now: dt.datetime | None = None) -> int:
+    """Delete the files of ready downloads past their expiry; the rows stay (status expired)."""
+    now = now or timezone.now()
+    count = 0
+    due = DataDownload.objects.filter(status=DataDownload.Status.READY, expires_at__lte=now)
+    for download in due.iterator(chunk_size=200):
+        claimed = DataDownload.objects.filter(
+            pk=download.pk, status=DataDownload.Status.READY
+        ).update(status=DataDownload.Status.EXPIRED)
+        if claimed == 1:
+            _remove_file(download.file_name)
+            count += 1
+    return count
+
+
 @transaction.atomic
 def data_download_request(*, participant: Participant) -> DataDownload:
     from ..tasks import build_data_download
@@ -201,10 +257,9 @@ def data_download_build(*, download: DataDownload) -> DataDownload:
     participant = download.participant
     try:
         tables = _participant_tables(participant)
-        directory = Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR
-        directory.mkdir(parents=True, exist_ok=True)
-        # An unguessable name: the file is served only through the owner's view anyway.
-        name = f"{participant.code}-{download.pk}-{secrets.token_hex(8)}.zip"
+        # Built in memory and written only encrypted: the clear zip never touches the disk.
+        # An unguessable name that says nothing about whose it is.
+        name = f"{secrets.token_hex(16)}.zip.fernet"
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(
@@ -217,10 +272,11 @@ def data_download_build(*, download: DataDownload) -> DataDownload:
             for table, rows in tables.items():
                 archive.writestr(f"{table}.csv", _csv(rows))
         data = buffer.getvalue()
-        (directory / name).write_bytes(data)
+        encrypt_to_path(data, Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name)
         download.file_name = name
         download.sha256 = hashlib.sha256(data).hexdigest()
         download.status = DataDownload.Status.READY
+        download.expires_at = timezone.now() + dt.timedelta(hours=download_expiry_hours())
     except Exception as exc:  # the participant sees "failed, try again"; we keep the reason
         download.status = DataDownload.Status.FAILED
         download.error = f"{exc.__class__.__name__}: {exc}"[:300]

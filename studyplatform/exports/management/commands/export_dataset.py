@@ -73,6 +73,11 @@ class Command(BaseCommand):
 
             export = export_build(export=export, progress=progress)
             bar.update(100 - bar.n)
+        if export.status == DatasetExport.Status.REVOKED:
+            raise CommandError(
+                f"export {export.pk} was revoked: {export.revoked_reason} "
+                f"Export {export.replaced_by_id} was queued in its place."
+            )
         if export.status != DatasetExport.Status.DONE:
             raise CommandError(f"export {export.pk} failed: {export.error}")
         out = Path(opts["out"])
