@@ -43,7 +43,14 @@ def chat_delete(participant: Participant) -> dict[str, int]:
 
 @register_download_section
 def chat_download(participant: Participant) -> dict[str, list[dict[str, Any]]]:
-    """The participant's conversations and messages as rows for their data download."""
+    """The participant's conversations and messages as rows for their data download.
+
+    The model that answered names the arm (each arm pins one model), so live replies carry it
+    only when the protocol discloses the allocation to the participant; imported history is the
+    participant's own record from elsewhere and keeps its model names.
+    """
+    allocation = participant.study.protocol.get("allocation", {})
+    disclose = bool(allocation.get("disclose_to_participant", False))
     conversations = [
         {
             "conversation_id": c.pk,
@@ -66,7 +73,7 @@ def chat_download(participant: Participant) -> dict[str, list[dict[str, Any]]]:
             "status": m.status,
             "created_at": m.created_at.isoformat(),
             "imported": m.imported,
-            "model_reported": m.model_reported,
+            "model_reported": m.model_reported if (disclose or m.imported) else "",
             "content_type": m.content_type,
         }
         for m in Message.objects.filter(participant=participant).order_by(
