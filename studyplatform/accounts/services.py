@@ -20,10 +20,10 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest
+from studyplatform.core.ratelimit import rate_limited
 
 from .models import EmailVerification
 from .selectors import email_is_verified
-from .throttle import over_limit
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _address_allows_email(email: str) -> bool:
     """Per-address cap on account emails (verification links, sign-up notices), so the sign-up
     and resend forms cannot be used to flood someone's inbox."""
     digest = lookup_digest(email, "email")
-    return not over_limit(f"account-email:{digest}", settings.ACCOUNT_EMAIL_LIMIT)
+    return not rate_limited(f"account-email:{digest}", settings.ACCOUNT_EMAIL_LIMIT)
 
 
 def verification_token(user) -> str:
@@ -122,7 +122,7 @@ def account_signup(*, username: str, email: str, password: str, client_key: str)
     None. Raises SignUpError("throttled") when this client opened too many accounts this hour,
     or SignUpError("username_taken") when a concurrent sign-up took the username.
     """
-    if over_limit(f"signup-client:{client_key}", settings.SIGNUP_CLIENT_LIMIT):
+    if rate_limited(f"signup-client:{client_key}", settings.SIGNUP_CLIENT_LIMIT):
         raise SignUpError(
             "throttled", _("Too many sign-ups from your network. Try again in an hour.")
         )
@@ -224,8 +224,8 @@ def password_reset_allowed(*, email: str, client_key: str) -> bool:
     nothing; the caller answers the same either way.
     """
     digest = lookup_digest(email, "email")
-    by_address = over_limit(f"reset-email:{digest}", settings.PASSWORD_RESET_EMAIL_LIMIT)
-    by_client = over_limit(f"reset-client:{client_key}", settings.PASSWORD_RESET_CLIENT_LIMIT)
+    by_address = rate_limited(f"reset-email:{digest}", settings.PASSWORD_RESET_EMAIL_LIMIT)
+    by_client = rate_limited(f"reset-client:{client_key}", settings.PASSWORD_RESET_CLIENT_LIMIT)
     if by_address or by_client:
         log.warning("password reset throttled (%s)", "address" if by_address else "client")
         return False

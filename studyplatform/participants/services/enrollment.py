@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, token_digest
+from studyplatform.core.ratelimit import rate_limited
 from studyplatform.studies.models import Arm, ConsentDocument, Study
 from studyplatform.studies.selectors import current_consent_for
 
@@ -31,7 +32,6 @@ from ..models import (
     Participant,
     PilotInvite,
 )
-from .ratelimit import rate_limited
 from .signin import return_link_issue
 
 # Apps that act on a new participant register here (the survey engine creates the schedule).

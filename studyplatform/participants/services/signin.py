@@ -21,9 +21,9 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, new_token, token_digest
+from studyplatform.core.ratelimit import rate_limited
 
 from ..models import Identity, Participant, SignInLink
-from .ratelimit import rate_limited
 
 SIGNIN_SALT = "studyplatform.participant-signin"
 
