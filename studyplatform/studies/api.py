@@ -17,7 +17,12 @@ from .permissions import get_study_for, user_perms
 from .protocol import ProtocolInvalid, diff_documents, parse_protocol_text, to_yaml
 from .protocol.validate import parse_protocol_data
 from .roles import Perm
-from .selectors import current_consent_documents, studies_visible_to, versions_of
+from .selectors import (
+    current_consent_documents,
+    protocol_for_editing,
+    studies_visible_to,
+    versions_of,
+)
 from .serializers import (
     ArmSerializer,
     ConsentDocumentSerializer,
@@ -107,7 +112,8 @@ class ProtocolView(APIView):
     def get(self, request, slug):
         study = get_study_for(request.user, slug)
         version = study.current_version
-        return Response({"version": version.number, "yaml": to_yaml(version.content)})
+        # A version from before model endpoints is shown with its arms' endpoints, ready to edit.
+        return Response({"version": version.number, "yaml": to_yaml(protocol_for_editing(study))})
 
     @extend_schema(request=ProtocolSubmitSerializer, responses=ProtocolVersionSerializer)
     def put(self, request, slug):
