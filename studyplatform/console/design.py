@@ -1,10 +1,11 @@
 """Protocol designer helpers: protocol dict <-> section form data, error placement, calendar rows
 and the launch checklist.
 
-Plain data in, plain data out: no database, no request. The only Django import is gettext, for
-the researcher-facing checklist wording. Views build forms from `section_initial` and merge
-cleaned form data back with `apply_section`; the merged document is then validated by the
-protocol validator exactly as an uploaded YAML file would be.
+Plain data in, plain data out: no request, and no database except the launch checklist asking
+the model-endpoint registry whether each arm's endpoint is usable. Django imports: gettext, for
+the researcher-facing checklist wording, and that registry. Views build forms from
+`section_initial` and merge cleaned form data back with `apply_section`; the merged document is
+then validated by the protocol validator exactly as an uploaded YAML file would be.
 """
 
 from __future__ import annotations
