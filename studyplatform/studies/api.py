@@ -12,6 +12,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studyplatform.core.model_endpoints import endpoints_all
+
 from .models import Membership
 from .permissions import get_study_for, user_perms
 from .protocol import ProtocolInvalid, diff_documents, parse_protocol_text, to_yaml
@@ -28,6 +30,7 @@ from .serializers import (
     ConsentDocumentSerializer,
     MembershipCreateSerializer,
     MembershipSerializer,
+    ModelEndpointSerializer,
     ProtocolSubmitSerializer,
     ProtocolVersionSerializer,
     StudySerializer,
@@ -139,6 +142,18 @@ class ProtocolValidateView(APIView):
         except ProtocolInvalid as exc:
             return Response({"valid": False, "errors": [e.as_dict() for e in exc.errors]})
         return Response({"valid": True, "errors": []})
+
+
+class ModelEndpointListView(APIView):
+    @extend_schema(responses=ModelEndpointSerializer(many=True))
+    def get(self, request):
+        """The model endpoints protocols may name, and the models each allows.
+
+        Names only: where an endpoint is and which key it uses is platform configuration that
+        researchers never see.
+        """
+        endpoints = list(endpoints_all().values())
+        return Response(ModelEndpointSerializer(endpoints, many=True).data)
 
 
 class VersionListView(APIView):

@@ -47,6 +47,15 @@ class ArmSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ModelEndpointSerializer(serializers.Serializer):
+    """A registered model endpoint as researchers see it: no URL, no key variable."""
+
+    name = serializers.CharField(read_only=True)
+    kind = serializers.CharField(read_only=True)
+    models = serializers.ListField(child=serializers.CharField(), read_only=True)
+    any_model_name = serializers.BooleanField(read_only=True, source="is_simulated")
+
+
 class ProtocolVersionSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.get_username", default=None, read_only=True)
 

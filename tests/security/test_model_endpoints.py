@@ -531,3 +531,23 @@ def test_a_version_saved_before_endpoints_still_loads_and_is_edited_in_the_new_f
     # and the old version is untouched
     version.refresh_from_db()
     assert version.content["arms"][0]["model"]["api_key_env"] == "OPENAI_API_KEY"
+
+
+def test_researchers_can_list_endpoint_names_and_models_but_never_urls_or_key_variables(
+    stranger, register_endpoint
+):
+    register_endpoint("lab-gpu", base_url="http://10.1.2.3:8000/v1", models=["llama"])
+    response = stranger.get("/api/model-endpoints/")
+    assert response.status_code == 200
+    assert response.json() == [
+        {"name": "lab-gpu", "kind": "openai", "models": ["llama"], "any_model_name": False},
+        {
+            "name": "openai",
+            "kind": "openai",
+            "models": ["gpt-4o-2024-05-13", "gpt-4.1-2025-04-14", "gpt-4o-2024-08-06"],
+            "any_model_name": False,
+        },
+        {"name": "simulated", "kind": "simulated", "models": [], "any_model_name": True},
+    ]
+    assert "10.1.2.3" not in response.content.decode()
+    assert "OPENAI_API_KEY" not in response.content.decode()
