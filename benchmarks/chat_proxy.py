@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import importlib.util
 import json
 import math
@@ -85,6 +84,7 @@ from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E40
 
 TARGETS = {"added_p50_ms": 10.0, "added_p95_ms": 30.0, "e2e_ratio": 1.05}
 MODEL_NAME = "bench-model"
+BENCH_ENDPOINT = "bench-upstream"
 STUDY_SLUG = "bench"
 # Out of the way of a benchmark that sends N messages per participant per minute.
 HUGE = 10**9
@@ -147,7 +147,8 @@ class Seeded:
         return f"sessionid={self.session_key}; csrftoken={self.csrf}"
 
 
-def seed(*, upstream_base_url: str, participants: int) -> list[Seeded]:
+def seed(*, participants: int) -> list[Seeded]:
+    import yaml
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.backends.db import SessionStore
@@ -156,13 +157,13 @@ def seed(*, upstream_base_url: str, participants: int) -> list[Seeded]:
     from studyplatform.chat.services import conversation_create
     from studyplatform.participants.services import JoinContext, participant_enroll
     from studyplatform.participants.session import SESSION_KEY
-    from studyplatform.studies.protocol import parse_protocol_text
     from studyplatform.studies.services import study_create_from_protocol, study_transition
 
-    doc = copy.deepcopy(parse_protocol_text((ROOT / "examples" / "companion-rct.yaml").read_text()))
+    # The example's arms are replaced before the service validates the document.
+    doc = yaml.safe_load((ROOT / "examples" / "companion-rct.yaml").read_text())
     doc["study"]["slug"] = STUDY_SLUG
     for arm in doc["arms"]:
-        arm["model"] = {"provider": "openai", "name": MODEL_NAME, "base_url": upstream_base_url}
+        arm["model"] = {"endpoint": BENCH_ENDPOINT, "name": MODEL_NAME}
     doc.setdefault("limits", {}).update(messages_per_minute=HUGE, tokens_per_day=HUGE)
     from studyplatform.accounts.services import email_mark_verified
 
@@ -736,6 +737,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         wait_http(f"{upstream_url}/models", upstream_proc, "fake upstream")
+        # The fake upstream is registered as the operator would register a local vLLM server.
+        env["MODEL_ENDPOINTS"] = json.dumps(
+            {
+                BENCH_ENDPOINT: {
+                    "kind": "openai",
+                    "base_url": upstream_url,
+                    "requires_api_key": False,
+                    "models": [MODEL_NAME],
+                }
+            }
+        )
+        os.environ["MODEL_ENDPOINTS"] = env["MODEL_ENDPOINTS"]
 
         print(f"set-up: migrating ({database.split(' ')[0]}) ...", flush=True)
         migrate = subprocess.run(
@@ -751,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         django_setup()
         django_ready = True
         print(f"set-up: seeding {args.streams} participants ...", flush=True)
-        people = seed(upstream_base_url=upstream_url, participants=args.streams)
+        people = seed(participants=args.streams)
         from django.db import connections
 
         connections.close_all()

@@ -62,7 +62,6 @@ min); use --participants 10000 --warmup 0 --days 2 for a quick look. Never part 
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import os
 import random
@@ -225,13 +224,16 @@ def tick_times(start: dt.datetime, days: int) -> list[dt.datetime]:
 
 
 def create_study():
+    import yaml
     from django.contrib.auth import get_user_model
 
-    from studyplatform.studies.protocol import parse_protocol_text
     from studyplatform.studies.services import study_create_from_protocol, study_transition
 
-    doc = copy.deepcopy(parse_protocol_text((ROOT / "examples" / "companion-rct.yaml").read_text()))
+    # No chat here: the arms use the always-registered simulated endpoint.
+    doc = yaml.safe_load((ROOT / "examples" / "companion-rct.yaml").read_text())
     doc["study"]["slug"] = STUDY_SLUG
+    for arm in doc["arms"]:
+        arm["model"] = {"endpoint": "simulated", "name": f"pilot-{arm['key']}"}
     doc["study"].pop("target_enrollment", None)
     from studyplatform.accounts.services import email_mark_verified
 

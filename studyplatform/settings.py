@@ -9,6 +9,7 @@ by the launcher or the test plugin and the simulated model provider work with no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import environ
@@ -295,12 +296,53 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
 
-# Models. The demo study uses an OpenAI-compatible endpoint when one is configured, otherwise the
-# simulated provider. API keys are only ever read from the environment, never stored.
+# Models. Which model servers the platform may call is platform configuration, never protocol
+# content: protocols name a registered endpoint and a model (studyplatform/core/model_endpoints.py,
+# README "Model endpoints"). Endpoints come from MODEL_ENDPOINTS (JSON object: name -> {kind,
+# base_url, api_key_env, requires_api_key, models}) or MODEL_ENDPOINTS_FILE (a JSON file with the
+# same object), from the OPENAI_*/ANTHROPIC_* conveniences below, and from the Django admin.
+# API keys are only ever read from the environment at call time, never stored.
+
+
+def _model_endpoints() -> dict:
+    raw = env.str("MODEL_ENDPOINTS", default="").strip()
+    path = env.str("MODEL_ENDPOINTS_FILE", default="").strip()
+    if raw and path:
+        raise ImproperlyConfigured("Set MODEL_ENDPOINTS or MODEL_ENDPOINTS_FILE, not both.")
+    source = "MODEL_ENDPOINTS"
+    if path:
+        source = f"MODEL_ENDPOINTS_FILE ({path})"
+        try:
+            raw = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{source} cannot be read: {exc.strerror}.") from None
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{source} is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise ImproperlyConfigured(
+            f"{source} must be a JSON object mapping endpoint names to their settings."
+        )
+    return data
+
+
+MODEL_ENDPOINTS = _model_endpoints()
+# The `openai` convenience endpoint exists when either is set; it allows DEMO_MODEL plus
+# OPENAI_MODELS (comma-separated). Likewise `anthropic` with ANTHROPIC_MODELS.
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_MODELS = env.list("OPENAI_MODELS", default=[])
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
+ANTHROPIC_CONFIGURED = bool(ANTHROPIC_BASE_URL or env.str("ANTHROPIC_API_KEY", default=""))
+ANTHROPIC_MODELS = env.list("ANTHROPIC_MODELS", default=[])
 DEMO_MODEL = env.str("DEMO_MODEL", default="gpt-4o-mini")
+# Environment variables that hold platform secrets, on top of the built-in list (SECRET_KEY,
+# FIELD_ENCRYPTION_KEY, DATABASE_URL, EMAIL_URL, REDIS_URL, CELERY_BROKER_URL, ...): no model
+# endpoint may name one as its key variable.
+PLATFORM_SECRET_ENV_VARS = env.list("PLATFORM_SECRET_ENV_VARS", default=[])
 LLM_CONNECT_TIMEOUT_S = env.float("LLM_CONNECT_TIMEOUT_S", default=10.0)
 LLM_READ_TIMEOUT_S = env.float("LLM_READ_TIMEOUT_S", default=60.0)
 
@@ -325,9 +367,14 @@ ENROLLMENT_CLIENT_LIMIT = env.int("ENROLLMENT_CLIENT_LIMIT", default=20)  # cons
 PARTICIPANT_SESSION_AGE_S = env.int("PARTICIPANT_SESSION_AGE_S", default=60 * 60 * 24 * 30)
 LLM_FIRST_TOKEN_DEADLINE_S = env.float("LLM_FIRST_TOKEN_DEADLINE_S", default=30.0)
 CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
-# Optional moderation endpoint for chat safety (protocol safety.detector.moderation: true).
-MODERATION_BASE_URL = env.str("MODERATION_BASE_URL", default="")
-MODERATION_API_KEY_ENV = env.str("MODERATION_API_KEY_ENV", default="OPENAI_API_KEY")
+# Optional moderation for chat safety (protocol safety.detector.moderation: true): a registered
+# OpenAI-compatible endpoint, by name.
+if env.str("MODERATION_BASE_URL", default="") or env.str("MODERATION_API_KEY_ENV", default=""):
+    raise ImproperlyConfigured(
+        "MODERATION_BASE_URL and MODERATION_API_KEY_ENV were replaced by MODERATION_ENDPOINT: "
+        "register the moderation server as a model endpoint (MODEL_ENDPOINTS) and name it there."
+    )
+MODERATION_ENDPOINT = env.str("MODERATION_ENDPOINT", default="openai")
 MODERATION_MODEL = env.str("MODERATION_MODEL", default="omni-moderation-latest")
 EXPORT_EXPIRY_DAYS = env.int("EXPORT_EXPIRY_DAYS", default=7)
 

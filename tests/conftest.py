@@ -40,6 +40,49 @@ def _fresh_protocol_cache():
     _entries.cache_clear()
 
 
+# The examples' arms use models on the `openai` endpoint. Tests register it as an operator would,
+# but at a closed loopback port: whatever a test does, no model call leaves this machine.
+EXAMPLE_MODELS = ["gpt-4o-2024-05-13", "gpt-4.1-2025-04-14", "gpt-4o-2024-08-06"]
+CLOSED_LOOPBACK_URL = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture(autouse=True)
+def _model_endpoints(settings):
+    settings.MODEL_ENDPOINTS = {
+        "openai": {
+            "kind": "openai",
+            "base_url": CLOSED_LOOPBACK_URL,
+            "api_key_env": "OPENAI_API_KEY",
+            "models": EXAMPLE_MODELS,
+        }
+    }
+    # The developer's own OPENAI_*/ANTHROPIC_* variables must not add endpoints to tests.
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    settings.ANTHROPIC_CONFIGURED = False
+
+
+@pytest.fixture
+def register_endpoint(settings):
+    """Register a model endpoint as the platform operator does (MODEL_ENDPOINTS)."""
+
+    def register(
+        name: str,
+        *,
+        base_url: str,
+        models: list[str],
+        kind: str = "openai",
+        api_key_env: str = "",
+        requires_api_key: bool = False,
+    ) -> None:
+        spec = {"kind": kind, "base_url": base_url, "models": models}
+        spec["requires_api_key"] = requires_api_key
+        if api_key_env:
+            spec["api_key_env"] = api_key_env
+        settings.MODEL_ENDPOINTS = {**settings.MODEL_ENDPOINTS, name: spec}
+
+    return register
+
+
 def example_doc(name: str = "companion-rct") -> dict:
     return copy.deepcopy(parse_protocol_text((EXAMPLES / f"{name}.yaml").read_text()))
 

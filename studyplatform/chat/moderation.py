@@ -1,20 +1,28 @@
 """The optional second safety layer: a provider moderation endpoint (OpenAI-compatible).
 
 When a protocol sets `safety.detector.moderation: true`, every participant message is also sent
-to the moderation endpoint in the background (chat queue) after it is stored; self-harm
-categories raise the same SafetyAlert as the lexicon detector. The lexicon runs first and
-synchronously, so the participant sees crisis resources at once either way.
+to the registered model endpoint named by MODERATION_ENDPOINT, in the background (chat queue)
+after it is stored; self-harm categories raise the same SafetyAlert as the lexicon detector.
+The lexicon runs first and synchronously, so the participant sees crisis resources at once
+either way.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 
 import openai
 from django.conf import settings
 
+from studyplatform.core.model_endpoints import EndpointUnavailable, endpoint_resolve
+
 from .models import Message, SafetyAlert
+from .providers import ProviderError
+from .providers.config import resolve_api_key
+from .providers.openai_compat import OPENAI_BASE_URL
 from .safety_alerts import excerpt_around, safety_alert_raise
+
+logger = logging.getLogger(__name__)
 
 SELF_HARM = {
     "self-harm/intent": "high",
@@ -28,20 +36,38 @@ def moderation_enabled(study) -> bool:
 
 
 def _client() -> openai.OpenAI:
-    key = os.environ.get(settings.MODERATION_API_KEY_ENV) or "unused"
+    """A client for the registered endpoint named by MODERATION_ENDPOINT (EndpointUnavailable
+    when it is not registered or is not OpenAI-compatible)."""
+    endpoint = endpoint_resolve(name=settings.MODERATION_ENDPOINT, model=None)
+    if endpoint.kind != "openai":
+        raise EndpointUnavailable(f"endpoint {endpoint.name!r} is not OpenAI-compatible")
+    config = endpoint.provider_config()
+    try:
+        key = resolve_api_key(config, endpoint.kind)
+    except ProviderError as exc:
+        raise EndpointUnavailable(str(exc)) from None
     return openai.OpenAI(
         api_key=key,
-        base_url=settings.MODERATION_BASE_URL or settings.OPENAI_BASE_URL or None,
+        base_url=config.base_url or OPENAI_BASE_URL,
         timeout=settings.LLM_READ_TIMEOUT_S,
         max_retries=2,
     )
 
 
 def moderate_message(message: Message) -> SafetyAlert | None:
-    """Screen one stored participant message; returns the alert raised, if any."""
+    """Screen one stored participant message; returns the alert raised, if any.
+
+    No moderation endpoint registered: logged and skipped (the lexicon detector already ran
+    synchronously and is the primary safety layer).
+    """
     if SafetyAlert.objects.filter(message=message).exists():
         return None  # the lexicon already raised one for this message
-    result = _client().moderations.create(model=settings.MODERATION_MODEL, input=message.content)
+    try:
+        client = _client()
+    except EndpointUnavailable as exc:
+        logger.error("moderation skipped for message %s: %s", message.pk, exc)
+        return None
+    result = client.moderations.create(model=settings.MODERATION_MODEL, input=message.content)
     outcome = result.results[0]
     categories = outcome.categories.model_dump(by_alias=True)
     hits = [name for name in SELF_HARM if categories.get(name)]

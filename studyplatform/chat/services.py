@@ -4,6 +4,7 @@ building the model request, and recording the reply as it streams."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,13 +13,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from studyplatform.core.model_endpoints import Endpoint, EndpointUnavailable, endpoint_resolve
 from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
 
 from .models import Conversation, MemoryNote, Message
-from .providers import ChatRequest, ProviderConfig, StreamEnd, Timeouts, estimate_tokens
+from .providers import ChatRequest, StreamEnd, Timeouts, estimate_tokens
 from .safety import detect
 from .safety_alerts import excerpt_around, safety_alert_raise
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LIMITS = {"messages_per_minute": 10, "tokens_per_day": 200_000, "max_message_chars": 8000}
 # Tokens kept free for the reply when the arm does not set max_tokens.
@@ -210,13 +214,26 @@ def branch_path(leaf: Message | None) -> list[Message]:
     return path[::-1]
 
 
-def provider_config_for(arm) -> ProviderConfig:
-    return ProviderConfig(
-        base_url=arm.base_url or None,
-        api_key_env=arm.api_key_env or None,
-        requires_api_key=arm.provider != "simulated"
-        and not arm.base_url.startswith(("http://127.", "http://localhost")),
-    )
+def arm_endpoint(arm) -> Endpoint:
+    """The registered endpoint this arm's calls go to, checked now: registration can change while
+    a study runs. Raises EndpointUnavailable (its text is safe to show a researcher)."""
+    endpoint = endpoint_resolve(name=arm.endpoint, model=arm.model_name)
+    if endpoint.kind != arm.provider:
+        # The participant UI labels an arm simulated (or not) by the kind saved with it.
+        raise EndpointUnavailable(
+            f"endpoint {arm.endpoint!r} changed kind since arm {arm.key} was saved"
+        )
+    return endpoint
+
+
+def arm_target(arm) -> Endpoint | EndpointUnavailable:
+    """arm_endpoint, with the refusal returned rather than raised (for the reply stream, which
+    records it as a failed reply)."""
+    try:
+        return arm_endpoint(arm)
+    except EndpointUnavailable as exc:
+        logger.warning("chat call for arm %s refused: %s", arm.pk, exc)
+        return exc
 
 
 def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:

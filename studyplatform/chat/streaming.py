@@ -17,6 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from studyplatform.core.markdown import render_markdown
+from studyplatform.core.model_endpoints import EndpointUnavailable
 from studyplatform.core.redis_client import redis_async
 
 from . import services
@@ -65,7 +66,7 @@ def _load(user_message_id: int):
     ).get(pk=user_message_id)
     arm = message.conversation.arm
     request = services.build_request(user_message=message, arm=arm, participant=message.participant)
-    return message, arm, request
+    return message, arm, request, services.arm_target(arm)
 
 
 async def reply_events(
@@ -73,14 +74,14 @@ async def reply_events(
 ) -> AsyncIterator[str]:
     """Yield SSE frames for one reply. `attempt_claimed` must be True: the caller claimed the
     user message (first send) or the participant clicked retry/regenerate. `prepared` is the
-    (message, arm, request) the caller already loaded in its own database round."""
+    (message, arm, request, target) the caller already loaded in its own database round; the
+    target is the arm's registered endpoint, or why there is none (EndpointUnavailable)."""
     if not attempt_claimed:
         yield sse("error", {"code": "already_answered"})
         return
     if prepared is None:
         prepared = await db_round(_load, user_message_id)
-    message, arm, request = prepared
-    provider = get_provider(arm.provider, services.provider_config_for(arm))
+    message, arm, request, target = prepared
     redis = redis_async()
     upstream_sent_at = timezone.now()
     reply = None
@@ -91,6 +92,10 @@ async def reply_events(
     last_checkpoint = last_poll = time.monotonic()
     first_token_at = None
     try:
+        if isinstance(target, EndpointUnavailable):
+            # No call goes out; the reply is recorded as failed like an unreachable upstream.
+            raise ProviderError(str(target), transient=False)
+        provider = get_provider(target.kind, target.provider_config())
         yield sse("start", {"simulated": provider.is_simulated})
         async for event in stream_with_retry(
             provider, request, deadline_s=request.timeout.total_deadline_before_first_token

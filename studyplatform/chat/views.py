@@ -250,7 +250,8 @@ def _reply_prepare(request, conversation_id: int):
     model_request = services.build_request(
         user_message=result.message, arm=conversation.arm, participant=participant
     )
-    return body, (result.message, conversation.arm, model_request)
+    target = services.arm_target(conversation.arm)
+    return body, (result.message, conversation.arm, model_request, target)
 
 
 async def _sent_then_reply(body: dict, prepared: tuple):

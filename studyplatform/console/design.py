@@ -1,27 +1,27 @@
 """Protocol designer helpers: protocol dict <-> section form data, error placement, calendar rows
 and the launch checklist.
 
-Plain data in, plain data out: no database, no request. The only Django import is gettext, for
-the researcher-facing checklist wording. Views build forms from `section_initial` and merge
-cleaned form data back with `apply_section`; the merged document is then validated by the
-protocol validator exactly as an uploaded YAML file would be.
+Plain data in, plain data out: no request, and no database except the launch checklist asking
+the model-endpoint registry whether each arm's endpoint is usable. Django imports: gettext, for
+the researcher-facing checklist wording, and that registry. Views build forms from
+`section_initial` and merge cleaned form data back with `apply_section`; the merged document is
+then validated by the protocol validator exactly as an uploaded YAML file would be.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 import yaml
 from django.utils.translation import gettext as _
 
+from studyplatform.core.model_endpoints import endpoint_usable
 from studyplatform.studies.protocol.validate import schema
 from surveys.schedule_rules import (
     EVENT_RULES,
@@ -55,10 +55,8 @@ RULE_FIELDS: dict[str, tuple[str, ...]] = {
     "exit": ("at",),
 }
 ARM_MODEL_FIELDS = {
-    "provider": "provider",
+    "endpoint": "endpoint",
     "name": "model_name",
-    "base_url": "base_url",
-    "api_key_env": "api_key_env",
     "context_tokens": "context_tokens",
 }
 ARM_PARAMETER_FIELDS = ("temperature", "max_tokens")
@@ -648,7 +646,6 @@ def calendar_rows(
 # --- launch checklist ---------------------------------------------------------------------------
 
 MODEL_CHECK_MAX_AGE = timedelta(hours=24)
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 @dataclass(frozen=True)
@@ -665,19 +662,9 @@ class ModelCheck:
 
     ok: bool
     at: datetime
-    provider: str
+    endpoint: str
     model: str
     error: str = ""
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlparse(url or "").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def launch_checklist(
@@ -733,16 +720,8 @@ def launch_checklist(
     )
     for arm in doc.get("arms", []):
         model = arm.get("model", {})
-        provider = model.get("provider", "")
-        key_env = model.get("api_key_env") or DEFAULT_KEY_ENV.get(provider, "")
-        if provider == "simulated":
-            ok, why = True, _("Simulated model (no endpoint needed)")
-        elif model.get("base_url") and is_loopback_url(model["base_url"]):
-            ok, why = True, _("Local endpoint %(url)s") % {"url": model["base_url"]}
-        elif key_env and env.get(key_env):
-            ok, why = True, _("API key found in %(env)s") % {"env": key_env}
-        else:
-            ok, why = False, _("Environment variable %(env)s is not set") % {"env": key_env}
+        endpoint = model.get("endpoint", "")
+        ok, why = endpoint_usable(name=endpoint, model=model.get("name", ""), env=env)
         items.append(
             CheckItem(
                 f"endpoint:{arm['key']}",
@@ -754,7 +733,7 @@ def launch_checklist(
         check = model_checks.get(arm["key"])
         if check is None:
             ok, why = False, _("No test message yet: use Test models")
-        elif check.provider != provider or check.model != model.get("name"):
+        elif check.endpoint != endpoint or check.model != model.get("name"):
             ok, why = False, _("The model changed since the last test: test again")
         elif now - check.at > MODEL_CHECK_MAX_AGE:
             ok, why = False, _("The last test is older than 24 hours: test again")

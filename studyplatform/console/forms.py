@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from studyplatform.chat.services import DEFAULT_LIMITS
+from studyplatform.core.model_endpoints import endpoints_all
 
 from . import design
 
@@ -133,24 +134,10 @@ class StudySectionForm(ChangeNoteMixin):
 class ArmForm(forms.Form):
     key = forms.CharField(label=_("Key"), max_length=40)
     weight = forms.IntegerField(label=_("Weight"), min_value=1, max_value=100, initial=1)
-    provider = forms.ChoiceField(
-        label=_("Provider"),
-        # A blank first choice keeps the empty "add an arm" row unchanged, so it is skipped.
-        choices=[
-            ("", "—"),
-            ("openai", "OpenAI"),
-            ("anthropic", "Anthropic"),
-            ("simulated", _("Simulated")),
-        ],
-    )
+    # Which servers exist is platform configuration: the choices are the registered endpoints
+    # (filled in __init__), never a free URL.
+    endpoint = forms.ChoiceField(label=_("Model endpoint"))
     model_name = forms.CharField(label=_("Model name"), max_length=200)
-    base_url = forms.CharField(label=_("Base URL"), max_length=300, required=False)
-    api_key_env = forms.CharField(
-        label=_("API key environment variable"),
-        max_length=100,
-        required=False,
-        help_text=_("The name of the variable holding the key, never the key itself."),
-    )
     context_tokens = forms.IntegerField(label=_("Context tokens"), min_value=1, required=False)
     temperature = forms.DecimalField(
         label=_("Temperature"), min_value=0, max_value=2, required=False, decimal_places=3
@@ -160,8 +147,16 @@ class ArmForm(forms.Form):
         label=_("System prompt"), widget=forms.Textarea(attrs={"rows": 4}), required=False
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, endpoints: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.endpoints = endpoints_all() if endpoints is None else endpoints
+        # A blank first choice keeps the empty "add an arm" row unchanged, so it is skipped.
+        self.fields["endpoint"].choices = [("", "—")] + [
+            (name, f"{name} ({endpoint.kind})") for name, endpoint in self.endpoints.items()
+        ]
+        self.fields["model_name"].help_text = "; ".join(
+            f"{name}: {endpoint.models_text()}" for name, endpoint in self.endpoints.items()
+        )
         for lang in design.platform_languages():
             self.fields[design.lang_field("label", lang)] = forms.CharField(
                 label=_("Label shown to participants (%(lang)s)")
@@ -170,8 +165,28 @@ class ArmForm(forms.Form):
                 required=False,
             )
 
+    def clean(self):
+        data = super().clean()
+        endpoint = self.endpoints.get(data.get("endpoint") or "")
+        model = data.get("model_name")
+        if endpoint is not None and model and not endpoint.allows(model):
+            self.add_error(
+                "model_name",
+                _("Not an allowed model on endpoint %(name)s (allowed: %(models)s)")
+                % {"name": endpoint.name, "models": endpoint.models_text()},
+            )
+        return data
 
-ArmFormSet = forms.formset_factory(ArmForm, extra=1, can_delete=True)
+
+class BaseArmFormSet(forms.BaseFormSet):
+    def get_form_kwargs(self, index):
+        # One look-up of the registered endpoints for all the rows.
+        if not hasattr(self, "_endpoints"):
+            self._endpoints = endpoints_all()
+        return {**super().get_form_kwargs(index), "endpoints": self._endpoints}
+
+
+ArmFormSet = forms.formset_factory(ArmForm, formset=BaseArmFormSet, extra=1, can_delete=True)
 
 
 class ArmsSectionForm(ChangeNoteMixin):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from types import SimpleNamespace
 from typing import Any
@@ -29,9 +30,10 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studyplatform.chat.providers import ProviderError, get_provider
-from studyplatform.chat.services import provider_config_for
+from studyplatform.chat.services import arm_endpoint
 from studyplatform.core.audit import audit_record
 from studyplatform.core.csp import framable_by_same_origin
+from studyplatform.core.model_endpoints import EndpointUnavailable
 from studyplatform.core.models import AuditEvent
 from studyplatform.participants import services as participant_services
 from studyplatform.participants.forms import ConsentForm, ScreenerForm
@@ -48,7 +50,11 @@ from studyplatform.studies.protocol import (
     to_yaml,
 )
 from studyplatform.studies.roles import Perm
-from studyplatform.studies.selectors import studies_visible_to, versions_of
+from studyplatform.studies.selectors import (
+    protocol_for_editing,
+    studies_visible_to,
+    versions_of,
+)
 from studyplatform.studies.services import (
     TransitionError,
     protocol_version_create,
@@ -65,6 +71,8 @@ from .forms import (
     PilotInviteForm,
     YamlForm,
 )
+
+logger = logging.getLogger(__name__)
 
 PREVIEW_PAGES = {
     "study": "participants/study.html",
@@ -197,7 +205,7 @@ def _designer(
     errors: list[ProtocolError] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    doc = study.protocol
+    doc = protocol_for_editing(study)
     can_edit = has_perm(request.user, study, Perm.EDIT_PROTOCOL)
     forms = _section_forms(doc, bound)
     languages = design.study_languages(doc)
@@ -260,7 +268,7 @@ def design_section(request: HttpRequest, slug: str, section: str) -> HttpRespons
     if section not in SECTION_FORMS:
         raise Http404("No such section.")
     study = get_study_for(request.user, slug, Perm.EDIT_PROTOCOL)
-    current = study.protocol
+    current = protocol_for_editing(study)
     entry = _bind_section(request, section, current)
     data, kept = _cleaned_section(entry)
     preview = request.GET.get("preview") == "1"
@@ -439,7 +447,7 @@ def _model_checks(study: Study) -> dict[str, design.ModelCheck]:
             checks[arm] = design.ModelCheck(
                 ok=bool(event.data.get("ok")),
                 at=event.created_at,
-                provider=event.data.get("provider", ""),
+                endpoint=event.data.get("endpoint", ""),
                 model=event.data.get("model", ""),
                 error=event.data.get("error", ""),
             )
@@ -448,7 +456,10 @@ def _model_checks(study: Study) -> dict[str, design.ModelCheck]:
 
 def _checklist(study: Study) -> list[design.CheckItem]:
     return design.launch_checklist(
-        study.protocol, model_checks=_model_checks(study), env=os.environ, now=timezone.now()
+        protocol_for_editing(study),
+        model_checks=_model_checks(study),
+        env=os.environ,
+        now=timezone.now(),
     )
 
 
@@ -529,18 +540,38 @@ async def _check_model(provider, model: str) -> str:
         await provider.aclose()
 
 
+def _test_failure(endpoint: str, exc: BaseException) -> str:
+    """What a researcher is told when a test fails: the endpoint and at most an HTTP status.
+
+    Never the exception text: it carries hosts, addresses and ports, and would turn this button
+    into a scanner of the server's network. The detail goes to the audit log and server log.
+    """
+    if isinstance(exc, EndpointUnavailable):
+        return str(exc)  # written for researchers: names the endpoint and model only
+    if isinstance(exc, ProviderError) and exc.status:
+        return _("endpoint %(name)s refused the test: HTTP %(status)d") % {
+            "name": endpoint,
+            "status": exc.status,
+        }
+    return _("endpoint %(name)s did not answer") % {"name": endpoint}
+
+
 @login_required
 @require_POST
 def launch_test_models(request: HttpRequest, slug: str) -> HttpResponse:
-    """Send a test message to every active arm's model; each result is an audit event."""
+    """Send a test message to every active arm's model (registered endpoints only); each result
+    is an audit event."""
     study = get_study_for(request.user, slug, Perm.MANAGE_LIFECYCLE)
     for arm in study.arms.filter(is_active=True):
-        error = ""
+        error = detail = ""
         try:
-            provider = get_provider(arm.provider, provider_config_for(arm))
+            endpoint = arm_endpoint(arm)
+            provider = get_provider(endpoint.kind, endpoint.provider_config())
             asyncio.run(_check_model(provider, arm.model_name))
-        except (ProviderError, TimeoutError, ValueError, OSError) as exc:
-            error = str(exc)[:300] or type(exc).__name__
+        except (EndpointUnavailable, ProviderError, TimeoutError, ValueError, OSError) as exc:
+            error = _test_failure(arm.endpoint, exc)
+            detail = f"{type(exc).__name__}: {exc}"[:1000]
+            logger.warning("model test for %s/%s failed: %s", study.slug, arm.key, detail)
         audit_record(
             actor=request.user,
             action="launch.model_check",
@@ -550,7 +581,8 @@ def launch_test_models(request: HttpRequest, slug: str) -> HttpResponse:
                 "arm": arm.key,
                 "ok": not error,
                 "error": error,
-                "provider": arm.provider,
+                "detail": detail,
+                "endpoint": arm.endpoint,
                 "model": arm.model_name,
             },
         )

@@ -1,6 +1,8 @@
+from django import forms
 from django.contrib import admin
 
-from .models import AuditEvent
+from .audit import audit_record
+from .models import AuditEvent, ModelEndpoint
 
 
 @admin.register(AuditEvent)
@@ -20,3 +22,96 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ModelEndpointForm(forms.ModelForm):
+    """Allowed models are typed one per line (stored as a JSON list)."""
+
+    base_url = forms.URLField(
+        label="Base URL",
+        max_length=300,
+        required=False,
+        assume_scheme="https",
+        help_text="API root, e.g. http://gpu-1:8000/v1 for vLLM; empty for the vendor's own.",
+    )
+    allowed_models = forms.CharField(
+        label="Allowed models",
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        help_text="One exact model name per line. Protocols may use only these.",
+    )
+
+    class Meta:
+        model = ModelEndpoint
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "api_key_env",
+            "requires_api_key",
+            "allowed_models",
+            "enabled",
+            "note",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["allowed_models"] = "\n".join(self.instance.allowed_models or [])
+
+    def clean_allowed_models(self) -> list[str]:
+        text = self.cleaned_data["allowed_models"]
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@admin.register(ModelEndpoint)
+class ModelEndpointAdmin(admin.ModelAdmin):
+    """Where model servers are registered. Platform admins (superusers) only: an endpoint decides
+    where participants' chats go and which key is sent with them."""
+
+    form = ModelEndpointForm
+    list_display = ("name", "kind", "base_url", "api_key_env", "enabled", "updated_at")
+    list_filter = ("kind", "enabled")
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit_record(
+            actor=request.user,
+            action="model_endpoint.change" if change else "model_endpoint.add",
+            target=obj,
+            data={
+                "name": obj.name,
+                "kind": obj.kind,
+                "base_url": obj.base_url,
+                "api_key_env": obj.api_key_env,
+                "models": obj.allowed_models,
+                "enabled": obj.enabled,
+            },
+        )
+
+    def get_actions(self, request):
+        # Bulk delete would skip the audit event; delete endpoints one at a time.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_model(self, request, obj):
+        audit_record(
+            actor=request.user, action="model_endpoint.delete", target=obj, data={"name": obj.name}
+        )
+        super().delete_model(request, obj)

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.accounts.selectors import EmailNotVerified
+from studyplatform.core.model_endpoints import endpoints_all
 
 from .models import Membership, StudyInvitation
 from .permissions import get_study_for, user_perms
@@ -25,6 +26,7 @@ from .roles import Perm
 from .selectors import (
     current_consent_documents,
     pending_invitations,
+    protocol_for_editing,
     studies_visible_to,
     versions_of,
 )
@@ -34,6 +36,7 @@ from .serializers import (
     InvitationCreateSerializer,
     InvitationSerializer,
     MembershipSerializer,
+    ModelEndpointSerializer,
     ProtocolSubmitSerializer,
     ProtocolVersionSerializer,
     StudySerializer,
@@ -122,7 +125,8 @@ class ProtocolView(APIView):
     def get(self, request, slug):
         study = get_study_for(request.user, slug)
         version = study.current_version
-        return Response({"version": version.number, "yaml": to_yaml(version.content)})
+        # A version from before model endpoints is shown with its arms' endpoints, ready to edit.
+        return Response({"version": version.number, "yaml": to_yaml(protocol_for_editing(study))})
 
     @extend_schema(request=ProtocolSubmitSerializer, responses=ProtocolVersionSerializer)
     def put(self, request, slug):
@@ -148,6 +152,18 @@ class ProtocolValidateView(APIView):
         except ProtocolInvalid as exc:
             return Response({"valid": False, "errors": [e.as_dict() for e in exc.errors]})
         return Response({"valid": True, "errors": []})
+
+
+class ModelEndpointListView(APIView):
+    @extend_schema(responses=ModelEndpointSerializer(many=True))
+    def get(self, request):
+        """The model endpoints protocols may name, and the models each allows.
+
+        Names only: where an endpoint is and which key it uses is platform configuration that
+        researchers never see.
+        """
+        endpoints = list(endpoints_all().values())
+        return Response(ModelEndpointSerializer(endpoints, many=True).data)
 
 
 class VersionListView(APIView):

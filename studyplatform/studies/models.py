@@ -117,10 +117,13 @@ class Arm(models.Model):
     key = models.SlugField(max_length=40)
     label = models.JSONField(default=dict, help_text="Participant-facing label per language.")
     weight = models.PositiveIntegerField(default=1)
+    # A registered model endpoint (core/model_endpoints.py), never a URL: where the endpoint is
+    # and which key it uses is platform configuration, resolved at every call.
+    endpoint = models.CharField(max_length=40)
+    # The endpoint's kind when this arm was saved; the participant UI labels simulated arms by it,
+    # and a call is refused if the endpoint's kind has changed since.
     provider = models.CharField(max_length=20)
     model_name = models.CharField(max_length=200)
-    base_url = models.CharField(max_length=300, blank=True)
-    api_key_env = models.CharField(max_length=100, blank=True)
     system_prompt = models.TextField(blank=True)
     parameters = models.JSONField(default=dict, blank=True)
     context_tokens = models.PositiveIntegerField(default=8192)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -51,3 +53,32 @@ def pending_invitations(study: Study) -> QuerySet[StudyInvitation]:
         .select_related("invited_by")
         .order_by("-created_at", "-id")
     )
+
+
+# Arm model fields of protocols written before model endpoints became platform configuration.
+RETIRED_MODEL_FIELDS = ("provider", "base_url", "api_key_env")
+
+
+def protocol_for_editing(study: Study) -> dict:
+    """The current protocol as a researcher edits or downloads it to edit.
+
+    Protocol versions are immutable, so a version saved before model endpoints existed still
+    says provider/base_url/api_key_env: that is the record of what governed data collection. For
+    editing, each such arm is shown with the endpoint its arm row was migrated to (studies
+    migration 0002), so the next saved version is in today's form and validates.
+    """
+    doc = copy.deepcopy(study.protocol)
+    legacy = [
+        arm
+        for arm in doc.get("arms", [])
+        if any(field in (arm.get("model") or {}) for field in RETIRED_MODEL_FIELDS)
+    ]
+    if not legacy:
+        return doc
+    endpoints = dict(study.arms.values_list("key", "endpoint"))
+    for arm in legacy:
+        model = arm["model"]
+        for field in RETIRED_MODEL_FIELDS:
+            model.pop(field, None)
+        arm["model"] = {"endpoint": endpoints.get(arm.get("key"), ""), **model}
+    return doc

@@ -35,16 +35,24 @@ class ArmSerializer(serializers.ModelSerializer):
             "key",
             "label",
             "weight",
+            "endpoint",
             "provider",
             "model_name",
-            "base_url",
-            "api_key_env",
             "context_tokens",
             "system_prompt",
             "parameters",
             "is_active",
         ]
         read_only_fields = fields
+
+
+class ModelEndpointSerializer(serializers.Serializer):
+    """A registered model endpoint as researchers see it: no URL, no key variable."""
+
+    name = serializers.CharField(read_only=True)
+    kind = serializers.CharField(read_only=True)
+    models = serializers.ListField(child=serializers.CharField(), read_only=True)
+    any_model_name = serializers.BooleanField(read_only=True, source="is_simulated")
 
 
 class ProtocolVersionSerializer(serializers.ModelSerializer):

@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from studyplatform.accounts.selectors import email_is_verified, require_verified_email
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import new_token, token_digest
+from studyplatform.core.model_endpoints import endpoint_get
 
 from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 from .protocol import ProtocolError, ProtocolInvalid, content_hash, parse_protocol_data
@@ -56,6 +57,12 @@ def _sync_arms(study: Study, doc: dict[str, Any]) -> None:
     for arm in doc["arms"]:
         model = arm["model"]
         keys.append(arm["key"])
+        # Validation has just checked that the endpoint is registered and allows the model.
+        endpoint = endpoint_get(model["endpoint"])
+        if endpoint is None:
+            raise ProtocolInvalid(
+                [ProtocolError(f"arms[{len(keys) - 1}].model.endpoint", "is not registered")]
+            )
         label = arm.get("label") or arm["key"]
         Arm.objects.update_or_create(
             study=study,
@@ -63,10 +70,9 @@ def _sync_arms(study: Study, doc: dict[str, Any]) -> None:
             defaults={
                 "label": label if isinstance(label, dict) else {"en": label},
                 "weight": arm.get("weight", 1),
-                "provider": model["provider"],
+                "endpoint": endpoint.name,
+                "provider": endpoint.kind,
                 "model_name": model["name"],
-                "base_url": model.get("base_url", ""),
-                "api_key_env": model.get("api_key_env", ""),
                 "context_tokens": model.get("context_tokens", 8192),
                 "system_prompt": arm.get("system_prompt", ""),
                 "parameters": arm.get("parameters", {}),

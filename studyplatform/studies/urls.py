@@ -7,6 +7,7 @@ app_name = "studies_api"
 urlpatterns = [
     path("studies/", api.StudyListView.as_view(), name="study-list"),
     path("protocol/validate/", api.ProtocolValidateView.as_view(), name="protocol-validate"),
+    path("model-endpoints/", api.ModelEndpointListView.as_view(), name="model-endpoint-list"),
     path("studies/<slug:slug>/", api.StudyDetailView.as_view(), name="study-detail"),
     path("studies/<slug:slug>/transition/", api.StudyTransitionView.as_view(), name="transition"),
     path("studies/<slug:slug>/arms/", api.ArmListView.as_view(), name="arm-list"),

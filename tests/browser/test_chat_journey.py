@@ -28,19 +28,22 @@ def upstream_server():
 
 
 def test_chat_journey(
-    asgi_server, page_factory, upstream_server, owner, rct_doc, enroll, artifacts
+    asgi_server,
+    page_factory,
+    upstream_server,
+    register_endpoint,
+    owner,
+    rct_doc,
+    enroll,
+    artifacts,
 ):
     from studyplatform.studies.services import study_create_from_protocol, study_transition
 
+    register_endpoint("loopback", base_url=upstream_server.base_url, models=["gpt-journey"])
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "chat-journey"
     for arm in doc["arms"]:
-        arm["model"] = {
-            "provider": "openai",
-            "name": "gpt-journey",
-            "base_url": upstream_server.base_url,
-            "context_tokens": 8000,
-        }
+        arm["model"] = {"endpoint": "loopback", "name": "gpt-journey", "context_tokens": 8000}
     study = study_create_from_protocol(doc=doc, author=owner)
     for status in ("piloting", "recruiting"):
         study = study_transition(study=study, to=status, actor=owner)

@@ -37,11 +37,11 @@ def test_researcher_designs_pilots_and_launches_a_study(
     page.get_by_role("button", name="Create study").click()
     page.get_by_role("heading", name=re.compile("My RCT")).wait_for()
 
-    # switch both arms to the simulated provider in the arms form
+    # switch both arms to the simulated endpoint in the arms form
     arms = page.locator("#section-arms")
     arms.locator("summary").click()
     for i in (0, 1):
-        arms.locator(f"#id_arms-{i}-provider").select_option("simulated")
+        arms.locator(f"#id_arms-{i}-endpoint").select_option("simulated")
     arms.get_by_role("button", name="Save Arms and models").click()
     page.get_by_text("Saved as protocol version 2.").wait_for()
 

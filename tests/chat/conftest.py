@@ -18,16 +18,24 @@ def upstream():
 
 
 @pytest.fixture
-def chat_study(upstream, owner, rct_doc):
+def loopback_endpoint(upstream, register_endpoint) -> str:
+    """The fake upstream, registered as the platform endpoint `loopback` (keyless, like vLLM)."""
+    register_endpoint(
+        "loopback", base_url=upstream.base_url, models=["gpt-test-legacy", "gpt-test-current"]
+    )
+    return "loopback"
+
+
+@pytest.fixture
+def chat_study(loopback_endpoint, owner, rct_doc):
     from studyplatform.studies.services import study_create_from_protocol, study_transition
 
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "chat-study"
     for arm in doc["arms"]:
         arm["model"] = {
-            "provider": "openai",
+            "endpoint": loopback_endpoint,
             "name": f"gpt-test-{arm['key']}",
-            "base_url": upstream.base_url,
             "context_tokens": 4000,
         }
     study = study_create_from_protocol(doc=doc, author=owner)

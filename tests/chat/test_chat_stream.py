@@ -241,14 +241,19 @@ def test_message_text_is_encrypted_at_rest(participant, conversation):
 
 
 def test_the_moderation_endpoint_adds_alerts_the_lexicon_missed(
-    participant, conversation, upstream, settings, django_capture_on_commit_callbacks
+    participant,
+    conversation,
+    upstream,
+    loopback_endpoint,
+    settings,
+    django_capture_on_commit_callbacks,
 ):
     from studyplatform.chat.models import SafetyAlert
 
     protocol = participant.study.current_version.content
     protocol["safety"]["detector"]["moderation"] = True  # the version row itself is untouched
     participant.study.current_version.content = protocol
-    settings.MODERATION_BASE_URL = upstream.base_url
+    settings.MODERATION_ENDPOINT = loopback_endpoint
     with django_capture_on_commit_callbacks(execute=True):
         flagged = send(participant, conversation, "nobody would notice [[moderation: sh_intent]]")
         send(participant, conversation, "just a normal day")

@@ -31,7 +31,7 @@ def client_as():
 
 def _simulated(doc: dict) -> dict:
     for arm in doc["arms"]:
-        arm["model"] = {"provider": "simulated", "name": f"sim-{arm['key']}"}
+        arm["model"] = {"endpoint": "simulated", "name": f"sim-{arm['key']}"}
     return doc
 
 

@@ -203,9 +203,9 @@ def test_an_invalid_uploaded_file_lists_errors_with_lines(client_as, make_user, 
 
 
 def test_invalid_yaml_shows_errors_with_lines_and_saves_nothing(client_as, owner, study):
-    # given: the YAML editor with an unknown provider on arm 0
-    text = to_yaml(study.protocol).replace("provider: openai", "provider: openia", 1)
-    line = text.splitlines().index("    provider: openia") + 1
+    # given: the YAML editor with an unknown endpoint on arm 0
+    text = to_yaml(study.protocol).replace("endpoint: openai", "endpoint: openia", 1)
+    line = text.splitlines().index("    endpoint: openia") + 1
     # when: it is saved
     response = client_as(owner).post(
         reverse("console:design_yaml", args=[study.slug]), {"yaml-yaml": text}
@@ -214,10 +214,10 @@ def test_invalid_yaml_shows_errors_with_lines_and_saves_nothing(client_as, owner
     html = response.content.decode()
     assert response.status_code == 400
     assert (
-        f"<code>arms[0].model.provider</code>: must be one of: openai, anthropic, simulated "
-        f"(line {line})"
+        f"<code>arms[0].model.endpoint</code>: no registered endpoint called &#x27;openia&#x27;; "
+        f"registered endpoints: openai, simulated (line {line})"
     ) in html
-    assert "provider: openia" in html
+    assert "endpoint: openia" in html
     assert study.versions.count() == 1
 
 

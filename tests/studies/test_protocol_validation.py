@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,11 +57,11 @@ def test_an_unknown_field_is_reported(rct_doc):
 
 
 def test_an_enum_lists_the_valid_choices(rct_doc):
-    rct_doc["arms"][0]["model"]["provider"] = "openia"
+    rct_doc["allocation"]["method"] = "blocks"
     text = yaml_of(rct_doc)
     assert errors_of(text) == [
-        "arms[0].model.provider: must be one of: openai, anthropic, simulated "
-        f"(line {line_of(text, 'provider: openia')})"
+        "allocation.method: must be one of: simple, permuted_blocks, stratified_blocks "
+        f"(line {line_of(text, 'method: blocks')})"
     ]
 
 
@@ -176,11 +178,14 @@ def test_cli_validate_prints_one_line_per_error_and_exits_1(tmp_path, rct_doc):
     )
 
 
-def test_cli_validate_accepts_both_examples():
+def test_cli_validate_accepts_both_examples(settings):
+    # given: the platform registers the examples' endpoint in its environment
+    env = {**os.environ, "MODEL_ENDPOINTS": json.dumps(settings.MODEL_ENDPOINTS)}
     for name in ("companion-rct", "companion-cohort"):
         result = subprocess.run(
             [sys.executable, "manage.py", "protocol", "validate", f"examples/{name}.yaml"],
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             check=False,
@@ -193,7 +198,7 @@ def test_cli_validate_accepts_both_examples():
 def test_an_invalid_import_writes_nothing(tmp_path, rct_doc, capsys):
     from django.core.management import call_command
 
-    rct_doc["arms"][0]["model"]["provider"] = "nope"
+    rct_doc["arms"][0]["model"]["endpoint"] = "nope"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(rct_doc))
     with pytest.raises(SystemExit) as exit_info:

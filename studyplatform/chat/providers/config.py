@@ -8,11 +8,47 @@ request is made, so rotating a key needs no change to a study protocol.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from .base import ProviderError
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+# The platform's own secrets. A model endpoint's key variable may never be one of these: the key
+# is sent as a bearer token to the endpoint, so naming SECRET_KEY here would hand the server's
+# signing key to whoever runs that endpoint. Checked when an endpoint is registered and again
+# on every call (resolve_api_key), so a mistake in one place cannot leak a secret.
+PLATFORM_SECRET_ENV = frozenset(
+    {
+        "SECRET_KEY",
+        "DJANGO_SECRET_KEY",
+        "FIELD_ENCRYPTION_KEY",
+        "FIELD_ENCRYPTION_KEYS",
+        "DATABASE_URL",
+        "EMAIL_URL",
+        "EMAIL_HOST_PASSWORD",
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "DEMO_PASSWORD",
+    }
+)
+# Names that look like a platform secret or a connection string (which embeds a password).
+_SECRET_LOOKING = re.compile(
+    r"SECRET|PASSWORD|PASSWD|ENCRYPTION|DATABASE|SESSION|COOKIE|CSRF|SIGNING|_URL$|_DSN$"
+)
+KEY_ENV_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]{0,99}$")
+
+
+def key_env_refusal(name: str, extra_forbidden: frozenset[str] = frozenset()) -> str | None:
+    """Why `name` may not hold a model endpoint's key, or None when it may."""
+    if not KEY_ENV_PATTERN.match(name or ""):
+        return "must be an environment variable name in capitals (A-Z, 0-9, _)"
+    if name in PLATFORM_SECRET_ENV or name in extra_forbidden or _SECRET_LOOKING.search(name):
+        return f"{name} holds a platform secret and can never be sent to a model endpoint"
+    return None
+
 
 # Sent when an endpoint needs no key (a local vLLM or Ollama) but the SDK insists on one.
 PLACEHOLDER_KEY = "not-needed"
@@ -58,6 +94,11 @@ def resolve_api_key(config: ProviderConfig, kind: str) -> str:
     Raises a non-transient ProviderError naming the variable when it is unset and required.
     """
     env_name = config.api_key_env or DEFAULT_KEY_ENV.get(kind, "")
+    if env_name and key_env_refusal(env_name):
+        # Defence in depth: the registry refuses such endpoints, but never send one anyway.
+        raise ProviderError(
+            f"refusing to send {env_name}: {key_env_refusal(env_name)}", transient=False
+        )
     value = os.environ.get(env_name, "") if env_name else ""
     if value:
         return value

@@ -1,8 +1,9 @@
 """Validate a protocol document: structure (JSON Schema) and meaning (cross-references).
 
 Every error names the path, says what is wrong in words a researcher can act on, and carries the
-line it refers to. Pure Python: no database access, so `protocol validate` is the same check the
-API and the console run.
+line it refers to. Pure Python apart from one question to the model-endpoint registry (is each
+arm's endpoint registered, and does it allow the model?), so `protocol validate` is the same
+check the API and the console run.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def _schema_error_to_protocol(err) -> list[ProtocolError]:
         return [ProtocolError(join_path(path, name), "this field is required")]
     if kind == "additionalProperties":
         extras = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        return [ProtocolError(join_path(path, e), "unknown field") for e in extras]
+        # Fields a protocol may no longer carry say what to write instead (schema "x-retired").
+        retired = err.schema.get("x-retired", {})
+        return [ProtocolError(join_path(path, e), retired.get(e, "unknown field")) for e in extras]
     if kind == "type":
         expected = err.validator_value
         expected = expected if isinstance(expected, list) else [expected]
@@ -94,6 +97,7 @@ def _schema_error_to_protocol(err) -> list[ProtocolError]:
             "^[a-z0-9][a-z0-9-]{1,79}$": "must be 2-80 lowercase letters, digits or hyphens",
             "^https?://": "must be a URL starting with http:// or https://",
             "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "must be a date as YYYY-MM-DD",
+            "^[a-z0-9][a-z0-9_-]{0,39}$": "must be the name of a registered endpoint",
         }
         return [ProtocolError(path, hints.get(err.validator_value, "has an invalid format"))]
     if kind in ("minimum", "exclusiveMinimum"):
@@ -438,8 +442,37 @@ def validate_document(doc: Any) -> list[ProtocolError]:
     errors = _structural_errors(doc)
     if errors:
         # Meaning checks assume the structure is right; report structure first.
-        return _dedupe(errors)
-    return _dedupe(_semantic_errors(doc))
+        return _dedupe(_with_endpoint_names(errors))
+    return _dedupe(_semantic_errors(doc) + _model_endpoint_errors(doc))
+
+
+# Which endpoints exist is platform configuration (environment and database), so these two ask
+# the model-endpoint registry; everything else in this module is pure.
+
+
+def _model_endpoint_errors(doc: dict) -> list[ProtocolError]:
+    from studyplatform.core.model_endpoints import protocol_model_errors
+
+    return [ProtocolError(path, message) for path, message in protocol_model_errors(doc["arms"])]
+
+
+def _with_endpoint_names(errors: list[ProtocolError]) -> list[ProtocolError]:
+    """Fill in the registered endpoint names where a message asks for them ({endpoints}), and
+    list them when an arm's model has no endpoint."""
+    needs = [e for e in errors if "{endpoints}" in e.message or e.path.endswith("model.endpoint")]
+    if not needs:
+        return errors
+    from studyplatform.core.model_endpoints import registered_names
+
+    names = ", ".join(registered_names())
+    out = []
+    for e in errors:
+        if "{endpoints}" in e.message:
+            e = ProtocolError(e.path, e.message.replace("{endpoints}", names), e.line)
+        elif e.path.endswith("model.endpoint") and e.message == "this field is required":
+            e = ProtocolError(e.path, f"{e.message} (registered endpoints: {names})", e.line)
+        out.append(e)
+    return out
 
 
 def _dedupe(errors: list[ProtocolError]) -> list[ProtocolError]:

@@ -1,14 +1,15 @@
 """Seed the demo study and a demo researcher login (idempotent).
 
-The demo study is the randomized example protocol, recruiting, with every arm on the simulated
-provider unless an OpenAI-compatible endpoint is configured (OPENAI_API_KEY or OPENAI_BASE_URL).
+The demo study is the randomized example protocol, recruiting, with every arm on the `simulated`
+endpoint unless the `openai` endpoint is registered (OPENAI_API_KEY or OPENAI_BASE_URL, or
+MODEL_ENDPOINTS) and allows DEMO_MODEL.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 
+import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -16,8 +17,8 @@ from django.db import transaction
 
 from studyplatform.accounts.models import EmailVerification
 from studyplatform.accounts.services import email_mark_verified
+from studyplatform.core.model_endpoints import endpoint_get
 from studyplatform.studies.models import Study
-from studyplatform.studies.protocol import parse_protocol_text
 from studyplatform.studies.services import study_create_from_protocol, study_transition
 
 DEMO_SLUG = "demo"
@@ -25,26 +26,20 @@ EXAMPLE = settings.BASE_DIR / "examples" / "companion-rct.yaml"
 
 
 def demo_protocol() -> dict:
-    doc = copy.deepcopy(parse_protocol_text(EXAMPLE.read_text(encoding="utf-8")))
+    # The example's arms name models on the `openai` endpoint, which may not be registered here;
+    # the arms are replaced before the document is validated (by the service that stores it).
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     doc["study"]["slug"] = DEMO_SLUG
     doc["study"]["title"] = "Demo study: everyday conversations with an AI assistant"
     doc["study"]["recruitment"] = {"panel": "none", "collect_email": True}
+    openai = endpoint_get("openai")
+    use_openai = openai is not None and openai.allows(settings.DEMO_MODEL)
     for arm in doc["arms"]:
-        if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
-            arm["model"] = {
-                "provider": "openai",
-                "name": settings.DEMO_MODEL,
-                "api_key_env": "OPENAI_API_KEY",
-                "context_tokens": 16000,
-            }
-            if settings.OPENAI_BASE_URL:
-                arm["model"]["base_url"] = settings.OPENAI_BASE_URL
+        if use_openai:
+            arm["model"] = {"endpoint": "openai", "name": settings.DEMO_MODEL}
         else:
-            arm["model"] = {
-                "provider": "simulated",
-                "name": f"pilot-{arm['key']}",
-                "context_tokens": 16000,
-            }
+            arm["model"] = {"endpoint": "simulated", "name": f"pilot-{arm['key']}"}
+        arm["model"]["context_tokens"] = 16000
     return doc
 
 

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from studyplatform.studies.models import Study
 from studyplatform.studies.protocol import ProtocolInvalid, parse_protocol_text, to_yaml
+from studyplatform.studies.selectors import protocol_for_editing
 from studyplatform.studies.services import protocol_version_create, study_create_from_protocol
 
 
@@ -62,7 +63,7 @@ class Command(BaseCommand):
                 study = Study.objects.select_related("current_version").get(slug=opts["slug"])
             except Study.DoesNotExist:
                 raise CommandError(f"no study called {opts['slug']!r}") from None
-            self.stdout.write(to_yaml(study.current_version.content), ending="")
+            self.stdout.write(to_yaml(protocol_for_editing(study)), ending="")
 
     def _import(self, opts) -> None:
         author = None
