@@ -162,7 +162,12 @@ def test_model_endpoints_that_are_not_json_stop_the_platform_from_starting(tmp_p
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "MODEL_ENDPOINTS": "{not json", "VAR_DIR": str(tmp_path)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DEBUG": "true",
+            "MODEL_ENDPOINTS": "{not json",
+            "VAR_DIR": str(tmp_path),
+        },
         capture_output=True,
         text=True,
         check=False,

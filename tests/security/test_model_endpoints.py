@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
+from django.core import mail
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
@@ -130,6 +131,10 @@ def stranger(client) -> Client:
         },
     )
     assert response.status_code == 302
+    # ...and confirmed the address they own (sign-up is open; a stranger can do all of this)
+    link = re.search(r"http\S+(/accounts/verify-email/\S+/)", mail.outbox[-1].body).group(1)
+    client.post(link)
+    client.force_login(get_user_model().objects.get(username="mallory"))
     return client
 
 
