@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,12 +29,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from studyplatform.chat.providers import ProviderError, get_provider
 from studyplatform.chat.services import provider_config_for
 from studyplatform.core.audit import audit_record
-from studyplatform.core.models import AuditEvent
 from studyplatform.participants import services as participant_services
 from studyplatform.participants.forms import ConsentForm, ScreenerForm
 from studyplatform.participants.models import Participant, PilotInvite
 from studyplatform.participants.screener import localized
 from studyplatform.participants.services import WithdrawalError, participant_withdraw
+from studyplatform.studies.launch import study_launch_checklist
 from studyplatform.studies.models import Study
 from studyplatform.studies.permissions import get_study_for, has_perm, user_perms
 from studyplatform.studies.protocol import (
@@ -48,6 +47,7 @@ from studyplatform.studies.protocol import (
 from studyplatform.studies.roles import Perm
 from studyplatform.studies.selectors import studies_visible_to, versions_of
 from studyplatform.studies.services import (
+    LaunchBlocked,
     TransitionError,
     protocol_version_create,
     study_create_from_protocol,
@@ -432,29 +432,6 @@ def preview_view(request: HttpRequest, slug: str, page: str) -> HttpResponse:
 # --- pilot and launch ---------------------------------------------------------------------------
 
 
-def _model_checks(study: Study) -> dict[str, design.ModelCheck]:
-    """The latest recorded model test per arm (audit events are the durable record)."""
-    checks: dict[str, design.ModelCheck] = {}
-    events = AuditEvent.objects.filter(study_slug=study.slug, action="launch.model_check")
-    for event in events.order_by("-created_at", "-id")[:200]:
-        arm = event.data.get("arm")
-        if arm and arm not in checks:
-            checks[arm] = design.ModelCheck(
-                ok=bool(event.data.get("ok")),
-                at=event.created_at,
-                provider=event.data.get("provider", ""),
-                model=event.data.get("model", ""),
-                error=event.data.get("error", ""),
-            )
-    return checks
-
-
-def _checklist(study: Study) -> list[design.CheckItem]:
-    return design.launch_checklist(
-        study.protocol, model_checks=_model_checks(study), env=os.environ, now=timezone.now()
-    )
-
-
 def _launch_study(request: HttpRequest, slug: str) -> Study:
     """The launch page serves both lifecycle managers and pilot-tester managers."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
@@ -468,7 +445,7 @@ def _launch_study(request: HttpRequest, slug: str) -> Study:
 @require_GET
 def launch_view(request: HttpRequest, slug: str) -> HttpResponse:
     study = _launch_study(request, slug)
-    checklist = _checklist(study)
+    checklist = study_launch_checklist(study)
     return render(
         request,
         "console/design/launch.html",
@@ -502,16 +479,14 @@ def launch_transition(request: HttpRequest, slug: str) -> HttpResponse:
     if target not in (Study.Status.PILOTING, Study.Status.DRAFT, Study.Status.RECRUITING):
         messages.error(request, _("Use the buttons on this page to pilot or launch."))
         return _back(study)
-    if target == Study.Status.RECRUITING:
-        failing = [item for item in _checklist(study) if not item.ok]
-        if failing:
-            messages.error(
-                request,
-                _("Not launched: %(n)d checklist items fail.") % {"n": len(failing)},
-            )
-            return _back(study)
     try:
         study_transition(study=study, to=target, actor=request.user)
+    except LaunchBlocked as exc:
+        # The checklist on the launch page lists each failing item and why.
+        messages.error(
+            request,
+            _("Not launched: %(n)d checklist items fail.") % {"n": len(exc.failing)},
+        )
     except TransitionError as exc:
         messages.error(request, str(exc))
     else:

@@ -29,6 +29,7 @@ from .serializers import (
     TransitionSerializer,
 )
 from .services import (
+    LaunchBlocked,
     MembershipError,
     TransitionError,
     membership_add,
@@ -89,6 +90,18 @@ class StudyTransitionView(APIView):
         ser.is_valid(raise_exception=True)
         try:
             study = study_transition(study=study, to=ser.validated_data["to"], actor=request.user)
+        except LaunchBlocked as exc:
+            # The same checklist the console's launch page shows, item by item.
+            return Response(
+                {
+                    "detail": "Not launched: launch checklist items fail.",
+                    "failing_checks": [
+                        {"key": item.key, "label": item.label, "reason": item.why}
+                        for item in exc.failing
+                    ],
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
         except TransitionError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)

@@ -13,6 +13,7 @@ from django.core import mail
 
 from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Conversation, Message, SafetyAlert
+from tests.factories import launch_study
 
 pytestmark = [pytest.mark.browser]
 
@@ -30,7 +31,7 @@ def upstream_server():
 def test_chat_journey(
     asgi_server, page_factory, upstream_server, owner, rct_doc, enroll, artifacts
 ):
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
+    from studyplatform.studies.services import study_create_from_protocol
 
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "chat-journey"
@@ -42,8 +43,7 @@ def test_chat_journey(
             "context_tokens": 8000,
         }
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     participant = enroll(study, email="bia@example.org", language="pt-br")
 
     page = page_factory("pt-BR", timezone_id="America/Sao_Paulo")

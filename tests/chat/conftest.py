@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from studyplatform.chat.fake_upstream import FakeUpstream
+from tests.factories import launch_study
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def upstream():
 
 @pytest.fixture
 def chat_study(upstream, owner, rct_doc):
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
+    from studyplatform.studies.services import study_create_from_protocol
 
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "chat-study"
@@ -31,8 +32,7 @@ def chat_study(upstream, owner, rct_doc):
             "context_tokens": 4000,
         }
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     return study
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from studyplatform.studies.models import Membership
 from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import study_create_from_protocol
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -83,8 +84,7 @@ def test_a_member_of_study_a_gets_404_on_every_study_b_endpoint(
     other_doc["study"]["slug"] = "study-b"
     bob = make_user("bob")
     study_b = study_create_from_protocol(doc=other_doc, author=bob)
-    for status in ("piloting", "recruiting"):
-        study_b = study_transition(study=study_b, to=status, actor=bob)
+    study_b = launch_study(study_b, bob)
     code = enroll(study_b).code
     user = member_of(study, role)
     client = api_as(user)

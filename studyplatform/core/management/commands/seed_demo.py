@@ -2,10 +2,13 @@
 
 The demo study is the randomized example protocol, recruiting, with every arm on the simulated
 provider unless an OpenAI-compatible endpoint is configured (OPENAI_API_KEY or OPENAI_BASE_URL).
+It is launched through the launch checklist like any study: when a configured endpoint does not
+answer the test message, the demo stays in piloting and the command prints the failing checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 
@@ -14,11 +17,19 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from studyplatform.chat.providers import ProviderError, get_provider
+from studyplatform.chat.services import provider_config_for
+from studyplatform.studies.launch import model_check_record
 from studyplatform.studies.models import Study
 from studyplatform.studies.protocol import parse_protocol_text
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import (
+    LaunchBlocked,
+    study_create_from_protocol,
+    study_transition,
+)
 
 DEMO_SLUG = "demo"
+MODEL_CHECK_TIMEOUT_S = 30
 EXAMPLE = settings.BASE_DIR / "examples" / "companion-rct.yaml"
 
 
@@ -46,6 +57,23 @@ def demo_protocol() -> dict:
     return doc
 
 
+def _test_models(study: Study, user) -> None:
+    """Send a test message to each arm's model and record the result, as "Test models" does."""
+    for arm in study.arms.filter(is_active=True):
+        error = ""
+        try:
+            provider = get_provider(arm.provider, provider_config_for(arm))
+
+            async def check(provider=provider, model=arm.model_name) -> None:
+                async with provider:
+                    await asyncio.wait_for(provider.check(model), MODEL_CHECK_TIMEOUT_S)
+
+            asyncio.run(check())
+        except (ProviderError, TimeoutError, ValueError, OSError) as exc:
+            error = str(exc)[:300] or type(exc).__name__
+        model_check_record(study=study, arm=arm, ok=not error, error=error, actor=user)
+
+
 class Command(BaseCommand):
     help = "Create the demo study and the demo researcher account if they do not exist."
 
@@ -70,6 +98,13 @@ class Command(BaseCommand):
             study = study_create_from_protocol(
                 doc=demo_protocol(), author=user, change_note="Demo study"
             )
-            for status in (Study.Status.PILOTING, Study.Status.RECRUITING):
-                study = study_transition(study=study, to=status, actor=user)
+            study = study_transition(study=study, to=Study.Status.PILOTING, actor=user)
+            # Launching runs the launch checklist like any other launch: the models must answer
+            # a test message first. If they do not, the demo stays in piloting and says why.
+            _test_models(study, user)
+            try:
+                study = study_transition(study=study, to=Study.Status.RECRUITING, actor=user)
+            except LaunchBlocked as exc:
+                for item in exc.failing:
+                    self.stderr.write(f"launch check failed: {item.label}: {item.why}")
             self.stdout.write(f"created demo study {DEMO_SLUG!r} ({study.status})")
