@@ -45,7 +45,11 @@ from studyplatform.studies.protocol import (
     to_yaml,
 )
 from studyplatform.studies.roles import Perm
-from studyplatform.studies.selectors import studies_visible_to, versions_of
+from studyplatform.studies.selectors import (
+    studies_visible_to,
+    study_ids_with_perm,
+    versions_of,
+)
 from studyplatform.studies.services import (
     LaunchBlocked,
     TransitionError,
@@ -80,6 +84,10 @@ def study_list(request: HttpRequest) -> HttpResponse:
     studies = studies_visible_to(request.user).annotate(
         participant_count=Count("participants", filter=Q(participants__is_pilot=False))
     )
+    # Roles blind to the protocol (monitor) open a study at its dashboard, not the designer.
+    with_protocol = study_ids_with_perm(request.user, Perm.VIEW_PROTOCOL)
+    for study in studies:
+        study.opens_designer = with_protocol is None or study.pk in with_protocol
     return render(request, "console/study_list.html", {"studies": studies})
 
 
@@ -228,7 +236,7 @@ def _designer(
 @login_required
 @require_GET
 def design_view(request: HttpRequest, slug: str) -> HttpResponse:
-    study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
+    study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
     return _designer(request, study)
 
 
@@ -353,7 +361,7 @@ def calendar_view(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def versions_view(request: HttpRequest, slug: str) -> HttpResponse:
-    study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
+    study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
     versions = list(versions_of(study))
     rows = []
     for newer, older in zip(versions, [*versions[1:], None], strict=True):

@@ -110,7 +110,7 @@ class StudyTransitionView(APIView):
 class ArmListView(APIView):
     @extend_schema(responses=ArmSerializer(many=True))
     def get(self, request, slug):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         return Response(ArmSerializer(study.arms.all(), many=True).data)
 
 
@@ -118,7 +118,7 @@ class ProtocolView(APIView):
     """The current protocol as YAML (GET) or a new version of it (PUT)."""
 
     def get(self, request, slug):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         version = study.current_version
         return Response({"version": version.number, "yaml": to_yaml(version.content)})
 
@@ -151,14 +151,14 @@ class ProtocolValidateView(APIView):
 class VersionListView(APIView):
     @extend_schema(responses=ProtocolVersionSerializer(many=True))
     def get(self, request, slug):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         return Response(ProtocolVersionSerializer(versions_of(study), many=True).data)
 
 
 class VersionDetailView(APIView):
     @extend_schema(responses=ProtocolVersionSerializer)
     def get(self, request, slug, number):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         version = get_object_or_404(study.versions, number=number)
         return Response(ProtocolVersionSerializer(version).data)
 
@@ -166,7 +166,7 @@ class VersionDetailView(APIView):
 class VersionDiffView(APIView):
     def get(self, request, slug, number, other):
         """Field-level changes and a unified YAML diff from version `number` to `other`."""
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         old = get_object_or_404(study.versions, number=number)
         new = get_object_or_404(study.versions, number=other)
         return Response(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from .models import ConsentDocument, ProtocolVersion, Study
+from .models import ConsentDocument, Membership, ProtocolVersion, Study
+from .roles import Perm, role_allows
 
 
 def studies_visible_to(user) -> QuerySet[Study]:
@@ -12,6 +13,14 @@ def studies_visible_to(user) -> QuerySet[Study]:
     if user.is_superuser:
         return qs
     return qs.filter(memberships__user=user).distinct()
+
+
+def study_ids_with_perm(user, perm: Perm) -> set[int] | None:
+    """Ids of the studies where `user` holds `perm` (one query); None means every study."""
+    if user.is_superuser:
+        return None
+    rows = Membership.objects.filter(user=user).values_list("study_id", "role")
+    return {study_id for study_id, role in rows if role_allows(role, perm)}
 
 
 def versions_of(study: Study) -> QuerySet[ProtocolVersion]:

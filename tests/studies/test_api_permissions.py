@@ -22,12 +22,12 @@ def endpoints(study, doc, code="P-NONE"):
     owner_membership = Membership.objects.filter(study=study, role="owner").first()
     return [
         ("get", f"{base}/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/arms/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/protocol/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/arms/", None, Perm.VIEW_PROTOCOL),
+        ("get", f"{base}/protocol/", None, Perm.VIEW_PROTOCOL),
         ("put", f"{base}/protocol/", {"protocol": changed, "change_note": "x"}, Perm.EDIT_PROTOCOL),
-        ("get", f"{base}/versions/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/versions/1/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/versions/1/diff/1/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/versions/", None, Perm.VIEW_PROTOCOL),
+        ("get", f"{base}/versions/1/", None, Perm.VIEW_PROTOCOL),
+        ("get", f"{base}/versions/1/diff/1/", None, Perm.VIEW_PROTOCOL),
         ("get", f"{base}/consent-documents/", None, Perm.VIEW_STUDY),
         ("post", f"{base}/transition/", {"to": "piloting"}, Perm.MANAGE_LIFECYCLE),
         ("get", f"{base}/members/", None, Perm.VIEW_STUDY),
