@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 
 from studyplatform.core.models import AuditEvent
@@ -243,3 +244,15 @@ def test_a_flagged_phq9_answer_under_a_1e308_response_time_is_saved_and_alerted(
     phq9 = Response.objects.get(instrument_key="phq9")
     assert phq9.status == "submitted" and "protocol:phq9_9" in phq9.flags
     assert SafetyAlert.objects.filter(participant=participant, source="survey").count() == 1
+
+
+def test_the_admin_offers_no_way_around_the_lifecycle(piloting_study, make_user):
+    # given: a platform admin on the study's admin page
+    admin = make_user("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin)
+    # when
+    html = client.get(f"/admin/studies/study/{piloting_study.pk}/change/").content.decode()
+    # then: the status is shown, not editable (launching goes through study_transition)
+    assert 'name="status"' not in html
+    assert "Piloting" in html
