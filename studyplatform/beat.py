@@ -23,6 +23,14 @@ BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 50},
     },
+    # A safety alert that failed to be raised (bad configuration, a database error) is retried
+    # by its own task; this sweep catches the ones whose retries ran out. Every 5 minutes keeps
+    # a missed alert well inside any protocol's response time; expires before the next run.
+    "chat-safety-alert-sweep": {
+        "task": "studyplatform.chat.tasks.safety_alert_sweep",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
     # Safety reviewers get one email per alert when it is raised; a daily digest of the alerts
     # still unresolved catches the ones that email did not get acted on. Once a day, before the
     # working day starts in Europe (07:00 UTC); a digest more than 6 h late is dropped, since the

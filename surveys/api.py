@@ -9,23 +9,20 @@ import datetime as dt
 import json
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.audit import audit_record
-from studyplatform.studies.models import Study
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
 from .models import Invitation
 from .models import Response as SurveyResponse
 from .selectors import compliance_for_study, invitations_for_study, responses_for_study
+from .services import ReminderError, invitation_remind_now
 
 INVITATION_COLUMNS = [
     "id",
@@ -139,49 +136,6 @@ class InvitationDetailView(APIView):
             for name, at in invitation.timeline()
         ]
         return Response(row)
-
-
-class ReminderError(Exception):
-    pass
-
-
-def invitation_remind_now(
-    *, study: Study, invitation: Invitation, actor: Any, now: dt.datetime | None = None
-) -> Invitation:
-    """Send a reminder for an open invitation now, on a researcher's request.
-
-    Kept next to its only caller because surveys/services.py was not open for edits in this
-    change; it belongs there (`invitation_remind_now`) and should move.
-    """
-    from .tasks import send_notifications
-
-    now = now or timezone.now()
-    with transaction.atomic():
-        # Conditional on the count read and on the invitation still being open: a concurrent
-        # beat reminder or a double click cannot both count as the same reminder.
-        count = invitation.reminders_sent
-        changed = Invitation.objects.filter(
-            pk=invitation.pk,
-            status__in=Invitation.OPEN,
-            opens_at__lte=now,
-            closes_at__gt=now,
-            reminders_sent=count,
-        ).update(
-            reminders_sent=F("reminders_sent") + 1,
-            reminders_sent_at=[*invitation.reminders_sent_at, now.isoformat()],
-        )
-        if changed != 1:
-            raise ReminderError("Only an open invitation can be reminded; reload and retry.")
-        audit_record(
-            actor=actor,
-            action="survey.remind",
-            target=invitation,
-            study_slug=study.slug,
-            data={"participant": invitation.participant.code, "reminder": count + 1},
-        )
-        transaction.on_commit(lambda: send_notifications.delay("reminder", [invitation.pk]))
-    invitation.refresh_from_db()
-    return invitation
 
 
 class InvitationRemindView(APIView):

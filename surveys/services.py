@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
@@ -98,7 +99,7 @@ def response_save(
     now: dt.datetime | None = None,
 ) -> SaveResult:
     """Save answers for one instrument; with `submit`, score it and freeze it."""
-    from studyplatform.chat.safety_alerts import safety_alert_raise
+    from studyplatform.chat.safety_alerts import safety_alert_raise_guarded
 
     now = now or timezone.now()
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
@@ -143,20 +144,61 @@ def response_save(
             invitation.next_reminder_at = None
             completed = True
     invitation.save()
-    safety_flags = [f for f in response.flags if f.startswith(("safety:", "protocol:"))]
-    if safety_flags:
-        # One alert per submitted questionnaire, naming every flag it raised (PHQ-9 item 9 is
-        # flagged both by the instrument and, usually, by the protocol's safety plan).
-        safety_alert_raise(
-            participant=invitation.participant,
+    if _safety_flags(response):
+        # Guarded: the answers are saved and the crisis resources shown (from the stored flags)
+        # even when raising the alert fails; the alert is then retried.
+        safety_alert_raise_guarded(
             source="survey",
-            severity="high",
-            category=safety_flags[0].split(":", 1)[1][:40],
-            detector=f"survey:{instrument_key}",
-            excerpt=f"{instrument.key}: {', '.join(safety_flags)} (invitation {invitation.pk})",
-            now=now,
+            object_id=response.pk,
+            study_slug=invitation.study.slug,
+            raise_alert=lambda: _raise_survey_alert(response, invitation, now),
         )
     return SaveResult(response, completed, response.flags)
+
+
+def _safety_flags(response: Response) -> list[str]:
+    return [f for f in response.flags if f.startswith(("safety:", "protocol:"))]
+
+
+def _raise_survey_alert(response: Response, invitation: Invitation, now: dt.datetime):
+    from studyplatform.chat.safety_alerts import safety_alert_raise
+
+    flags = _safety_flags(response)
+    # One alert per submitted questionnaire, naming every flag it raised (PHQ-9 item 9 is
+    # flagged both by the instrument and, usually, by the protocol's safety plan).
+    return safety_alert_raise(
+        participant=invitation.participant,
+        source="survey",
+        severity="high",
+        category=flags[0].split(":", 1)[1][:40],
+        detector=f"survey:{response.instrument_key}",
+        excerpt=f"{response.instrument_key}: {', '.join(flags)} (invitation {invitation.pk})",
+        now=now,
+    )
+
+
+def survey_alert_for_response(*, response_id: int):
+    """Raise the alert a submitted, flagged response is owed (a retry after a failure): None
+    when the response is gone, has no safety flag, or its alert exists. The alert is dated
+    when the participant submitted, which also identifies it."""
+    from studyplatform.chat.models import SafetyAlert
+
+    response = (
+        Response.objects.select_related("invitation__study", "invitation__participant")
+        .filter(pk=response_id, status=Response.Status.SUBMITTED)
+        .first()
+    )
+    if response is None or not _safety_flags(response):
+        return None
+    exists = SafetyAlert.objects.filter(
+        participant_id=response.participant_id,
+        source="survey",
+        detector=f"survey:{response.instrument_key}",
+        created_at=response.submitted_at,
+    ).exists()
+    if exists:
+        return None
+    return _raise_survey_alert(response, response.invitation, response.submitted_at)
 
 
 def _protocol_flags(invitation: Invitation, key: str, answers: dict[str, Any]) -> list[str]:
@@ -217,3 +259,66 @@ def response_correct(
         data={"supersedes": response.pk, "reason": reason[:200]},
     )
     return correction
+
+
+class ReminderError(Exception):
+    """A reminder cannot be sent now; the message says why (shown to the researcher)."""
+
+
+def reminder_cap(invitation: Invitation) -> int:
+    """How many reminders (scheduled and manual together) the protocol allows for one
+    invitation: the entry's `reminders.max`, or its number of `offsets_hours` when `max` is
+    absent (the schedule sends all of them then), so an entry without reminders allows none."""
+    for entry in invitation.protocol_version.content.get("surveys", {}).get("schedule", []):
+        if entry.get("key") == invitation.entry_key:
+            reminders = entry.get("reminders") or {}
+            return int(reminders.get("max", len(reminders.get("offsets_hours", []))))
+    return 0
+
+
+def invitation_remind_now(
+    *, study, invitation: Invitation, actor: Any, now: dt.datetime | None = None
+) -> Invitation:
+    """Send a reminder for an open invitation now, on a researcher's request.
+
+    A manual reminder counts against the protocol's reminder cap like a scheduled one, so a
+    participant never gets more reminders than the protocol (and the ethics approval) allows.
+    """
+    from .tasks import send_notifications
+
+    now = now or timezone.now()
+    cap = reminder_cap(invitation)
+    with transaction.atomic():
+        count = invitation.reminders_sent
+        if count >= cap:
+            raise ReminderError(
+                f"The protocol allows at most {cap} reminder(s) for this survey and "
+                f"{count} were sent; no reminder was sent."
+            )
+        # The last reminder the cap allows also stops the scheduled ones still to come.
+        next_at = invitation.next_reminder_at if count + 1 < cap else None
+        # Conditional on the count read and on the invitation still being open: a concurrent
+        # beat reminder or a double click cannot both count as the same reminder.
+        changed = Invitation.objects.filter(
+            pk=invitation.pk,
+            status__in=Invitation.OPEN,
+            opens_at__lte=now,
+            closes_at__gt=now,
+            reminders_sent=count,
+        ).update(
+            reminders_sent=F("reminders_sent") + 1,
+            reminders_sent_at=[*invitation.reminders_sent_at, now.isoformat()],
+            next_reminder_at=next_at,
+        )
+        if changed != 1:
+            raise ReminderError("Only an open invitation can be reminded; reload and retry.")
+        audit_record(
+            actor=actor,
+            action="survey.remind",
+            target=invitation,
+            study_slug=study.slug,
+            data={"participant": invitation.participant.code, "reminder": count + 1},
+        )
+        transaction.on_commit(lambda: send_notifications.delay("reminder", [invitation.pk]))
+    invitation.refresh_from_db()
+    return invitation

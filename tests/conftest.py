@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from studyplatform.studies.protocol import parse_protocol_text
 from studyplatform.studies.services import membership_add, study_create_from_protocol
+from tests.factories import launch_study
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -150,11 +151,7 @@ def api_as():
 
 @pytest.fixture
 def recruiting_study(study, owner):
-    from studyplatform.studies.services import study_transition
-
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
-    return study
+    return launch_study(study, owner)
 
 
 ELIGIBLE = {"age": 30, "uses_chatbots": True, "gender": "woman"}

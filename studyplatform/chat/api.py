@@ -132,7 +132,9 @@ class ChatStatsView(APIView):
     @extend_schema(parameters=[ChatStatsQuery])
     def get(self, request, slug):
         """Chat statistics over the last `days` days (all time without it), imported history
-        excluded. Split by arm only for roles that see allocation; others get the total."""
+        excluded. Split by arm, and with the upstream models and fingerprints seen, only for
+        roles that see allocation: each arm pins a model, so per-model counts would reveal the
+        arms' sizes in a small study. Others get the total without them."""
         study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
         query = ChatStatsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -140,8 +142,9 @@ class ChatStatsView(APIView):
         since = timezone.now() - dt.timedelta(days=days) if days else None
         stats = chat_stats(study, since=since)
         total = stats.pop("_total")
-        body: dict = {"days": days, "total": total.as_dict()}
-        if has_perm(request.user, study, Perm.VIEW_ALLOCATION):
+        unblinded = has_perm(request.user, study, Perm.VIEW_ALLOCATION)
+        body: dict = {"days": days, "total": total.as_dict(by_model=unblinded)}
+        if unblinded:
             body["arms"] = {key: s.as_dict() for key, s in sorted(stats.items(), key=_arm_key)}
         return Response(body)
 

@@ -1,8 +1,18 @@
-"""Raising safety alerts (chat messages, flagged survey answers) and notifying reviewers."""
+"""Raising safety alerts (chat messages, flagged survey answers) and notifying reviewers.
+
+The safety path must never be broken by configuration or by a failure while raising an alert:
+the participant's message or answer is stored and crisis resources are shown whatever happens
+here. `safety_alert_raise_guarded` runs the raise in a savepoint; a failure is logged, recorded
+as a `safety.alert_failed` audit event and retried by a Celery task, and the beat sweep
+(`safety_alert_sweep`) retries recorded failures that still have no alert.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
+from collections.abc import Callable
 
 from django.db import transaction
 from django.utils import timezone
@@ -13,6 +23,30 @@ from studyplatform.participants.models import Participant
 from .models import Message, SafetyAlert
 
 EXCERPT_CHARS = 280
+DEFAULT_RESPONSE_HOURS = 24.0
+# A response time beyond a year is a configuration mistake; an alert still gets a due time.
+MAX_RESPONSE_HOURS = 24.0 * 366
+ALERT_FAILED_ACTION = "safety.alert_failed"
+
+log = logging.getLogger(__name__)
+
+
+def response_hours(safety: dict) -> float:
+    """The protocol's response time in hours, made safe to add to a date: a missing, invalid
+    or non-positive value is the default, and a huge one (`1e308`) is capped, so an alert can
+    always be given a due time."""
+    raw = safety.get("response_time_hours", DEFAULT_RESPONSE_HOURS)
+    try:
+        hours = float(raw)
+    except (TypeError, ValueError):
+        hours = math.nan
+    if not math.isfinite(hours) or hours <= 0:
+        log.warning("invalid safety.response_time_hours %r; using %s", raw, DEFAULT_RESPONSE_HOURS)
+        return DEFAULT_RESPONSE_HOURS
+    if hours > MAX_RESPONSE_HOURS:
+        log.warning("safety.response_time_hours %r capped at %s", raw, MAX_RESPONSE_HOURS)
+        return MAX_RESPONSE_HOURS
+    return hours
 
 
 def excerpt_around(text: str, start: int, end: int, width: int = EXCERPT_CHARS) -> str:
@@ -40,7 +74,7 @@ def safety_alert_raise(
 
     now = now or timezone.now()
     study = participant.study
-    hours = float(study.protocol.get("safety", {}).get("response_time_hours", 24))
+    hours = response_hours(study.protocol.get("safety", {}))
     alert = SafetyAlert.objects.create(
         study=study,
         participant=participant,
@@ -65,5 +99,84 @@ def safety_alert_raise(
             "participant": participant.code,
         },
     )
-    transaction.on_commit(lambda: notify_safety_alert.delay(alert.pk))
+    # robust: a broker outage must not turn the participant's stored message into an error
+    # page; the alert is in the queue and in the daily digest whatever happens to this email.
+    transaction.on_commit(lambda: notify_safety_alert.delay(alert.pk), robust=True)
     return alert
+
+
+def safety_alert_raise_guarded(
+    *,
+    source: str,
+    object_id: int,
+    study_slug: str,
+    raise_alert: Callable[[], SafetyAlert | None],
+) -> SafetyAlert | None:
+    """Run `raise_alert` in a savepoint and never raise.
+
+    `source` ("chat" or "survey") and `object_id` (the message or response id) say what to
+    retry. On failure the savepoint is rolled back (the caller's message or answer stays), the
+    error is logged, a `safety.alert_failed` audit event records what is owed, and a retry task
+    is queued after commit.
+    """
+    try:
+        with transaction.atomic():
+            return raise_alert()
+    except Exception:
+        log.exception("raising a %s safety alert for %s failed; retrying later", source, object_id)
+    try:
+        with transaction.atomic():
+            audit_record(
+                actor="system",
+                action=ALERT_FAILED_ACTION,
+                study_slug=study_slug,
+                data={"source": source, "id": object_id},
+            )
+    except Exception:
+        log.exception("could not record the failed %s alert for %s", source, object_id)
+    transaction.on_commit(lambda: _queue_retry(source, object_id), robust=True)
+    return None
+
+
+def _queue_retry(source: str, object_id: int) -> None:
+    from .tasks import safety_alert_retry
+
+    safety_alert_retry.delay(source, object_id)
+
+
+def safety_alert_retry_raise(*, source: str, object_id: int) -> SafetyAlert | None:
+    """Raise the alert owed for a stored chat message or survey response, unless it exists
+    (safe to run any number of times)."""
+    if source == "chat":
+        from .services import chat_alert_for_message
+
+        return chat_alert_for_message(message_id=object_id)
+    if source == "survey":
+        from surveys.services import survey_alert_for_response
+
+        return survey_alert_for_response(response_id=object_id)
+    log.error("unknown safety alert source %r", source)
+    return None
+
+
+def safety_alert_sweep(*, now: dt.datetime | None = None, days: int = 7) -> int:
+    """Retry every recorded alert failure of the last `days` days; returns the alerts raised."""
+    from studyplatform.core.models import AuditEvent
+
+    now = now or timezone.now()
+    owed = (
+        AuditEvent.objects.filter(
+            action=ALERT_FAILED_ACTION, created_at__gte=now - dt.timedelta(days=days)
+        )
+        .values_list("data", flat=True)
+        .order_by("created_at")
+    )
+    raised = 0
+    for source, object_id in dict.fromkeys((d.get("source"), d.get("id")) for d in owed):
+        try:
+            with transaction.atomic():
+                if safety_alert_retry_raise(source=source, object_id=object_id) is not None:
+                    raised += 1
+        except Exception:
+            log.exception("sweep: the %s alert for %s still fails", source, object_id)
+    return raised

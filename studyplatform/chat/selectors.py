@@ -118,9 +118,12 @@ class ChatStats:
         if row["system_fingerprint"]:
             self.fingerprints[row["system_fingerprint"]] += 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self, *, by_model: bool = True) -> dict:
+        """`by_model=False` leaves out the models and fingerprints seen: counted per model they
+        give each arm's reply count away (one model per arm), so only roles that see
+        allocation get them."""
         finished = sum(self.replies_by_status[s] for s in FINAL_STATUSES)
-        return {
+        out = {
             "conversations": self.conversations,
             "user_messages": self.user_messages,
             "assistant_replies": self.assistant_replies,
@@ -131,9 +134,11 @@ class ChatStats:
             "latency_ms_p95": _round(percentile(self.latencies, 0.95)),
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
-            "models_reported": dict(self.models.most_common()),
-            "system_fingerprints": dict(self.fingerprints.most_common()),
         }
+        if by_model:
+            out["models_reported"] = dict(self.models.most_common())
+            out["system_fingerprints"] = dict(self.fingerprints.most_common())
+        return out
 
 
 def chat_stats(study: Study, *, since: dt.datetime | None = None) -> dict[str, ChatStats]:

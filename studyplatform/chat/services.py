@@ -17,10 +17,10 @@ from studyplatform.core.model_endpoints import Endpoint, EndpointUnavailable, en
 from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
 
-from .models import Conversation, MemoryNote, Message
+from .models import Conversation, MemoryNote, Message, SafetyAlert
 from .providers import ChatRequest, StreamEnd, Timeouts, estimate_tokens
 from .safety import detect
-from .safety_alerts import excerpt_around, safety_alert_raise
+from .safety_alerts import excerpt_around, safety_alert_raise, safety_alert_raise_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,19 @@ def _screen(participant: Participant, message: Message, text: str, now) -> dict 
     hit = detect(text, None)
     if hit is None:
         return None
-    safety_alert_raise(
+    # Guarded: the message is stored and the crisis resources are shown even when raising the
+    # alert fails (bad configuration, a database error); the alert is then retried.
+    safety_alert_raise_guarded(
+        source="chat",
+        object_id=message.pk,
+        study_slug=participant.study.slug,
+        raise_alert=lambda: _raise_chat_alert(participant, message, text, hit, now),
+    )
+    return {"severity": hit.severity, "category": hit.category}
+
+
+def _raise_chat_alert(participant: Participant, message: Message, text: str, hit, now):
+    return safety_alert_raise(
         participant=participant,
         source="chat",
         severity=hit.severity,
@@ -182,7 +194,23 @@ def _screen(participant: Participant, message: Message, text: str, now) -> dict 
         message=message,
         now=now,
     )
-    return {"severity": hit.severity, "category": hit.category}
+
+
+def chat_alert_for_message(*, message_id: int) -> SafetyAlert | None:
+    """Raise the alert a stored participant message is owed (a retry after a failure): None
+    when the message is gone (withdrawal with deletion), already has an alert, or no longer
+    trips the detector. Due time counts from when the participant wrote it."""
+    message = (
+        Message.objects.select_related("participant__study")
+        .filter(pk=message_id, role=Message.Role.USER)
+        .first()
+    )
+    if message is None or SafetyAlert.objects.filter(message=message).exists():
+        return None
+    hit = detect(message.content, None)
+    if hit is None:
+        return None
+    return _raise_chat_alert(message.participant, message, message.content, hit, message.created_at)
 
 
 def memory_text(participant: Participant) -> str:

@@ -65,3 +65,31 @@ def moderate_message(message_id: int) -> None:
         moderate(message)
     except openai.APIConnectionError as exc:  # transient: retried by Celery
         raise OSError(str(exc)) from exc
+
+
+@shared_task(
+    name="studyplatform.chat.tasks.safety_alert_retry",
+    ignore_result=True,
+    # Any failure is retried: what failed while the participant waited may be a database
+    # hiccup or a configuration fixed since. The beat sweep picks up what retries give up on.
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=1800,
+    max_retries=8,
+)
+def safety_alert_retry(source: str, object_id: int) -> None:
+    """Raise the alert a stored chat message or survey response is owed (a no-op when it
+    exists or the row is gone)."""
+    from .safety_alerts import safety_alert_retry_raise
+
+    safety_alert_retry_raise(source=source, object_id=object_id)
+
+
+@shared_task(name="studyplatform.chat.tasks.safety_alert_sweep", ignore_result=True)
+def safety_alert_sweep() -> None:
+    """Retry every recorded safety-alert failure of the last days that still has no alert."""
+    from .safety_alerts import safety_alert_sweep as sweep
+
+    raised = sweep()
+    if raised:
+        log.warning("safety sweep raised %d alert(s) that had failed", raised)

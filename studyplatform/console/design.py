@@ -1,11 +1,10 @@
-"""Protocol designer helpers: protocol dict <-> section form data, error placement, calendar rows
-and the launch checklist.
+"""Protocol designer helpers: protocol dict <-> section form data, error placement and calendar
+rows. (The launch checklist is a domain rule: it lives in studyplatform/studies/launch.py.)
 
-Plain data in, plain data out: no request, and no database except the launch checklist asking
-the model-endpoint registry whether each arm's endpoint is usable. Django imports: gettext, for
-the researcher-facing checklist wording, and that registry. Views build forms from
-`section_initial` and merge cleaned form data back with `apply_section`; the merged document is
-then validated by the protocol validator exactly as an uploaded YAML file would be.
+Plain data in, plain data out: no database, no request. The only Django import is gettext, for
+researcher-facing error wording. Views build forms from `section_initial` and merge
+cleaned form data back with `apply_section`; the merged document is then validated by the
+protocol validator exactly as an uploaded YAML file would be.
 """
 
 from __future__ import annotations
@@ -14,14 +13,14 @@ import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
 from django.utils.translation import gettext as _
 
-from studyplatform.core.model_endpoints import endpoint_usable
+from studyplatform.studies.protocol.document import study_languages, text_split
 from studyplatform.studies.protocol.validate import schema
 from surveys.schedule_rules import (
     EVENT_RULES,
@@ -76,24 +75,6 @@ def lang_field(prefix: str, language: str) -> str:
 def default_allocation_method(doc: Mapping) -> str:
     """The method the validator assumes when a protocol does not name one."""
     return "permuted_blocks" if len(doc.get("arms", [])) > 1 else "simple"
-
-
-def study_languages(doc: Mapping) -> list[str]:
-    return list(doc.get("study", {}).get("languages") or ["en"])
-
-
-def text_split(value: Any, languages: list[str]) -> dict[str, str]:
-    """A protocol text (string or per-language mapping) as one string per language.
-
-    A plain string applies to every language; it is shown in the first language's field only,
-    so saving without touching it keeps it a plain string (see `text_join`).
-    """
-    if isinstance(value, dict):
-        return {lang: value.get(lang, "") for lang in languages}
-    out = dict.fromkeys(languages, "")
-    if value and languages:
-        out[languages[0]] = value
-    return out
 
 
 def text_join(values: Mapping[str, str]) -> str | dict[str, str] | None:
@@ -641,112 +622,3 @@ def calendar_rows(
             )
     rows.sort(key=lambda r: (r.opens, r.entry))
     return rows, event_entries
-
-
-# --- launch checklist ---------------------------------------------------------------------------
-
-MODEL_CHECK_MAX_AGE = timedelta(hours=24)
-
-
-@dataclass(frozen=True)
-class CheckItem:
-    key: str
-    label: str
-    ok: bool
-    why: str
-
-
-@dataclass(frozen=True)
-class ModelCheck:
-    """The latest recorded test message to one arm's model."""
-
-    ok: bool
-    at: datetime
-    endpoint: str
-    model: str
-    error: str = ""
-
-
-def launch_checklist(
-    doc: Mapping, *, model_checks: Mapping[str, ModelCheck], env: Mapping[str, str], now: datetime
-) -> list[CheckItem]:
-    """What must be true before real participants are recruited; each item says why it fails."""
-    items: list[CheckItem] = []
-    languages = study_languages(doc)
-    consent_langs = {d.get("language") for d in doc.get("consent", {}).get("documents", [])}
-    missing = [lang for lang in languages if lang not in consent_langs]
-    items.append(
-        CheckItem(
-            "consent",
-            _("A consent document for every study language"),
-            not missing,
-            _("Missing: %(langs)s") % {"langs": ", ".join(missing)}
-            if missing
-            else _("Present for: %(langs)s") % {"langs": ", ".join(languages)},
-        )
-    )
-    schedule = doc.get("surveys", {}).get("schedule", [])
-    items.append(
-        CheckItem(
-            "schedule",
-            _("At least one survey schedule entry"),
-            bool(schedule),
-            _("%(n)d entries") % {"n": len(schedule)} if schedule else _("No schedule entries"),
-        )
-    )
-    safety = doc.get("safety", {})
-    recipients = safety.get("alert_recipients", [])
-    items.append(
-        CheckItem(
-            "alert_recipients",
-            _("Safety alert recipients"),
-            bool(recipients),
-            ", ".join(recipients) if recipients else _("Nobody receives safety alerts"),
-        )
-    )
-    resources = text_split(safety.get("crisis_resources", ""), languages)
-    if isinstance(safety.get("crisis_resources"), str) and safety.get("crisis_resources"):
-        resources = dict.fromkeys(languages, safety["crisis_resources"])
-    no_resources = [lang for lang in languages if not (resources.get(lang) or "").strip()]
-    items.append(
-        CheckItem(
-            "crisis_resources",
-            _("Crisis resources in every study language"),
-            not no_resources,
-            _("Missing: %(langs)s") % {"langs": ", ".join(no_resources)}
-            if no_resources
-            else _("Present for: %(langs)s") % {"langs": ", ".join(languages)},
-        )
-    )
-    for arm in doc.get("arms", []):
-        model = arm.get("model", {})
-        endpoint = model.get("endpoint", "")
-        ok, why = endpoint_usable(name=endpoint, model=model.get("name", ""), env=env)
-        items.append(
-            CheckItem(
-                f"endpoint:{arm['key']}",
-                _("Model endpoint configured for arm %(arm)s") % {"arm": arm["key"]},
-                ok,
-                why,
-            )
-        )
-        check = model_checks.get(arm["key"])
-        if check is None:
-            ok, why = False, _("No test message yet: use Test models")
-        elif check.endpoint != endpoint or check.model != model.get("name"):
-            ok, why = False, _("The model changed since the last test: test again")
-        elif now - check.at > MODEL_CHECK_MAX_AGE:
-            ok, why = False, _("The last test is older than 24 hours: test again")
-        elif not check.ok:
-            ok, why = False, _("The last test failed: %(error)s") % {"error": check.error}
-        else:
-            ok, why = True, _("Replied at %(time)s") % {"time": check.at.strftime("%Y-%m-%d %H:%M")}
-        items.append(
-            CheckItem(
-                f"model_check:{arm['key']}",
-                _("Test message to arm %(arm)s's model in the last 24 hours") % {"arm": arm["key"]},
-                ok,
-                why,
-            )
-        )
-    return items

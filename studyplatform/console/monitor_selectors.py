@@ -221,7 +221,8 @@ def model_stats(study: Study, *, by_arm: bool) -> list[dict[str, Any]]:
     stats = chat_stats(study)
     total = stats.pop("_total")
     if not by_arm:
-        return [{"arm": "", **total.as_dict()}]
+        # Without allocation rights no per-model counts either (one model per arm).
+        return [{"arm": "", **total.as_dict(by_model=False)}]
     return [{"arm": key, **value.as_dict()} for key, value in stats.items()]
 
 

@@ -7,10 +7,8 @@ member without the permission 403). Every write goes through the studies/partici
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,17 +27,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studyplatform.chat.providers import ProviderError, get_provider
-from studyplatform.chat.services import arm_endpoint
+from studyplatform.chat.model_checks import study_models_test
 from studyplatform.core.audit import audit_record
 from studyplatform.core.csp import framable_by_same_origin
-from studyplatform.core.model_endpoints import EndpointUnavailable
-from studyplatform.core.models import AuditEvent
 from studyplatform.participants import services as participant_services
 from studyplatform.participants.forms import ConsentForm, ScreenerForm
 from studyplatform.participants.models import Participant, PilotInvite
 from studyplatform.participants.screener import localized
 from studyplatform.participants.services import WithdrawalError, participant_withdraw
+from studyplatform.studies.launch import study_launch_checklist
 from studyplatform.studies.models import Study
 from studyplatform.studies.permissions import get_study_for, has_perm, user_perms
 from studyplatform.studies.protocol import (
@@ -53,9 +49,11 @@ from studyplatform.studies.roles import Perm
 from studyplatform.studies.selectors import (
     protocol_for_editing,
     studies_visible_to,
+    study_ids_with_perm,
     versions_of,
 )
 from studyplatform.studies.services import (
+    LaunchBlocked,
     TransitionError,
     protocol_version_create,
     study_create_from_protocol,
@@ -79,7 +77,6 @@ PREVIEW_PAGES = {
     "screener": "participants/screener.html",
     "consent": "participants/consent.html",
 }
-MODEL_CHECK_TIMEOUT_S = 30
 
 
 # --- list and create ----------------------------------------------------------------------------
@@ -90,6 +87,10 @@ def study_list(request: HttpRequest) -> HttpResponse:
     studies = studies_visible_to(request.user).annotate(
         participant_count=Count("participants", filter=Q(participants__is_pilot=False))
     )
+    # Roles blind to the protocol (monitor) open a study at its dashboard, not the designer.
+    with_protocol = study_ids_with_perm(request.user, Perm.VIEW_PROTOCOL)
+    for study in studies:
+        study.opens_designer = with_protocol is None or study.pk in with_protocol
     return render(request, "console/study_list.html", {"studies": studies})
 
 
@@ -238,7 +239,7 @@ def _designer(
 @login_required
 @require_GET
 def design_view(request: HttpRequest, slug: str) -> HttpResponse:
-    study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
+    study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
     return _designer(request, study)
 
 
@@ -364,7 +365,7 @@ def calendar_view(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def versions_view(request: HttpRequest, slug: str) -> HttpResponse:
-    study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
+    study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
     versions = list(versions_of(study))
     rows = []
     for newer, older in zip(versions, [*versions[1:], None], strict=True):
@@ -437,32 +438,6 @@ def preview_view(request: HttpRequest, slug: str, page: str) -> HttpResponse:
 # --- pilot and launch ---------------------------------------------------------------------------
 
 
-def _model_checks(study: Study) -> dict[str, design.ModelCheck]:
-    """The latest recorded model test per arm (audit events are the durable record)."""
-    checks: dict[str, design.ModelCheck] = {}
-    events = AuditEvent.objects.filter(study_slug=study.slug, action="launch.model_check")
-    for event in events.order_by("-created_at", "-id")[:200]:
-        arm = event.data.get("arm")
-        if arm and arm not in checks:
-            checks[arm] = design.ModelCheck(
-                ok=bool(event.data.get("ok")),
-                at=event.created_at,
-                endpoint=event.data.get("endpoint", ""),
-                model=event.data.get("model", ""),
-                error=event.data.get("error", ""),
-            )
-    return checks
-
-
-def _checklist(study: Study) -> list[design.CheckItem]:
-    return design.launch_checklist(
-        protocol_for_editing(study),
-        model_checks=_model_checks(study),
-        env=os.environ,
-        now=timezone.now(),
-    )
-
-
 def _launch_study(request: HttpRequest, slug: str) -> Study:
     """The launch page serves both lifecycle managers and pilot-tester managers."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
@@ -476,7 +451,7 @@ def _launch_study(request: HttpRequest, slug: str) -> Study:
 @require_GET
 def launch_view(request: HttpRequest, slug: str) -> HttpResponse:
     study = _launch_study(request, slug)
-    checklist = _checklist(study)
+    checklist = study_launch_checklist(study)
     return render(
         request,
         "console/design/launch.html",
@@ -510,16 +485,14 @@ def launch_transition(request: HttpRequest, slug: str) -> HttpResponse:
     if target not in (Study.Status.PILOTING, Study.Status.DRAFT, Study.Status.RECRUITING):
         messages.error(request, _("Use the buttons on this page to pilot or launch."))
         return _back(study)
-    if target == Study.Status.RECRUITING:
-        failing = [item for item in _checklist(study) if not item.ok]
-        if failing:
-            messages.error(
-                request,
-                _("Not launched: %(n)d checklist items fail.") % {"n": len(failing)},
-            )
-            return _back(study)
     try:
         study_transition(study=study, to=target, actor=request.user)
+    except LaunchBlocked as exc:
+        # The checklist on the launch page lists each failing item and why.
+        messages.error(
+            request,
+            _("Not launched: %(n)d checklist items fail.") % {"n": len(exc.failing)},
+        )
     except TransitionError as exc:
         messages.error(request, str(exc))
     else:
@@ -532,64 +505,22 @@ def launch_transition(request: HttpRequest, slug: str) -> HttpResponse:
     return _back(study)
 
 
-async def _check_model(provider, model: str) -> str:
-    try:
-        return await asyncio.wait_for(provider.check(model), MODEL_CHECK_TIMEOUT_S)
-    finally:
-        # The provider's pooled client belongs to this short-lived event loop.
-        await provider.aclose()
-
-
-def _test_failure(endpoint: str, exc: BaseException) -> str:
-    """What a researcher is told when a test fails: the endpoint and at most an HTTP status.
-
-    Never the exception text: it carries hosts, addresses and ports, and would turn this button
-    into a scanner of the server's network. The detail goes to the audit log and server log.
-    """
-    if isinstance(exc, EndpointUnavailable):
-        return str(exc)  # written for researchers: names the endpoint and model only
-    if isinstance(exc, ProviderError) and exc.status:
-        return _("endpoint %(name)s refused the test: HTTP %(status)d") % {
-            "name": endpoint,
-            "status": exc.status,
-        }
-    return _("endpoint %(name)s did not answer") % {"name": endpoint}
-
-
 @login_required
 @require_POST
 def launch_test_models(request: HttpRequest, slug: str) -> HttpResponse:
     """Send a test message to every active arm's model (registered endpoints only); each result
     is an audit event."""
     study = get_study_for(request.user, slug, Perm.MANAGE_LIFECYCLE)
-    for arm in study.arms.filter(is_active=True):
-        error = detail = ""
-        try:
-            endpoint = arm_endpoint(arm)
-            provider = get_provider(endpoint.kind, endpoint.provider_config())
-            asyncio.run(_check_model(provider, arm.model_name))
-        except (EndpointUnavailable, ProviderError, TimeoutError, ValueError, OSError) as exc:
-            error = _test_failure(arm.endpoint, exc)
-            detail = f"{type(exc).__name__}: {exc}"[:1000]
-            logger.warning("model test for %s/%s failed: %s", study.slug, arm.key, detail)
-        audit_record(
-            actor=request.user,
-            action="launch.model_check",
-            target=arm,
-            study_slug=study.slug,
-            data={
-                "arm": arm.key,
-                "ok": not error,
-                "error": error,
-                "detail": detail,
-                "endpoint": arm.endpoint,
-                "model": arm.model_name,
-            },
-        )
-        if error:
-            messages.error(request, _("Arm %(arm)s: %(error)s") % {"arm": arm.key, "error": error})
+    for result in study_models_test(study=study, actor=request.user):
+        if result.ok:
+            messages.success(
+                request, _("Arm %(arm)s: the model replied.") % {"arm": result.arm.key}
+            )
         else:
-            messages.success(request, _("Arm %(arm)s: the model replied.") % {"arm": arm.key})
+            messages.error(
+                request,
+                _("Arm %(arm)s: %(error)s") % {"arm": result.arm.key, "error": result.error},
+            )
     return _back(study)
 
 

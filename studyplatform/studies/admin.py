@@ -20,7 +20,15 @@ class StudyAdmin(admin.ModelAdmin):
     )
     list_filter = ("status",)
     search_fields = ("slug", "title")
-    readonly_fields = ("current_version", "allocation_seed", "created_at", "updated_at")
+    # Status is read-only here: lifecycle moves go through study_transition (the console's
+    # launch page or the API), which audits them and enforces the launch checklist.
+    readonly_fields = (
+        "status",
+        "current_version",
+        "allocation_seed",
+        "created_at",
+        "updated_at",
+    )
 
 
 @admin.register(ProtocolVersion)

@@ -44,6 +44,7 @@ from .serializers import (
 )
 from .services import (
     InvitationError,
+    LaunchBlocked,
     MembershipError,
     TransitionError,
     invitation_create,
@@ -107,6 +108,18 @@ class StudyTransitionView(APIView):
         ser.is_valid(raise_exception=True)
         try:
             study = study_transition(study=study, to=ser.validated_data["to"], actor=request.user)
+        except LaunchBlocked as exc:
+            # The same checklist the console's launch page shows, item by item.
+            return Response(
+                {
+                    "detail": "Not launched: launch checklist items fail.",
+                    "failing_checks": [
+                        {"key": item.key, "label": item.label, "reason": item.why}
+                        for item in exc.failing
+                    ],
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
         except TransitionError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
@@ -115,7 +128,7 @@ class StudyTransitionView(APIView):
 class ArmListView(APIView):
     @extend_schema(responses=ArmSerializer(many=True))
     def get(self, request, slug):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         return Response(ArmSerializer(study.arms.all(), many=True).data)
 
 
@@ -123,7 +136,7 @@ class ProtocolView(APIView):
     """The current protocol as YAML (GET) or a new version of it (PUT)."""
 
     def get(self, request, slug):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         version = study.current_version
         # A version from before model endpoints is shown with its arms' endpoints, ready to edit.
         return Response({"version": version.number, "yaml": to_yaml(protocol_for_editing(study))})
@@ -169,14 +182,14 @@ class ModelEndpointListView(APIView):
 class VersionListView(APIView):
     @extend_schema(responses=ProtocolVersionSerializer(many=True))
     def get(self, request, slug):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         return Response(ProtocolVersionSerializer(versions_of(study), many=True).data)
 
 
 class VersionDetailView(APIView):
     @extend_schema(responses=ProtocolVersionSerializer)
     def get(self, request, slug, number):
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         version = get_object_or_404(study.versions, number=number)
         return Response(ProtocolVersionSerializer(version).data)
 
@@ -184,7 +197,7 @@ class VersionDetailView(APIView):
 class VersionDiffView(APIView):
     def get(self, request, slug, number, other):
         """Field-level changes and a unified YAML diff from version `number` to `other`."""
-        study = get_study_for(request.user, slug)
+        study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         old = get_object_or_404(study.versions, number=number)
         new = get_object_or_404(study.versions, number=other)
         return Response(

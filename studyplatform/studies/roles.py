@@ -18,7 +18,10 @@ class Role(StrEnum):
 
 
 class Perm(StrEnum):
-    VIEW_STUDY = "view_study"  # see the study, its protocol and versions
+    VIEW_STUDY = "view_study"  # see the study, its consent documents and members
+    # The protocol document and its versions: arms (models, system prompts, parameters). Not
+    # allocation itself, but a monitor is blind to arms altogether (see ROLE_DESCRIPTIONS).
+    VIEW_PROTOCOL = "view_protocol"
     EDIT_PROTOCOL = "edit_protocol"  # change the protocol (creates versions), consent, arms
     MANAGE_LIFECYCLE = "manage_lifecycle"  # pilot, launch, close
     MANAGE_MEMBERS = "manage_members"  # invite/remove members, change roles
@@ -35,12 +38,19 @@ class Perm(StrEnum):
 ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.OWNER: frozenset(Perm),
     Role.DESIGNER: frozenset(
-        {Perm.VIEW_STUDY, Perm.EDIT_PROTOCOL, Perm.VIEW_PARTICIPANTS, Perm.MANAGE_PARTICIPANTS}
+        {
+            Perm.VIEW_STUDY,
+            Perm.VIEW_PROTOCOL,
+            Perm.EDIT_PROTOCOL,
+            Perm.VIEW_PARTICIPANTS,
+            Perm.MANAGE_PARTICIPANTS,
+        }
     ),
     Role.MONITOR: frozenset({Perm.VIEW_STUDY, Perm.VIEW_PARTICIPANTS}),
     Role.ANALYST: frozenset(
         {
             Perm.VIEW_STUDY,
+            Perm.VIEW_PROTOCOL,
             Perm.VIEW_PARTICIPANTS,
             Perm.VIEW_ALLOCATION,
             Perm.READ_CHAT,
@@ -51,6 +61,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.SAFETY_REVIEWER: frozenset(
         {
             Perm.VIEW_STUDY,
+            Perm.VIEW_PROTOCOL,
             Perm.VIEW_PARTICIPANTS,
             Perm.READ_CHAT,
             Perm.REVIEW_SAFETY,
@@ -63,7 +74,8 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.OWNER: "Everything, including team membership, launching and closing the study.",
     Role.DESIGNER: "Edits the protocol (arms, models, consent, screener, surveys, schedule) and "
     "manages pilot testers.",
-    Role.MONITOR: "Watches enrollment and compliance; never sees arms or message content.",
+    Role.MONITOR: "Watches enrollment and compliance; never sees arms (the protocol, its "
+    "versions, models, system prompts) or message content.",
     Role.ANALYST: "Runs analyses and creates exports; sees allocation and pseudonymous chats.",
     Role.SAFETY_REVIEWER: "Reviews safety alerts (with excerpts), contacts participants at risk.",
 }

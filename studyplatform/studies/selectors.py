@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from studyplatform.core.digests import token_digest
 
-from .models import ConsentDocument, ProtocolVersion, Study, StudyInvitation
+from .models import ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
+from .roles import Perm, role_allows
 
 
 def studies_visible_to(user) -> QuerySet[Study]:
@@ -17,6 +18,14 @@ def studies_visible_to(user) -> QuerySet[Study]:
     if user.is_superuser:
         return qs
     return qs.filter(memberships__user=user).distinct()
+
+
+def study_ids_with_perm(user, perm: Perm) -> set[int] | None:
+    """Ids of the studies where `user` holds `perm` (one query); None means every study."""
+    if user.is_superuser:
+        return None
+    rows = Membership.objects.filter(user=user).values_list("study_id", "role")
+    return {study_id for study_id, role in rows if role_allows(role, perm)}
 
 
 def versions_of(study: Study) -> QuerySet[ProtocolVersion]:

@@ -24,6 +24,7 @@ from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import new_token, token_digest
 from studyplatform.core.model_endpoints import endpoint_get
 
+from .launch import CheckItem, study_launch_checklist
 from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 from .protocol import ProtocolError, ProtocolInvalid, content_hash, parse_protocol_data
 from .roles import Role
@@ -220,8 +221,22 @@ class TransitionError(ValueError):
     pass
 
 
+class LaunchBlocked(TransitionError):
+    """A piloting study may not start recruiting: `failing` are the checklist items that fail."""
+
+    def __init__(self, failing: list[CheckItem]):
+        self.failing = failing
+        super().__init__(
+            f"not launched: {len(failing)} launch checklist item(s) fail: "
+            + ", ".join(item.key for item in failing)
+        )
+
+
 @transaction.atomic
 def study_transition(*, study: Study, to: str, actor) -> Study:
+    """Move a study along its lifecycle. Launching (piloting -> recruiting) runs the launch
+    checklist here, so no caller (console, API, admin, command) can launch a study that fails
+    it; a failure raises `LaunchBlocked` with the failing items."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     if to not in Study.Status.values:
         raise TransitionError(f"unknown status {to!r}; use one of: {', '.join(Study.Status)}")
@@ -230,6 +245,10 @@ def study_transition(*, study: Study, to: str, actor) -> Study:
         raise TransitionError(
             f"a {study.status} study cannot move to {to} (allowed from here: {allowed})"
         )
+    if study.status == Study.Status.PILOTING and to == Study.Status.RECRUITING:
+        failing = [item for item in study_launch_checklist(study) if not item.ok]
+        if failing:
+            raise LaunchBlocked(failing)
     old = study.status
     study.status = to
     study.save(update_fields=["status", "updated_at"])

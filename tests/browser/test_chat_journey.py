@@ -13,6 +13,7 @@ from django.core import mail
 
 from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Conversation, Message, SafetyAlert
+from tests.factories import launch_study
 
 pytestmark = [pytest.mark.browser]
 
@@ -37,7 +38,7 @@ def test_chat_journey(
     enroll,
     artifacts,
 ):
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
+    from studyplatform.studies.services import study_create_from_protocol
 
     register_endpoint("loopback", base_url=upstream_server.base_url, models=["gpt-journey"])
     doc = copy.deepcopy(rct_doc)
@@ -45,8 +46,7 @@ def test_chat_journey(
     for arm in doc["arms"]:
         arm["model"] = {"endpoint": "loopback", "name": "gpt-journey", "context_tokens": 8000}
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     participant = enroll(study, email="bia@example.org", language="pt-br")
 
     page = page_factory("pt-BR", timezone_id="America/Sao_Paulo")

@@ -10,9 +10,10 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import study_create_from_protocol
 from surveys.engine import schedule_tick
 from surveys.models import Invitation, Response
+from tests.factories import launch_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -57,8 +58,7 @@ def test_a_participant_saves_returns_and_completes_the_baseline_then_a_researche
     settings.SITE_URL = base  # links in emails point at the live server
     rct_doc["surveys"]["translations"] = {"who5": {"pt-br": TEST_WHO5_PT_BR}}
     study = study_create_from_protocol(doc=rct_doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     participant = enroll(study, language="pt-br", email="lia@example.org")
 
     # the beat tick sends the baseline invitation by email

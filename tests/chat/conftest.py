@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from studyplatform.chat.fake_upstream import FakeUpstream
+from tests.factories import launch_study
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def loopback_endpoint(upstream, register_endpoint) -> str:
 
 @pytest.fixture
 def chat_study(loopback_endpoint, owner, rct_doc):
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
+    from studyplatform.studies.services import study_create_from_protocol
 
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "chat-study"
@@ -39,8 +40,7 @@ def chat_study(loopback_endpoint, owner, rct_doc):
             "context_tokens": 4000,
         }
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     return study
 
 

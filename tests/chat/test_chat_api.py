@@ -15,7 +15,8 @@ from studyplatform.chat.models import Conversation, MemoryNote, Message
 from studyplatform.chat.safety_alerts import safety_alert_raise
 from studyplatform.core.models import AuditEvent
 from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import study_create_from_protocol
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -64,8 +65,7 @@ def make_other_study(rct_doc, make_user, enroll):
     doc["study"]["slug"] = "study-b"
     bob = make_user("bob")
     study_b = study_create_from_protocol(doc=doc, author=bob)
-    for status in ("piloting", "recruiting"):
-        study_b = study_transition(study=study_b, to=status, actor=bob)
+    study_b = launch_study(study_b, bob)
     participant = enroll(study_b)
     conversation = start_conversation(participant)
     say(conversation, "user", "study B text")

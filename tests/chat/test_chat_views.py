@@ -12,6 +12,7 @@ from studyplatform.chat import services
 from studyplatform.chat.models import Message, SafetyAlert
 from studyplatform.participants.session import SESSION_KEY
 from tests.chat.conftest import parse_sse
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -161,10 +162,8 @@ def test_chat_needs_a_consented_participant_session(client, chat_study, owner):
 
 
 def test_pilot_mode_is_labelled_for_the_simulated_provider(client, study, owner, enroll):
-    from studyplatform.studies.services import study_transition
 
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     arm_keys = list(study.arms.values_list("key", flat=True))
     study.arms.update(provider="simulated")
     participant = enroll(study)

@@ -10,11 +10,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from studyplatform.console import design
 from studyplatform.core.models import AuditEvent
 from studyplatform.participants.models import Identity, Participant, PilotInvite
 from studyplatform.participants.services import JoinContext
+from studyplatform.studies import launch
 from studyplatform.studies.services import protocol_version_create, study_transition
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -86,11 +87,11 @@ def test_checklist_blocks_a_study_missing_crisis_resources_in_one_language(
     doc["safety"]["crisis_resources"] = {"en": "Call your local emergency number."}
     now = timezone.now()
     checks = {
-        arm["key"]: design.ModelCheck(True, now, "simulated", arm["model"]["name"])
+        arm["key"]: launch.ModelCheck(True, now, "simulated", arm["model"]["name"])
         for arm in doc["arms"]
     }
     # when: the checklist runs
-    items = {i.key: i for i in design.launch_checklist(doc, model_checks=checks, env={}, now=now)}
+    items = {i.key: i for i in launch.launch_checklist(doc, model_checks=checks, env={}, now=now)}
     # then: exactly the crisis-resources item fails, and says which language is missing
     assert [k for k, i in items.items() if not i.ok] == ["crisis_resources"]
     assert items["crisis_resources"].why == "Missing: pt-br"
@@ -163,7 +164,7 @@ def test_resetting_pilot_data_deletes_pilot_testers_data_only(
     PilotInvite.objects.create(study=piloting_study, label="Bea", token_digest=token_digest(token))
     pilot = enroll(piloting_study, join=JoinContext(pilot_token=token))
     assert pilot.is_pilot
-    study = study_transition(study=piloting_study, to="recruiting", actor=owner)
+    study = launch_study(piloting_study, owner)
     real = enroll(study)
     # when: pilot data is reset
     response = client_as(owner).post(reverse("console:pilot_reset", args=[study.slug]))

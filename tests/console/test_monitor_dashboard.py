@@ -156,6 +156,7 @@ def test_chat_volume_and_model_stats_are_per_arm_only_when_unblinded(recruiting_
     assert days == [timezone.localdate()]
     assert per_arm == {arm.key: [2]} and total == {"all": [2]}
     assert len(blinded) == 1 and blinded[0]["arm"] == "" and blinded[0]["latency_ms_p50"] == 800
+    assert "models_reported" not in blinded[0]  # counted per model they are counted per arm
     assert unblinded[arm.key]["models_reported"] == {"model-x-2024": 1}
 
 

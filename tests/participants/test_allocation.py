@@ -12,7 +12,8 @@ from django.db import connection
 
 from studyplatform.participants import allocation as alloc
 from studyplatform.participants.models import Allocation
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import study_create_from_protocol
+from tests.factories import launch_study
 
 
 def launch_with(doc, owner, **allocation):
@@ -21,8 +22,7 @@ def launch_with(doc, owner, **allocation):
     doc["allocation"] = {**allocation}
     doc["study"].pop("target_enrollment", None)
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     return study
 
 

@@ -19,6 +19,7 @@ from studyplatform.participants.models import (
 )
 from studyplatform.participants.services import signin_link_create
 from studyplatform.participants.session import SESSION_KEY
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -198,14 +199,13 @@ def test_a_password_can_be_set_and_used(client, recruiting_study, enroll):
 def test_without_email_the_participant_gets_a_revocable_return_link(client, owner, rct_doc):
     import copy
 
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
+    from studyplatform.studies.services import study_create_from_protocol
 
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "no-email"
     doc["study"]["recruitment"] = {"panel": "prolific", "collect_email": False}
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     client.post(
         f"/s/{study.slug}/screener/", {"age": "40", "uses_chatbots": "yes", "gender": "other"}
     )

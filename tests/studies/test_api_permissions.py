@@ -11,8 +11,8 @@ from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
 from studyplatform.studies.services import (
     invitation_create,
     study_create_from_protocol,
-    study_transition,
 )
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -28,12 +28,12 @@ def endpoints(study, doc, code="P-NONE"):
     )
     return [
         ("get", f"{base}/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/arms/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/protocol/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/arms/", None, Perm.VIEW_PROTOCOL),
+        ("get", f"{base}/protocol/", None, Perm.VIEW_PROTOCOL),
         ("put", f"{base}/protocol/", {"protocol": changed, "change_note": "x"}, Perm.EDIT_PROTOCOL),
-        ("get", f"{base}/versions/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/versions/1/", None, Perm.VIEW_STUDY),
-        ("get", f"{base}/versions/1/diff/1/", None, Perm.VIEW_STUDY),
+        ("get", f"{base}/versions/", None, Perm.VIEW_PROTOCOL),
+        ("get", f"{base}/versions/1/", None, Perm.VIEW_PROTOCOL),
+        ("get", f"{base}/versions/1/diff/1/", None, Perm.VIEW_PROTOCOL),
         ("get", f"{base}/consent-documents/", None, Perm.VIEW_STUDY),
         ("post", f"{base}/transition/", {"to": "piloting"}, Perm.MANAGE_LIFECYCLE),
         ("get", f"{base}/members/", None, Perm.VIEW_STUDY),
@@ -92,8 +92,7 @@ def test_a_member_of_study_a_gets_404_on_every_study_b_endpoint(
     other_doc["study"]["slug"] = "study-b"
     bob = make_user("bob")
     study_b = study_create_from_protocol(doc=other_doc, author=bob)
-    for status in ("piloting", "recruiting"):
-        study_b = study_transition(study=study_b, to=status, actor=bob)
+    study_b = launch_study(study_b, bob)
     code = enroll(study_b).code
     user = member_of(study, role)
     client = api_as(user)

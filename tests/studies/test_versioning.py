@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from studyplatform.core.models import AuditEvent
-from studyplatform.studies.models import ConsentDocument, ProtocolVersion, Study
+from studyplatform.studies.models import ConsentDocument, ProtocolVersion
 from studyplatform.studies.protocol import ProtocolInvalid, content_hash
 from studyplatform.studies.services import protocol_version_create, study_transition
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
 
 def launch(study, actor):
-    for status in (Study.Status.PILOTING, Study.Status.RECRUITING):
-        study = study_transition(study=study, to=status, actor=actor)
+    study = launch_study(study, actor)
     return study
 
 

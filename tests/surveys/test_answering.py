@@ -14,11 +14,12 @@ from surveys_custom_instrument import custom_definition
 
 from studyplatform.chat.models import SafetyAlert
 from studyplatform.participants.session import SESSION_KEY
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import study_create_from_protocol
 from surveys.engine import schedule_tick
 from surveys.forms import InstrumentForm, shown_instrument
 from surveys.instruments import get_instrument, load_instrument_dict
 from surveys.models import Invitation, Response
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -202,8 +203,7 @@ def test_an_out_of_range_number_gets_the_services_reason_and_nothing_is_saved(
     baseline = rct_doc["surveys"]["schedule"][0]
     baseline["instruments"] = ["custom_mix", *baseline["instruments"]]
     study = study_create_from_protocol(doc=rct_doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     participant = enroll(study)
     send_baseline(django_capture_on_commit_callbacks)
     invitation = Invitation.objects.get(participant=participant, entry_key="baseline")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -102,3 +103,22 @@ def diff_documents(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         )
     )
     return {"changes": changes, "unified": unified}
+
+
+def study_languages(doc: Mapping) -> list[str]:
+    """The study's languages (English when the protocol names none)."""
+    return list(doc.get("study", {}).get("languages") or ["en"])
+
+
+def text_split(value: Any, languages: list[str]) -> dict[str, str]:
+    """A protocol text (string or per-language mapping) as one string per language.
+
+    A plain string applies to every language; it is shown in the first language's field only,
+    so saving without touching it keeps it a plain string (see `text_join`).
+    """
+    if isinstance(value, dict):
+        return {lang: value.get(lang, "") for lang in languages}
+    out = dict.fromkeys(languages, "")
+    if value and languages:
+        out[languages[0]] = value
+    return out

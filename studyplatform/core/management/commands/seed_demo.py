@@ -2,7 +2,9 @@
 
 The demo study is the randomized example protocol, recruiting, with every arm on the `simulated`
 endpoint unless the `openai` endpoint is registered (OPENAI_API_KEY or OPENAI_BASE_URL, or
-MODEL_ENDPOINTS) and allows DEMO_MODEL.
+MODEL_ENDPOINTS) and allows DEMO_MODEL. It is launched through the launch checklist like any
+study: when the endpoint does not answer the test message, the demo stays in piloting and the
+command prints the failing checks.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from django.db import transaction
 
 from studyplatform.accounts.models import EmailVerification
 from studyplatform.accounts.services import email_mark_verified
+from studyplatform.chat.model_checks import study_models_test
 from studyplatform.core.model_endpoints import endpoint_get
 from studyplatform.studies.models import Study
-from studyplatform.studies.services import study_create_from_protocol, study_transition
+from studyplatform.studies.services import (
+    LaunchBlocked,
+    study_create_from_protocol,
+    study_transition,
+)
 
 DEMO_SLUG = "demo"
 EXAMPLE = settings.BASE_DIR / "examples" / "companion-rct.yaml"
@@ -72,6 +79,13 @@ class Command(BaseCommand):
             study = study_create_from_protocol(
                 doc=demo_protocol(), author=user, change_note="Demo study"
             )
-            for status in (Study.Status.PILOTING, Study.Status.RECRUITING):
-                study = study_transition(study=study, to=status, actor=user)
+            study = study_transition(study=study, to=Study.Status.PILOTING, actor=user)
+            # Launching runs the launch checklist like any other launch: the models must answer
+            # a test message first. If they do not, the demo stays in piloting and says why.
+            study_models_test(study=study, actor=user)
+            try:
+                study = study_transition(study=study, to=Study.Status.RECRUITING, actor=user)
+            except LaunchBlocked as exc:
+                for item in exc.failing:
+                    self.stderr.write(f"launch check failed: {item.label}: {item.why}")
             self.stdout.write(f"created demo study {DEMO_SLUG!r} ({study.status})")
