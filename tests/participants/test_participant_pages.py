@@ -230,15 +230,14 @@ def test_a_panel_study_without_email_shows_the_return_link_once_and_keeps_only_i
     from django.test import Client
 
     from studyplatform.core.digests import token_digest
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
+    from studyplatform.studies.services import study_create_from_protocol
 
     # given: a Prolific study that collects no email
     doc = copy.deepcopy(rct_doc)
     doc["study"]["slug"] = "prolific-no-email"
     doc["study"]["recruitment"] = {"panel": "prolific", "collect_email": False}
     study = study_create_from_protocol(doc=doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     # when: a participant joins from Prolific
     client.get(f"/s/{study.slug}/?PROLIFIC_PID=pp-77&STUDY_ID=S&SESSION_ID=X")
     client.post(

@@ -36,9 +36,9 @@ from studyplatform.studies.protocol import to_yaml
 from studyplatform.studies.services import (
     protocol_version_create,
     study_create_from_protocol,
-    study_transition,
 )
 from tests.chat.conftest import run_reply
+from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
 
@@ -250,8 +250,7 @@ def live_study(owner, rct_doc, member_of):
     for arm in rct_doc["arms"]:
         arm["model"] = {"endpoint": "simulated", "name": f"pilot-{arm['key']}"}
     study = study_create_from_protocol(doc=rct_doc, author=owner)
-    for status in ("piloting", "recruiting"):
-        study = study_transition(study=study, to=status, actor=owner)
+    study = launch_study(study, owner)
     return study
 
 
@@ -468,8 +467,7 @@ def test_chat_replies_go_to_the_url_registered_for_the_endpoint_at_call_time(
         for arm in rct_doc["arms"]:
             arm["model"] = {"endpoint": "lab", "name": "gpt-test"}
         study = study_create_from_protocol(doc=rct_doc, author=owner)
-        for status in ("piloting", "recruiting"):
-            study = study_transition(study=study, to=status, actor=owner)
+        study = launch_study(study, owner)
         participant = enroll(study)
         conversation = chat_services.conversation_create(participant=participant)
 

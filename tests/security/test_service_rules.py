@@ -24,7 +24,7 @@ def piloting_study(study, owner):
     """The example study on simulated models (no endpoint or key needed), piloting."""
     doc = study.protocol
     for arm in doc["arms"]:
-        arm["model"] = {"provider": "simulated", "name": f"sim-{arm['key']}"}
+        arm["model"] = {"endpoint": "simulated", "name": f"sim-{arm['key']}"}
     protocol_version_create(study=study, doc=doc, author=owner)
     return study_transition(study=study, to="piloting", actor=owner)
 
