@@ -349,7 +349,10 @@ LLM_READ_TIMEOUT_S = env.float("LLM_READ_TIMEOUT_S", default=60.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # Error responses are logged with their path: return and sign-in link secrets are redacted.
+    "filters": {"redact_paths": {"()": "studyplatform.core.access_log.RequestLogRedactor"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["redact_paths"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 

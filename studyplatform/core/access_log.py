@@ -9,6 +9,9 @@ link (`/p/r/<token>/`) or an emailed sign-in link (`/p/signin/<token>/`).
 string and replaces those secret path segments with `[redacted]`. `uvicorn_logging.json` next to
 this package wires it in: `uvicorn ... --log-config studyplatform/uvicorn_logging.json` (the
 launcher does this for `make run`).
+
+Django's own `django.request` logger writes the path of every 4xx/5xx response ("Not Found:
+/p/r/<token>/"); `RequestLogRedactor` (wired in settings.LOGGING) redacts those paths the same way.
 """
 
 from __future__ import annotations
@@ -38,4 +41,21 @@ class AccessLogRedactor(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
             record.args = (*args[:2], redact_path(args[2]), *args[3:])
+        return True
+
+
+class RequestLogRedactor(logging.Filter):
+    """Redact request paths among the arguments of `django.request` records (never drops one).
+
+    Django logs `"%s: %s"` with (reason phrase, request.path); any argument that looks like a
+    path is rewritten, so a failing return or sign-in link never leaves its secret in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(
+                redact_path(arg) if isinstance(arg, str) and arg.startswith("/") else arg
+                for arg in args
+            )
         return True

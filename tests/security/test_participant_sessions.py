@@ -322,3 +322,21 @@ def test_the_uvicorn_log_config_used_by_make_run_installs_the_filter():
             lg.filters[:], lg.handlers[:], lg.propagate = filters, handlers, propagate
             lg.setLevel(level)
     assert captured == ['203.0.113.9:5123 - "GET /s/x/ HTTP/1.1" 302']
+
+
+def test_django_s_request_log_never_keeps_a_link_secret(caplog):
+    # given: Django's request logger, configured by settings.LOGGING, and an error response on a
+    # return link (Django logs the path of every 4xx/5xx response)
+    from django.http import HttpResponseNotFound
+    from django.test import RequestFactory
+    from django.utils.log import log_response
+
+    secret = "a-return-link-secret-that-must-not-be-logged"
+    request = RequestFactory().get(f"/p/r/{secret}/")
+    # when: the error is logged the way Django's handlers log it
+    with caplog.at_level("WARNING", logger="django.request"):
+        log_response(
+            "%s: %s", "Not Found", request.path, response=HttpResponseNotFound(), request=request
+        )
+    # then: the line is there, without the secret
+    assert [record.getMessage() for record in caplog.records] == ["Not Found: /p/r/[redacted]/"]
