@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
 from studyplatform.participants.models import Participant
+from studyplatform.studies.protocol.runtime import response_time_hours
 
 from .models import Message, SafetyAlert
 
@@ -40,7 +41,7 @@ def safety_alert_raise(
 
     now = now or timezone.now()
     study = participant.study
-    hours = float(study.protocol.get("safety", {}).get("response_time_hours", 24))
+    hours = response_time_hours(study.protocol)  # clamped: stored protocols may predate maxima
     alert = SafetyAlert.objects.create(
         study=study,
         participant=participant,

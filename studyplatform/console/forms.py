@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from studyplatform.chat.services import DEFAULT_LIMITS
+from studyplatform.studies.protocol.yaml_lines import YamlSyntaxError, load_with_lines
 
 from . import design
 
@@ -274,15 +275,13 @@ def _yaml_list_field(value: str) -> list:
     if not value.strip():
         return []
     try:
-        data = yaml.safe_load(value)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        # The protocol's own loader: same ceilings (size, nesting, no anchors or aliases).
+        data, _lines = load_with_lines(value)
+    except YamlSyntaxError as exc:
         raise forms.ValidationError(
             _("Invalid YAML on line %(line)s: %(problem)s")
-            % {"line": line, "problem": exc.problem or exc}
+            % {"line": exc.line or "?", "problem": exc.message.removeprefix("invalid YAML: ")}
         ) from None
-    except yaml.YAMLError as exc:
-        raise forms.ValidationError(_("Invalid YAML: %(e)s") % {"e": exc}) from None
     if not isinstance(data, list):
         raise forms.ValidationError(_("Write a list: each item starts with “- ”."))
     return data
