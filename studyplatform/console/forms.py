@@ -16,7 +16,11 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from studyplatform.chat.services import DEFAULT_LIMITS
-from studyplatform.studies.protocol.yaml_lines import YamlSyntaxError, load_with_lines
+from studyplatform.studies.protocol.yaml_lines import (
+    MAX_PROTOCOL_BYTES,
+    YamlSyntaxError,
+    load_with_lines,
+)
 
 from . import design
 
@@ -74,6 +78,13 @@ class NewStudyForm(forms.Form):
                     self.add_error(name, _("This field is required when starting from a template."))
         elif data.get("source") == "upload" and not data.get("file"):
             self.add_error("file", _("Choose a YAML file to upload."))
+        elif data.get("source") == "upload" and data["file"].size > MAX_PROTOCOL_BYTES:
+            # Refused before the file is read into memory.
+            self.add_error(
+                "file",
+                _("The file is too large (at most %(kb)d KB).")
+                % {"kb": MAX_PROTOCOL_BYTES // 1024},
+            )
         return data
 
     def protocol_text(self) -> str:

@@ -263,3 +263,63 @@ def test_a_stored_huge_block_size_allocates_from_a_bounded_block():
     # then: it holds at most the schema's maximum, balanced
     assert len(block) == 1000 and block.count("a") == 500
     assert elapsed < 1
+
+
+# --- smaller inputs around the protocol and the API ----------------------------------------
+
+
+def test_the_designer_screener_yaml_refuses_aliases_like_the_protocol():
+    from studyplatform.console.forms import ScreenerSectionForm
+
+    # given: a screener questions box whose YAML uses an anchor and an alias
+    form = ScreenerSectionForm({"questions": "- &q {key: age}\n- *q\n", "eligibility": ""})
+    # when/then: the form refuses it with the line, before expanding anything
+    assert not form.is_valid()
+    assert form.errors["questions"] == [
+        "Invalid YAML on line 1: YAML anchors and aliases are not allowed"
+    ]
+
+
+def test_an_uploaded_protocol_over_the_size_limit_is_refused_unread(client, owner):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(owner)
+    upload = SimpleUploadedFile("big.yaml", b"#" * (257 * 1024), "application/x-yaml")
+    page = client.post(reverse("console:study_new"), {"source": "upload", "file": upload})
+    assert page.status_code == 400
+    assert "The file is too large (at most 256 KB)." in page.content.decode()
+    assert Study.objects.count() == 0
+
+
+def test_a_change_note_over_its_limit_is_a_400_naming_the_field(study, owner, api_as, rct_doc):
+    response = api_as(owner).put(
+        f"/api/studies/{study.slug}/protocol/",
+        {"protocol": rct_doc, "change_note": "n" * 1001},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["change_note"] == ["Ensure this field has no more than 1000 characters."]
+    assert study.versions.count() == 1
+
+
+@pytest.mark.parametrize("wave", ["²", "9" * 5000])
+def test_an_unreadable_wave_filter_matches_nothing_instead_of_failing(study, owner, api_as, wave):
+    response = api_as(owner).get(f"/api/studies/{study.slug}/invitations/", {"wave": wave})
+    assert response.status_code == 200 and response.json() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('{"change_note": NaN, "yaml": "a: 1"}', "the body: is not valid JSON (NaN is not valid"),
+        ('{"yaml": "a: 1", "change_note": "\\u0000"}', "change_note: must not contain NUL"),
+        ('{"protocol": {"n": 1e400}}', "protocol.n: must be a finite number"),
+        ('{"protocol": {"n": 100000000000000000000}}', "protocol.n: is out of range"),
+    ],
+)
+def test_the_api_parser_refuses_unstorable_json_naming_the_field(make_user, api_as, raw, expected):
+    response = api_as(make_user("alice")).post(
+        "/api/protocol/validate/", raw, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("JSON parse error - " + expected)
