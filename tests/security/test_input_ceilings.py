@@ -323,3 +323,18 @@ def test_the_api_parser_refuses_unstorable_json_naming_the_field(make_user, api_
     )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("JSON parse error - " + expected)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/studies/{slug}/participants/?participant=%00",
+        "/api/studies/{slug}/invitations/?participant=x%00y",
+        "/api/studies/{slug}/conversations/?imported=1&%00=1",
+    ],
+)
+def test_a_nul_character_in_a_query_string_is_a_400(study, owner, api_as, url):
+    # PostgreSQL refused the value inside the query (a 500); SQLite happened to accept it.
+    response = api_as(owner).get(url.format(slug=study.slug))
+    assert response.status_code == 400
+    assert "must not contain NUL characters" in response.json()["detail"]
