@@ -268,6 +268,17 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
+# Query strings holding NUL (PostgreSQL cannot store or compare it) are a 400 for every view.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.common.CommonMiddleware"),
+    "studyplatform.core.middleware.RefuseNulQueryMiddleware",
+)
+# JSON bodies go through the bounded parser (nesting, invalid Unicode, huge numbers -> 400).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "studyplatform.core.parsers.BoundedJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
 SPECTACULAR_SETTINGS = {
     "TITLE": "Study Platform researcher API",
     "DESCRIPTION": "Studies, arms, protocol versions, consent documents and team membership.",

@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import ProtocolVersion, Study
+from studyplatform.studies.protocol.runtime import bounded_schedule_entry, session_gap_minutes
 
 from . import schedule_rules as rules
 from .bulk import chunks, insert_from_select, insert_ignoring_conflicts, typed, update_from_values
@@ -72,7 +73,10 @@ _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 @lru_cache(maxsize=256)
 def _entries(version_id: int) -> dict[str, dict]:
     content = ProtocolVersion.objects.values_list("content", flat=True).get(pk=version_id)
-    return {e["key"]: e for e in content.get("surveys", {}).get("schedule", [])}
+    # Numbers clamped into the schema's range: stored versions may predate its maxima.
+    return {
+        e["key"]: bounded_schedule_entry(e) for e in content.get("surveys", {}).get("schedule", [])
+    }
 
 
 def _context(
@@ -613,7 +617,7 @@ def _after_sessions(study: Study, entries: list[dict], now: dt.datetime) -> int:
     content = ProtocolVersion.objects.values_list("content", flat=True).get(
         pk=study.current_version_id
     )
-    gap = dt.timedelta(minutes=content.get("analysis", {}).get("session_gap_minutes", 30))
+    gap = dt.timedelta(minutes=session_gap_minutes(content))
     # A session has ended when its last message is older than the session gap; look back a
     # day so a tick missed during an outage still catches it.
     recent = list(

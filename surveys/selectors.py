@@ -60,7 +60,9 @@ def invitations_for_study(
     if entry:
         qs = qs.filter(entry_key=entry)
     if wave:
-        qs = qs.filter(wave=int(wave)) if wave.isdigit() else qs.none()
+        # isdigit() alone admits "²" (int() refuses it) and 5,000-digit numbers.
+        ok = wave.isascii() and wave.isdigit() and len(wave) <= 9
+        qs = qs.filter(wave=int(wave)) if ok else qs.none()
     return qs
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from collections.abc import Callable
 
 from django.db import transaction
@@ -19,34 +18,14 @@ from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
 from studyplatform.participants.models import Participant
+from studyplatform.studies.protocol.runtime import response_time_hours
 
 from .models import Message, SafetyAlert
 
 EXCERPT_CHARS = 280
-DEFAULT_RESPONSE_HOURS = 24.0
-# A response time beyond a year is a configuration mistake; an alert still gets a due time.
-MAX_RESPONSE_HOURS = 24.0 * 366
 ALERT_FAILED_ACTION = "safety.alert_failed"
 
 log = logging.getLogger(__name__)
-
-
-def response_hours(safety: dict) -> float:
-    """The protocol's response time in hours, made safe to add to a date: a missing, invalid
-    or non-positive value is the default, and a huge one (`1e308`) is capped, so an alert can
-    always be given a due time."""
-    raw = safety.get("response_time_hours", DEFAULT_RESPONSE_HOURS)
-    try:
-        hours = float(raw)
-    except (TypeError, ValueError):
-        hours = math.nan
-    if not math.isfinite(hours) or hours <= 0:
-        log.warning("invalid safety.response_time_hours %r; using %s", raw, DEFAULT_RESPONSE_HOURS)
-        return DEFAULT_RESPONSE_HOURS
-    if hours > MAX_RESPONSE_HOURS:
-        log.warning("safety.response_time_hours %r capped at %s", raw, MAX_RESPONSE_HOURS)
-        return MAX_RESPONSE_HOURS
-    return hours
 
 
 def excerpt_around(text: str, start: int, end: int, width: int = EXCERPT_CHARS) -> str:
@@ -74,7 +53,7 @@ def safety_alert_raise(
 
     now = now or timezone.now()
     study = participant.study
-    hours = response_hours(study.protocol.get("safety", {}))
+    hours = response_time_hours(study.protocol)  # clamped: stored protocols may predate maxima
     alert = SafetyAlert.objects.create(
         study=study,
         participant=participant,

@@ -6,8 +6,8 @@ conversation or message id is a 404.
 
 from __future__ import annotations
 
-import json
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.http import Http404, JsonResponse, StreamingHttpResponse
@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from studyplatform.core import input_limits
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
 from studyplatform.participants.models import Participant
@@ -170,31 +171,58 @@ def conversation_detail(request, conversation_id: int):
     )
 
 
-def _payload(request) -> dict | None:
+# UTC-12:00 to UTC+14:00 are the offsets in use; a little slack either side.
+TZ_OFFSET_LIMIT_MINUTES = 16 * 60
+# A message longer than any study's limit is refused before the service runs (which then
+# applies the study's own, lower limit with its friendlier message).
+TEXT_CEILING_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class _SendInput:
+    text: str
+    client_request_id: str
+    tz_offset: int | None
+
+
+def _send_input(request) -> _SendInput | JsonResponse:
+    """The JSON body of a send, checked field by field: a 400 naming the field, never a 500."""
     try:
-        payload = json.loads(request.body or b"{}")
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
+        payload = input_limits.loads(request.body or b"{}")
+        if not isinstance(payload, dict):
+            raise input_limits.InputRejected("", "must be a JSON object")
+        return _SendInput(
+            text=input_limits.optional_str(payload, "text", max_length=TEXT_CEILING_CHARS),
+            client_request_id=input_limits.optional_str(
+                payload, "client_request_id", max_length=64
+            ),
+            tz_offset=input_limits.optional_int(
+                payload,
+                "tz_offset",
+                minimum=-TZ_OFFSET_LIMIT_MINUTES,
+                maximum=TZ_OFFSET_LIMIT_MINUTES,
+            ),
+        )
+    except input_limits.InputRejected as exc:
+        body = {"error": _("The request was not understood."), "detail": str(exc)}
+        if exc.path:
+            body["field"] = exc.path
+        return JsonResponse(body, status=400)
 
 
 def _store(request, participant, conversation) -> tuple[services.SendResult, dict] | JsonResponse:
     """Store the participant's message from the JSON request body (services.message_send) and
     describe it for the page, or say as JSON why not."""
-    payload = _payload(request)
-    if payload is None:
-        return JsonResponse({"error": _("The request was not understood.")}, status=400)
-    try:
-        tz_offset = int(payload.get("tz_offset")) if payload.get("tz_offset") is not None else None
-    except (TypeError, ValueError):
-        tz_offset = None
+    sent = _send_input(request)
+    if isinstance(sent, JsonResponse):
+        return sent
     try:
         result = services.message_send(
             participant=participant,
             conversation=conversation,
-            text=str(payload.get("text") or ""),
-            client_request_id=str(payload.get("client_request_id", ""))[:64],
-            tz_offset_minutes=tz_offset,
+            text=sent.text,
+            client_request_id=sent.client_request_id,
+            tz_offset_minutes=sent.tz_offset,
         )
     except services.ChatError as exc:
         message = ERRORS.get(exc.code, ERRORS["not_found"])

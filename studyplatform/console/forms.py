@@ -17,6 +17,11 @@ from django.utils.translation import gettext_lazy as _
 
 from studyplatform.chat.services import DEFAULT_LIMITS
 from studyplatform.core.model_endpoints import endpoints_all
+from studyplatform.studies.protocol.yaml_lines import (
+    MAX_PROTOCOL_BYTES,
+    YamlSyntaxError,
+    load_with_lines,
+)
 
 from . import design
 
@@ -74,6 +79,13 @@ class NewStudyForm(forms.Form):
                     self.add_error(name, _("This field is required when starting from a template."))
         elif data.get("source") == "upload" and not data.get("file"):
             self.add_error("file", _("Choose a YAML file to upload."))
+        elif data.get("source") == "upload" and data["file"].size > MAX_PROTOCOL_BYTES:
+            # Refused before the file is read into memory.
+            self.add_error(
+                "file",
+                _("The file is too large (at most %(kb)d KB).")
+                % {"kb": MAX_PROTOCOL_BYTES // 1024},
+            )
         return data
 
     def protocol_text(self) -> str:
@@ -289,15 +301,13 @@ def _yaml_list_field(value: str) -> list:
     if not value.strip():
         return []
     try:
-        data = yaml.safe_load(value)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        # The protocol's own loader: same ceilings (size, nesting, no anchors or aliases).
+        data, _lines = load_with_lines(value)
+    except YamlSyntaxError as exc:
         raise forms.ValidationError(
             _("Invalid YAML on line %(line)s: %(problem)s")
-            % {"line": line, "problem": exc.problem or exc}
+            % {"line": exc.line or "?", "problem": exc.message.removeprefix("invalid YAML: ")}
         ) from None
-    except yaml.YAMLError as exc:
-        raise forms.ValidationError(_("Invalid YAML: %(e)s") % {"e": exc}) from None
     if not isinstance(data, list):
         raise forms.ValidationError(_("Write a list: each item starts with “- ”."))
     return data

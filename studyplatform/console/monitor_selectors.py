@@ -20,6 +20,7 @@ from studyplatform.chat.selectors import chat_stats, percentile
 from studyplatform.exports.models import DatasetExport
 from studyplatform.participants.models import Allocation, FunnelCount, Participant
 from studyplatform.studies.models import Membership, Study
+from studyplatform.studies.protocol.runtime import response_time_hours
 from surveys.models import Invitation
 from surveys.selectors import INVITED
 
@@ -243,7 +244,7 @@ def safety_summary(study: Study, *, now: dt.datetime) -> SafetySummary:
     """Counts only (never excerpts): by status, overdue, and time to first response (the
     acknowledgement, or the resolution when an alert was resolved straight away) against the
     protocol's response time. Two queries."""
-    hours = float(study.protocol.get("safety", {}).get("response_time_hours", 24))
+    hours = response_time_hours(study.protocol)
     alerts = SafetyAlert.objects.filter(study=study).order_by()
     counts = alerts.aggregate(
         open=Count("id", filter=Q(status=SafetyAlert.Status.OPEN)),

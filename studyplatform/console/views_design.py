@@ -7,7 +7,6 @@ member without the permission 403). Every write goes through the studies/partici
 
 from __future__ import annotations
 
-import json
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +27,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studyplatform.chat.model_checks import study_models_test
+from studyplatform.core import input_limits
 from studyplatform.core.audit import audit_record
 from studyplatform.core.csp import framable_by_same_origin
 from studyplatform.participants import services as participant_services
@@ -41,6 +41,7 @@ from studyplatform.studies.permissions import get_study_for, has_perm, user_perm
 from studyplatform.studies.protocol import (
     ProtocolError,
     ProtocolInvalid,
+    ProtocolRefused,
     diff_documents,
     parse_protocol_text,
     to_yaml,
@@ -318,17 +319,19 @@ def design_validate(request: HttpRequest, slug: str) -> JsonResponse:
     """JSON {"yaml": text} -> {"valid", "errors": [{path, message, line}], "yaml": normalized}."""
     get_study_for(request.user, slug, Perm.EDIT_PROTOCOL)
     try:
-        payload = json.loads(request.body or b"{}")
+        payload = input_limits.loads(request.body or b"{}")
         text = payload["yaml"]
         if not isinstance(text, str):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (input_limits.InputRejected, KeyError, TypeError):
         return JsonResponse({"detail": _('Send JSON: {"yaml": "..."}')}, status=400)
     try:
         doc = parse_protocol_text(text)
     except ProtocolInvalid as exc:
+        # Text over a ceiling (size, nesting, aliases) is a bad request, not just invalid.
         return JsonResponse(
-            {"valid": False, "errors": [e.as_dict() for e in exc.errors], "yaml": None}
+            {"valid": False, "errors": [e.as_dict() for e in exc.errors], "yaml": None},
+            status=400 if isinstance(exc, ProtocolRefused) else 200,
         )
     return JsonResponse({"valid": True, "errors": [], "yaml": to_yaml(doc)})
 

@@ -17,6 +17,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+# The protocol schema's maximum for allocation.block_sizes items.
+MAX_BLOCK_SIZE = 1000
+
 
 @dataclass(frozen=True)
 class ArmWeight:
@@ -41,7 +44,9 @@ def make_block(
     rng = _rng(seed, stratum, "block", block_no)
     size = block_sizes[0] if len(block_sizes) == 1 else rng.choice(block_sizes)
     total = sum(a.weight for a in arms)
-    reps = size // total
+    # Bounded even for protocols stored before the schema's maximum: a block of 10,000,000
+    # cost seconds and 120 MB per enrollment. At least one repetition, or the walk never ends.
+    reps = max(1, min(size, MAX_BLOCK_SIZE) // total)
     block = [a.key for a in arms for _ in range(a.weight * reps)]
     rng.shuffle(block)
     return block
@@ -91,4 +96,4 @@ def max_imbalance(block_sizes: list[int], arms: list[ArmWeight]) -> int:
     share of the block ahead of another.
     """
     total = sum(a.weight for a in arms)
-    return max(block_sizes) * max(a.weight for a in arms) // total
+    return min(max(block_sizes), MAX_BLOCK_SIZE) * max(a.weight for a in arms) // total

@@ -82,7 +82,7 @@ class FunnelView(APIView):
 
 class WithdrawSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=Participant.Withdrawal.values)
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class ParticipantWithdrawView(APIView):

@@ -20,7 +20,13 @@ from studyplatform.core.model_endpoints import endpoints_all
 
 from .models import Membership, StudyInvitation
 from .permissions import get_study_for, user_perms
-from .protocol import ProtocolInvalid, diff_documents, parse_protocol_text, to_yaml
+from .protocol import (
+    ProtocolInvalid,
+    ProtocolRefused,
+    diff_documents,
+    parse_protocol_text,
+    to_yaml,
+)
 from .protocol.validate import parse_protocol_data
 from .roles import Perm
 from .selectors import (
@@ -163,7 +169,12 @@ class ProtocolValidateView(APIView):
         try:
             _parse_submission(request.data)
         except ProtocolInvalid as exc:
-            return Response({"valid": False, "errors": [e.as_dict() for e in exc.errors]})
+            # An invalid protocol is a normal answer here; input over a ceiling is a bad request.
+            refused = isinstance(exc, ProtocolRefused)
+            return Response(
+                {"valid": False, "errors": [e.as_dict() for e in exc.errors]},
+                status=status.HTTP_400_BAD_REQUEST if refused else status.HTTP_200_OK,
+            )
         return Response({"valid": True, "errors": []})
 
 

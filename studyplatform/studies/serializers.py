@@ -93,7 +93,9 @@ class ProtocolSubmitSerializer(serializers.Serializer):
 
     yaml = serializers.CharField(required=False, trim_whitespace=False)
     protocol = serializers.JSONField(required=False)
-    change_note = serializers.CharField(required=False, allow_blank=True, default="")
+    change_note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=1000
+    )
 
     def validate(self, attrs):
         if ("yaml" in attrs) == ("protocol" in attrs):

@@ -4,6 +4,7 @@ from .document import content_hash, diff_documents, to_yaml
 from .validate import (
     ProtocolError,
     ProtocolInvalid,
+    ProtocolRefused,
     parse_protocol_data,
     parse_protocol_text,
     validate_document,
@@ -12,6 +13,7 @@ from .validate import (
 __all__ = [
     "ProtocolError",
     "ProtocolInvalid",
+    "ProtocolRefused",
     "content_hash",
     "diff_documents",
     "parse_protocol_data",

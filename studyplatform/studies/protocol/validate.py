@@ -19,11 +19,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 
-from .yaml_lines import YamlSyntaxError, join_path, line_for, load_with_lines
+from studyplatform.core.input_limits import InputRejected, check_value
+
+from .yaml_lines import (
+    MAX_PROTOCOL_BYTES,
+    MAX_PROTOCOL_DEPTH,
+    YamlRefused,
+    YamlSyntaxError,
+    join_path,
+    line_for,
+    load_with_lines,
+)
 
 SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
 FORMAT = "studyplatform/v1"
 DEFAULT_LANGUAGES = ["en"]
+# No list or mapping in a protocol legitimately has more entries (the schema's own maxItems are
+# tighter); checked before the schema runs, whose uniqueItems is quadratic in a list's length.
+MAX_PROTOCOL_ITEMS = 500
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,12 @@ class ProtocolInvalid(ValueError):
     def __init__(self, errors: list[ProtocolError]):
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
+
+
+class ProtocolRefused(ProtocolInvalid):
+    """The input exceeds a ceiling (size, nesting, anchors/aliases, values no database holds)
+    and was refused before it was processed. Endpoints answer 400 even where an invalid
+    protocol is otherwise a normal answer (the validate endpoints)."""
 
 
 @lru_cache(maxsize=1)
@@ -115,6 +134,8 @@ def _schema_error_to_protocol(err) -> list[ProtocolError]:
         return [ProtocolError(path, "must not be empty")]
     if kind == "maxLength":
         return [ProtocolError(path, f"must be at most {err.validator_value} characters")]
+    if kind == "maxProperties":
+        return [ProtocolError(path, f"must have at most {err.validator_value} entries")]
     if kind == "uniqueItems":
         return [ProtocolError(path, "must not repeat items")]
     if kind == "propertyNames":
@@ -443,6 +464,12 @@ def validate_document(doc: Any) -> list[ProtocolError]:
     if errors:
         # Meaning checks assume the structure is right; report structure first.
         return _dedupe(_with_endpoint_names(errors))
+    try:
+        # Free-form parts (custom instruments) have no schema maxima; no database column holds
+        # an integer beyond 64 bits.
+        check_value(doc, max_depth=MAX_PROTOCOL_DEPTH, max_items=MAX_PROTOCOL_ITEMS)
+    except InputRejected as exc:
+        return [ProtocolError(exc.path, exc.message)]
     return _dedupe(_semantic_errors(doc) + _model_endpoint_errors(doc))
 
 
@@ -485,12 +512,41 @@ def _dedupe(errors: list[ProtocolError]) -> list[ProtocolError]:
     return out
 
 
+def _refuse_unbounded(doc: Any, lines: dict[str, int] | None = None) -> None:
+    """Raise ProtocolRefused if parsed data exceeds the protocol's ceilings."""
+    try:
+        # Integer ranges are left to the schema, which names each field's own maximum.
+        check_value(
+            doc, max_depth=MAX_PROTOCOL_DEPTH, max_items=MAX_PROTOCOL_ITEMS, max_abs_int=None
+        )
+    except InputRejected as exc:
+        line = line_for(exc.path, lines) if lines is not None else None
+        raise ProtocolRefused([ProtocolError(exc.path, exc.message, line)]) from None
+    if lines is None:
+        # JSON data has no text size to check; its compact encoding stands in for it.
+        size = len(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        if size > MAX_PROTOCOL_BYTES:
+            raise ProtocolRefused(
+                [
+                    ProtocolError(
+                        "",
+                        f"the document is too large ({size // 1024} KB; "
+                        f"at most {MAX_PROTOCOL_BYTES // 1024} KB)",
+                    )
+                ]
+            )
+
+
 def parse_protocol_text(text: str) -> dict[str, Any]:
-    """Parse and validate YAML (or JSON) text. Raises ProtocolInvalid with line-numbered errors."""
+    """Parse and validate YAML (or JSON) text. Raises ProtocolInvalid with line-numbered errors
+    (ProtocolRefused when the text exceeds a ceiling)."""
     try:
         doc, lines = load_with_lines(text)
+    except YamlRefused as exc:
+        raise ProtocolRefused([ProtocolError(exc.path, exc.message, exc.line)]) from None
     except YamlSyntaxError as exc:
         raise ProtocolInvalid([ProtocolError(exc.path, exc.message, exc.line)]) from None
+    _refuse_unbounded(doc, lines)
     errors = validate_document(doc)
     if errors:
         raise ProtocolInvalid(
@@ -501,6 +557,7 @@ def parse_protocol_text(text: str) -> dict[str, Any]:
 
 def parse_protocol_data(doc: Any) -> dict[str, Any]:
     """Validate already-parsed data (e.g. a JSON API body). Raises ProtocolInvalid."""
+    _refuse_unbounded(doc)
     errors = validate_document(doc)
     if errors:
         raise ProtocolInvalid(errors)
