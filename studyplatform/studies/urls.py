@@ -35,12 +35,12 @@ urlpatterns = [
         name="member-detail",
     ),
     path(
-        "studies/<slug:slug>/invitations/",
+        "studies/<slug:slug>/team-invitations/",
         api.InvitationListView.as_view(),
         name="invitation-list",
     ),
     path(
-        "studies/<slug:slug>/invitations/<int:invitation_id>/",
+        "studies/<slug:slug>/team-invitations/<int:invitation_id>/",
         api.InvitationDetailView.as_view(),
         name="invitation-detail",
     ),

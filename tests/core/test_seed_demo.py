@@ -14,8 +14,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_the_demo_on_simulated_models_is_tested_then_launched(settings):
-    # given: no model endpoint configured (the demo's arms are simulated)
-    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    # given: no `openai` endpoint registered (the demo's arms are simulated)
+    settings.MODEL_ENDPOINTS = {}
     out = io.StringIO()
     # when
     call_command("seed_demo", stdout=out, stderr=io.StringIO())
@@ -27,10 +27,11 @@ def test_the_demo_on_simulated_models_is_tested_then_launched(settings):
     assert "created demo study 'demo' (recruiting)" in out.getvalue()
 
 
-def test_a_demo_whose_endpoint_does_not_answer_stays_in_piloting_and_says_why(settings):
-    # given: an endpoint nobody listens on (the discard port on loopback)
-    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
-    settings.OPENAI_API_KEY = "unused"
+def test_a_demo_whose_endpoint_does_not_answer_stays_in_piloting_and_says_why(
+    settings, register_endpoint
+):
+    # given: the `openai` endpoint registered where nobody listens (the discard port on loopback)
+    register_endpoint("openai", base_url="http://127.0.0.1:9/v1", models=[settings.DEMO_MODEL])
     out, err = io.StringIO(), io.StringIO()
     # when
     call_command("seed_demo", stdout=out, stderr=err)

@@ -78,12 +78,12 @@ def test_members_join_by_invitation_and_role_changes_are_audited(
     mo = make_user("mo", email="mo@example.org")
     api = api_as(owner)
     invited = api.post(
-        f"/api/studies/{study.slug}/invitations/",
+        f"/api/studies/{study.slug}/team-invitations/",
         {"email": "MO@example.org", "role": "monitor"},
         format="json",
     )
     assert invited.status_code == 201 and invited.data["status"] == "pending"
-    assert api.get(f"/api/studies/{study.slug}/invitations/").data[0]["email"] == "MO@example.org"
+    assert api.get(f"/api/studies/{study.slug}/team-invitations/").data[0]["email"] == "MO@example.org"
     assert not study.memberships.filter(user=mo).exists()
     # when: mo opens the emailed console link while signed in and accepts
     link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[-1].body).group(1)
@@ -121,7 +121,7 @@ def test_members_cannot_be_added_directly_by_username(study, owner, make_user, a
 
 def test_a_bad_invitation_names_the_field_and_writes_nothing(study, owner, api_as):
     response = api_as(owner).post(
-        f"/api/studies/{study.slug}/invitations/",
+        f"/api/studies/{study.slug}/team-invitations/",
         {"email": "not-an-address", "role": "king"},
         format="json",
     )
@@ -134,11 +134,11 @@ def test_a_bad_invitation_names_the_field_and_writes_nothing(study, owner, api_a
 def test_withdrawing_an_invitation_twice_is_a_conflict(study, owner, api_as):
     api = api_as(owner)
     created = api.post(
-        f"/api/studies/{study.slug}/invitations/",
+        f"/api/studies/{study.slug}/team-invitations/",
         {"email": "x@example.org", "role": "analyst"},
         format="json",
     )
-    url = f"/api/studies/{study.slug}/invitations/{created.data['id']}/"
+    url = f"/api/studies/{study.slug}/team-invitations/{created.data['id']}/"
     assert api.delete(url).status_code == 204
     again = api.delete(url)
     assert again.status_code == 409
