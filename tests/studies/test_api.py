@@ -83,7 +83,8 @@ def test_members_join_by_invitation_and_role_changes_are_audited(
         format="json",
     )
     assert invited.status_code == 201 and invited.data["status"] == "pending"
-    assert api.get(f"/api/studies/{study.slug}/team-invitations/").data[0]["email"] == "MO@example.org"
+    pending = api.get(f"/api/studies/{study.slug}/team-invitations/").data
+    assert pending[0]["email"] == "MO@example.org"
     assert not study.memberships.filter(user=mo).exists()
     # when: mo opens the emailed console link while signed in and accepts
     link = re.search(r"http\S+(/console/invitations/\S+/)", mail.outbox[-1].body).group(1)
