@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.core import mail
 from playwright.sync_api import expect
 
 from studyplatform.studies.models import Study
@@ -28,6 +29,16 @@ def test_researcher_designs_pilots_and_launches_a_study(
     page.get_by_label("Password", exact=True).fill("pw-rita-long-enough")
     page.get_by_label("Password confirmation").fill("pw-rita-long-enough")
     page.get_by_role("button", name="Create account").click()
+
+    # confirm the address from the emailed link, then sign in
+    page.get_by_role("heading", name="Check your email to finish").wait_for()
+    link = re.search(r"http\S+(/accounts/verify-email/\S+/)", mail.outbox[-1].body).group(1)
+    page.goto(f"{base}{link}")
+    page.get_by_role("button", name="Confirm my address").click()
+    page.get_by_role("link", name="Sign in").first.click()
+    page.get_by_label("Username").fill("rita")
+    page.get_by_label("Password").fill("pw-rita-long-enough")
+    page.get_by_role("button", name="Sign in").click()
 
     # create a study from the companion-rct template
     page.get_by_role("link", name="New study").click()

@@ -242,7 +242,9 @@ def test_generated_chat_sends_never_break_the_endpoint(client, chatting, body):
 
 @ceilings
 @given(
-    endpoint=st.sampled_from(["transition/", "members/", "pilot-invites/", "participants/x/"]),
+    endpoint=st.sampled_from(
+        ["transition/", "team-invitations/", "pilot-invites/", "participants/x/"]
+    ),
     body=json_bodies,
 )
 def test_generated_researcher_api_payloads_never_break_it(owner, api_as, study, endpoint, body):
