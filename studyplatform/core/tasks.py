@@ -6,10 +6,10 @@ import time
 
 from celery import shared_task
 
-from .health import HEARTBEAT_KEY, redis_client
+from .health import HEARTBEAT_KEY, STAMP_TTL_S, redis_client
 
 
 @shared_task(name="studyplatform.core.tasks.worker_heartbeat", ignore_result=True)
 def worker_heartbeat() -> None:
-    """Record that a worker is alive (read by /healthz)."""
-    redis_client().set(HEARTBEAT_KEY, str(time.time()), ex=3600)
+    """Record that a worker ran a task (read by /healthz; beat's own stamp is separate)."""
+    redis_client().set(HEARTBEAT_KEY, str(time.time()), ex=STAMP_TTL_S)
