@@ -4,14 +4,15 @@ safety net and never makes a second invitation or email."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from django.core import mail
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from studyplatform.participants.models import Participant
-from surveys import engine
+from surveys import engine, hooks
 from surveys.models import Invitation
 
 # The columns a tick copies from the schedule cursor into a new invitation.
@@ -154,3 +155,43 @@ def test_a_failure_after_consent_keeps_the_enrollment_and_the_tick_catches_up(
     assert baseline.status == Invitation.Status.SENT
     assert len(invitation_emails()) == 1
     assert f"/p/surveys/{baseline.pk}/".encode() in client.get("/p/").content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enrollment_passes_and_ticks_at_the_same_moment_make_each_invitation_once(
+    recruiting_study, enroll, monkeypatch
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent passes need a database with row locking (PostgreSQL)")
+    # given: twenty enrollments whose after-commit passes are held back
+    held = []
+    monkeypatch.setattr(hooks, "_schedule_now", held.append)
+    people = [enroll(recruiting_study) for _ in range(20)]
+    monkeypatch.undo()
+    assert len(held) == len(people)
+    # when: each pass runs in its own thread while three ticks run in theirs
+    errors = []
+    start = threading.Barrier(len(held) + 3)
+
+    def run(work):
+        try:
+            start.wait()
+            work()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    work = [lambda pid=pid: hooks._schedule_now(pid) for pid in held]
+    work += [engine.schedule_tick] * 3
+    threads = [threading.Thread(target=run, args=(w,)) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # then: one baseline invitation per participant, each sent with exactly one email
+    assert errors == []
+    baseline = Invitation.objects.filter(entry_key="baseline")
+    assert baseline.count() == len(people)
+    assert set(baseline.values_list("status", flat=True)) == {Invitation.Status.SENT}
+    assert sorted(m.to[0] for m in invitation_emails()) == sorted(p.identity.email for p in people)
