@@ -28,6 +28,11 @@ the number of participants, and a burst (everyone's 18:00 weekly survey, or the 
 outage) drains over the following ticks. Advancing comes last because it is the least urgent: a
 cursor is advanced long before its next occurrence opens (a day for a daily EMA, a week for a
 weekly survey), and one whose next occurrence is already due is materialized by a later tick.
+
+A new participant does not wait for the tick: once their consent commits, the materialize and
+send phases run for them alone (``schedule_participant_now``, from surveys.hooks), so the
+baseline survey is due on their first page. The same batch functions and claims make that pass
+and a tick harmless to each other; the tick stays the safety net if the pass fails.
 """
 
 from __future__ import annotations
