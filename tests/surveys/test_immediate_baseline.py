@@ -111,6 +111,7 @@ def test_the_invitation_made_at_enrollment_is_the_one_the_tick_would_make(
         immediate = enroll(recruiting_study, now=enrolled_at)
     with django_capture_on_commit_callbacks(execute=False):
         later = enroll(recruiting_study, now=enrolled_at)
+    assert Invitation.objects.filter(participant=immediate, entry_key="baseline").exists()
     assert not Invitation.objects.filter(participant=later).exists()
     # when: the tick creates the second one's
     with django_capture_on_commit_callbacks(execute=True):
