@@ -28,6 +28,11 @@ the number of participants, and a burst (everyone's 18:00 weekly survey, or the 
 outage) drains over the following ticks. Advancing comes last because it is the least urgent: a
 cursor is advanced long before its next occurrence opens (a day for a daily EMA, a week for a
 weekly survey), and one whose next occurrence is already due is materialized by a later tick.
+
+A new participant does not wait for the tick: once their consent commits, the materialize and
+send phases run for them alone (``schedule_participant_now``, from surveys.hooks), so the
+baseline survey is due on their first page. The same batch functions and claims make that pass
+and a tick harmless to each other; the tick stays the safety net if the pass fails.
 """
 
 from __future__ import annotations
@@ -236,8 +241,6 @@ def _in_batches(batch: Callable[[], int], size: int, budget: Budget) -> None:
 
 def schedule_tick(now: dt.datetime | None = None) -> TickReport:
     """One beat tick. Safe to run twice at once or again after a crash."""
-    from .tasks import send_notifications
-
     now = now or timezone.now()
     report = TickReport()
     budget = Budget(TICK_BUDGET_S)
@@ -249,19 +252,46 @@ def schedule_tick(now: dt.datetime | None = None) -> TickReport:
         _send(now, report, budget)
         _remind(now, report, budget)
         _expire(now, report, budget)
-        notify = list(report.notify)
-        transaction.on_commit(
-            lambda: [
-                send_notifications.delay(kind, chunk)
-                for kind, ids in notify
-                for chunk in chunks(ids, 500)
-            ]
-        )
+        _notify_after_commit(report)
     with transaction.atomic():
         _advance(now, report, budget)
     with transaction.atomic():
         report.events += _session_events(now)
     return report
+
+
+def schedule_participant_now(participant_id: int, *, now: dt.datetime | None = None) -> TickReport:
+    """Do for one participant, now, what the next tick would do for them: materialize their due
+    cursors and send their opened invitations, notifications queued after commit.
+
+    Called after a consent commits, so the baseline survey is due on the participant's first
+    page load instead of up to a tick later. The tick's own batch functions do the work,
+    narrowed to this participant, so their claims apply: the cursor lock and the unique
+    occurrence constraint on materializing, the conditional "scheduled" to "sending" claim on
+    sending. A tick before, after or at the same time therefore creates no second invitation
+    and sends no second email. Advancing the cursors is left to the tick (it is the least
+    urgent phase; a materialized cursor waits for it, see the module docstring)."""
+    now = now or timezone.now()
+    report = TickReport()
+    with transaction.atomic():
+        _materialize_batch(now, report, participant_id=participant_id)
+    with transaction.atomic():
+        _send_batch(now, report, participant_id=participant_id)
+        _notify_after_commit(report)
+    return report
+
+
+def _notify_after_commit(report: TickReport) -> None:
+    from .tasks import send_notifications
+
+    notify = list(report.notify)
+    transaction.on_commit(
+        lambda: [
+            send_notifications.delay(kind, chunk)
+            for kind, ids in notify
+            for chunk in chunks(ids, 500)
+        ]
+    )
 
 
 def _sweep(now: dt.datetime, report: TickReport) -> None:
@@ -276,12 +306,16 @@ def _materialize(now: dt.datetime, report: TickReport, budget: Budget) -> None:
     _in_batches(lambda: _materialize_batch(now, report), MATERIALIZE_BATCH, budget)
 
 
-def _materialize_batch(now: dt.datetime, report: TickReport) -> int:
+def _materialize_batch(
+    now: dt.datetime, report: TickReport, *, participant_id: int | None = None
+) -> int:
     # Locked until commit, and a concurrent tick skips locked rows: each due cursor is
     # materialized by one tick (the unique constraint would catch a second anyway).
+    cursors = ScheduleCursor.objects.select_for_update(skip_locked=True)
+    if participant_id is not None:
+        cursors = cursors.filter(participant_id=participant_id)
     due = list(
-        ScheduleCursor.objects.select_for_update(skip_locked=True)
-        .filter(needs_advance=False, next_opens_at__lte=now)
+        cursors.filter(needs_advance=False, next_opens_at__lte=now)
         .order_by("next_opens_at")
         .values_list("id", "protocol_version_id")[:MATERIALIZE_BATCH]
     )
@@ -346,13 +380,16 @@ def _send(now: dt.datetime, report: TickReport, budget: Budget) -> None:
     _in_batches(lambda: _send_batch(now, report), SEND_BATCH, budget)
 
 
-def _send_batch(now: dt.datetime, report: TickReport) -> int:
+def _send_batch(now: dt.datetime, report: TickReport, *, participant_id: int | None = None) -> int:
     scheduled = Invitation.Status.SCHEDULED
+    invitations = Invitation.objects.all()
+    if participant_id is not None:
+        invitations = invitations.filter(participant_id=participant_id)
     # Windows closing soonest first. Never invite to a window that has already closed (a backlog
     # after an outage): _expire takes those, so they do not hold up the rest either. The ids are
     # read first: as "id IN (subquery with LIMIT)" PostgreSQL may re-run the subquery per row.
     ids = list(
-        Invitation.objects.filter(status=scheduled, opens_at__lte=now, closes_at__gt=now)
+        invitations.filter(status=scheduled, opens_at__lte=now, closes_at__gt=now)
         .order_by("closes_at")
         .values_list("id", flat=True)[:SEND_BATCH]
     )

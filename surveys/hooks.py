@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 
 from studyplatform.chat.services import register_message_hook
@@ -17,10 +19,29 @@ from studyplatform.studies.services import register_protocol_change_hook
 from . import engine
 from .models import Invitation, Response
 
+log = logging.getLogger(__name__)
+
 
 @register_enrollment_hook
 def schedule_new_participant(participant) -> None:
     engine.schedule_init(participant)
+    # The baseline survey opens at enrollment: create and send it as soon as the consent
+    # commits, so the participant's first page shows it due instead of "nothing due" until the
+    # next tick. After commit, because the invitation rows and the email must follow a consent
+    # that really happened, and so a failure here cannot undo the enrollment.
+    participant_id = participant.pk
+    transaction.on_commit(lambda: _schedule_now(participant_id))
+
+
+def _schedule_now(participant_id: int) -> None:
+    try:
+        engine.schedule_participant_now(participant_id)
+    except Exception:
+        # The enrollment has committed and must stand: the next tick (a minute at most) makes
+        # and sends this participant's due invitations, exactly once.
+        log.exception(
+            "could not schedule participant %s at enrollment; the next tick will", participant_id
+        )
 
 
 @register_timezone_hook
