@@ -23,6 +23,14 @@ def _locmem_email(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # Django's default PBKDF2 (over a million iterations) costs a good fraction of a second per
+    # password on these machines, and nearly every test creates an account. What the tests check
+    # (who may sign in, lockouts, resets) does not depend on the hash's cost.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_redis():
     """Each test starts with an empty Redis: counters (rate limits) must not leak across tests,
     where database ids are reused after rollback."""

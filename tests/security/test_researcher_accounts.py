@@ -24,12 +24,6 @@ PASSWORD = "a long passphrase 42"
 COLLEAGUE = "colleague@uni.example"
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    # Dozens of sign-in attempts per test: a cheap hasher keeps them quick (same code paths).
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def sign_up(client, username: str, email: str):
     return client.post(
         "/accounts/signup/",
