@@ -61,6 +61,8 @@ def _chunks(handle) -> Iterator[bytes]:
                 clear = cipher.decrypt(line.rstrip(b"\n"))
             except InvalidToken as exc:
                 raise DecryptionError("a chunk does not decrypt with the configured keys") from exc
+            if len(clear) < _HEADER.size:
+                raise DecryptionError("a chunk is too short to be ours")
             index, last = _HEADER.unpack_from(clear)
             if index != expected:
                 raise DecryptionError("chunks out of order")

@@ -472,6 +472,10 @@ def password(request):
         except services.SignInError as exc:
             form.add_error("current" if ask_current else None, PASSWORD_ERRORS[exc.code])
         else:
+            # The fresh sign-in was used up on this change: another one (without the new
+            # password) needs another one-time link. A new session key, as after any sign-in.
+            request.session.pop(FRESH_KEY, None)
+            request.session.cycle_key()
             messages.success(request, _("Your password is set. You can still sign in by email."))
             return redirect("participants:home")
     return render(

@@ -138,6 +138,25 @@ def test_joining_with_an_email_sends_a_welcome_that_says_how_to_come_back(
     assert welcome.to == ["new@example.org"] and "/p/signin/" in welcome.body
 
 
+def test_a_mail_failure_after_joining_leaves_the_enrollment_standing(
+    recruiting_study, monkeypatch, caplog
+):
+    # given: the mail server is down
+    from studyplatform.participants.services import enrollment, participant_join
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("smtp down")
+
+    monkeypatch.setattr(enrollment, "send_mail", refuse)
+    # when: someone joins with an email address, and again with the same one
+    first = participant_join(study=recruiting_study, email="new@example.org", **JOIN)
+    again = participant_join(study=recruiting_study, email="new@example.org", **JOIN)
+    # then: both answer normally (no exception reaches the view), one participant, failures logged
+    assert first.participant is not None and again.participant is None
+    assert Participant.objects.filter(study=recruiting_study).count() == 1
+    assert "enrollment email could not be sent" in caplog.text
+
+
 def test_closed_and_full_studies_refuse_and_write_nothing(recruiting_study, owner, enroll):
     recruiting_study.target_enrollment = 1
     recruiting_study.save()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ from ..models import (
     PilotInvite,
 )
 from .signin import return_link_issue
+
+log = logging.getLogger(__name__)
 
 # Apps that act on a new participant register here (the survey engine creates the schedule).
 ENROLLMENT_HOOKS: list = []
@@ -495,7 +498,20 @@ def _email_joined(*, participant: Participant, email: str) -> None:
             "participants/email/joined.txt",
             {"study": participant.study, "signin_url": f"{settings.SITE_URL}/p/signin/"},
         )
-    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [email])
+    _send_notice(subject, body, email)
+
+
+def _send_notice(subject: str, body: str, address: str) -> None:
+    """Send an enrollment email without letting a mail failure undo or hide the enrollment.
+
+    The participant row is already committed: a 500 here would leave them enrolled but signed
+    out, and (for the already-joined notice) would answer differently for an address that takes
+    part. The failure is logged for the operator instead.
+    """
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address])
+    except Exception:
+        log.exception("enrollment email could not be sent")
 
 
 def _email_already_joined(*, study: Study, email: str, language: str) -> None:
@@ -525,4 +541,4 @@ def _email_already_joined(*, study: Study, email: str, language: str) -> None:
             "participants/email/already_joined.txt",
             {"study": study, "signin_url": f"{settings.SITE_URL}/p/signin/"},
         )
-    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [existing.email])
+    _send_notice(subject, body, existing.email)

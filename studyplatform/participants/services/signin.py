@@ -49,12 +49,7 @@ def signin_link_request(*, email: str, client_key: str, study=None) -> int:
     """
     email = email.strip()
     digest = lookup_digest(email, "email")
-    if rate_limited(f"signin:client:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
-        raise SignInError("rate_limited")
-    # Count the pair first: a stranger's own cap must not use up the address-wide allowance.
-    if rate_limited(
-        f"signin:email:{digest}:{client_key}", settings.SIGNIN_EMAIL_LIMIT, 3600
-    ) or rate_limited(f"signin:email:{digest}", settings.SIGNIN_ADDRESS_LIMIT, 3600):
+    if not _signin_email_allowed(digest=digest, client_key=client_key):
         return 0
     identities = Identity.objects.select_related("participant__study").filter(
         email_digest=digest, participant__status=Participant.Status.ACTIVE
@@ -69,6 +64,21 @@ def signin_link_request(*, email: str, client_key: str, study=None) -> int:
     return sent
 
 
+def _signin_email_allowed(*, digest: str, client_key: str) -> bool:
+    """Count one sign-in email request; False when the address caps say send nothing.
+
+    Over the per-client limit the caller is told to wait (SignInError "rate_limited"); over the
+    per-address caps nothing is sent but the answer stays the same (see signin_link_request).
+    """
+    if rate_limited(f"signin:client:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
+        raise SignInError("rate_limited")
+    # Count the pair first: a stranger's own cap must not use up the address-wide allowance.
+    return not (
+        rate_limited(f"signin:email:{digest}:{client_key}", settings.SIGNIN_EMAIL_LIMIT, 3600)
+        or rate_limited(f"signin:email:{digest}", settings.SIGNIN_ADDRESS_LIMIT, 3600)
+    )
+
+
 def participant_has_email(participant: Participant) -> bool:
     return Identity.objects.filter(participant=participant).exclude(email_digest="").exists()
 
@@ -79,15 +89,10 @@ def signin_link_email(*, participant: Participant, client_key: str, next_path: s
     False when nothing was sent: no email address on file, or the same silent caps as
     `signin_link_request` (per client the caller is told to wait).
     """
-    identity = Identity.objects.filter(participant=participant).first()
+    identity = Identity.objects.filter(participant=participant).exclude(email_digest="").first()
     if identity is None or not identity.email:
         return False
-    if rate_limited(f"signin:client:{client_key}", settings.SIGNIN_CLIENT_LIMIT, 3600):
-        raise SignInError("rate_limited")
-    digest = identity.email_digest
-    if rate_limited(
-        f"signin:email:{digest}:{client_key}", settings.SIGNIN_EMAIL_LIMIT, 3600
-    ) or rate_limited(f"signin:email:{digest}", settings.SIGNIN_ADDRESS_LIMIT, 3600):
+    if not _signin_email_allowed(digest=identity.email_digest, client_key=client_key):
         return False
     _send_signin_email(identity, signin_link_create(participant=participant, next_path=next_path))
     return True
