@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from studyplatform.participants.models import Participant
-from studyplatform.participants.services.withdrawal import (
+from studyplatform.participants.services import (
     register_content_deleter,
     register_download_section,
 )

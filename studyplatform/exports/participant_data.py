@@ -9,7 +9,7 @@ finished export whose zip holds the participant is revoked and rebuilt without t
 from __future__ import annotations
 
 from studyplatform.participants.models import Participant
-from studyplatform.participants.services.withdrawal import register_content_deleter
+from studyplatform.participants.services import register_content_deleter
 
 from .services.lifecycle import exports_revoke_for_participant
 

@@ -16,7 +16,7 @@ from studyplatform.participants.services import (
     data_downloads_expire_due,
     participant_withdraw,
 )
-from studyplatform.participants.services.withdrawal import download_path
+from studyplatform.participants.services.data_download import download_path
 from studyplatform.participants.session import SESSION_KEY
 
 pytestmark = pytest.mark.django_db

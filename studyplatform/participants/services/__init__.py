@@ -1,5 +1,13 @@
-"""Participant services: enrollment, sign-in, withdrawal and data downloads."""
+"""Participant services: enrollment, sign-in, withdrawal, the identity vault, data downloads."""
 
+from .data_download import (
+    DownloadGone,
+    data_download_build,
+    data_download_open,
+    data_download_request,
+    data_downloads_expire_due,
+    register_download_section,
+)
 from .enrollment import (
     EnrollmentError,
     JoinContext,
@@ -31,17 +39,11 @@ from .signin import (
     signin_link_request,
     signin_with_password,
 )
+from .vault import identity_view
 from .withdrawal import (
-    DownloadGone,
     WithdrawalError,
-    data_download_build,
-    data_download_open,
-    data_download_request,
-    data_downloads_expire_due,
-    identity_view,
     participant_withdraw,
     register_content_deleter,
-    register_download_section,
     register_withdrawal_hook,
 )
 

@@ -1,33 +1,17 @@
-"""Withdrawal ("stop and keep" or "stop and delete"), the audited vault view, data downloads.
-
-A data download holds the participant's e-mail, panel id, typed name and chats, so it never
-touches the disk in clear: the zip is built in memory, written encrypted with the platform's
-field-encryption keys (core.filecrypt), decrypted chunk by chunk while it streams to its owner,
-and deleted DATA_DOWNLOAD_EXPIRY_HOURS after it was built (or at withdrawal with deletion).
-"""
+"""Withdrawal: "stop and keep" or "stop and delete", in one transaction, always audited."""
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import hashlib
-import io
-import json
 import logging
-import secrets
-import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
-from studyplatform.core.filecrypt import DecryptionError, decrypt_from_path, encrypt_to_path
 
-from ..models import ConsentRecord, DataDownload, Identity, Participant
+from ..models import ConsentRecord, Identity, Participant
+from .data_download import remove_download_file
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +77,7 @@ def participant_withdraw(
             signature_name=""
         )
         for download in participant.downloads.all():
-            _remove_file(download.file_name)
+            remove_download_file(download.file_name)
         counts["downloads"] = participant.downloads.all().delete()[0]
         participant.signin_links.all().delete()
     participant.save()
@@ -105,181 +89,3 @@ def participant_withdraw(
         data={"mode": mode, "by": by, "deleted": counts, "reason": reason[:200]},
     )
     return participant
-
-
-def identity_view(*, participant: Participant, actor) -> Identity | None:
-    """Read a participant's vault row on behalf of a researcher; always audited."""
-    identity = Identity.objects.filter(participant=participant).first()
-    audit_record(
-        actor=actor, action="vault.view", target=participant, study_slug=participant.study.slug
-    )
-    return identity
-
-
-# ---------------------------------------------------------------------------------------------
-# Download my data
-
-DOWNLOAD_DIR = "downloads"
-# Apps that hold participant data contribute tables to the archive: func(participant) ->
-# {name: list of row dicts}.
-DOWNLOAD_SECTIONS: list = []
-
-
-def register_download_section(func):
-    DOWNLOAD_SECTIONS.append(func)
-    return func
-
-
-def _remove_file(name: str) -> None:
-    if name:
-        (Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name).unlink(missing_ok=True)
-
-
-def download_path(download: DataDownload) -> Path:
-    return Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / download.file_name
-
-
-def download_expiry_hours() -> int:
-    return int(getattr(settings, "DATA_DOWNLOAD_EXPIRY_HOURS", 72))
-
-
-class DownloadGone(Exception):
-    pass
-
-
-def data_download_open(
-    *, download: DataDownload, now: dt.datetime | None = None
-) -> Iterator[bytes]:
-    """The clear zip of a ready, unexpired download, decrypted chunk by chunk as it is read.
-
-    The caller has checked that `download` belongs to the participant asking for it."""
-    now = now or timezone.now()
-    if not download.is_available(now) or not download.file_name:
-        raise DownloadGone("this archive is no longer available")
-    path = download_path(download)
-    if not path.exists():
-        raise DownloadGone("this archive is no longer available")
-    try:
-        return decrypt_from_path(path)
-    except DecryptionError as exc:
-        # A key removed from FIELD_ENCRYPTION_KEY too early, or a damaged file: the operator
-        # needs to know; the participant can prepare a new archive.
-        log.error("data download %s cannot be decrypted: %s", download.pk, exc)
-        raise DownloadGone("this archive is no longer available") from exc
-
-
-def data_downloads_expire_due(*, now: dt.datetime | None = None) -> int:
-    """Delete the files of ready downloads past their expiry; the rows stay (status expired)."""
-    now = now or timezone.now()
-    count = 0
-    due = DataDownload.objects.filter(status=DataDownload.Status.READY, expires_at__lte=now)
-    for download in due.iterator(chunk_size=200):
-        claimed = DataDownload.objects.filter(
-            pk=download.pk, status=DataDownload.Status.READY
-        ).update(status=DataDownload.Status.EXPIRED)
-        if claimed == 1:
-            _remove_file(download.file_name)
-            count += 1
-    return count
-
-
-@transaction.atomic
-def data_download_request(*, participant: Participant) -> DataDownload:
-    from ..tasks import build_data_download
-
-    download = DataDownload.objects.create(participant=participant)
-    transaction.on_commit(lambda: build_data_download.delay(download.pk))
-    return download
-
-
-def _participant_tables(participant: Participant) -> dict[str, list[dict[str, Any]]]:
-    identity = Identity.objects.filter(participant=participant).first()
-    protocol = participant.study.protocol
-    disclose = protocol.get("allocation", {}).get("disclose_to_participant", False)
-    tables: dict[str, list[dict[str, Any]]] = {
-        "participant": [
-            {
-                "code": participant.code,
-                "study": participant.study.slug,
-                "status": participant.status,
-                "language": participant.language,
-                "timezone": participant.timezone,
-                "enrolled_at": participant.enrolled_at.isoformat(),
-                "screener_answers": json.dumps(participant.screener_answers, ensure_ascii=False),
-            }
-        ],
-        "identity": [
-            {
-                "email": identity.email,
-                "name": identity.name,
-                "panel": identity.panel,
-                "panel_id": identity.panel_pid,
-            }
-        ]
-        if identity
-        else [],
-        "consent": [
-            {
-                "version": r.version,
-                "language": r.language,
-                "signed_at": r.signed_at.isoformat(),
-                "text_sha256": r.text_hash,
-                "choices": json.dumps(r.choices),
-                "signature": r.signature_name,
-            }
-            for r in participant.consent_records.order_by("signed_at")
-        ],
-    }
-    if disclose and hasattr(participant, "allocation"):
-        a = participant.allocation
-        tables["allocation"] = [{"arm": a.arm.key, "allocated_at": a.allocated_at.isoformat()}]
-    for section in DOWNLOAD_SECTIONS:
-        tables.update(section(participant))
-    return tables
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
-
-
-def data_download_build(*, download: DataDownload) -> DataDownload:
-    """Write the archive: every table as JSON and CSV, plus a README."""
-    claimed = DataDownload.objects.filter(
-        pk=download.pk, status=DataDownload.Status.PENDING
-    ).update(status=DataDownload.Status.RUNNING)
-    if claimed != 1:
-        return DataDownload.objects.get(pk=download.pk)
-    participant = download.participant
-    try:
-        tables = _participant_tables(participant)
-        # Built in memory and written only encrypted: the clear zip never touches the disk.
-        # An unguessable name that says nothing about whose it is.
-        name = f"{secrets.token_hex(16)}.zip.fernet"
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(
-                "README.txt",
-                f"Everything study '{participant.study.title}' holds about participant "
-                f"{participant.code}, as of {timezone.now():%Y-%m-%d %H:%M} UTC.\n"
-                "Each table is given as JSON and as CSV.\n",
-            )
-            archive.writestr("data.json", json.dumps(tables, ensure_ascii=False, indent=2))
-            for table, rows in tables.items():
-                archive.writestr(f"{table}.csv", _csv(rows))
-        data = buffer.getvalue()
-        encrypt_to_path(data, Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name)
-        download.file_name = name
-        download.sha256 = hashlib.sha256(data).hexdigest()
-        download.status = DataDownload.Status.READY
-        download.expires_at = timezone.now() + dt.timedelta(hours=download_expiry_hours())
-    except Exception as exc:  # the participant sees "failed, try again"; we keep the reason
-        download.status = DataDownload.Status.FAILED
-        download.error = f"{exc.__class__.__name__}: {exc}"[:300]
-    download.finished_at = timezone.now()
-    download.save()
-    return download
