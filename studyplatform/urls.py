@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from studyplatform.console import views_account
+from studyplatform.console.views import account as views_account
 from studyplatform.core.views import healthz
 
 urlpatterns = [

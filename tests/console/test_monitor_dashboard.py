@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from studyplatform.chat.models import Conversation, Message
 from studyplatform.console import charts
-from studyplatform.console import monitor_selectors as sel
+from studyplatform.console import selectors as sel
 from studyplatform.participants.models import FunnelCount
 from studyplatform.participants.services import participant_withdraw
 from surveys.models import Invitation

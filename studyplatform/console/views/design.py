@@ -61,8 +61,8 @@ from studyplatform.studies.services import (
     study_transition,
 )
 
-from . import design
-from .forms import (
+from .. import design
+from ..forms import (
     SECTION_FORMS,
     SECTION_FORMSETS,
     CalendarForm,

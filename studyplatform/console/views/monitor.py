@@ -3,7 +3,7 @@ and exports.
 
 Every page resolves the study with `get_study_for` (non-member 404, member without the
 permission 403) and passes the user's permissions to the tab bar. Writes go through the apps'
-services, which audit them; reads come from `monitor_selectors`.
+services, which audit them; reads come from `console.selectors`.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ from studyplatform.studies.services import (
     membership_remove,
 )
 
-from . import charts
-from . import monitor_selectors as sel
+from .. import charts
+from .. import selectors as sel
 
 PARTICIPANTS_PER_PAGE = 50
 
@@ -293,7 +293,7 @@ def safety_alert_action(
 @login_required
 def team(request: HttpRequest, slug: str) -> HttpResponse:
     """Members and pending invitations. Inviting emails a link; the role exists only once the
-    address's verified owner accepts it while signed in (see views_account.invitation)."""
+    address's verified owner accepts it while signed in (see console.views.account.invitation)."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
     can_manage = Perm.MANAGE_MEMBERS in user_perms(request.user, study)
     errors: dict[str, str] = {}
