@@ -59,8 +59,8 @@ class Message(models.Model):
         STREAMING = "streaming", "Streaming"
         COMPLETE = "complete", "Complete"
         LENGTH = "length", "Stopped at the length limit"
-        CANCELLED = "cancelled", "Cancelled by the participant"
-        ERROR = "error", "Error"
+        CANCELLED = "cancelled", "Cancelled by the participant (stop click or closed page)"
+        ERROR = "error", "Error (upstream model or internal; see the error code)"
         FILTERED = "filtered", "Stopped by the provider's content filter"
 
     conversation = models.ForeignKey(
@@ -98,7 +98,16 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     tokens_estimated = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
-    error_code = models.CharField(max_length=40, blank=True, default="")
+    error_code = models.CharField(
+        max_length=40,
+        blank=True,
+        default="",
+        help_text=(
+            "Why a reply did not complete: stopped or disconnected (cancelled), upstream_<http "
+            "status> or upstream_unreachable (error: the model's side), internal_database, "
+            "internal_redis or internal_bug (error: our side)."
+        ),
+    )
     # Client context needed for analysis (never an IP address).
     tz_offset_minutes = models.SmallIntegerField(null=True, blank=True)
     # Imported history keeps its original ids, times and model.
@@ -127,6 +136,27 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} message {self.pk} ({self.status})"
+
+
+class ReplyCode:
+    """The recorded reason a reply did not complete (Message.error_code), one per outcome, so
+    the research log tells a participant's choice from a model's failure from ours. Upstream
+    codes carry the provider's HTTP status: `upstream_<status>` (see `upstream`)."""
+
+    # status cancelled: the participant chose to end the reply
+    STOPPED = "stopped"  # clicked Stop
+    DISCONNECTED = "disconnected"  # closed the page / lost the connection (ASGI cancelled us)
+    # status error: the model's side
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    # status error: our side (never the participant's doing, never the model's)
+    INTERNAL_DATABASE = "internal_database"
+    INTERNAL_REDIS = "internal_redis"
+    INTERNAL_BUG = "internal_bug"
+    INTERNAL = (INTERNAL_DATABASE, INTERNAL_REDIS, INTERNAL_BUG)
+
+    @staticmethod
+    def upstream(http_status: int | None) -> str:
+        return f"upstream_{http_status}" if http_status else ReplyCode.UPSTREAM_UNREACHABLE
 
 
 class MemoryNote(models.Model):

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from studyplatform.core.model_endpoints import Endpoint, EndpointUnavailable, endpoint_resolve
 from studyplatform.core.redis_client import redis_sync
@@ -88,6 +89,16 @@ class SendResult:
     crisis: dict[str, Any] | None  # severity/category when the safety detector fired
 
 
+class ChatUnavailable(Exception):
+    """A database or Redis outage stopped a send. `message` is the participant's message when it
+    was committed before the failure (a retry with the same client request id then finds it and
+    stores nothing new); None means nothing was written."""
+
+    def __init__(self, *, message: Message | None):
+        super().__init__("stored" if message is not None else "not stored")
+        self.message = message
+
+
 def message_send(
     *,
     participant: Participant,
@@ -100,12 +111,44 @@ def message_send(
     """Store the participant's message (before any model call) and screen it for crisis language.
 
     The same `client_request_id` returns the already stored message, so a retried request never
-    creates a second message or a second upstream call.
+    creates a second message or a second upstream call. A database or Redis outage raises
+    ChatUnavailable, saying whether the message was stored.
     """
     now = now or timezone.now()
     if conversation.participant_id != participant.pk:
         raise ChatError("not_found")
     text = (text or "").strip()
+    try:
+        stored = _message_store(
+            participant=participant,
+            conversation=conversation,
+            text=text,
+            client_request_id=client_request_id,
+            tz_offset_minutes=tz_offset_minutes,
+            now=now,
+        )
+    except (DatabaseError, RedisError) as exc:
+        # Everything up to the commit failed or rolled back together: nothing is stored.
+        raise ChatUnavailable(message=None) from exc
+    if not stored.created:
+        return stored
+    try:
+        for hook in MESSAGE_HOOKS:
+            hook(participant)
+    except (DatabaseError, RedisError) as exc:
+        raise ChatUnavailable(message=stored.message) from exc
+    return stored
+
+
+def _message_store(
+    *,
+    participant: Participant,
+    conversation: Conversation,
+    text: str,
+    client_request_id: str,
+    tz_offset_minutes: int | None,
+    now: dt.datetime,
+) -> SendResult:
     if client_request_id:
         existing = Message.objects.filter(
             conversation=conversation, client_request_id=client_request_id
@@ -117,6 +160,10 @@ def message_send(
         raise ChatError("empty")
     if len(text) > limits["max_message_chars"]:
         raise ChatError("too_long", str(limits["max_message_chars"]))
+    # Fail closed: when Redis is down the limiter cannot count, and the send is refused (the
+    # caller answers 503, "not stored, retry"). Failing open would let a runaway client spend
+    # the study's model budget unmetered during the outage, and the reply could not be
+    # streamed properly anyway (stop flags and stream tokens live in Redis too).
     if _rate_limited(participant, limits["messages_per_minute"], now):
         raise ChatError("rate_limited")
     if tokens_used_today(participant, now) >= limits["tokens_per_day"]:
@@ -151,13 +198,14 @@ def message_send(
                 active_leaf=message, updated_at=now, title=title
             )
             crisis = _screen(participant, message, text, now)
-    except IntegrityError:  # the same request id raced in twice: return the stored one
+    except IntegrityError:
+        if not client_request_id:
+            raise
+        # The same request id raced in twice: return the stored one
         existing = Message.objects.get(
             conversation=conversation, client_request_id=client_request_id
         )
         return SendResult(existing, False, None)
-    for hook in MESSAGE_HOOKS:
-        hook(participant)
     return SendResult(message, True, crisis)
 
 

@@ -8,21 +8,28 @@ write at the first token, a checkpoint every few seconds, one write at the end.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
+from redis.exceptions import RedisError
 
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.model_endpoints import EndpointUnavailable
 from studyplatform.core.redis_client import redis_async
 
 from . import services
-from .models import Message
+from .models import Message, ReplyCode
 from .providers import ProviderError, StreamEnd, TextDelta, get_provider, stream_with_retry
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_S = 2.0
 CANCEL_POLL_S = 0.25
@@ -44,7 +51,12 @@ def _release_connection() -> None:
     Inside an atomic block (tests run in one) the connection is left alone.
     """
     if not connection.in_atomic_block:
-        connection.close()
+        try:
+            connection.close()
+        except DatabaseError:
+            # A connection that broke (the database went away) is dropped all the same; the
+            # failure that matters was already raised, or will be at the next round.
+            logger.warning("closing a broken database connection failed", exc_info=True)
 
 
 def _db_round(func, *args, **kwargs):
@@ -69,29 +81,78 @@ def _load(user_message_id: int):
     return message, arm, request, services.arm_target(arm)
 
 
+def internal_code(exc: BaseException) -> str:
+    """The recorded code for a failure of our own: which of our systems failed, when known."""
+    if isinstance(exc, DatabaseError):
+        return ReplyCode.INTERNAL_DATABASE
+    if isinstance(exc, RedisError):
+        return ReplyCode.INTERNAL_REDIS
+    return ReplyCode.INTERNAL_BUG
+
+
+def internal_error_frame(*, user_message_id: int, reply_id: int | None, partial: bool) -> str:
+    """The participant-facing event for a failure on our side: retryable, with a retry link
+    (regenerate). The chat page shows its own translated text for the code; `message` is for
+    other clients and falls back to the request's language."""
+    return sse(
+        "error",
+        {
+            "code": "internal",
+            "retryable": True,
+            "reply": reply_id,
+            "partial": partial,
+            "message": str(INTERNAL_ERROR_TEXT),
+            "retry_url": reverse("chat:regenerate", args=[user_message_id]),
+        },
+    )
+
+
+INTERNAL_ERROR_TEXT = gettext_lazy(
+    "Something went wrong on our side and the reply stopped. What arrived so far is kept; "
+    "press Retry to try again."
+)
+
+
 async def reply_events(
     user_message_id: int, *, attempt_claimed: bool, prepared: tuple | None = None
 ) -> AsyncIterator[str]:
     """Yield SSE frames for one reply. `attempt_claimed` must be True: the caller claimed the
     user message (first send) or the participant clicked retry/regenerate. `prepared` is the
     (message, arm, request, target) the caller already loaded in its own database round; the
-    target is the arm's registered endpoint, or why there is none (EndpointUnavailable)."""
+    target is the arm's registered endpoint, or why there is none (EndpointUnavailable).
+
+    Every way a reply can end is recorded once, by the one reply_finish call below, with the
+    outcome that is actually known (models.ReplyCode): the participant's stop click, the
+    participant's connection closing, the model's failure, or ours.
+    """
     if not attempt_claimed:
         yield sse("error", {"code": "already_answered"})
         return
     if prepared is None:
-        prepared = await db_round(_load, user_message_id)
+        try:
+            prepared = await db_round(_load, user_message_id)
+        except Exception:
+            # Nothing was started and nothing can be recorded (the failure is what stops us
+            # reading the message); the participant's message stays unanswered, with its
+            # "Get a reply" button after a reload.
+            logger.exception("reply to message %s could not start", user_message_id)
+            yield internal_error_frame(
+                user_message_id=user_message_id, reply_id=None, partial=False
+            )
+            return
     message, arm, request, target = prepared
-    redis = redis_async()
     upstream_sent_at = timezone.now()
     reply = None
     parts: list[str] = []
     end: StreamEnd | None = None
     status = Message.Status.ERROR
     error_code = ""
+    # Set when the ASGI server cancels us: recorded, then re-raised so the cancellation goes on.
+    interrupted: BaseException | None = None
     last_checkpoint = last_poll = time.monotonic()
     first_token_at = None
     try:
+        redis = redis_async()
         if isinstance(target, EndpointUnavailable):
             # No call goes out; the reply is recorded as failed like an unreachable upstream.
             raise ProviderError(str(target), transient=False)
@@ -118,7 +179,7 @@ async def reply_events(
                 if now - last_poll >= CANCEL_POLL_S:
                     last_poll = now
                     if await redis.get(cancel_key(user_message_id)):
-                        status, error_code = Message.Status.CANCELLED, "stopped"
+                        status, error_code = Message.Status.CANCELLED, ReplyCode.STOPPED
                         break
                 if now - last_checkpoint >= CHECKPOINT_S:
                     last_checkpoint = now
@@ -127,13 +188,20 @@ async def reply_events(
                 end = event
                 status = services.FINISH_TO_STATUS.get(event.finish_reason, Message.Status.COMPLETE)
     except ProviderError as exc:
-        status = Message.Status.ERROR
-        error_code = f"upstream_{exc.status}" if exc.status else "upstream_unreachable"
-    except BaseException:
-        # The participant closed the page (the server cancels this generator) or the worker is
-        # shutting down: keep what arrived, marked cancelled, then let the cancellation proceed.
-        status, error_code = Message.Status.CANCELLED, "disconnected"
-        await db_round(
+        status, error_code = Message.Status.ERROR, ReplyCode.upstream(exc.status)
+    except (asyncio.CancelledError, GeneratorExit) as exc:
+        # The server cancels the response task when the participant closes the page or loses
+        # the connection (CancelledError), or closes this generator when the send fails
+        # (GeneratorExit). Only these are the participant's doing.
+        status, error_code = Message.Status.CANCELLED, ReplyCode.DISCONNECTED
+        interrupted = exc
+    except Exception as exc:
+        # Our own failure (database, Redis, a bug): never filed as the participant's choice.
+        logger.exception("reply to message %s failed on our side", user_message_id)
+        status, error_code = Message.Status.ERROR, internal_code(exc)
+    finished = None
+    try:
+        finished = await db_round(
             services.reply_finish,
             reply=reply,
             user_message=message,
@@ -145,22 +213,27 @@ async def reply_events(
             error_code=error_code,
             attempts=end.attempts if end else 1,
         )
-        raise
-    finished = await db_round(
-        services.reply_finish,
-        reply=reply,
-        user_message=message,
-        arm=arm,
-        text="".join(parts),
-        end=end,
-        status=status,
-        upstream_sent_at=upstream_sent_at,
-        error_code=error_code,
-        attempts=end.attempts if end else 1,
-    )
-    await redis.delete(cancel_key(user_message_id))
-    if status == Message.Status.ERROR:
-        yield sse("error", {"code": error_code, "reply": finished.pk, "partial": bool(parts)})
+    except Exception as exc:
+        # Not retried here: reply_finish runs once per reply. The row keeps its last
+        # checkpoint (status streaming); the participant is told it failed on our side.
+        logger.exception("reply to message %s could not be recorded", user_message_id)
+        if interrupted is None:
+            status, error_code = Message.Status.ERROR, internal_code(exc)
+    if interrupted is not None:
+        raise interrupted
+    try:
+        await redis_async().delete(cancel_key(user_message_id))
+    except RedisError:
+        # A leftover stop flag expires by itself (stream_stop sets a TTL) and is only read
+        # while this message's reply streams.
+        logger.warning("could not clear the stop flag of message %s", user_message_id)
+    reply_id = finished.pk if finished is not None else (reply.pk if reply else None)
+    if error_code in ReplyCode.INTERNAL:
+        yield internal_error_frame(
+            user_message_id=user_message_id, reply_id=reply_id, partial=bool(parts)
+        )
+    elif status == Message.Status.ERROR:
+        yield sse("error", {"code": error_code, "reply": reply_id, "partial": bool(parts)})
     else:
         yield sse(
             "done",

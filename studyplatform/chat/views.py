@@ -6,10 +6,13 @@ conversation or message id is a 404.
 
 from __future__ import annotations
 
+import functools
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import DatabaseError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -17,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from redis.exceptions import RedisError
 
 from studyplatform.core import input_limits
 from studyplatform.core.markdown import render_markdown
@@ -24,11 +28,15 @@ from studyplatform.core.redis_client import redis_async, redis_sync
 from studyplatform.participants.models import Participant
 from studyplatform.participants.session import participant_gate, participant_required
 
-from . import services
+from . import services, streaming
 from .models import Conversation, Message, SafetyAlert
 from .streaming import cancel_key, db_round, reply_events, sse
 
+logger = logging.getLogger(__name__)
+
 STREAM_TOKEN_TTL_S = 120
+# The platform's own backing services: their failure is an outage (503, retry), not a bug page.
+OUTAGE_ERRORS = (DatabaseError, RedisError)
 
 ERRORS = {
     "empty": gettext_lazy("Write a message first."),
@@ -43,6 +51,58 @@ ERRORS = {
     ),
     "not_found": gettext_lazy("That conversation was not found."),
 }
+
+
+def _unavailable(stored: Message | None = None, *, sending: bool = True) -> JsonResponse:
+    """The answer to a send (or stop/retry) that a database or Redis outage stopped: a 503 the
+    chat script understands, saying whether the participant's message was stored. A retry
+    with the same client request id stores it at most once either way."""
+    body: dict
+    if stored is not None:
+        body = {
+            "error": _(
+                "Your message was saved, but the reply could not start because the study "
+                "server is having a problem. Please try again in a moment."
+            ),
+            "stored": True,
+            "message": {"id": stored.pk, "text": stored.content},
+            "retry_url": reverse("chat:regenerate", args=[stored.pk]),
+        }
+    elif not sending:  # stop, retry: nothing of the participant's is at stake
+        body = {"error": _("The study server is having a problem. Please try again in a moment.")}
+    else:
+        body = {
+            "error": _(
+                "The study server is having a problem, so your message was not sent. It is "
+                "kept here; please try again in a moment."
+            ),
+            "stored": False,
+        }
+    body.update(code="unavailable", retryable=True)
+    response = JsonResponse(body, status=503)
+    response["Retry-After"] = "5"
+    return response
+
+
+def outage_as_json(*, sending: bool):
+    """Answer a database or Redis outage in a chat JSON endpoint with _unavailable(), never
+    Django's HTML error page (which the chat script cannot read). Outermost, so that the
+    participant check's own queries are covered. `sending`: the endpoint stores a message."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            try:
+                return view(request, *args, **kwargs)
+            except services.ChatUnavailable as exc:
+                return _unavailable(exc.message)
+            except OUTAGE_ERRORS:
+                logger.exception("chat endpoint %s failed: database or Redis outage", request.path)
+                return _unavailable(None, sending=sending)
+
+        return wrapped
+
+    return decorate
 
 
 def _crisis_resources(participant: Participant) -> str:
@@ -166,6 +226,8 @@ def conversation_detail(request, conversation_id: int):
                     "Send to try again."
                 ),
                 "stopped": _("Stopped."),
+                "internal": str(streaming.INTERNAL_ERROR_TEXT),
+                "retry": _("Retry"),
             },
         },
     )
@@ -236,6 +298,7 @@ def _store(request, participant, conversation) -> tuple[services.SendResult, dic
     return result, body
 
 
+@outage_as_json(sending=True)
 @participant_required
 @require_POST
 def message_send(request, conversation_id: int):
@@ -247,14 +310,32 @@ def message_send(request, conversation_id: int):
         return stored
     result, body = stored
     if result.created:
-        body["stream"] = _stream_url(result.message)
+        try:
+            body["stream"] = _stream_url(result.message)
+        except RedisError:
+            logger.exception("stream token for message %s not issued", result.message.pk)
+            return _unavailable(result.message)
     return JsonResponse(body, status=201 if result.created else 200)
 
 
 def _reply_prepare(request, conversation_id: int):
     """Everything before the model call, in one trip to the database thread: the participant
     gate, the conversation, storing the message (committed before the upstream call), the
-    model request. Returns a JsonResponse when there is nothing to stream."""
+    model request. Returns a JsonResponse when there is nothing to stream (a 503 saying
+    whether the message was stored when the database or Redis is down)."""
+    committed: list[Message] = []  # the stored message, once committed (for the 503's answer)
+    try:
+        return _reply_prepare_steps(request, conversation_id, committed)
+    except services.ChatUnavailable as exc:
+        return _unavailable(exc.message)
+    except OUTAGE_ERRORS:
+        logger.exception(
+            "send to conversation %s failed: database or Redis outage", conversation_id
+        )
+        return _unavailable(committed[0] if committed else None)
+
+
+def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]):
     participant, elsewhere = participant_gate(request)
     if participant is None:
         return JsonResponse(
@@ -275,6 +356,7 @@ def _reply_prepare(request, conversation_id: int):
         # The same click arrived twice (a network retry): the message is stored once and its
         # reply was already requested; the page offers "retry" instead of a second call.
         return JsonResponse(body, status=200)
+    committed.append(result.message)
     model_request = services.build_request(
         user_message=result.message, arm=conversation.arm, participant=participant
     )
@@ -318,13 +400,20 @@ async def stream(request, user_message_id: int):
     token = request.GET.get("t", "")
     claimed = False
     if token:
-        value = await redis_async().getdel(f"chat:stream:{token}")
+        try:
+            value = await redis_async().getdel(f"chat:stream:{token}")
+        except RedisError:
+            logger.exception(
+                "stream token for message %s not checked: Redis outage", user_message_id
+            )
+            return _unavailable(None, sending=False)
         claimed = value is not None and int(value) == user_message_id
     if not claimed:
         raise Http404("This reply link is not valid (any more).")
     return _event_stream(reply_events(user_message_id, attempt_claimed=True))
 
 
+@outage_as_json(sending=False)
 @participant_required
 @require_POST
 def stream_stop(request, user_message_id: int):
@@ -333,6 +422,7 @@ def stream_stop(request, user_message_id: int):
     return JsonResponse({"stopping": True})
 
 
+@outage_as_json(sending=False)
 @participant_required
 @require_POST
 def regenerate(request, message_id: int):
