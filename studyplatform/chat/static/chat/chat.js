@@ -101,6 +101,17 @@
       busy(false);
       window.location.reload();
     }
+    // A failure on our side: the database or Redis may still be down, so no reload (it could
+    // fail too). Keep what arrived on screen and offer a retry of this reply in place.
+    function failInPlace(data) {
+      if (finished) { return; }
+      finished = true;
+      current = null;
+      busy(false);
+      showError(strings.internal);
+      body();
+      retryButton(replyBubble, data.retry_url);
+    }
     return readEvents(response, {
       message: function (data) {
         current = {stopUrl: "/p/chat/stream/" + data.message.id + "/stop/"};
@@ -115,12 +126,29 @@
         body().innerHTML = data.html;  // sanitized on the server
         finish("");
       },
-      error: function () { finish(strings.interrupted); }
+      error: function (data) {
+        if (data.code === "internal") { failInPlace(data); return; }
+        finish(strings.interrupted);
+      }
     }).then(function () {
       finish(strings.interrupted);  // the body ended without a done or error event
     }, function () {
       finish(strings.interrupted);  // the connection dropped mid-reply
     });
+  }
+
+  // A "Retry" button under a bubble; the chat's click handler streams a new reply from its URL.
+  function retryButton(bubbleDiv, url) {
+    if (!url) { return; }
+    var meta = document.createElement("div");
+    meta.className = "meta";
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary regenerate";
+    button.dataset.url = url;
+    button.textContent = strings.retry;
+    meta.appendChild(button);
+    bubbleDiv.appendChild(meta);
   }
 
   function showSent(data) {
@@ -151,6 +179,15 @@
         current = null;
         busy(false);
         if (data.redirect) { window.location.href = data.redirect; return; }
+        if (data.stored && data.message) {
+          // A 503 after the message was saved: show it as sent, with a retry for its reply.
+          showSent(data);
+          showError(data.error);
+          retryButton(bubble("assistant", ""), data.retry_url);
+          return;
+        }
+        // Not stored (a 503 says so, "retryable"): the text stays in the box and the next
+        // Send reuses the same request id, so the message is stored once.
         if (!response.ok) { showError(data.error); return; }
         // Already stored by an earlier attempt of this click: show it with its retry button.
         pendingRequestId = null;
@@ -179,7 +216,7 @@
     if (!button || current) { return; }
     showError("");
     post(button.dataset.url).then(function (r) { return r.json(); }).then(function (data) {
-      if (!data.stream) { return; }
+      if (!data.stream) { showError(data.error || strings.network); return; }
       var messageId = data.stream.match(/stream\/(\d+)\//)[1];
       current = {stopUrl: "/p/chat/stream/" + messageId + "/stop/"};
       return fetch(data.stream, {credentials: "same-origin"}).then(function (response) {
