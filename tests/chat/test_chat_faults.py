@@ -399,3 +399,18 @@ def test_a_send_while_the_database_refuses_writes_is_a_json_503_and_the_retry_st
     # then: stored once, answered
     assert events[-1][0] == "done"
     assert [m.content for m in Message.objects.filter(role="user")] == [payload["text"]]
+
+
+def test_the_failure_texts_are_translated_for_a_portuguese_participant(
+    client, chat_study, enroll, throwaway_redis
+):
+    participant = enroll(chat_study, language="pt-br")
+    conversation = services.conversation_create(participant=participant)
+    login(client, participant)
+    client.cookies["django_language"] = "pt-br"
+    page = client.get(f"/p/chat/c/{conversation.pk}/").content.decode()
+    assert "Algo deu errado do nosso lado e a resposta parou." in page
+    throwaway_redis["kill"]()
+    response = post_reply(client, conversation, {"text": "oi", "client_request_id": "pt-1"})
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("O servidor do estudo está com um problema")
