@@ -414,3 +414,98 @@ def test_the_failure_texts_are_translated_for_a_portuguese_participant(
     response = post_reply(client, conversation, {"text": "oi", "client_request_id": "pt-1"})
     assert response.status_code == 503
     assert response.json()["error"].startswith("O servidor do estudo está com um problema")
+
+
+# --- through the real ASGI server (uvicorn) and a real HTTP connection ---------------------
+
+
+@pytest.fixture
+def live_asgi(transactional_db):
+    """The ASGI app under uvicorn in a thread, so a test can drop a real connection and read a
+    real event stream. Data must be committed (transactional_db)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from django.core.asgi import get_asgi_application
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            get_asgi_application(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _stream_link(user_message) -> str:
+    from studyplatform.chat.views import _stream_url
+
+    return _stream_url(user_message)
+
+
+def _wait_for_final_status(deadline_s: float = 15.0) -> Message:
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        reply = Message.objects.filter(role=Message.Role.ASSISTANT).first()
+        if reply is not None and reply.status != Message.Status.STREAMING:
+            return reply
+        assert time.monotonic() < deadline, "the reply was never finalised"
+        time.sleep(0.1)
+
+
+def test_closing_the_connection_mid_reply_is_recorded_as_disconnected(
+    live_asgi, chat_study, enroll, upstream
+):
+    import httpx
+
+    participant = enroll(chat_study)
+    conversation = services.conversation_create(participant=participant)
+    user = send(participant, conversation, SLOW_STORY)
+    # when: the participant's browser reads the first words, then the connection drops
+    with httpx.stream("GET", live_asgi + _stream_link(user), timeout=20) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        for line in response.iter_lines():
+            if line.startswith("event: reply"):
+                break
+    # then: the server's cancellation is recorded as the participant leaving, nothing else
+    reply = _wait_for_final_status()
+    assert (reply.status, reply.error_code) == ("cancelled", "disconnected")
+    assert 0 < len(reply.content.split()) < 40
+
+
+def test_redis_dying_mid_reply_reaches_the_client_as_a_retryable_error_event(
+    live_asgi, chat_study, enroll, upstream, throwaway_redis
+):
+    import httpx
+
+    participant = enroll(chat_study)
+    conversation = services.conversation_create(participant=participant)
+    user = send(participant, conversation, SLOW_STORY)
+    frames, deltas = [], 0
+    with httpx.stream("GET", live_asgi + _stream_link(user), timeout=20) as response:
+        for frame in response.iter_text():
+            frames.append(frame)
+            deltas += frame.count("event: delta")
+            if deltas >= 3 and throwaway_redis["proc"].poll() is None:
+                throwaway_redis["kill"]()  # mid-reply, while the client is reading
+    events = parse_sse([f for f in "".join(frames).split("\n\n") if f.strip()])
+    reply = _wait_for_final_status()
+    assert (reply.status, reply.error_code) == ("error", "internal_redis")
+    name, data = events[-1]
+    assert name == "error" and data["code"] == "internal" and data["retryable"] is True
+    assert data["reply"] == reply.pk and data["partial"] is True
+    assert data["retry_url"] == f"/p/chat/m/{user.pk}/regenerate/"
