@@ -189,3 +189,30 @@ def enroll():
         return participant_enroll(**kwargs)
 
     return do
+
+
+@pytest.fixture
+def throwaway_redis(settings):
+    """A redis-server of this test's own, used by chat and the cache, that the test may kill
+    and restart: the shared test Redis is never touched."""
+    from studyplatform.core.embedded_redis import start_embedded_redis, stop_embedded_redis
+
+    url, proc = start_embedded_redis()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    settings.REDIS_URL = url
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": url},
+    }
+    server = {"proc": proc, "port": port, "url": url}
+
+    def kill():
+        server["proc"].kill()
+        server["proc"].wait(timeout=10)
+
+    def restart():
+        _, server["proc"] = start_embedded_redis(port=port)
+
+    server["kill"], server["restart"] = kill, restart
+    yield server
+    stop_embedded_redis(server["proc"])
