@@ -224,8 +224,9 @@ async def reply_events(
     try:
         await redis_async().delete(cancel_key(user_message_id))
     except RedisError:
-        # A leftover stop flag expires by itself (stream_stop sets a TTL) and is only read
-        # while this message's reply streams.
+        # A leftover stop flag (only if Stop was clicked and the flag outlives the outage)
+        # expires by itself with stream_stop's TTL; until then a retry of this message stops
+        # at its first poll, which the participant can simply retry again.
         logger.warning("could not clear the stop flag of message %s", user_message_id)
     reply_id = finished.pk if finished is not None else (reply.pk if reply else None)
     if error_code in ReplyCode.INTERNAL:
