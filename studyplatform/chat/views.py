@@ -14,8 +14,8 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studyplatform.core import input_limits
@@ -23,9 +23,11 @@ from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
 from studyplatform.participants.models import Participant
 from studyplatform.participants.session import participant_gate, participant_required
+from studyplatform.safety.selectors import conversation_alerted_since
+from studyplatform.safety.services import crisis_resources_html
 
 from . import services
-from .models import Conversation, Message, SafetyAlert
+from .models import Conversation, Message
 from .streaming import cancel_key, db_round, reply_events, sse
 
 STREAM_TOKEN_TTL_S = 120
@@ -46,12 +48,8 @@ ERRORS = {
 
 
 def _crisis_resources(participant: Participant) -> str:
-    from django.utils.translation import get_language
-
-    from studyplatform.core.templatetags.platform import localized
-
-    text = participant.study.protocol.get("safety", {}).get("crisis_resources", "")
-    return str(render_markdown(localized(text, get_language())))
+    # The request's language: the page the resources appear on is in it.
+    return str(crisis_resources_html(participant.study.protocol, get_language()))
 
 
 def _own_conversation(participant, conversation_id: int) -> Conversation:
@@ -139,9 +137,9 @@ def conversation_detail(request, conversation_id: int):
     full = {m.pk: m for m in Message.objects.filter(pk__in=[m.pk for m in path])}
     # Crisis resources stay on screen for a day after a message in this conversation raised an
     # alert, not only until the page reloads.
-    recent_alert = SafetyAlert.objects.filter(
-        message__conversation=conversation, created_at__gte=timezone.now() - timedelta(days=1)
-    ).exists()
+    recent_alert = conversation_alerted_since(
+        conversation.pk, since=timezone.now() - timedelta(days=1)
+    )
     messages_ = [
         _message_view(full[m.pk], siblings)
         for m in path
