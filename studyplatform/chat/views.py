@@ -21,7 +21,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from studyplatform.core import input_limits
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
-from studyplatform.participants.models import Participant
 from studyplatform.participants.session import participant_gate, participant_required
 from studyplatform.safety.selectors import conversation_alerted_since
 from studyplatform.safety.services import crisis_resources_html
@@ -45,11 +44,6 @@ ERRORS = {
     ),
     "not_found": gettext_lazy("That conversation was not found."),
 }
-
-
-def _crisis_resources(participant: Participant) -> str:
-    # The request's language: the page the resources appear on is in it.
-    return str(crisis_resources_html(participant.study.protocol, get_language()))
 
 
 def _own_conversation(participant, conversation_id: int) -> Conversation:
@@ -154,7 +148,9 @@ def conversation_detail(request, conversation_id: int):
             "chat_messages": messages_,
             "simulated": conversation.arm.is_simulated,
             "limits": services.limits_for(participant),
-            "crisis_html": _crisis_resources(participant) if recent_alert else "",
+            "crisis_html": crisis_resources_html(participant.study.protocol, get_language())
+            if recent_alert
+            else "",
             "chat_strings": {
                 "interrupted": _(
                     "The reply was interrupted. Your message is saved; you can retry."
@@ -230,7 +226,10 @@ def _store(request, participant, conversation) -> tuple[services.SendResult, dic
         return JsonResponse({"error": str(message), "code": exc.code}, status=status)
     body = {"message": {"id": result.message.pk, "text": result.message.content}}
     if result.crisis:
-        body["crisis"] = {"html": _crisis_resources(participant), **result.crisis}
+        body["crisis"] = {
+            "html": crisis_resources_html(participant.study.protocol, get_language()),
+            **result.crisis,
+        }
     return result, body
 
 

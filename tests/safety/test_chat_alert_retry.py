@@ -116,3 +116,22 @@ def test_a_withdrawn_and_deleted_message_owes_no_alert(me):
 
 def _always_fails(**kwargs):
     raise RuntimeError("alert insert failed")
+
+
+def test_a_retry_queued_under_its_old_chat_task_name_still_raises_the_alert(
+    client, me, monkeypatch, django_capture_on_commit_callbacks
+):
+    from studyplatform.celery import app
+
+    # given: a failed alert whose retry was queued before the tasks moved to the safety app
+    monkeypatch.setattr(services, "safety_alert_raise", _always_fails)
+    monkeypatch.setattr(services, "_queue_retry", lambda *args: None)
+    _send_crisis(client, me, django_capture_on_commit_callbacks)
+    message = Message.objects.get(role="user")
+    monkeypatch.undo()
+    # when: a worker receives it under the old name
+    app.tasks["studyplatform.chat.tasks.safety_alert_retry"].apply(args=("chat", message.pk))
+    # then: the alert is raised, on the same queue as before the move
+    assert SafetyAlert.objects.filter(message=message).count() == 1
+    route = app.amqp.router.route({}, "studyplatform.safety.tasks.safety_alert_retry")
+    assert route["queue"].name == "chat"
