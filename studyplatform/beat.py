@@ -28,8 +28,8 @@ BEAT_SCHEDULE = {
     # A safety alert that failed to be raised (bad configuration, a database error) is retried
     # by its own task; this sweep catches the ones whose retries ran out. Every 5 minutes keeps
     # a missed alert well inside any protocol's response time; expires before the next run.
-    "chat-safety-alert-sweep": {
-        "task": "studyplatform.chat.tasks.safety_alert_sweep",
+    "safety-alert-sweep": {
+        "task": "studyplatform.safety.tasks.safety_alert_sweep",
         "schedule": 300.0,
         "options": {"expires": 290},
     },
@@ -37,8 +37,8 @@ BEAT_SCHEDULE = {
     # still unresolved catches the ones that email did not get acted on. Once a day, before the
     # working day starts in Europe (07:00 UTC); a digest more than 6 h late is dropped, since the
     # next day's digest will carry the same alerts.
-    "chat-safety-digest": {
-        "task": "studyplatform.chat.digest_tasks.safety_digest",
+    "safety-digest": {
+        "task": "studyplatform.safety.tasks.safety_digest",
         "schedule": crontab(hour=7, minute=0),
         "options": {"expires": 6 * 3600},
     },

@@ -22,6 +22,11 @@ app.conf.task_default_queue = "default"
 app.conf.task_default_exchange = "default"
 app.conf.task_default_routing_key = "default"
 app.conf.task_routes = {
+    # Safety emails, retries and moderation share the chat workers (as when they were chat
+    # tasks): they are short and participant-facing work waits on none of them. The digest
+    # stays on the default queue, where it ran before the move.
+    "studyplatform.safety.tasks.safety_digest": {"queue": "default"},
+    "studyplatform.safety.tasks.*": {"queue": "chat"},
     "studyplatform.chat.tasks.*": {"queue": "chat"},
     "analysis.tasks.*": {"queue": "analysis"},
     "studyplatform.exports.tasks.*": {"queue": "exports"},

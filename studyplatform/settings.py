@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "studyplatform.studies",
     "studyplatform.participants",
     "studyplatform.chat",
+    "studyplatform.safety",
     "studyplatform.exports",
     "studyplatform.console",
     "surveys",

@@ -32,6 +32,7 @@ urlpatterns = [
     path("api/", include("studyplatform.studies.urls")),
     path("api/", include("studyplatform.participants.api_urls")),
     path("api/", include("studyplatform.chat.api_urls")),
+    path("api/", include("studyplatform.safety.api_urls")),
     path("api/", include("surveys.api_urls")),
     path("api/", include("analysis.api_urls")),
     path("api/", include("studyplatform.exports.api_urls")),

@@ -14,9 +14,10 @@ from studyplatform.participants.services import (
     register_timezone_hook,
     register_withdrawal_hook,
 )
+from studyplatform.safety.services import alert_source_register
 from studyplatform.studies.services import register_protocol_change_hook
 
-from . import engine
+from . import engine, services
 from .models import Invitation, Response
 
 log = logging.getLogger(__name__)
@@ -105,3 +106,10 @@ def reschedule(study, version) -> None:
 @register_message_hook
 def after_message(participant) -> None:
     transaction.on_commit(lambda: engine.on_chat_message(participant))
+
+
+# A survey alert that failed to be raised is retried by the safety app (task and beat sweep),
+# which does not import surveys: it asks this resolver for the alert a response is owed.
+alert_source_register(
+    "survey", lambda response_id: services.survey_alert_for_response(response_id=response_id)
+)

@@ -12,6 +12,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
+from studyplatform.safety import selectors as safety_selectors
+from studyplatform.safety import services as safety_services
 
 from .instruments import Instrument, get_instrument, load_instrument_dict
 from .models import Invitation, Response
@@ -99,8 +101,6 @@ def response_save(
     now: dt.datetime | None = None,
 ) -> SaveResult:
     """Save answers for one instrument; with `submit`, score it and freeze it."""
-    from studyplatform.chat.safety_alerts import safety_alert_raise_guarded
-
     now = now or timezone.now()
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not invitation.is_open(now):
@@ -147,7 +147,7 @@ def response_save(
     if _safety_flags(response):
         # Guarded: the answers are saved and the crisis resources shown (from the stored flags)
         # even when raising the alert fails; the alert is then retried.
-        safety_alert_raise_guarded(
+        safety_services.safety_alert_raise_guarded(
             source="survey",
             object_id=response.pk,
             study_slug=invitation.study.slug,
@@ -161,12 +161,10 @@ def _safety_flags(response: Response) -> list[str]:
 
 
 def _raise_survey_alert(response: Response, invitation: Invitation, now: dt.datetime):
-    from studyplatform.chat.safety_alerts import safety_alert_raise
-
     flags = _safety_flags(response)
     # One alert per submitted questionnaire, naming every flag it raised (PHQ-9 item 9 is
     # flagged both by the instrument and, usually, by the protocol's safety plan).
-    return safety_alert_raise(
+    return safety_services.safety_alert_raise(
         participant=invitation.participant,
         source="survey",
         severity="high",
@@ -181,8 +179,6 @@ def survey_alert_for_response(*, response_id: int):
     """Raise the alert a submitted, flagged response is owed (a retry after a failure): None
     when the response is gone, has no safety flag, or its alert exists. The alert is dated
     when the participant submitted, which also identifies it."""
-    from studyplatform.chat.models import SafetyAlert
-
     response = (
         Response.objects.select_related("invitation__study", "invitation__participant")
         .filter(pk=response_id, status=Response.Status.SUBMITTED)
@@ -190,12 +186,12 @@ def survey_alert_for_response(*, response_id: int):
     )
     if response is None or not _safety_flags(response):
         return None
-    exists = SafetyAlert.objects.filter(
+    exists = safety_selectors.alert_raised(
         participant_id=response.participant_id,
         source="survey",
         detector=f"survey:{response.instrument_key}",
         created_at=response.submitted_at,
-    ).exists()
+    )
     if exists:
         return None
     return _raise_survey_alert(response, response.invitation, response.submitted_at)

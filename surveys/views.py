@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from studyplatform.participants.session import participant_required
+from studyplatform.safety.services import crisis_resources_html
 
 from . import selectors
 from .forms import InstrumentForm, shown_instrument
@@ -37,16 +38,6 @@ def _flagged(latest: dict[str, Response]) -> bool:
         if response.status == Response.Status.SUBMITTED
         for flag in response.flags
     )
-
-
-def _crisis_resources(invitation: Invitation, language: str) -> str:
-    resources = invitation.study.protocol.get("safety", {}).get("crisis_resources", {})
-    if isinstance(resources, str):
-        return resources
-    if not isinstance(resources, dict):
-        return ""
-    by_lower = {str(k).lower(): v for k, v in resources.items()}
-    return by_lower.get(language.lower()) or by_lower.get("en") or ""
 
 
 def _next_key(invitation: Invitation, latest: dict[str, Response]) -> str | None:
@@ -155,7 +146,7 @@ def survey_instrument(request: HttpRequest, invitation_id: int, key: str) -> Htt
         "total": len(invitation.instruments),
         "is_last": _next_key(invitation, {**latest, key: _Submitted()}) is None,
         "flagged": _flagged(latest),
-        "crisis_resources": _crisis_resources(invitation, participant.language),
+        "crisis_resources": crisis_resources_html(invitation.study.protocol, participant.language),
     }
     return render(request, "surveys/instrument.html", context, status=status)
 
@@ -180,7 +171,9 @@ def survey_thanks(request: HttpRequest, invitation_id: int) -> HttpResponse:
         {
             "invitation": invitation,
             "flagged": flagged,
-            "crisis_resources": _crisis_resources(invitation, participant.language)
+            "crisis_resources": crisis_resources_html(
+                invitation.study.protocol, participant.language
+            )
             if flagged
             else "",
             "home_url": reverse("participants:home"),

@@ -1,8 +1,7 @@
-"""Admin for the chat log and safety alerts: lists show metadata only, never participant text;
-opening a message, memory note or alert (where the text is shown) writes an audit event.
+"""Admin for the chat log: lists show metadata only, never participant text; opening a message
+or memory note (where the text is shown) writes an audit event.
 
-Everything is read-only here: alert status changes go through the API's services, which make
-them conditional and audited, and chat content is research data nobody edits.
+Everything is read-only here: chat content is research data nobody edits.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from django.contrib import admin
 
 from studyplatform.core.audit import audit_record
 
-from .models import Conversation, MemoryNote, Message, SafetyAlert
+from .models import Conversation, MemoryNote, Message
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -82,25 +81,3 @@ class MemoryNoteAdmin(AuditedDetailAdmin):
     search_fields = ("participant__code",)
     fields = ("participant", "text", "updated_at")
     readonly_fields = ("updated_at",)
-
-
-@admin.register(SafetyAlert)
-class SafetyAlertAdmin(AuditedDetailAdmin):
-    audit_action = "safety.read"
-    list_display = (
-        "id",
-        "study",
-        "participant",
-        "severity",
-        "category",
-        "status",
-        "created_at",
-        "due_at",
-    )
-    list_filter = ("study", "severity", "status", "source", "category")
-    list_select_related = ("study", "participant")
-    search_fields = ("participant__code",)
-    raw_id_fields = ("participant", "message")
-
-    def audit_study_and_participant(self, obj) -> tuple[str, str]:
-        return obj.study.slug, obj.participant.code

@@ -14,8 +14,9 @@ from studyplatform.participants.services import (
     register_content_deleter,
     register_download_section,
 )
+from studyplatform.safety.services import participant_alerts_scrub
 
-from .models import Conversation, MemoryNote, Message, SafetyAlert
+from .models import Conversation, MemoryNote, Message
 
 
 @register_content_deleter
@@ -32,7 +33,7 @@ def chat_delete(participant: Participant) -> dict[str, int]:
     memory = MemoryNote.objects.filter(participant=participant).delete()[0]
     # Safety alerts stay as a record that an alert was raised and handled, but without any of
     # the participant's words: the excerpt and the reviewers' notes (which may quote them) go.
-    alerts = SafetyAlert.objects.filter(participant=participant).update(excerpt="", notes="")
+    alerts = participant_alerts_scrub(participant=participant)
     return {
         "conversations": conversations,
         "messages": messages,

@@ -1,5 +1,6 @@
-"""Read queries for the researcher side of chat: the message log, per-arm statistics and the
-safety-alert queue. Every query is scoped to one study and free of N+1 lookups.
+"""Read queries for the researcher side of chat: the message log and per-arm statistics (the
+safety-alert queue is in the safety app). Every query is scoped to one study and free of N+1
+lookups.
 """
 
 from __future__ import annotations
@@ -7,18 +8,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
+from django.db.models import Count, QuerySet
 
 from studyplatform.studies.models import Study
 
-from .models import Conversation, Message, SafetyAlert
+from .models import Conversation, Message
 
 # Reply statuses a finished assistant message can have; "pending"/"streaming" are in flight.
 FINAL_STATUSES = ("complete", "length", "cancelled", "error", "filtered")
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
 
 # --- message log -----------------------------------------------------------------------------
@@ -176,70 +176,3 @@ def chat_stats(study: Study, *, since: dt.datetime | None = None) -> dict[str, C
         arms.setdefault(row["conversation__arm__key"], ChatStats()).add_message(row)
         total.add_message(row)
     return {**arms, "_total": total}
-
-
-# --- safety queue ----------------------------------------------------------------------------
-
-
-def safety_alerts_for_study(study: Study, *, status: str = "") -> QuerySet[SafetyAlert]:
-    """The review queue: high severity first, then oldest first (the longest waiting)."""
-    rank = Case(
-        *[When(severity=s, then=Value(r)) for s, r in SEVERITY_RANK.items()],
-        default=Value(len(SEVERITY_RANK)),
-        output_field=IntegerField(),
-    )
-    qs = (
-        SafetyAlert.objects.filter(study=study)
-        .select_related("participant", "acknowledged_by", "resolved_by")
-        .annotate(severity_rank=rank)
-        .order_by("severity_rank", "created_at", "id")
-    )
-    if status:
-        qs = qs.filter(status=status)
-    return qs
-
-
-def participant_messages_around(alert: SafetyAlert, *, hours: int = 24) -> QuerySet[Message]:
-    """The participant's messages from `hours` before to `hours` after the alert."""
-    window = dt.timedelta(hours=hours)
-    return Message.objects.filter(
-        participant_id=alert.participant_id,
-        created_at__gte=alert.created_at - window,
-        created_at__lte=alert.created_at + window,
-    ).order_by("created_at", "id")
-
-
-@dataclass
-class DigestSummary:
-    """Unresolved alerts of one study, for the daily email (counts only, never excerpts)."""
-
-    open_by_severity: dict[str, int]
-    acknowledged_by_severity: dict[str, int]
-    overdue: int
-    oldest_created_at: dt.datetime | None
-
-    @property
-    def unresolved(self) -> int:
-        return sum(self.open_by_severity.values()) + sum(self.acknowledged_by_severity.values())
-
-
-def digest_summary(alerts: Iterable[SafetyAlert], *, now: dt.datetime) -> DigestSummary:
-    """Summarise unresolved alerts; `overdue` counts open ones past their response time."""
-    open_counts = dict.fromkeys(SEVERITY_RANK, 0)
-    ack_counts = dict.fromkeys(SEVERITY_RANK, 0)
-    overdue = 0
-    oldest: dt.datetime | None = None
-    for alert in alerts:
-        if alert.status == SafetyAlert.Status.RESOLVED:
-            continue
-        target = open_counts if alert.status == SafetyAlert.Status.OPEN else ack_counts
-        target[alert.severity] = target.get(alert.severity, 0) + 1
-        overdue += alert_is_overdue(alert, now=now)
-        oldest = alert.created_at if oldest is None else min(oldest, alert.created_at)
-    return DigestSummary(open_counts, ack_counts, overdue, oldest)
-
-
-def alert_is_overdue(alert: SafetyAlert, *, now: dt.datetime) -> bool:
-    """Past its response time with nobody having acknowledged it. Acknowledging is the response
-    the protocol's response time asks for, so an acknowledged alert is no longer overdue."""
-    return alert.status == SafetyAlert.Status.OPEN and alert.due_at < now

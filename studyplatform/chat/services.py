@@ -14,14 +14,14 @@ from django.db.models import Sum
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from studyplatform.core.audit import audit_record
 from studyplatform.core.model_endpoints import Endpoint, EndpointUnavailable, endpoint_resolve
 from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
+from studyplatform.safety import services as safety_services
 
-from .models import Conversation, MemoryNote, Message, SafetyAlert
+from .models import Conversation, MemoryNote, Message
 from .providers import ChatRequest, StreamEnd, Timeouts, estimate_tokens
-from .safety import detect
-from .safety_alerts import excerpt_around, safety_alert_raise, safety_alert_raise_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,9 @@ def _message_store(
             Conversation.objects.filter(pk=conversation.pk).update(
                 active_leaf=message, updated_at=now, title=title
             )
-            crisis = _screen(participant, message, text, now)
+            crisis = safety_services.message_screen(
+                participant=participant, message=message, text=text, now=now
+            )
     except IntegrityError:
         if not client_request_id:
             raise
@@ -209,56 +211,15 @@ def _message_store(
     return SendResult(message, True, crisis)
 
 
-def _screen(participant: Participant, message: Message, text: str, now) -> dict | None:
-    config = participant.study.protocol.get("safety", {}).get("detector", {})
-    if config.get("moderation"):
-        from .tasks import moderate_message
-
-        transaction.on_commit(lambda: moderate_message.delay(message.pk))
-    if not config.get("lexicon", True):
-        return None
-    hit = detect(text, None)
-    if hit is None:
-        return None
-    # Guarded: the message is stored and the crisis resources are shown even when raising the
-    # alert fails (bad configuration, a database error); the alert is then retried.
-    safety_alert_raise_guarded(
-        source="chat",
-        object_id=message.pk,
-        study_slug=participant.study.slug,
-        raise_alert=lambda: _raise_chat_alert(participant, message, text, hit, now),
+def conversation_view(*, conversation, actor, study_slug: str) -> None:
+    """Record that `actor` read a conversation's message content."""
+    audit_record(
+        actor=actor,
+        action="chat.read",
+        target=conversation,
+        study_slug=study_slug,
+        data={"participant": conversation.participant.code},
     )
-    return {"severity": hit.severity, "category": hit.category}
-
-
-def _raise_chat_alert(participant: Participant, message: Message, text: str, hit, now):
-    return safety_alert_raise(
-        participant=participant,
-        source="chat",
-        severity=hit.severity,
-        category=hit.category,
-        excerpt=excerpt_around(text, hit.start, hit.end),
-        detector=f"lexicon:{hit.entry_id}",
-        message=message,
-        now=now,
-    )
-
-
-def chat_alert_for_message(*, message_id: int) -> SafetyAlert | None:
-    """Raise the alert a stored participant message is owed (a retry after a failure): None
-    when the message is gone (withdrawal with deletion), already has an alert, or no longer
-    trips the detector. Due time counts from when the participant wrote it."""
-    message = (
-        Message.objects.select_related("participant__study")
-        .filter(pk=message_id, role=Message.Role.USER)
-        .first()
-    )
-    if message is None or SafetyAlert.objects.filter(message=message).exists():
-        return None
-    hit = detect(message.content, None)
-    if hit is None:
-        return None
-    return _raise_chat_alert(message.participant, message, message.content, hit, message.created_at)
 
 
 def memory_text(participant: Participant) -> str:

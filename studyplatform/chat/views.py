@@ -17,19 +17,20 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
 from studyplatform.core import input_limits
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
-from studyplatform.participants.models import Participant
 from studyplatform.participants.session import participant_gate, participant_required
+from studyplatform.safety.selectors import conversation_alerted_since
+from studyplatform.safety.services import crisis_resources_html
 
 from . import services, streaming
-from .models import Conversation, Message, SafetyAlert
+from .models import Conversation, Message
 from .streaming import cancel_key, db_round, reply_events, sse
 
 logger = logging.getLogger(__name__)
@@ -103,15 +104,6 @@ def outage_as_json(*, sending: bool):
         return wrapped
 
     return decorate
-
-
-def _crisis_resources(participant: Participant) -> str:
-    from django.utils.translation import get_language
-
-    from studyplatform.core.templatetags.platform import localized
-
-    text = participant.study.protocol.get("safety", {}).get("crisis_resources", "")
-    return str(render_markdown(localized(text, get_language())))
 
 
 def _own_conversation(participant, conversation_id: int) -> Conversation:
@@ -199,9 +191,9 @@ def conversation_detail(request, conversation_id: int):
     full = {m.pk: m for m in Message.objects.filter(pk__in=[m.pk for m in path])}
     # Crisis resources stay on screen for a day after a message in this conversation raised an
     # alert, not only until the page reloads.
-    recent_alert = SafetyAlert.objects.filter(
-        message__conversation=conversation, created_at__gte=timezone.now() - timedelta(days=1)
-    ).exists()
+    recent_alert = conversation_alerted_since(
+        conversation.pk, since=timezone.now() - timedelta(days=1)
+    )
     messages_ = [
         _message_view(full[m.pk], siblings)
         for m in path
@@ -216,7 +208,9 @@ def conversation_detail(request, conversation_id: int):
             "chat_messages": messages_,
             "simulated": conversation.arm.is_simulated,
             "limits": services.limits_for(participant),
-            "crisis_html": _crisis_resources(participant) if recent_alert else "",
+            "crisis_html": crisis_resources_html(participant.study.protocol, get_language())
+            if recent_alert
+            else "",
             "chat_strings": {
                 "interrupted": _(
                     "The reply was interrupted. Your message is saved; you can retry."
@@ -294,7 +288,10 @@ def _store(request, participant, conversation) -> tuple[services.SendResult, dic
         return JsonResponse({"error": str(message), "code": exc.code}, status=status)
     body = {"message": {"id": result.message.pk, "text": result.message.content}}
     if result.crisis:
-        body["crisis"] = {"html": _crisis_resources(participant), **result.crisis}
+        body["crisis"] = {
+            "html": crisis_resources_html(participant.study.protocol, get_language()),
+            **result.crisis,
+        }
     return result, body
 
 

@@ -15,10 +15,11 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 
 from analysis.models import AnalysisRun
-from studyplatform.chat.models import Message, SafetyAlert
+from studyplatform.chat.models import Message
 from studyplatform.chat.selectors import chat_stats, percentile
 from studyplatform.exports.models import DatasetExport
 from studyplatform.participants.models import Allocation, FunnelCount, Participant
+from studyplatform.safety.models import SafetyAlert
 from studyplatform.studies.models import Membership, Study
 from studyplatform.studies.protocol.runtime import response_time_hours
 from surveys.models import Invitation

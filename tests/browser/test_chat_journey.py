@@ -12,7 +12,8 @@ import pytest
 from django.core import mail
 
 from studyplatform.chat.fake_upstream import FakeUpstream
-from studyplatform.chat.models import Conversation, Message, SafetyAlert
+from studyplatform.chat.models import Conversation, Message
+from studyplatform.safety.models import SafetyAlert
 from tests.factories import launch_study
 
 pytestmark = [pytest.mark.browser]

@@ -12,8 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from studyplatform.chat.models import Conversation, MemoryNote, Message
-from studyplatform.chat.safety_alerts import safety_alert_raise
 from studyplatform.core.models import AuditEvent
+from studyplatform.safety.services import safety_alert_raise
 from studyplatform.studies.roles import ROLE_PERMISSIONS, Perm, Role
 from studyplatform.studies.services import study_create_from_protocol
 from tests.factories import launch_study

@@ -248,7 +248,7 @@ def test_the_moderation_endpoint_adds_alerts_the_lexicon_missed(
     settings,
     django_capture_on_commit_callbacks,
 ):
-    from studyplatform.chat.models import SafetyAlert
+    from studyplatform.safety.models import SafetyAlert
 
     protocol = participant.study.current_version.content
     protocol["safety"]["detector"]["moderation"] = True  # the version row itself is untouched

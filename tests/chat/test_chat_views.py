@@ -9,8 +9,9 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from studyplatform.chat import services
-from studyplatform.chat.models import Message, SafetyAlert
+from studyplatform.chat.models import Message
 from studyplatform.participants.session import SESSION_KEY
+from studyplatform.safety.models import SafetyAlert
 from tests.chat.conftest import parse_sse
 from tests.factories import launch_study
 

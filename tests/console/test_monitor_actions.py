@@ -13,10 +13,11 @@ from django.core import mail
 from django.utils import timezone
 
 from analysis.models import AnalysisRun
-from studyplatform.chat.models import Conversation, Message, SafetyAlert
-from studyplatform.chat.safety_alerts import safety_alert_raise
+from studyplatform.chat.models import Conversation, Message
 from studyplatform.core.models import AuditEvent
 from studyplatform.exports.models import DatasetExport
+from studyplatform.safety.models import SafetyAlert
+from studyplatform.safety.services import safety_alert_raise
 from studyplatform.studies.models import Membership, StudyInvitation
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +113,7 @@ def test_acknowledging_then_resolving_through_the_page_is_audited(
 def test_conflicts_are_shown_as_messages_and_change_nothing(
     recruiting_study, alert, reviewer, client, owner
 ):
-    from studyplatform.chat.alert_services import alert_acknowledge
+    from studyplatform.safety.services import alert_acknowledge
 
     # given: the owner acknowledged first
     alert_acknowledge(alert=alert, actor=owner)

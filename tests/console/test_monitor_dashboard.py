@@ -163,8 +163,7 @@ def test_chat_volume_and_model_stats_are_per_arm_only_when_unblinded(recruiting_
 def test_safety_counts_time_to_acknowledge_against_the_response_time(
     recruiting_study, enroll, owner
 ):
-    from studyplatform.chat.alert_services import alert_acknowledge
-    from studyplatform.chat.safety_alerts import safety_alert_raise
+    from studyplatform.safety.services import alert_acknowledge, safety_alert_raise
 
     participant = enroll(recruiting_study)
     now = timezone.now()

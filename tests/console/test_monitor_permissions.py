@@ -88,7 +88,7 @@ def test_an_analyst_sees_the_arm_balance_and_the_arm_column(
 def test_a_monitor_gets_403_on_the_safety_page_and_its_alerts(
     recruiting_study, member_of, client, enroll
 ):
-    from studyplatform.chat.safety_alerts import safety_alert_raise
+    from studyplatform.safety.services import safety_alert_raise
 
     alert = safety_alert_raise(
         participant=enroll(recruiting_study),

@@ -11,9 +11,10 @@ import tracemalloc
 import pytest
 from django.urls import reverse
 
-from studyplatform.chat.models import Message, SafetyAlert
+from studyplatform.chat.models import Message
 from studyplatform.participants import allocation
 from studyplatform.participants.session import SESSION_KEY
+from studyplatform.safety.models import SafetyAlert
 from studyplatform.studies.models import ProtocolVersion, Study
 from studyplatform.studies.protocol import to_yaml
 

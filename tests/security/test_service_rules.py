@@ -198,7 +198,8 @@ def test_a_crisis_message_under_a_1e308_response_time_is_stored_alerted_and_answ
 ):
     import json
 
-    from studyplatform.chat.models import Message, SafetyAlert
+    from studyplatform.chat.models import Message
+    from studyplatform.safety.models import SafetyAlert
 
     # given: a live study whose safety plan asks for a response within 1e308 hours
     _store_response_time(recruiting_study, 1e308)
@@ -226,7 +227,7 @@ def test_a_crisis_message_under_a_1e308_response_time_is_stored_alerted_and_answ
 def test_a_flagged_phq9_answer_under_a_1e308_response_time_is_saved_and_alerted(
     recruiting_study, enroll, client, django_capture_on_commit_callbacks
 ):
-    from studyplatform.chat.models import SafetyAlert
+    from studyplatform.safety.models import SafetyAlert
     from surveys.models import Response
 
     _store_response_time(recruiting_study, 1e308)

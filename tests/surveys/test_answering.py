@@ -12,8 +12,8 @@ from django.core import mail
 from django.utils import timezone
 from surveys_custom_instrument import custom_definition
 
-from studyplatform.chat.models import SafetyAlert
 from studyplatform.participants.session import SESSION_KEY
+from studyplatform.safety.models import SafetyAlert
 from studyplatform.studies.services import study_create_from_protocol
 from surveys.engine import schedule_tick
 from surveys.forms import InstrumentForm, shown_instrument

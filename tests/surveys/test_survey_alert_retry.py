@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from studyplatform.chat import safety_alerts
-from studyplatform.chat.models import SafetyAlert
 from studyplatform.core.models import AuditEvent
 from studyplatform.participants.session import SESSION_KEY
+from studyplatform.safety import services as safety_services
+from studyplatform.safety.models import SafetyAlert
 from surveys.engine import schedule_tick
 from surveys.models import Invitation, Response
 
@@ -38,9 +38,9 @@ def test_a_failed_survey_alert_keeps_the_answers_and_resources_and_is_swept_late
     def broken(**kwargs):
         raise OverflowError("date value out of range")
 
-    monkeypatch.setattr(safety_alerts, "safety_alert_raise", broken)
+    monkeypatch.setattr(safety_services, "safety_alert_raise", broken)
     queued = []
-    monkeypatch.setattr(safety_alerts, "_queue_retry", lambda *args: queued.append(args))
+    monkeypatch.setattr(safety_services, "_queue_retry", lambda *args: queued.append(args))
     # when: the participant answers PHQ-9 item 9 with "several days"
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -58,8 +58,8 @@ def test_a_failed_survey_alert_keeps_the_answers_and_resources_and_is_swept_late
     }
     # when: the cause is fixed and the sweep runs (twice)
     monkeypatch.undo()
-    assert safety_alerts.safety_alert_sweep() == 1
-    assert safety_alerts.safety_alert_sweep() == 0
+    assert safety_services.safety_alert_sweep() == 1
+    assert safety_services.safety_alert_sweep() == 0
     # then: one alert, dated when the participant submitted
     alert = SafetyAlert.objects.get()
     assert alert.source == "survey" and alert.participant == participant

@@ -26,18 +26,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from analysis.models import AnalysisRun
 from analysis.services import analysis_run_create
-from studyplatform.chat.alert_services import (
-    AlertStateError,
-    alert_acknowledge,
-    alert_resolve,
-    alert_view,
-)
-from studyplatform.chat.models import SafetyAlert
-from studyplatform.chat.selectors import (
-    alert_is_overdue,
-    participant_messages_around,
-    safety_alerts_for_study,
-)
 from studyplatform.exports import codebook
 from studyplatform.exports.models import DatasetExport
 from studyplatform.exports.services import (
@@ -50,6 +38,18 @@ from studyplatform.exports.services import (
 from studyplatform.exports.writers import FORMATS
 from studyplatform.participants.models import Participant
 from studyplatform.participants.selectors import participants_for_study
+from studyplatform.safety.models import SafetyAlert
+from studyplatform.safety.selectors import (
+    alert_is_overdue,
+    participant_messages_around,
+    safety_alerts_for_study,
+)
+from studyplatform.safety.services import (
+    AlertStateError,
+    alert_acknowledge,
+    alert_resolve,
+    alert_view,
+)
 from studyplatform.studies.models import Membership, Study, StudyInvitation
 from studyplatform.studies.permissions import get_study_for, user_perms
 from studyplatform.studies.roles import ROLE_DESCRIPTIONS, Perm, Role

@@ -14,13 +14,14 @@ import logging
 import openai
 from django.conf import settings
 
+from studyplatform.chat.models import Message
+from studyplatform.chat.providers import ProviderError
+from studyplatform.chat.providers.config import resolve_api_key
+from studyplatform.chat.providers.openai_compat import OPENAI_BASE_URL
 from studyplatform.core.model_endpoints import EndpointUnavailable, endpoint_resolve
 
-from .models import Message, SafetyAlert
-from .providers import ProviderError
-from .providers.config import resolve_api_key
-from .providers.openai_compat import OPENAI_BASE_URL
-from .safety_alerts import excerpt_around, safety_alert_raise
+from .models import SafetyAlert
+from .services import excerpt_around, safety_alert_raise
 
 logger = logging.getLogger(__name__)
 

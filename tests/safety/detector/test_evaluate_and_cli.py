@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from studyplatform.chat.safety import evaluate
-from studyplatform.chat.safety.__main__ import main
+from studyplatform.safety.detector import evaluate
+from studyplatform.safety.detector.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -89,9 +89,9 @@ def test_cli_reports_a_bad_line_and_still_screens_the_rest():
 
 
 def test_cli_runs_as_a_module():
-    # given: the real interpreter running `python -m studyplatform.chat.safety`
+    # given: the real interpreter running `python -m studyplatform.safety.detector`
     proc = subprocess.run(
-        [sys.executable, "-m", "studyplatform.chat.safety"],
+        [sys.executable, "-m", "studyplatform.safety.detector"],
         input='{"text": "I want to kill myself", "language": "en"}\n',
         capture_output=True,
         text=True,

@@ -9,11 +9,11 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from studyplatform.chat.alert_services import AlertStateError, alert_acknowledge
-from studyplatform.chat.digest_tasks import safety_digest
-from studyplatform.chat.models import Conversation, Message, SafetyAlert
-from studyplatform.chat.safety_alerts import safety_alert_raise
+from studyplatform.chat.models import Conversation, Message
 from studyplatform.core.models import AuditEvent
+from studyplatform.safety.models import SafetyAlert
+from studyplatform.safety.services import AlertStateError, alert_acknowledge, safety_alert_raise
+from studyplatform.safety.tasks import safety_digest
 
 pytestmark = pytest.mark.django_db
 
@@ -135,7 +135,7 @@ def test_the_detail_shows_the_participants_messages_a_day_either_side_and_is_aud
     event = AuditEvent.objects.get(action="safety.read")
     assert (event.actor, event.target_type, event.target_id, event.data) == (
         reviewer,
-        "chat.safetyalert",
+        "safety.safetyalert",
         str(alert.pk),
         {"participant": participant.code},
     )
@@ -242,7 +242,7 @@ def test_resolving_needs_a_note(recruiting_study, reviewer, api_as, enroll):
 
 
 def test_the_service_refuses_an_empty_resolution_note(recruiting_study, reviewer, enroll):
-    from studyplatform.chat.alert_services import alert_resolve
+    from studyplatform.safety.services import alert_resolve
 
     alert = raise_alert(enroll(recruiting_study))
     with pytest.raises(AlertStateError, match="A note saying what was done is required"):
@@ -263,8 +263,9 @@ def test_members_without_review_safety_cannot_see_excerpts(
 
 
 def test_raising_an_alert_emails_the_protocols_recipients_without_the_excerpt(
-    recruiting_study, enroll, mailoutbox, django_capture_on_commit_callbacks
+    recruiting_study, enroll, mailoutbox, django_capture_on_commit_callbacks, settings
 ):
+    settings.SITE_URL = "https://study.example.org"
     participant = enroll(recruiting_study)
     mailoutbox.clear()
     # when
@@ -275,13 +276,17 @@ def test_raising_an_alert_emails_the_protocols_recipients_without_the_excerpt(
     mail = mailoutbox[0]
     assert mail.to == ["safety-team@example.org"]
     assert participant.code in mail.subject and "HIGH" in mail.subject
-    assert f"/safety-alerts/{alert.pk}/" in mail.body
+    # the link opens the alert's console page on the configured site, not the raw API
+    console_page = f"https://study.example.org/console/{recruiting_study.slug}/safety/{alert.pk}/"
+    assert f"Review it here: {console_page}\n" in mail.body
+    assert "/api/" not in mail.body
     assert "ending it all" not in mail.body and "ending it all" not in mail.subject
 
 
 def test_the_daily_digest_counts_unresolved_alerts_without_excerpts(
-    recruiting_study, reviewer, enroll, mailoutbox
+    recruiting_study, reviewer, enroll, mailoutbox, settings
 ):
+    settings.SITE_URL = "https://study.example.org"
     # given: an overdue high alert two days old, an acknowledged low one, a resolved one
     participant = enroll(recruiting_study)
     now = timezone.now()
@@ -289,7 +294,7 @@ def test_the_daily_digest_counts_unresolved_alerts_without_excerpts(
     acked = raise_alert(participant, severity="low", at=now - dt.timedelta(hours=1))
     alert_acknowledge(alert=acked, actor=reviewer, note="")
     done = raise_alert(participant, severity="medium", at=now - dt.timedelta(days=5))
-    from studyplatform.chat.alert_services import alert_resolve
+    from studyplatform.safety.services import alert_resolve
 
     alert_resolve(alert=done, actor=reviewer, note="fine")
     mailoutbox.clear()
@@ -306,13 +311,15 @@ def test_the_daily_digest_counts_unresolved_alerts_without_excerpts(
     assert "  low          0              1" in body_lines
     assert "Overdue (open past the protocol's response time): 1" in body_lines
     assert "Oldest unresolved alert: 2 d 0 h old" in body_lines
+    queue = f"https://study.example.org/console/{recruiting_study.slug}/safety/"
+    assert body_lines[-1] == f"Review them here: {queue}"
     assert "ending it all" not in mail.body
 
 
 def test_no_digest_is_sent_when_every_alert_is_resolved(
     recruiting_study, reviewer, enroll, mailoutbox
 ):
-    from studyplatform.chat.alert_services import alert_resolve
+    from studyplatform.safety.services import alert_resolve
 
     alert_resolve(alert=raise_alert(enroll(recruiting_study)), actor=reviewer, note="fine")
     mailoutbox.clear()
@@ -327,10 +334,10 @@ def test_the_admin_lists_alerts_without_excerpts_and_audits_opening_one(
     participant = enroll(recruiting_study)
     alert = raise_alert(participant)
     client.force_login(admin_user)
-    listing = client.get("/admin/chat/safetyalert/")
+    listing = client.get("/admin/safety/safetyalert/")
     assert listing.status_code == 200 and b"ending it all" not in listing.content
     assert not AuditEvent.objects.filter(action="safety.read").exists()
-    detail = client.get(f"/admin/chat/safetyalert/{alert.pk}/change/")
+    detail = client.get(f"/admin/safety/safetyalert/{alert.pk}/change/")
     assert detail.status_code == 200 and b"ending it all" in detail.content
     event = AuditEvent.objects.get(action="safety.read")
     assert (event.actor, event.target_id, event.study_slug, event.data) == (

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from studyplatform.chat.safety import Detection, Detector, LexiconError, detect, normalize
-from studyplatform.chat.safety import detector as detector_module
-from studyplatform.chat.safety.detector import LEXICON_DIR, LEXICON_FILES, load_rules
+from studyplatform.safety.detector import Detection, Detector, LexiconError, detect, normalize
+from studyplatform.safety.detector import detector as detector_module
+from studyplatform.safety.detector.detector import LEXICON_DIR, LEXICON_FILES, load_rules
 
 # --- spans map back to the original text ---------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Command line: screen JSON-lines messages from stdin, one JSON result per line on stdout.
 
-    python -m studyplatform.chat.safety < messages.jsonl
+    python -m studyplatform.safety.detector < messages.jsonl
 
 Input lines: ``{"text": "...", "language": "en" | "pt-br" | null}`` (language optional).
 Output lines: ``{"text", "severity", "category", "start", "end"}``; severity and the other

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from studyplatform.chat.safety import detect
+from studyplatform.safety.detector import detect
 
 # (text, language passed to detect, expected severity, expected category)
 POSITIVES: list[tuple[str, str | None, str, str]] = [

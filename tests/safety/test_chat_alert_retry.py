@@ -9,10 +9,11 @@ import logging
 
 import pytest
 
-from studyplatform.chat import safety_alerts, services
-from studyplatform.chat.models import Message, SafetyAlert
+from studyplatform.chat.models import Message
 from studyplatform.core.models import AuditEvent
 from studyplatform.participants.session import SESSION_KEY
+from studyplatform.safety import services
+from studyplatform.safety.models import SafetyAlert
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +59,7 @@ def test_a_failed_alert_keeps_the_message_and_resources_and_the_retry_raises_it(
     # given: raising the alert fails once
     calls = _failing_first(monkeypatch, times=1)
     # when: the participant sends a crisis message
-    with caplog.at_level(logging.ERROR, logger="studyplatform.chat.safety_alerts"):
+    with caplog.at_level(logging.ERROR, logger="studyplatform.safety.services"):
         response = _send_crisis(client, me, django_capture_on_commit_callbacks)
     # then: the message is stored and the resources are in the response
     assert response.status_code == 201
@@ -86,7 +87,7 @@ def test_when_every_retry_fails_the_beat_sweep_raises_the_alert_later(
     # given: raising the alert keeps failing and the retry task cannot even be queued
     monkeypatch.setattr(services, "safety_alert_raise", _always_fails)
     queued = []
-    monkeypatch.setattr(safety_alerts, "_queue_retry", lambda *args: queued.append(args))
+    monkeypatch.setattr(services, "_queue_retry", lambda *args: queued.append(args))
     response = _send_crisis(client, me, django_capture_on_commit_callbacks)
     message = Message.objects.get(role="user")
     assert response.status_code == 201 and "crisis" in response.json()
@@ -94,24 +95,43 @@ def test_when_every_retry_fails_the_beat_sweep_raises_the_alert_later(
     assert not SafetyAlert.objects.exists()
     # when: the cause is fixed and the sweep runs
     monkeypatch.undo()
-    raised = safety_alerts.safety_alert_sweep()
+    raised = services.safety_alert_sweep()
     # then: the alert exists, once, even when the sweep runs again
     assert raised == 1
-    assert safety_alerts.safety_alert_sweep() == 0
+    assert services.safety_alert_sweep() == 0
     assert SafetyAlert.objects.filter(message=message).count() == 1
 
 
 def test_the_sweep_is_a_beat_entry_with_an_expiry():
     from studyplatform.beat import BEAT_SCHEDULE
 
-    entry = BEAT_SCHEDULE["chat-safety-alert-sweep"]
-    assert entry["task"] == "studyplatform.chat.tasks.safety_alert_sweep"
+    entry = BEAT_SCHEDULE["safety-alert-sweep"]
+    assert entry["task"] == "studyplatform.safety.tasks.safety_alert_sweep"
     assert entry["options"]["expires"] < entry["schedule"]
 
 
 def test_a_withdrawn_and_deleted_message_owes_no_alert(me):
-    assert safety_alerts.safety_alert_retry_raise(source="chat", object_id=999_999) is None
+    assert services.safety_alert_retry_raise(source="chat", object_id=999_999) is None
 
 
 def _always_fails(**kwargs):
     raise RuntimeError("alert insert failed")
+
+
+def test_a_retry_queued_under_its_old_chat_task_name_still_raises_the_alert(
+    client, me, monkeypatch, django_capture_on_commit_callbacks
+):
+    from studyplatform.celery import app
+
+    # given: a failed alert whose retry was queued before the tasks moved to the safety app
+    monkeypatch.setattr(services, "safety_alert_raise", _always_fails)
+    monkeypatch.setattr(services, "_queue_retry", lambda *args: None)
+    _send_crisis(client, me, django_capture_on_commit_callbacks)
+    message = Message.objects.get(role="user")
+    monkeypatch.undo()
+    # when: a worker receives it under the old name
+    app.tasks["studyplatform.chat.tasks.safety_alert_retry"].apply(args=("chat", message.pk))
+    # then: the alert is raised, on the same queue as before the move
+    assert SafetyAlert.objects.filter(message=message).count() == 1
+    route = app.amqp.router.route({}, "studyplatform.safety.tasks.safety_alert_retry")
+    assert route["queue"].name == "chat"
