@@ -93,3 +93,18 @@ def safety_alert_sweep() -> None:
     raised = sweep()
     if raised:
         log.warning("safety sweep raised %d alert(s) that had failed", raised)
+
+
+@shared_task(
+    name="studyplatform.chat.tasks.chat_text_retention_sweep",
+    ignore_result=True,
+    # A large closed study can hold hundreds of thousands of messages; the sweep commits batch
+    # by batch and resumes where it stopped, but should normally finish in one run.
+    soft_time_limit=3600,
+    time_limit=3700,
+)
+def chat_text_retention_sweep() -> None:
+    """Delete chat text of closed studies whose protocol says so, once their delay has passed."""
+    from .retention import chat_text_retention_sweep as sweep
+
+    sweep()
