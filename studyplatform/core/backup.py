@@ -38,6 +38,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from .audit import audit_record
 from .fields import decrypt_str, encrypt_str
@@ -292,6 +293,7 @@ def backup_create(*, dest: Path, actor: Any = "manage.py backup") -> BackupResul
         "files": files,
         "keys_not_included": KEYS_NOT_INCLUDED,
         "key_check": encrypt_str(KEY_CHECK_TEXT),
+        "secret_key_check": _secret_key_check(),
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     audit_record(
@@ -340,6 +342,13 @@ def verify_files(src: Path, manifest: dict[str, Any]) -> None:
         raise BackupError(f"the backup failed verification; nothing was restored:\n  {listing}")
 
 
+def _secret_key_check() -> str:
+    """An HMAC of a fixed text under SECRET_KEY: tells a restore whether SECRET_KEY is the one
+    the backup was written with (e-mail look-up digests and tokens are keyed by it) without
+    revealing anything about the key."""
+    return salted_hmac("studyplatform.backup", KEY_CHECK_TEXT, algorithm="sha256").hexdigest()
+
+
 def check_keys(manifest: dict[str, Any]) -> None:
     try:
         ok = decrypt_str(manifest.get("key_check", "")) == KEY_CHECK_TEXT
@@ -351,6 +360,12 @@ def check_keys(manifest: dict[str, Any]) -> None:
             "FIELD_ENCRYPTION_KEY does not hold the key this backup was written with, so its "
             "chat messages and free-text answers could not be read. Set FIELD_ENCRYPTION_KEY "
             "(and SECRET_KEY) to the values kept with the backup; nothing was restored."
+        )
+    if not constant_time_compare(manifest.get("secret_key_check", ""), _secret_key_check()):
+        raise BackupError(
+            "SECRET_KEY is not the one this backup was written with, so participants' e-mail "
+            "look-ups and outstanding links would stop working. Set SECRET_KEY to the value "
+            "kept with the backup; nothing was restored."
         )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import zipfile
 
 import pytest
 
@@ -15,6 +17,8 @@ from studyplatform.chat.retention import chat_text_retention_sweep
 from studyplatform.chat.services import conversation_create, memory_save, message_send
 from studyplatform.chat.tasks import chat_text_retention_sweep as sweep_task
 from studyplatform.core.models import AuditEvent
+from studyplatform.exports.models import DatasetExport
+from studyplatform.exports.services import export_build, export_create, export_path
 from studyplatform.studies.protocol import validate_document
 from studyplatform.studies.services import study_create_from_protocol, study_transition
 from tests.factories import launch_study
@@ -219,3 +223,21 @@ def test_the_dashboard_shows_when_deletion_is_due_and_when_it_happened(
     chat_text_retention_sweep(now=study.closed_at + dt.timedelta(days=30))
     html = client.get(url).content.decode()
     assert "(2 messages)." in html and "Due for deletion" not in html
+
+
+def test_an_export_after_deletion_keeps_the_text_length_but_no_text(deleting_study, owner):
+    # given: the study's chat text was removed by retention
+    study, _ = deleting_study
+    chat_text_retention_sweep(now=study.closed_at + dt.timedelta(days=30))
+    # when: the messages table is exported
+    export = export_create(
+        study=study, user=owner, options={"format": "jsonl", "tables": ["messages"]}, enqueue=False
+    )
+    export = export_build(export=export)
+    assert export.status == DatasetExport.Status.DONE, export.error
+    with zipfile.ZipFile(export_path(export)) as archive:
+        rows = [json.loads(line) for line in archive.read("messages.jsonl").splitlines()]
+    # then: one row per message, its length from before the deletion, and no text
+    assert sorted(row["n_chars"] for row in rows) == sorted(len(t) for t in TEXTS)
+    assert {row["text_included"] for row in rows} == {False}
+    assert {row["text"] or "" for row in rows} == {""}

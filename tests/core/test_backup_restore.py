@@ -271,6 +271,14 @@ def test_restore_refuses_keys_that_cannot_read_the_backup(backup_dir, settings):
         call_command("restore", str(backup_dir))
 
 
+def test_restore_refuses_a_different_secret_key(backup_dir, settings):
+    # given: the right field keys but another SECRET_KEY (e-mail digests are keyed by it)
+    settings.SECRET_KEY = "another-secret-key-" + uuid.uuid4().hex
+    # when / then
+    with pytest.raises(CommandError, match="SECRET_KEY is not the one this backup"):
+        call_command("restore", str(backup_dir))
+
+
 def test_restore_refuses_a_backup_from_newer_migrations(backup_dir):
     # given: a backup whose chat app ran a migration this code does not have
     edit_manifest(backup_dir, lambda m: m["migrations"]["chat"].append("0999_from_the_future"))
