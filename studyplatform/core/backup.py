@@ -131,6 +131,12 @@ def _count_rows(cursor, tables: list[str], quote) -> dict[str, int]:
 
 
 def _dest_ready(dest: Path) -> None:
+    media_root = Path(settings.MEDIA_ROOT).resolve()
+    if dest.resolve().is_relative_to(media_root):
+        # The media root is copied into DEST: a DEST inside it would copy itself.
+        raise BackupError(
+            f"DEST {dest} is inside MEDIA_ROOT ({media_root}); choose a path outside it."
+        )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BackupError(
             f"DEST {dest} already exists and is not an empty directory; "

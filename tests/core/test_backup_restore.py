@@ -229,6 +229,14 @@ def test_backup_refuses_a_dest_that_is_not_empty(world, tmp_path):
     assert not AuditEvent.objects.filter(action="platform.backup").exists()
 
 
+def test_backup_refuses_a_dest_inside_the_media_root(world, settings):
+    # given / when / then: a DEST that the media copy would copy into itself
+    dest = Path(settings.MEDIA_ROOT) / "backups" / "today"
+    with pytest.raises(CommandError, match=r"DEST .*today is inside MEDIA_ROOT"):
+        call_command("backup", str(dest))
+    assert not dest.exists()
+
+
 @pytest.fixture
 def backup_dir(world, tmp_path) -> Path:
     dest = tmp_path / "backup"
