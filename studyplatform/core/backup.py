@@ -37,7 +37,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
-from django.db.migrations.recorder import MigrationRecorder
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from .audit import audit_record
@@ -110,9 +109,11 @@ def _git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def _applied_migrations() -> dict[str, list[str]]:
+def _migrations_in(cursor) -> dict[str, list[str]]:
+    """The applied migrations recorded in the snapshot itself (a raw DB-API cursor)."""
     applied: dict[str, list[str]] = {}
-    for app, name in sorted(MigrationRecorder(connection).applied_migrations()):
+    cursor.execute("SELECT app, name FROM django_migrations ORDER BY app, name")
+    for app, name in cursor.fetchall():
         applied.setdefault(app, []).append(name)
     return applied
 
@@ -148,7 +149,7 @@ def _dest_ready(dest: Path) -> None:
 # Backup
 
 
-def _sqlite_snapshot(target: Path) -> dict[str, int]:
+def _sqlite_snapshot(target: Path) -> tuple[dict[str, int], dict[str, list[str]]]:
     """Copy the live database with SQLite's online backup API. One step (pages=-1) holds a read
     transaction for the whole copy, so the snapshot is consistent even while the web server and
     workers write (WAL mode lets them carry on meanwhile)."""
@@ -166,7 +167,8 @@ def _sqlite_snapshot(target: Path) -> dict[str, int]:
                 )
             ]
             cursor = destination.cursor()
-            return _count_rows(cursor, names, lambda t: '"' + t.replace('"', '""') + '"')
+            counts = _count_rows(cursor, names, lambda t: '"' + t.replace('"', '""') + '"')
+            return counts, _migrations_in(cursor)
         finally:
             destination.close()
     finally:
@@ -196,7 +198,9 @@ def _pg_connect():
     for key in ("HOST", "PORT", "USER", "PASSWORD"):
         if db.get(key):
             params[key.lower()] = str(db[key])
-    return psycopg.connect(**params)
+    # Autocommit, so the transactions here are exactly the ones written out (psycopg would
+    # otherwise open one at the first query, and a later BEGIN ISOLATION LEVEL would be ignored).
+    return psycopg.connect(autocommit=True, **params)
 
 
 def _pg_tool(name: str, server_major: int) -> str:
@@ -228,7 +232,7 @@ def _pg_server_major(conn) -> int:
     return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
 
 
-def _pg_snapshot(target: Path) -> tuple[dict[str, int], int]:
+def _pg_snapshot(target: Path) -> tuple[dict[str, int], dict[str, list[str]], int]:
     """pg_dump inside a snapshot this function exports: the row counts in the manifest and the
     dump see exactly the same committed data, whatever the platform writes meanwhile."""
     with _pg_connect() as conn:
@@ -244,6 +248,7 @@ def _pg_snapshot(target: Path) -> tuple[dict[str, int], int]:
             )
         ]
         counts = _count_rows(conn.cursor(), names, lambda t: '"' + t.replace('"', '""') + '"')
+        migrations = _migrations_in(conn.cursor())
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             [
                 pg_dump,
@@ -258,10 +263,10 @@ def _pg_snapshot(target: Path) -> tuple[dict[str, int], int]:
             text=True,
             check=False,
         )
-        conn.rollback()
+        conn.execute("ROLLBACK")
     if result.returncode != 0:
         raise BackupError(f"pg_dump failed: {result.stderr.strip()}")
-    return counts, server_major
+    return counts, migrations, server_major
 
 
 def backup_create(*, dest: Path, actor: Any = "manage.py backup") -> BackupResult:
@@ -276,10 +281,10 @@ def backup_create(*, dest: Path, actor: Any = "manage.py backup") -> BackupResul
     try:
         if vendor == "sqlite":
             database["file"] = SQLITE_FILE
-            counts = _sqlite_snapshot(dest / SQLITE_FILE)
+            counts, migrations = _sqlite_snapshot(dest / SQLITE_FILE)
         else:
             database["file"] = PG_FILE
-            counts, database["server_major"] = _pg_snapshot(dest / PG_FILE)
+            counts, migrations, database["server_major"] = _pg_snapshot(dest / PG_FILE)
         media_root = Path(settings.MEDIA_ROOT)
         if media_root.is_dir():
             shutil.copytree(media_root, dest / MEDIA_DIR, symlinks=False)
@@ -294,7 +299,7 @@ def backup_create(*, dest: Path, actor: Any = "manage.py backup") -> BackupResul
         "git_commit": _git_commit(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "database": database,
-        "migrations": _applied_migrations(),
+        "migrations": migrations,
         "row_counts": counts,
         "files": files,
         "keys_not_included": KEYS_NOT_INCLUDED,
@@ -448,7 +453,6 @@ def _pg_restore(dump: Path) -> None:
         if names:
             quoted = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
             conn.execute(f"DROP TABLE {quoted} CASCADE")
-        conn.commit()
     result = subprocess.run(  # noqa: S603 - fixed argv, no shell
         [
             pg_restore,
