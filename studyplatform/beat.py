@@ -50,6 +50,15 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=0),
         "options": {"expires": 12 * 3600},
     },
+    # Closed studies whose protocol deletes chat text N days after closing (chat/retention.py).
+    # The delay is counted in days, so a daily run (02:30 UTC, a quiet hour, before the export
+    # sweep) deletes the text within a day of its due date; a run more than 12 h late is
+    # dropped, since the next one does the same work (the sweep is idempotent).
+    "chat-text-retention": {
+        "task": "studyplatform.chat.tasks.chat_text_retention_sweep",
+        "schedule": crontab(hour=2, minute=30),
+        "options": {"expires": 12 * 3600},
+    },
     # Participants' "download my data" archives (encrypted, but identifiable) are deleted
     # DATA_DOWNLOAD_EXPIRY_HOURS after they are built (72 by default); downloads already refuse
     # an expired archive, so an hourly sweep only bounds how long the file lingers.

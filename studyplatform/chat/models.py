@@ -113,6 +113,10 @@ class Message(models.Model):
     imported = models.BooleanField(default=False)
     external_id = models.CharField(max_length=64, blank=True, default="")
     content_type = models.CharField(max_length=40, blank=True, default="text")
+    # Set when the protocol's retention removed the text after the study closed (chat/retention.py):
+    # the row stays for usage analyses, with the text's length kept in place of the text.
+    text_deleted_at = models.DateTimeField(null=True, blank=True)
+    text_chars = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["conversation", "created_at", "id"]

@@ -251,7 +251,11 @@ def study_transition(*, study: Study, to: str, actor) -> Study:
             raise LaunchBlocked(failing)
     old = study.status
     study.status = to
-    study.save(update_fields=["status", "updated_at"])
+    fields = ["status", "updated_at"]
+    if to == Study.Status.CLOSED:
+        study.closed_at = timezone.now()
+        fields.append("closed_at")
+    study.save(update_fields=fields)
     audit_record(
         actor=actor,
         action="study.transition",

@@ -530,8 +530,11 @@ class Builder:
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
                 "latency_ms": message.latency_ms,
-                "n_chars": len(message.content or ""),
-                "text_included": person.shares_chats,
+                # After retention removed the text, its length was kept in text_chars.
+                "n_chars": message.text_chars
+                if message.text_deleted_at
+                else len(message.content or ""),
+                "text_included": person.shares_chats and message.text_deleted_at is None,
                 "text": next(scrubbed[person.pk]) if person.shares_chats else None,
             }
             row.update(self.when(person, "created", message.created_at))

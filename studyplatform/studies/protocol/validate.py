@@ -450,6 +450,31 @@ def _rule_errors(rule: dict, path: str) -> list[ProtocolError]:
     return errors
 
 
+def _retention_errors(doc: dict) -> list[ProtocolError]:
+    """The retention section: a delay only means something when chat text is deleted."""
+    retention = doc.get("retention")
+    if not isinstance(retention, dict):
+        return []
+    action = retention.get("chat_text_after_close")
+    if action == "delete" and "after_days" not in retention:
+        return [
+            ProtocolError(
+                "retention.after_days",
+                "is required when chat_text_after_close is delete: the number of days after "
+                "the study closes before chat text is deleted",
+            )
+        ]
+    if action == "keep" and "after_days" in retention:
+        return [
+            ProtocolError(
+                "retention.after_days",
+                "only applies when chat_text_after_close is delete; remove it, or set "
+                "chat_text_after_close to delete",
+            )
+        ]
+    return []
+
+
 def validate_document(doc: Any) -> list[ProtocolError]:
     """All errors in a parsed document (without line numbers)."""
     if not isinstance(doc, dict):
@@ -470,7 +495,7 @@ def validate_document(doc: Any) -> list[ProtocolError]:
         check_value(doc, max_depth=MAX_PROTOCOL_DEPTH, max_items=MAX_PROTOCOL_ITEMS)
     except InputRejected as exc:
         return [ProtocolError(exc.path, exc.message)]
-    return _dedupe(_semantic_errors(doc) + _model_endpoint_errors(doc))
+    return _dedupe(_semantic_errors(doc) + _retention_errors(doc) + _model_endpoint_errors(doc))
 
 
 # Which endpoints exist is platform configuration (environment and database), so these two ask
