@@ -1,4 +1,4 @@
-"""The designer's calendar preview: every time-based survey occurrence for an example participant."""
+"""The designer's calendar preview: each time-based survey occurrence for a sample participant."""
 
 from __future__ import annotations
 

@@ -1,16 +1,20 @@
-"""Where the designer shows a protocol validation error: which section, formset row and field."""
+"""Where the designer shows a protocol validation error: which section, formset row and field.
+
+Placement reads the error's structured place (`ProtocolError.parts`, keys and list indexes), so
+the wording of the human-readable path can change without moving errors to the wrong field.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from studyplatform.studies.protocol.document import study_languages
+from studyplatform.studies.protocol.yaml_lines import PathParts
 
 from .fields import ARM_MODEL_FIELDS, ARM_PARAMETER_FIELDS, LIMIT_FIELDS, lang_field
 
-_TOP = re.compile(r"^(?P<top>[a-z_]+)(?:\[(?P<index>\d+)\])?(?:\.(?P<rest>.*))?$")
+# The designer section that edits each top-level protocol key.
 _SECTION_OF = {
     "study": "study",
     "arms": "arms",
@@ -23,6 +27,9 @@ _SECTION_OF = {
     "analysis": "analysis",
     "change_note": "change_note",
 }
+_ARM_FIELDS = ("key", "weight", "system_prompt")
+_CONSENT_TEXT_FIELDS = ("version", "title", "body")
+_SCHEDULE_FIELDS = ("key", "instruments", "window_hours", "conditions")
 
 
 @dataclass(frozen=True)
@@ -34,77 +41,82 @@ class ErrorPlace:
     field: str | None = None
 
 
-def locate_error(path: str, doc: Mapping) -> ErrorPlace:
-    """Map a ProtocolError path (`arms[1].model.name`) to the form field that edits it."""
-    match = _TOP.match(path or "")
-    if not match:
+def locate_error(parts: PathParts, doc: Mapping) -> ErrorPlace:
+    """Map a ProtocolError's place (`("arms", 1, "model", "name")`) to the field that edits it."""
+    if not parts or parts[0] not in _SECTION_OF:
         return ErrorPlace("yaml")
-    top, rest = match["top"], match["rest"] or ""
-    index = int(match["index"]) if match["index"] is not None else None
-    section = _SECTION_OF.get(top, "yaml")
-    head = re.split(r"[.\[]", rest, maxsplit=1)[0] if rest else ""
-    if section == "study":
-        if index is not None:  # a bare list at the top level cannot be "study"
+    section, rest = _SECTION_OF[parts[0]], tuple(parts[1:])
+    # Per-language texts are shown on the field of the study's first language unless the error
+    # names the language itself (`("arms", 0, "label", "pt-br")`).
+    first = study_languages(doc)[0]
+    match section, rest:
+        case "study", ("recruitment", str(name), *_):
+            return ErrorPlace("study", None, name)
+        case "study", ("recruitment", *_):
             return ErrorPlace("study")
-        field = {
-            "recruitment": rest.split(".")[-1] if rest.startswith("recruitment.") else None,
-            "description": lang_field("description", study_languages(doc)[0]),
-        }.get(head, head or None)
-        return ErrorPlace("study", None, field)
-    if section == "arms":
-        if rest.startswith("model."):
-            field = ARM_MODEL_FIELDS.get(rest.split(".")[1])
-        elif rest.startswith("parameters."):
-            name = rest.split(".")[1]
-            field = name if name in ARM_PARAMETER_FIELDS else None
-        elif head == "label":
-            field = lang_field("label", study_languages(doc)[0])
-        else:
-            field = head if head in ("key", "weight", "system_prompt") else None
-        return ErrorPlace("arms", index, field)
-    if section == "consent":
-        if rest == "signature":
+        case "study", ("description", *_):
+            return ErrorPlace("study", None, lang_field("description", first))
+        case "study", (str(name), *_):
+            return ErrorPlace("study", None, name)
+        case "arms", (int(i), *sub):
+            return ErrorPlace("arms", i, _arm_field(sub, first))
+        case "consent", ("signature", *_):
             return ErrorPlace("consent", None, "signature")
-        doc_match = re.match(r"^documents\[(\d+)\]\.?([a-z_]*)", rest)
-        if doc_match:
-            documents = doc.get("consent", {}).get("documents", [])
-            i = int(doc_match[1])
-            lang = documents[i].get("language", "en") if i < len(documents) else "en"
-            name = doc_match[2] if doc_match[2] in ("version", "title", "body") else "checkboxes"
-            if doc_match[2] == "language":
-                return ErrorPlace("consent")
-            return ErrorPlace("consent", None, lang_field(name, lang))
-        return ErrorPlace("consent")
-    if section == "screener":
-        return ErrorPlace("screener", None, head if head in ("questions", "eligibility") else None)
-    if section == "schedule":
-        sched = re.match(r"^schedule\[(\d+)\]\.?(.*)$", rest)
-        if not sched:
-            return ErrorPlace("schedule")
-        i, sub = int(sched[1]), sched[2]
-        sub_head = re.split(r"[.\[]", sub, maxsplit=1)[0]
-        if sub.startswith("rule."):
-            name = re.split(r"[.\[]", sub[5:], maxsplit=1)[0]
-            field = "rule_type" if name == "type" else name
-        elif sub.startswith("reminders.offsets_hours"):
-            field = "reminder_offsets"
-        elif sub.startswith("reminders.max"):
-            field = "reminder_max"
-        elif sub_head in ("key", "instruments", "window_hours", "conditions"):
-            field = sub_head
-        else:
-            field = None
-        return ErrorPlace("schedule", i, field)
-    if section == "safety":
-        field = {
-            "crisis_resources": lang_field("crisis", study_languages(doc)[0]),
-            "detector": "lexicon",
-        }.get(head, head or None)
-        return ErrorPlace("safety", None, field)
-    if section == "allocation":
-        return ErrorPlace("allocation", None, head or None)
-    if section == "limits":
-        return ErrorPlace("limits", None, head if head in LIMIT_FIELDS else None)
-    if section == "analysis":
-        return ErrorPlace("analysis", None, head or None)
+        case "consent", ("documents", int(i), *sub):
+            return _consent_place(doc, i, sub)
+        case "screener", ("questions" | "eligibility" as name, *_):
+            return ErrorPlace("screener", None, name)
+        case "schedule", ("schedule", int(i), *sub):
+            return ErrorPlace("schedule", i, _schedule_field(sub))
+        case "safety", ("crisis_resources", *_):
+            return ErrorPlace("safety", None, lang_field("crisis", first))
+        case "safety", ("detector", *_):
+            return ErrorPlace("safety", None, "lexicon")
+        case "safety" | "allocation" | "analysis", (str(name), *_):
+            return ErrorPlace(section, None, name)
+        case "limits", (str(name), *_) if name in LIMIT_FIELDS:
+            return ErrorPlace("limits", None, name)
     return ErrorPlace(section)
+
+
+def _arm_field(sub: list, first_language: str) -> str | None:
+    match sub:
+        case ["model", str(name), *_]:
+            return ARM_MODEL_FIELDS.get(name)
+        case ["parameters", str(name), *_] if name in ARM_PARAMETER_FIELDS:
+            return name
+        case ["label", str(language), *_]:
+            return lang_field("label", language)
+        case ["label"]:
+            return lang_field("label", first_language)
+        case [str(name), *_] if name in _ARM_FIELDS:
+            return name
+    return None
+
+
+def _consent_place(doc: Mapping, index: int, sub: list) -> ErrorPlace:
+    """Consent documents are edited per language: document i's fields carry its language."""
+    documents = doc.get("consent", {}).get("documents", [])
+    language = documents[index].get("language", "en") if index < len(documents) else "en"
+    match sub:
+        case ["language", *_]:
+            return ErrorPlace("consent")
+        case [str(name), *_] if name in _CONSENT_TEXT_FIELDS:
+            return ErrorPlace("consent", None, lang_field(name, language))
+    # The checkboxes, or the document as a whole: its checkbox lines are the field closest to it.
+    return ErrorPlace("consent", None, lang_field("checkboxes", language))
+
+
+def _schedule_field(sub: list) -> str | None:
+    match sub:
+        case ["rule", "type", *_]:
+            return "rule_type"
+        case ["rule", str(name), *_]:
+            return name
+        case ["reminders", "offsets_hours", *_]:
+            return "reminder_offsets"
+        case ["reminders", "max", *_]:
+            return "reminder_max"
+        case [str(name), *_] if name in _SCHEDULE_FIELDS:
+            return name
+    return None

@@ -114,7 +114,7 @@ def study_new(request: HttpRequest) -> HttpResponse:
         except ProtocolInvalid as exc:
             errors = exc.errors
             for error in errors:
-                if error.path == "study.slug" and form.cleaned_data["source"] == "template":
+                if error.parts == ("study", "slug") and form.cleaned_data["source"] == "template":
                     form.add_error("slug", error.message)
         else:
             messages.success(request, _("Study created. You are its owner."))
@@ -186,7 +186,7 @@ def _place_errors(
     elsewhere = []
     form = entry["form"]
     for error in errors:
-        place = locate_error(error.path, doc)
+        place = locate_error(error.parts, doc)
         message = error.message if not error.path else f"{error.path}: {error.message}"
         if place.section == "change_note":
             form.add_error("change_note", error.message)
@@ -310,7 +310,7 @@ def design_yaml(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             errors = _save(request, study, doc, form.cleaned_data["change_note"])
             for error in errors:
-                if error.path == "change_note":
+                if error.parts == ("change_note",):
                     form.add_error("change_note", error.message)
             if not errors:
                 return redirect(reverse("console:design", args=[study.slug]) + "#yaml")
