@@ -554,3 +554,27 @@ def test_an_untouched_allocation_form_adds_no_section_to_a_protocol_without_one(
     assert client.post(url, post_data(study.protocol, "allocation")).status_code == 302
     # then: nothing changed
     assert study.versions.count() == 1
+
+
+def test_a_consent_error_is_shown_on_the_field_of_its_language(
+    client_as, owner, rct_doc, post_data
+):
+    from studyplatform.studies.services import study_create_from_protocol
+
+    # given: a study whose consent texts survive the form unchanged (the form strips a trailing
+    # newline, which would otherwise read as a changed English text too)
+    for document in rct_doc["consent"]["documents"]:
+        document["body"] = document["body"].strip()
+    study = study_create_from_protocol(doc=rct_doc, author=owner)
+    # when: the Portuguese consent text changes but keeps its version number
+    body = sections.section_initial(study.protocol, "consent")["body_pt_br"]
+    response = client_as(owner).post(
+        _section_url(study, "consent"),
+        post_data(study.protocol, "consent", body_pt_br=body + "\nUma frase nova."),
+    )
+    html = response.content.decode()
+    # then: the service's error lands on the Portuguese version field, not the English one
+    assert response.status_code == 400
+    assert "the en consent text changed" not in html
+    assert _field_of(html, "the pt-br consent text changed") == "consent-version_pt_br"
+    assert study.versions.count() == 1
