@@ -23,7 +23,8 @@ from studyplatform.studies.protocol.yaml_lines import (
     load_with_lines,
 )
 
-from . import design
+from .design.fields import RULE_FIELDS, csv_list, lang_field, platform_languages
+from .design.text_lines import lines_to_checkboxes, lines_to_flags
 
 EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples"
 LANGUAGE_NAMES = {"en": _("English"), "pt-br": _("Brazilian Portuguese")}
@@ -100,7 +101,7 @@ class NewStudyForm(forms.Form):
 
 
 def _languages_choices() -> list[tuple[str, str]]:
-    return [(lang, LANGUAGE_NAMES.get(lang, lang)) for lang in design.platform_languages()]
+    return [(lang, LANGUAGE_NAMES.get(lang, lang)) for lang in platform_languages()]
 
 
 class StudySectionForm(ChangeNoteMixin):
@@ -123,8 +124,8 @@ class StudySectionForm(ChangeNoteMixin):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["languages"].choices = _languages_choices()
-        for lang in design.platform_languages():
-            self.fields[design.lang_field("description", lang)] = forms.CharField(
+        for lang in platform_languages():
+            self.fields[lang_field("description", lang)] = forms.CharField(
                 label=_("Description (%(lang)s)") % {"lang": LANGUAGE_NAMES.get(lang, lang)},
                 widget=forms.Textarea(attrs={"rows": 3}),
                 required=False,
@@ -169,8 +170,8 @@ class ArmForm(forms.Form):
         self.fields["model_name"].help_text = "; ".join(
             f"{name}: {endpoint.models_text()}" for name, endpoint in self.endpoints.items()
         )
-        for lang in design.platform_languages():
-            self.fields[design.lang_field("label", lang)] = forms.CharField(
+        for lang in platform_languages():
+            self.fields[lang_field("label", lang)] = forms.CharField(
                 label=_("Label shown to participants (%(lang)s)")
                 % {"lang": LANGUAGE_NAMES.get(lang, lang)},
                 max_length=200,
@@ -232,14 +233,14 @@ class AllocationSectionForm(ChangeNoteMixin):
 
     def clean_block_sizes(self) -> list[int]:
         try:
-            return [int(part) for part in design.csv_list(self.cleaned_data["block_sizes"])]
+            return [int(part) for part in csv_list(self.cleaned_data["block_sizes"])]
         except ValueError:
             raise forms.ValidationError(
                 _("Write block sizes as whole numbers, e.g. 2, 4.")
             ) from None
 
     def clean_strata(self) -> list[str]:
-        return design.csv_list(self.cleaned_data["strata"])
+        return csv_list(self.cleaned_data["strata"])
 
 
 class ConsentSectionForm(ChangeNoteMixin):
@@ -250,21 +251,21 @@ class ConsentSectionForm(ChangeNoteMixin):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.languages = design.platform_languages()
+        self.languages = platform_languages()
         for lang in self.languages:
             name = LANGUAGE_NAMES.get(lang, lang)
-            self.fields[design.lang_field("version", lang)] = forms.IntegerField(
+            self.fields[lang_field("version", lang)] = forms.IntegerField(
                 label=_("Version"), min_value=1, required=False
             )
-            self.fields[design.lang_field("title", lang)] = forms.CharField(
+            self.fields[lang_field("title", lang)] = forms.CharField(
                 label=_("Title (%(lang)s)") % {"lang": name}, max_length=200, required=False
             )
-            self.fields[design.lang_field("body", lang)] = forms.CharField(
+            self.fields[lang_field("body", lang)] = forms.CharField(
                 label=_("Text (%(lang)s, Markdown)") % {"lang": name},
                 widget=forms.Textarea(attrs={"rows": 10}),
                 required=False,
             )
-            self.fields[design.lang_field("checkboxes", lang)] = forms.CharField(
+            self.fields[lang_field("checkboxes", lang)] = forms.CharField(
                 label=_("Checkboxes (%(lang)s)") % {"lang": name},
                 widget=forms.Textarea(attrs={"rows": 4, "class": "code"}),
                 required=False,
@@ -275,9 +276,9 @@ class ConsentSectionForm(ChangeNoteMixin):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         for lang in self.languages:
-            name = design.lang_field("checkboxes", lang)
+            name = lang_field("checkboxes", lang)
             try:
-                data[name] = design.lines_to_checkboxes(data.get(name, ""))
+                data[name] = lines_to_checkboxes(data.get(name, ""))
             except ValueError as exc:
                 self.add_error(name, str(exc))
         return data
@@ -288,10 +289,7 @@ class ConsentSectionForm(ChangeNoteMixin):
             (
                 lang,
                 LANGUAGE_NAMES.get(lang, lang),
-                [
-                    self[design.lang_field(f, lang)]
-                    for f in ("version", "title", "body", "checkboxes")
-                ],
+                [self[lang_field(f, lang)] for f in ("version", "title", "body", "checkboxes")],
             )
             for lang in self.languages
         ]
@@ -340,7 +338,7 @@ class ScheduleEntryForm(forms.Form):
         label=_("Instruments"), help_text=_("Comma-separated, e.g. who5, phq9")
     )
     rule_type = forms.ChoiceField(
-        label=_("Rule"), choices=[(k, k) for k in design.RULE_FIELDS], initial="recurring"
+        label=_("Rule"), choices=[(k, k) for k in RULE_FIELDS], initial="recurring"
     )
     every_days = forms.IntegerField(label=_("Every N days"), min_value=1, required=False)
     at = forms.RegexField(
@@ -382,7 +380,7 @@ class ScheduleEntryForm(forms.Form):
 
     def clean_reminder_offsets(self) -> str:
         value = self.cleaned_data["reminder_offsets"]
-        for part in design.csv_list(value):
+        for part in csv_list(value):
             try:
                 float(part)
             except ValueError:
@@ -416,8 +414,8 @@ class SafetySectionForm(ChangeNoteMixin):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for lang in design.platform_languages():
-            self.fields[design.lang_field("crisis", lang)] = forms.CharField(
+        for lang in platform_languages():
+            self.fields[lang_field("crisis", lang)] = forms.CharField(
                 label=_("Crisis resources (%(lang)s)") % {"lang": LANGUAGE_NAMES.get(lang, lang)},
                 widget=forms.Textarea(attrs={"rows": 3}),
                 required=False,
@@ -426,7 +424,7 @@ class SafetySectionForm(ChangeNoteMixin):
 
     def clean_flag_items(self) -> list:
         try:
-            return design.lines_to_flags(self.cleaned_data["flag_items"])
+            return lines_to_flags(self.cleaned_data["flag_items"])
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 

@@ -297,3 +297,28 @@ def exports_of(study: Study) -> QuerySet[DatasetExport]:
         .defer("key")
         .order_by("-created_at", "-id")
     )
+
+
+@dataclass
+class Overview:
+    participants: dict[str, int]  # active, completed, withdrawn (pilots excluded)
+    pilots: int
+    open_alerts: int
+    overdue_alerts: int
+
+
+def study_overview(study: Study, *, now: dt.datetime) -> Overview:
+    """The counts the overview page shows, whatever the viewer may see (the view drops what the
+    viewer's roles do not open). Two queries."""
+    people = Participant.objects.filter(study=study).order_by()
+    counts = people.aggregate(
+        active=Count("id", filter=Q(status=Participant.Status.ACTIVE, is_pilot=False)),
+        completed=Count("id", filter=Q(status=Participant.Status.COMPLETED, is_pilot=False)),
+        withdrawn=Count("id", filter=Q(status=Participant.Status.WITHDRAWN, is_pilot=False)),
+        pilots=Count("id", filter=Q(is_pilot=True)),
+    )
+    alerts = SafetyAlert.objects.filter(study=study, status=SafetyAlert.Status.OPEN).aggregate(
+        open=Count("id"), overdue=Count("id", filter=Q(due_at__lt=now))
+    )
+    pilots = counts.pop("pilots")
+    return Overview(counts, pilots, alerts["open"], alerts["overdue"])

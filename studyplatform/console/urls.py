@@ -1,10 +1,10 @@
-"""The researcher console: /console/... design pages (study list, designer, versions,
-previews, launch), monitoring pages (dashboard, participants, safety, team, analyses, exports)
-and the team-invitation landing page."""
+"""The researcher console: /console/... the study list and each study's overview, design pages
+(designer, versions, previews, launch), monitoring pages (dashboard, participants, safety, team,
+analyses and their reports, exports) and the team-invitation landing page."""
 
 from django.urls import path
 
-from .views import account, design, monitor
+from .views import account, design, monitor, overview
 
 app_name = "console"
 
@@ -12,6 +12,8 @@ urlpatterns = [
     # Design: study list and creation, designer, versions, previews, launch.
     path("", design.study_list, name="study_list"),
     path("new/", design.study_new, name="study_new"),
+    # Where every study's pages start (the first tab).
+    path("<slug:slug>/", overview.overview, name="overview"),
     path("<slug:slug>/design/", design.design_view, name="design"),
     path("<slug:slug>/design/yaml/", design.design_yaml, name="design_yaml"),
     path("<slug:slug>/design/validate/", design.design_validate, name="design_validate"),
@@ -58,6 +60,16 @@ urlpatterns = [
         name="monitor_team_invitation_revoke",
     ),
     path("<slug:slug>/analyses/", monitor.analyses, name="monitor_analyses"),
+    path(
+        "<slug:slug>/analyses/<int:run_id>/report/",
+        monitor.analysis_report,
+        name="monitor_analysis_report",
+    ),
+    path(
+        "<slug:slug>/analyses/<int:run_id>/report/document/",
+        monitor.analysis_report_document,
+        name="monitor_analysis_report_document",
+    ),
     path("<slug:slug>/exports/", monitor.exports, name="monitor_exports"),
     # Where an emailed team invitation leads (it handles signed-out and unverified visitors
     # itself). Last, so a study whose slug is "invitations" keeps its pages: a random token

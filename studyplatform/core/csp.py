@@ -52,10 +52,16 @@ def self_contained_document(*, styles: tuple[str, ...]):
 _STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.DOTALL)
 
 
-def set_self_contained_policy(response: HttpResponse, html: str) -> HttpResponse:
+def set_self_contained_policy(
+    response: HttpResponse, html: str, *, framable_by_same_origin: bool = False
+) -> HttpResponse:
     """Give a stored, server-generated document (an analysis report) the self-contained policy,
     allowing the <style> blocks it was generated with (older reports keep their own styling when
-    the generator's CSS changes). The document must come from our own code, never from input."""
+    the generator's CSS changes). The document must come from our own code, never from input.
+    `framable_by_same_origin` lets the console's own pages show it in an <iframe> (pair it with
+    X-Frame-Options SAMEORIGIN on the view)."""
     policy = self_contained_policy(styles=tuple(_STYLE_BLOCK.findall(html)))
+    if framable_by_same_origin:
+        policy["frame-ancestors"] = [SELF]
     response[HEADER] = build_policy(replace=policy)
     return response

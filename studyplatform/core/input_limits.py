@@ -25,11 +25,14 @@ MAX_ABS_INT = 2**63 - 1
 
 
 class InputRejected(ValueError):
-    """`path` names the field ("" for the whole body); `message` says what is wrong."""
+    """`path` names the field ("" for the whole body); `message` says what is wrong. `parts`
+    is the same place as keys and list indexes where `check_value` found it (else empty), for
+    callers that act on the place rather than show it."""
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str, parts: tuple[str | int, ...] = ()):
         super().__init__(path, message)
         self.path = path
+        self.parts = parts
         self.message = message
 
     def __str__(self) -> str:
@@ -68,31 +71,37 @@ def check_value(
     Bounding lengths here, before any schema runs, matters: some schema keywords (uniqueItems)
     cost quadratic time in a list's length.
     """
-    stack: list[tuple[Any, str, int]] = [(value, root, 0)]
+    stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, (root,) if root else (), 0)]
     while stack:
-        item, path, depth = stack.pop()
+        item, parts, depth = stack.pop()
+        problem = None
         if isinstance(item, dict | list):
             if depth >= max_depth:
-                raise InputRejected(path, f"is nested too deeply (at most {max_depth} levels)")
-            if len(item) > max_items:
-                raise InputRejected(path, f"has too many entries (at most {max_items})")
-            if isinstance(item, dict):
+                problem = f"is nested too deeply (at most {max_depth} levels)"
+            elif len(item) > max_items:
+                problem = f"has too many entries (at most {max_items})"
+            elif isinstance(item, dict):
                 for key, child in item.items():
-                    if isinstance(key, str) and (problem := string_problem(key)):
-                        raise InputRejected(path, f"field name {problem}")
-                    stack.append((child, _join(path, str(key)), depth + 1))
+                    if isinstance(key, str) and (key_problem := string_problem(key)):
+                        problem = f"field name {key_problem}"
+                        break
+                    stack.append((child, (*parts, str(key)), depth + 1))
             else:
-                stack.extend((child, _join(path, i), depth + 1) for i, child in enumerate(item))
+                stack.extend((child, (*parts, i), depth + 1) for i, child in enumerate(item))
         elif isinstance(item, str):
-            if problem := string_problem(item):
-                raise InputRejected(path, problem)
-        elif isinstance(item, bool) or item is None:
-            continue
+            problem = string_problem(item)
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise InputRejected(path, "must be a finite number")
+                problem = "must be a finite number"
+        elif isinstance(item, bool) or item is None:
+            pass
         elif isinstance(item, int) and max_abs_int is not None and abs(item) > max_abs_int:
-            raise InputRejected(path, "is out of range")
+            problem = "is out of range"
+        if problem:
+            path = ""
+            for part in parts:
+                path = _join(path, part)
+            raise InputRejected(path, problem, parts)
 
 
 def _reject_constant(name: str):

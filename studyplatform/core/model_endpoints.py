@@ -318,10 +318,13 @@ def endpoint_usable(
     return True, _("Registered endpoint %(name)s") % {"name": name}
 
 
-def protocol_model_errors(arms: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(path, message) for every arm whose endpoint is not registered or does not allow its
-    model. The messages list what is registered, so a researcher can correct the protocol."""
-    errors: list[tuple[str, str]] = []
+def protocol_model_errors(
+    arms: Iterable[Mapping[str, Any]],
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """(place as keys and indexes, message) for every arm whose endpoint is not registered or
+    does not allow its model. The messages list what is registered, so a researcher can correct
+    the protocol."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
     known: dict[str, Endpoint] | None = None
     for i, arm in enumerate(arms):
         model = arm.get("model") or {}
@@ -331,7 +334,7 @@ def protocol_model_errors(arms: Iterable[Mapping[str, Any]]) -> list[tuple[str, 
             known = endpoints_all() if known is None else known
             errors.append(
                 (
-                    f"arms[{i}].model.endpoint",
+                    ("arms", i, "model", "endpoint"),
                     f"no registered endpoint called {name!r}; registered endpoints: "
                     + ", ".join(known),
                 )
@@ -339,7 +342,7 @@ def protocol_model_errors(arms: Iterable[Mapping[str, Any]]) -> list[tuple[str, 
         elif not endpoint.allows(model_name):
             errors.append(
                 (
-                    f"arms[{i}].model.name",
+                    ("arms", i, "model", "name"),
                     f"{model_name!r} is not an allowed model on endpoint {name} "
                     f"(allowed: {endpoint.models_text()})",
                 )

@@ -62,7 +62,7 @@ def _sync_arms(study: Study, doc: dict[str, Any]) -> None:
         endpoint = endpoint_get(model["endpoint"])
         if endpoint is None:
             raise ProtocolInvalid(
-                [ProtocolError(f"arms[{len(keys) - 1}].model.endpoint", "is not registered")]
+                [ProtocolError(("arms", len(keys) - 1, "model", "endpoint"), "is not registered")]
             )
         label = arm.get("label") or arm["key"]
         Arm.objects.update_or_create(
@@ -96,7 +96,7 @@ def _sync_consent(study: Study, doc: dict[str, Any], version: ProtocolVersion) -
             if existing.text_hash != digest or existing.signature != signature:
                 errors.append(
                     ProtocolError(
-                        f"consent.documents[{i}].version",
+                        ("consent", "documents", i, "version"),
                         f"the {cdoc['language']} consent text changed but its version is still "
                         f"{cdoc['version']}; increase the version so participants re-consent",
                     )
@@ -110,7 +110,7 @@ def _sync_consent(study: Study, doc: dict[str, Any], version: ProtocolVersion) -
         if newest is not None and cdoc["version"] < newest.version:
             errors.append(
                 ProtocolError(
-                    f"consent.documents[{i}].version",
+                    ("consent", "documents", i, "version"),
                     f"must not go back: version {newest.version} already exists",
                 )
             )
@@ -139,7 +139,7 @@ def study_create_from_protocol(*, doc: dict[str, Any], author, change_note: str 
     doc = parse_protocol_data(doc)
     slug = doc["study"]["slug"]
     if Study.objects.filter(slug=slug).exists():
-        raise ProtocolInvalid([ProtocolError("study.slug", f"a study called {slug!r} exists")])
+        raise ProtocolInvalid([ProtocolError(("study", "slug"), f"a study called {slug!r} exists")])
     study = Study(slug=slug, created_by=author)
     _apply_study_fields(study, doc)
     study.save()
@@ -183,16 +183,20 @@ def protocol_version_create(
     study = Study.objects.select_for_update().get(pk=study.pk)
     if doc["study"]["slug"] != study.slug:
         raise ProtocolInvalid(
-            [ProtocolError("study.slug", f"must stay {study.slug!r} (it identifies the study)")]
+            [
+                ProtocolError(
+                    ("study", "slug"), f"must stay {study.slug!r} (it identifies the study)"
+                )
+            ]
         )
     if study.status == Study.Status.CLOSED:
-        raise ProtocolInvalid([ProtocolError("", "the study is closed; its protocol is final")])
+        raise ProtocolInvalid([ProtocolError((), "the study is closed; its protocol is final")])
     current = study.current_version
     if current is not None and current.content_hash == content_hash(doc):
         return current, False
     if study.is_live and not change_note.strip():
         raise ProtocolInvalid(
-            [ProtocolError("change_note", "describe the change (required once a study is live)")]
+            [ProtocolError(("change_note",), "describe the change (required once a study is live)")]
         )
     version = _new_version(study=study, doc=doc, author=author, change_note=change_note)
     for hook in PROTOCOL_CHANGE_HOOKS:

@@ -46,7 +46,8 @@ def test_researcher_designs_pilots_and_launches_a_study(
     page.get_by_label("Short name (slug)").fill("my-rct")
     page.get_by_label("Title", exact=True).fill("My RCT")
     page.get_by_role("button", name="Create study").click()
-    page.get_by_role("heading", name=re.compile("My RCT")).wait_for()
+    page.get_by_role("heading", name="Design", exact=True).wait_for()
+    expect(page.get_by_role("link", name="My RCT")).to_be_visible()  # the study tab bar's header
 
     # switch both arms to the simulated endpoint in the arms form
     arms = page.locator("#section-arms")

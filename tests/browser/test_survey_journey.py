@@ -125,16 +125,25 @@ def test_a_participant_saves_returns_and_completes_the_baseline_then_a_researche
     assert who5.answers == {"who5_1": 4, "who5_2": 2, "who5_3": 3, "who5_4": 3, "who5_5": 3}
     assert who5.scores == {"raw": 15, "percentage": 60}
 
-    # a researcher with a study role opens the invitation in the browsable API
+    # a researcher with a study role sees the completed baseline in the console, as they would
     member_of(study, "monitor", username="mona")
     researcher = page_factory("en-US")
-    detail = f"/api/studies/{study.slug}/invitations/{invitation.pk}/"
-    researcher.goto(f"{base}/api-auth/login/?next={detail}")
-    researcher.fill("#id_username", "mona")
-    researcher.fill("#id_password", "pw-mona")
-    researcher.locator("form [type=submit]").click()
-    researcher.wait_for_url(f"{base}{detail}")
-    text = researcher.locator("body").inner_text()
-    assert '"status": "completed"' in text
+    researcher.goto(f"{base}/accounts/login/?next=/console/{study.slug}/dashboard/")
+    researcher.get_by_label("Username").fill("mona")
+    researcher.get_by_label("Password").fill("pw-mona")
+    researcher.get_by_role("button", name="Sign in").click()
+    researcher.get_by_role("heading", name="Dashboard", exact=True).wait_for()
+    heatmap = researcher.locator("svg[aria-labelledby='compliance-heatmap-title']")
+    completed = f"{participant.code}, baseline: Completed"
+    assert heatmap.locator("title", has_text=completed).count() == 1
+    researcher.get_by_role("navigation", name="Study pages").get_by_role(
+        "link", name="Participants"
+    ).click()
+    researcher.get_by_role("heading", name="Participants", exact=True).wait_for()
+    assert researcher.get_by_role("row", name=re.compile(participant.code)).count() == 1
+    # and the invitation's history has every step the participant took
+    invitation.refresh_from_db()
+    assert invitation.status == "completed"
+    events = [name for name, _at in invitation.timeline()]
     for event in ("sent", "opened", "started", "completed"):
-        assert f'"event": "{event}"' in text
+        assert event in events

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from studyplatform.console import design
+from studyplatform.console.design import sections
 from studyplatform.console.forms import SECTION_FORMSETS
 from studyplatform.studies.models import ProtocolVersion, Study
 from studyplatform.studies.protocol import to_yaml
@@ -30,7 +30,7 @@ def _encode(value: Any) -> Any:
 def section_post_data(doc: dict, section: str, rows: list[dict] | None = None, **fields) -> dict:
     """POST data for a section form, as the designer renders it from `doc`, plus overrides."""
     data: dict[str, Any] = {}
-    initial = design.section_initial(doc, section)
+    initial = sections.section_initial(doc, section)
     if section in SECTION_FORMSETS:
         rows = rows if rows is not None else initial
         data[f"{section}-TOTAL_FORMS"] = str(len(rows))
@@ -275,7 +275,7 @@ def test_section_form_on_a_live_study_needs_a_change_note_then_saves_a_version(
 def test_section_form_errors_are_shown_at_the_field_and_nothing_is_saved(
     client_as, owner, study, post_data
 ):
-    rows = design.section_initial(study.protocol, "arms")
+    rows = sections.section_initial(study.protocol, "arms")
     rows[1]["key"] = rows[0]["key"]
     response = client_as(owner).post(
         reverse("console:design_section", args=[study.slug, "arms"]),
@@ -316,7 +316,7 @@ def test_schedule_form_change_shows_in_versions_diff_and_calendar(
     before = client.get(calendar_url).content.decode()
     assert _weekly_dates(before) == ["Mon 2025-03-10", "Mon 2025-03-17", "Mon 2025-03-24"]
     # when: the schedule form changes it to every 14 days
-    rows = design.section_initial(study.protocol, "schedule")
+    rows = sections.section_initial(study.protocol, "schedule")
     weekly = next(r for r in rows if r["key"] == "weekly")
     weekly["every_days"] = 14
     response = client.post(
@@ -553,4 +553,28 @@ def test_an_untouched_allocation_form_adds_no_section_to_a_protocol_without_one(
     url = _section_url(study, "allocation")
     assert client.post(url, post_data(study.protocol, "allocation")).status_code == 302
     # then: nothing changed
+    assert study.versions.count() == 1
+
+
+def test_a_consent_error_is_shown_on_the_field_of_its_language(
+    client_as, owner, rct_doc, post_data
+):
+    from studyplatform.studies.services import study_create_from_protocol
+
+    # given: a study whose consent texts survive the form unchanged (the form strips a trailing
+    # newline, which would otherwise read as a changed English text too)
+    for document in rct_doc["consent"]["documents"]:
+        document["body"] = document["body"].strip()
+    study = study_create_from_protocol(doc=rct_doc, author=owner)
+    # when: the Portuguese consent text changes but keeps its version number
+    body = sections.section_initial(study.protocol, "consent")["body_pt_br"]
+    response = client_as(owner).post(
+        _section_url(study, "consent"),
+        post_data(study.protocol, "consent", body_pt_br=body + "\nUma frase nova."),
+    )
+    html = response.content.decode()
+    # then: the service's error lands on the Portuguese version field, not the English one
+    assert response.status_code == 400
+    assert "the en consent text changed" not in html
+    assert _field_of(html, "the pt-br consent text changed") == "consent-version_pt_br"
     assert study.versions.count() == 1

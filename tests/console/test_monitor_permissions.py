@@ -108,11 +108,12 @@ def test_a_monitor_gets_403_on_the_safety_page_and_its_alerts(
 def test_the_tab_bar_shows_only_the_tabs_a_role_allows(recruiting_study, member_of, client):
     client.force_login(member_of(recruiting_study, "monitor"))
     html = client.get(url(recruiting_study, "dashboard")).content.decode()
-    nav = html.split('aria-label="Study sections"', 1)[1].split("</nav>", 1)[0]
-    for shown in (">Dashboard<", ">Participants<", ">Team<"):
+    nav = html.split('aria-label="Study pages"', 1)[1].split("</nav>", 1)[0]
+    for shown in (">Overview<", ">Dashboard<", ">Participants<", ">Team<"):
         assert shown in nav
     # Design is hidden too: the monitor never sees arms, so the protocol is closed to it.
-    for hidden in (">Design<", ">Safety<", ">Analyses<", ">Exports<", ">Launch<"):
+    hidden_tabs = (">Design<", ">Versions<", ">Safety<", ">Analyses<", ">Exports<", ">Pilot and")
+    for hidden in hidden_tabs:
         assert hidden not in nav
 
 

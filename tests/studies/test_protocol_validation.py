@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from studyplatform.studies.models import ConsentDocument, ProtocolVersion, Study
-from studyplatform.studies.protocol import ProtocolInvalid, parse_protocol_text, to_yaml
+from studyplatform.studies.protocol import (
+    ProtocolError,
+    ProtocolInvalid,
+    parse_protocol_text,
+    to_yaml,
+)
+from studyplatform.studies.protocol.yaml_lines import path_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,3 +239,46 @@ def test_custom_instrument_errors_carry_their_path_inside_the_protocol(rct_doc):
     rct_doc["surveys"]["instruments"] = [{"key": "mine"}]
     errors = errors_of(yaml_of(rct_doc))
     assert errors and all(e.startswith("surveys.instruments[0]") for e in errors)
+
+
+# --- structured error places (ProtocolError.parts) ------------------------------------------------
+
+
+def parts_of(text: str) -> list[tuple]:
+    with pytest.raises(ProtocolInvalid) as info:
+        parse_protocol_text(text)
+    for error in info.value.errors:
+        # The readable path is the same place: one source, never two that can disagree.
+        assert error.path == path_text(error.parts)
+    return [error.parts for error in info.value.errors]
+
+
+@pytest.mark.django_db
+def test_errors_carry_their_place_as_keys_and_indexes(rct_doc):
+    rct_doc["surveys"]["schedule"][1]["rule"]["at"] = "25:00"
+    for box in rct_doc["consent"]["documents"][1]["checkboxes"]:
+        box["required"] = False
+    rct_doc["study"]["timezone"] = "Mars/Olympus"
+    del rct_doc["arms"][0]["model"]["endpoint"]
+    structural = parts_of(yaml_of(rct_doc))
+    assert ("arms", 0, "model", "endpoint") in structural
+    assert ("surveys", "schedule", 1, "rule", "at") in structural
+    # meaning checks run once the structure is right
+    rct_doc["surveys"]["schedule"][1]["rule"]["at"] = "18:00"
+    rct_doc["arms"][0]["model"]["endpoint"] = "openai"
+    assert set(parts_of(yaml_of(rct_doc))) >= {
+        ("study", "timezone"),
+        ("consent", "documents", 1, "checkboxes"),
+    }
+
+
+def test_a_yaml_duplicate_key_has_its_place_and_line():
+    with pytest.raises(ProtocolInvalid) as info:
+        parse_protocol_text("format: studyplatform/v1\nstudy:\n  slug: a\n  slug: b\n")
+    [error] = info.value.errors
+    assert (error.parts, error.line) == (("study", "slug"), 4)
+
+
+def test_a_protocol_error_refuses_a_dotted_string_place():
+    with pytest.raises(TypeError):
+        ProtocolError("arms[0].key", "duplicate key")

@@ -46,6 +46,7 @@ from studyplatform.studies.protocol import (
     parse_protocol_text,
     to_yaml,
 )
+from studyplatform.studies.protocol.document import study_languages
 from studyplatform.studies.roles import Perm
 from studyplatform.studies.selectors import (
     protocol_for_editing,
@@ -61,7 +62,10 @@ from studyplatform.studies.services import (
     study_transition,
 )
 
-from .. import design
+from ..design.calendar_preview import calendar_rows
+from ..design.errors import locate_error
+from ..design.fields import platform_languages
+from ..design.sections import apply_section, section_initial
 from ..forms import (
     SECTION_FORMS,
     SECTION_FORMSETS,
@@ -110,7 +114,7 @@ def study_new(request: HttpRequest) -> HttpResponse:
         except ProtocolInvalid as exc:
             errors = exc.errors
             for error in errors:
-                if error.path == "study.slug" and form.cleaned_data["source"] == "template":
+                if error.parts == ("study", "slug") and form.cleaned_data["source"] == "template":
                     form.add_error("slug", error.message)
         else:
             messages.success(request, _("Study created. You are its owner."))
@@ -143,7 +147,7 @@ def _section_forms(doc: dict, bound: dict[str, Any] | None = None) -> dict[str, 
         if bound and section in bound:
             out[section] = bound[section]
             continue
-        initial = design.section_initial(doc, section)
+        initial = section_initial(doc, section)
         entry: dict[str, Any] = {}
         if section in SECTION_FORMSETS:
             entry["form"] = form_class(prefix=section)
@@ -158,7 +162,7 @@ def _bind_section(request: HttpRequest, section: str, doc: dict) -> dict[str, An
     entry: dict[str, Any] = {"form": SECTION_FORMS[section](request.POST, prefix=section)}
     if section in SECTION_FORMSETS:
         entry["formset"] = SECTION_FORMSETS[section](
-            request.POST, initial=design.section_initial(doc, section), prefix=section
+            request.POST, initial=section_initial(doc, section), prefix=section
         )
     return entry
 
@@ -182,7 +186,7 @@ def _place_errors(
     elsewhere = []
     form = entry["form"]
     for error in errors:
-        place = design.locate_error(error.path, doc)
+        place = locate_error(error.parts, doc)
         message = error.message if not error.path else f"{error.path}: {error.message}"
         if place.section == "change_note":
             form.add_error("change_note", error.message)
@@ -210,7 +214,7 @@ def _designer(
     doc = protocol_for_editing(study)
     can_edit = has_perm(request.user, study, Perm.EDIT_PROTOCOL)
     forms = _section_forms(doc, bound)
-    languages = design.study_languages(doc)
+    languages = study_languages(doc)
     consent_docs = {d["language"]: d for d in doc.get("consent", {}).get("documents", [])}
     return render(
         request,
@@ -278,7 +282,7 @@ def design_section(request: HttpRequest, slug: str, section: str) -> HttpRespons
         if preview:
             return JsonResponse({"valid": False, "errors": [], "yaml": None, "form_errors": True})
         return _designer(request, study, bound={section: entry}, status=400)
-    doc = design.apply_section(current, section, data)
+    doc = apply_section(current, section, data)
     text, errors = _checked(doc)
     if preview:
         return JsonResponse(
@@ -306,7 +310,7 @@ def design_yaml(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             errors = _save(request, study, doc, form.cleaned_data["change_note"])
             for error in errors:
-                if error.path == "change_note":
+                if error.parts == ("change_note",):
                     form.add_error("change_note", error.message)
             if not errors:
                 return redirect(reverse("console:design", args=[study.slug]) + "#yaml")
@@ -349,7 +353,7 @@ def calendar_view(request: HttpRequest, slug: str) -> HttpResponse:
     if form.is_valid():
         enrolled = form.cleaned_data["enrolled"] or enrolled
         tz = form.cleaned_data["tz"] or tz
-    rows, event_entries = design.calendar_rows(study.protocol, enrolled_on=enrolled, tz=tz)
+    rows, event_entries = calendar_rows(study.protocol, enrolled_on=enrolled, tz=tz)
     return render(
         request,
         "console/design/calendar.html",
@@ -405,7 +409,7 @@ def preview_view(request: HttpRequest, slug: str, page: str) -> HttpResponse:
     if page not in PREVIEW_PAGES:
         raise Http404("No such page.")
     language = request.GET.get("lang", "en")
-    if language not in design.platform_languages():
+    if language not in platform_languages():
         language = "en"
     doc = study.protocol
     with translation.override(language):

@@ -22,10 +22,12 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_POST
 
 from analysis.models import AnalysisRun
 from analysis.services import analysis_run_create
+from studyplatform.core.csp import set_self_contained_policy
 from studyplatform.exports import codebook
 from studyplatform.exports.models import DatasetExport
 from studyplatform.exports.services import (
@@ -399,6 +401,30 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
         "done": AnalysisRun.Status.DONE,
     }
     return _render(request, "analyses.html", study, "analyses", context)
+
+
+@login_required
+@require_GET
+def analysis_report(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """A run's report inside the console (tab bar and all); the report itself is in an <iframe>
+    so its self-contained styles and policy stay its own."""
+    study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+    run = get_object_or_404(sel.analysis_runs_of(study), pk=run_id)
+    context = {"run": run, "ready": run.status == AnalysisRun.Status.DONE}
+    return _render(request, "analysis_report.html", study, "analyses", context)
+
+
+@login_required
+@require_GET
+@xframe_options_sameorigin
+def analysis_report_document(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """The stored report document, for the console's report page to frame (404 until done)."""
+    study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+    run = get_object_or_404(
+        AnalysisRun.objects.filter(study=study, status=AnalysisRun.Status.DONE), pk=run_id
+    )
+    response = HttpResponse(run.report_html, content_type="text/html; charset=utf-8")
+    return set_self_contained_policy(response, run.report_html, framable_by_same_origin=True)
 
 
 def _export_options(post) -> dict[str, Any]:

@@ -24,11 +24,12 @@ from studyplatform.core.input_limits import InputRejected, check_value
 from .yaml_lines import (
     MAX_PROTOCOL_BYTES,
     MAX_PROTOCOL_DEPTH,
+    PathParts,
     YamlRefused,
     YamlSyntaxError,
-    join_path,
     line_for,
     load_with_lines,
+    path_text,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
@@ -41,9 +42,27 @@ MAX_PROTOCOL_ITEMS = 500
 
 @dataclass(frozen=True)
 class ProtocolError:
-    path: str
+    """One problem in a protocol.
+
+    `parts` says where, as the keys and list indexes leading to the field
+    (`("arms", 0, "model", "endpoint")`), so code can act on the place (the console puts the
+    error on the form field that edits it) without parsing text; `path` is the same place in the
+    notation people read (`arms[0].model.endpoint`), which is what the CLI and the API show.
+    """
+
+    parts: PathParts
     message: str
     line: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.parts, str):
+            # A dotted string here would silently become one opaque key; fail where it is made.
+            raise TypeError("ProtocolError takes its place as a tuple of keys and indexes")
+        object.__setattr__(self, "parts", tuple(self.parts))
+
+    @property
+    def path(self) -> str:
+        return path_text(self.parts)
 
     def __str__(self) -> str:
         where = f" (line {self.line})" if self.line else ""
@@ -70,13 +89,6 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
-def _path_of(parts) -> str:
-    path = ""
-    for part in parts:
-        path = join_path(path, part)
-    return path
-
-
 _TYPE_WORDS = {
     "string": "text",
     "integer": "a whole number",
@@ -88,17 +100,17 @@ _TYPE_WORDS = {
 
 
 def _schema_error_to_protocol(err) -> list[ProtocolError]:
-    path = _path_of(err.absolute_path)
+    path = tuple(err.absolute_path)
     kind = err.validator
     if kind == "required":
         missing = re.match(r"'([^']+)' is a required property", err.message)
         name = missing.group(1) if missing else "?"
-        return [ProtocolError(join_path(path, name), "this field is required")]
+        return [ProtocolError((*path, name), "this field is required")]
     if kind == "additionalProperties":
         extras = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         # Fields a protocol may no longer carry say what to write instead (schema "x-retired").
         retired = err.schema.get("x-retired", {})
-        return [ProtocolError(join_path(path, e), retired.get(e, "unknown field")) for e in extras]
+        return [ProtocolError((*path, e), retired.get(e, "unknown field")) for e in extras]
     if kind == "type":
         expected = err.validator_value
         expected = expected if isinstance(expected, list) else [expected]
@@ -158,7 +170,9 @@ def _languages(doc: dict) -> list[str]:
     return doc.get("study", {}).get("languages") or DEFAULT_LANGUAGES
 
 
-def _text_languages_errors(value: Any, path: str, languages: list[str]) -> list[ProtocolError]:
+def _text_languages_errors(
+    value: Any, path: PathParts, languages: list[str]
+) -> list[ProtocolError]:
     if isinstance(value, dict):
         missing = [lang for lang in languages if not value.get(lang)]
         if missing:
@@ -166,15 +180,13 @@ def _text_languages_errors(value: Any, path: str, languages: list[str]) -> list[
     return []
 
 
-def _duplicate_keys(items: list, path: str, field: str = "key") -> list[ProtocolError]:
+def _duplicate_keys(items: list, path: PathParts, field: str = "key") -> list[ProtocolError]:
     seen: set = set()
     errors = []
     for i, item in enumerate(items):
         if isinstance(item, dict) and field in item:
             if item[field] in seen:
-                errors.append(
-                    ProtocolError(join_path(join_path(path, i), field), f"duplicate {field}")
-                )
+                errors.append(ProtocolError((*path, i, field), f"duplicate {field}"))
             seen.add(item[field])
     return errors
 
@@ -214,14 +226,14 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
     except (ZoneInfoNotFoundError, ValueError):
         errors.append(
             ProtocolError(
-                "study.timezone",
+                ("study", "timezone"),
                 f"unknown time zone {study['timezone']!r} "
                 "(use an IANA name such as America/Sao_Paulo)",
             )
         )
 
     arms = doc["arms"]
-    errors += _duplicate_keys(arms, "arms")
+    errors += _duplicate_keys(arms, ("arms",))
     total_weight = sum(a.get("weight", 1) for a in arms)
 
     allocation = doc.get("allocation", {})
@@ -231,7 +243,7 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
         if size % total_weight:
             errors.append(
                 ProtocolError(
-                    f"allocation.block_sizes[{i}]",
+                    ("allocation", "block_sizes", i),
                     f"must be a multiple of the arms' total weight ({total_weight})",
                 )
             )
@@ -240,7 +252,7 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
     if method == "stratified_blocks" and not allocation.get("strata"):
         errors.append(
             ProtocolError(
-                "allocation.strata",
+                ("allocation", "strata"),
                 "stratified_blocks needs at least one screener question to stratify by",
             )
         )
@@ -248,44 +260,45 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
         if stratum not in question_keys:
             errors.append(
                 ProtocolError(
-                    f"allocation.strata[{i}]", f"no screener question with key {stratum!r}"
+                    ("allocation", "strata", i), f"no screener question with key {stratum!r}"
                 )
             )
 
     for i, arm in enumerate(arms):
-        errors += _text_languages_errors(arm.get("label"), f"arms[{i}].label", languages)
+        errors += _text_languages_errors(arm.get("label"), ("arms", i, "label"), languages)
 
     docs = doc["consent"]["documents"]
     by_lang: dict[str, list[int]] = {}
     for i, cdoc in enumerate(docs):
         by_lang.setdefault(cdoc["language"], []).append(i)
-        path = f"consent.documents[{i}]"
-        errors += _duplicate_keys(cdoc["checkboxes"], f"{path}.checkboxes")
+        path = ("consent", "documents", i)
+        errors += _duplicate_keys(cdoc["checkboxes"], (*path, "checkboxes"))
         if not any(c.get("required") for c in cdoc["checkboxes"]):
             errors.append(
                 ProtocolError(
-                    f"{path}.checkboxes", "at least one checkbox must be required (the agreement)"
+                    (*path, "checkboxes"),
+                    "at least one checkbox must be required (the agreement)",
                 )
             )
     for lang in languages:
         if lang not in by_lang:
             errors.append(
                 ProtocolError(
-                    "consent.documents", f"no consent document for study language {lang!r}"
+                    ("consent", "documents"), f"no consent document for study language {lang!r}"
                 )
             )
     for lang, idxs in by_lang.items():
         if len(idxs) > 1:
             errors.append(
                 ProtocolError(
-                    f"consent.documents[{idxs[1]}].language",
+                    ("consent", "documents", idxs[1], "language"),
                     f"more than one consent document for {lang!r}",
                 )
             )
         if lang not in languages:
             errors.append(
                 ProtocolError(
-                    f"consent.documents[{idxs[0]}].language",
+                    ("consent", "documents", idxs[0], "language"),
                     f"{lang!r} is not one of the study's languages",
                 )
             )
@@ -297,54 +310,54 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
     if len(key_sets) > 1:
         errors.append(
             ProtocolError(
-                "consent.documents",
+                ("consent", "documents"),
                 "every language's consent form must have the same checkbox keys",
             )
         )
 
-    errors += _duplicate_keys(questions, "screener.questions")
+    errors += _duplicate_keys(questions, ("screener", "questions"))
     for i, q in enumerate(questions):
-        path = f"screener.questions[{i}]"
-        errors += _text_languages_errors(q.get("text"), f"{path}.text", languages)
+        path = ("screener", "questions", i)
+        errors += _text_languages_errors(q.get("text"), (*path, "text"), languages)
         if q["type"] in ("single_choice", "multiple_choice") and len(q.get("options", [])) < 2:
             errors.append(
-                ProtocolError(f"{path}.options", "a choice question needs at least two options")
+                ProtocolError((*path, "options"), "a choice question needs at least two options")
             )
         if "min" in q and "max" in q and q["min"] > q["max"]:
-            errors.append(ProtocolError(f"{path}.min", "must not be greater than max"))
+            errors.append(ProtocolError((*path, "min"), "must not be greater than max"))
     rules = doc.get("screener", {}).get("eligibility", [])
-    errors += _duplicate_keys(rules, "screener.eligibility")
+    errors += _duplicate_keys(rules, ("screener", "eligibility"))
     for i, rule in enumerate(rules):
         if rule["question"] not in question_keys:
             errors.append(
                 ProtocolError(
-                    f"screener.eligibility[{i}].question",
+                    ("screener", "eligibility", i, "question"),
                     f"no screener question with key {rule['question']!r}",
                 )
             )
         if rule["op"] in ("in", "not_in") and not isinstance(rule["value"], list):
             errors.append(
                 ProtocolError(
-                    f"screener.eligibility[{i}].value", f"must be a list for {rule['op']}"
+                    ("screener", "eligibility", i, "value"), f"must be a list for {rule['op']}"
                 )
             )
 
     surveys = doc.get("surveys", {})
-    errors += _duplicate_keys(surveys.get("instruments", []), "surveys.instruments")
+    errors += _duplicate_keys(surveys.get("instruments", []), ("surveys", "instruments"))
     errors += _custom_instrument_errors(surveys.get("instruments", []))
     schedule = surveys.get("schedule", [])
-    errors += _duplicate_keys(schedule, "surveys.schedule")
+    errors += _duplicate_keys(schedule, ("surveys", "schedule"))
     index = _instrument_index(doc)
     known = set(index) if index is not None else None
     for i, entry in enumerate(schedule):
-        path = f"surveys.schedule[{i}]"
+        path = ("surveys", "schedule", i)
         if known is not None:
             for j, key in enumerate(entry["instruments"]):
                 if key not in known:
                     errors.append(
-                        ProtocolError(f"{path}.instruments[{j}]", f"unknown instrument {key!r}")
+                        ProtocolError((*path, "instruments", j), f"unknown instrument {key!r}")
                     )
-        errors += _rule_errors(entry["rule"], f"{path}.rule")
+        errors += _rule_errors(entry["rule"], (*path, "rule"))
         reminders = entry.get("reminders", {})
         offsets = reminders.get("offsets_hours", [])
         window = entry.get("window_hours")
@@ -353,18 +366,18 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
                 if off >= window:
                     errors.append(
                         ProtocolError(
-                            f"{path}.reminders.offsets_hours[{j}]",
+                            (*path, "reminders", "offsets_hours", j),
                             f"must be earlier than the window's end ({window} hours)",
                         )
                     )
         if offsets != sorted(offsets):
             errors.append(
-                ProtocolError(f"{path}.reminders.offsets_hours", "must be in increasing order")
+                ProtocolError((*path, "reminders", "offsets_hours"), "must be in increasing order")
             )
 
     safety = doc["safety"]
     errors += _text_languages_errors(
-        safety["crisis_resources"], "safety.crisis_resources", languages
+        safety["crisis_resources"], ("safety", "crisis_resources"), languages
     )
     for i, flag in enumerate(safety.get("flag_items", [])):
         if index is None:
@@ -372,14 +385,14 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
         if flag["instrument"] not in index:
             errors.append(
                 ProtocolError(
-                    f"safety.flag_items[{i}].instrument",
+                    ("safety", "flag_items", i, "instrument"),
                     f"unknown instrument {flag['instrument']!r}",
                 )
             )
         elif index[flag["instrument"]][0] and flag["item"] not in index[flag["instrument"]][0]:
             errors.append(
                 ProtocolError(
-                    f"safety.flag_items[{i}].item",
+                    ("safety", "flag_items", i, "item"),
                     f"{flag['instrument']} has no item {flag['item']!r}",
                 )
             )
@@ -391,7 +404,7 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
         if instrument not in used:
             errors.append(
                 ProtocolError(
-                    f"analysis.outcomes[{i}]",
+                    ("analysis", "outcomes", i),
                     f"instrument {instrument!r} is not in the survey schedule",
                 )
             )
@@ -399,7 +412,7 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
             names = ", ".join(sorted(index[instrument][1]))
             errors.append(
                 ProtocolError(
-                    f"analysis.outcomes[{i}]",
+                    ("analysis", "outcomes", i),
                     f"{instrument} has no score {score!r} (scores: {names})",
                 )
             )
@@ -415,26 +428,27 @@ def _custom_instrument_errors(instruments: list) -> list[ProtocolError]:
     for i, data in enumerate(instruments):
         for problem in validate_instrument_dict(data):
             # The instrument library reports "path: message", with "(root)" for the whole thing.
+            # The instrument's own path stays one opaque key: the designer has no form for custom
+            # instruments, so nothing needs to act on the place below the instrument.
             path, _, message = problem.partition(": ")
-            base = f"surveys.instruments[{i}]"
-            full = base if path == "(root)" else join_path(base, "") + path
-            errors.append(ProtocolError(full.replace(".[", "["), message))
+            inner = () if path == "(root)" else (path,)
+            errors.append(ProtocolError(("surveys", "instruments", i, *inner), message))
     return errors
 
 
-def _rule_errors(rule: dict, path: str) -> list[ProtocolError]:
+def _rule_errors(rule: dict, path: PathParts) -> list[ProtocolError]:
     errors = []
     kind = rule["type"]
     if kind == "random_ema" and "between" in rule:
         start, end = (_hhmm(t) for t in rule["between"])
         if end <= start:
-            errors.append(ProtocolError(f"{path}.between", "the window must end after it starts"))
+            errors.append(ProtocolError((*path, "between"), "the window must end after it starts"))
         else:
             needed = (rule["per_day"] - 1) * rule.get("min_gap_minutes", 0)
             if needed > end - start:
                 errors.append(
                     ProtocolError(
-                        f"{path}.min_gap_minutes",
+                        (*path, "min_gap_minutes"),
                         f"{rule['per_day']} prompts {rule.get('min_gap_minutes', 0)} minutes apart "
                         f"do not fit in a {end - start}-minute window",
                     )
@@ -444,9 +458,9 @@ def _rule_errors(rule: dict, path: str) -> list[ProtocolError]:
             try:
                 dt.date.fromisoformat(value)
             except ValueError:
-                errors.append(ProtocolError(f"{path}.dates[{j}]", f"{value!r} is not a real date"))
+                errors.append(ProtocolError((*path, "dates", j), f"{value!r} is not a real date"))
     if kind == "recurring" and "end_day" in rule and rule["end_day"] < rule.get("start_day", 0):
-        errors.append(ProtocolError(f"{path}.end_day", "must not be before start_day"))
+        errors.append(ProtocolError((*path, "end_day"), "must not be before start_day"))
     return errors
 
 
@@ -459,7 +473,7 @@ def _retention_errors(doc: dict) -> list[ProtocolError]:
     if action == "delete" and "after_days" not in retention:
         return [
             ProtocolError(
-                "retention.after_days",
+                ("retention", "after_days"),
                 "is required when chat_text_after_close is delete: the number of days after "
                 "the study closes before chat text is deleted",
             )
@@ -467,7 +481,7 @@ def _retention_errors(doc: dict) -> list[ProtocolError]:
     if action == "keep" and "after_days" in retention:
         return [
             ProtocolError(
-                "retention.after_days",
+                ("retention", "after_days"),
                 "only applies when chat_text_after_close is delete; remove it, or set "
                 "chat_text_after_close to delete",
             )
@@ -480,7 +494,7 @@ def validate_document(doc: Any) -> list[ProtocolError]:
     if not isinstance(doc, dict):
         return [
             ProtocolError(
-                "",
+                (),
                 "the protocol must be a mapping of sections (format, study, "
                 "arms, consent, safety, ...)",
             )
@@ -494,7 +508,7 @@ def validate_document(doc: Any) -> list[ProtocolError]:
         # an integer beyond 64 bits.
         check_value(doc, max_depth=MAX_PROTOCOL_DEPTH, max_items=MAX_PROTOCOL_ITEMS)
     except InputRejected as exc:
-        return [ProtocolError(exc.path, exc.message)]
+        return [ProtocolError(exc.parts, exc.message)]
     return _dedupe(_semantic_errors(doc) + _retention_errors(doc) + _model_endpoint_errors(doc))
 
 
@@ -505,13 +519,13 @@ def validate_document(doc: Any) -> list[ProtocolError]:
 def _model_endpoint_errors(doc: dict) -> list[ProtocolError]:
     from studyplatform.core.model_endpoints import protocol_model_errors
 
-    return [ProtocolError(path, message) for path, message in protocol_model_errors(doc["arms"])]
+    return [ProtocolError(parts, message) for parts, message in protocol_model_errors(doc["arms"])]
 
 
 def _with_endpoint_names(errors: list[ProtocolError]) -> list[ProtocolError]:
     """Fill in the registered endpoint names where a message asks for them ({endpoints}), and
     list them when an arm's model has no endpoint."""
-    needs = [e for e in errors if "{endpoints}" in e.message or e.path.endswith("model.endpoint")]
+    needs = [e for e in errors if "{endpoints}" in e.message or _is_arm_endpoint(e)]
     if not needs:
         return errors
     from studyplatform.core.model_endpoints import registered_names
@@ -520,19 +534,23 @@ def _with_endpoint_names(errors: list[ProtocolError]) -> list[ProtocolError]:
     out = []
     for e in errors:
         if "{endpoints}" in e.message:
-            e = ProtocolError(e.path, e.message.replace("{endpoints}", names), e.line)
-        elif e.path.endswith("model.endpoint") and e.message == "this field is required":
-            e = ProtocolError(e.path, f"{e.message} (registered endpoints: {names})", e.line)
+            e = ProtocolError(e.parts, e.message.replace("{endpoints}", names), e.line)
+        elif _is_arm_endpoint(e) and e.message == "this field is required":
+            e = ProtocolError(e.parts, f"{e.message} (registered endpoints: {names})", e.line)
         out.append(e)
     return out
+
+
+def _is_arm_endpoint(error: ProtocolError) -> bool:
+    return error.parts[-2:] == ("model", "endpoint")
 
 
 def _dedupe(errors: list[ProtocolError]) -> list[ProtocolError]:
     seen = set()
     out = []
     for e in errors:
-        if (e.path, e.message) not in seen:
-            seen.add((e.path, e.message))
+        if (e.parts, e.message) not in seen:
+            seen.add((e.parts, e.message))
             out.append(e)
     return out
 
@@ -546,7 +564,7 @@ def _refuse_unbounded(doc: Any, lines: dict[str, int] | None = None) -> None:
         )
     except InputRejected as exc:
         line = line_for(exc.path, lines) if lines is not None else None
-        raise ProtocolRefused([ProtocolError(exc.path, exc.message, line)]) from None
+        raise ProtocolRefused([ProtocolError(exc.parts, exc.message, line)]) from None
     if lines is None:
         # JSON data has no text size to check; its compact encoding stands in for it.
         size = len(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
@@ -554,7 +572,7 @@ def _refuse_unbounded(doc: Any, lines: dict[str, int] | None = None) -> None:
             raise ProtocolRefused(
                 [
                     ProtocolError(
-                        "",
+                        (),
                         f"the document is too large ({size // 1024} KB; "
                         f"at most {MAX_PROTOCOL_BYTES // 1024} KB)",
                     )
@@ -568,14 +586,14 @@ def parse_protocol_text(text: str) -> dict[str, Any]:
     try:
         doc, lines = load_with_lines(text)
     except YamlRefused as exc:
-        raise ProtocolRefused([ProtocolError(exc.path, exc.message, exc.line)]) from None
+        raise ProtocolRefused([ProtocolError(exc.parts, exc.message, exc.line)]) from None
     except YamlSyntaxError as exc:
-        raise ProtocolInvalid([ProtocolError(exc.path, exc.message, exc.line)]) from None
+        raise ProtocolInvalid([ProtocolError(exc.parts, exc.message, exc.line)]) from None
     _refuse_unbounded(doc, lines)
     errors = validate_document(doc)
     if errors:
         raise ProtocolInvalid(
-            [ProtocolError(e.path, e.message, line_for(e.path, lines)) for e in errors]
+            [ProtocolError(e.parts, e.message, line_for(e.path, lines)) for e in errors]
         )
     return doc
 

@@ -21,12 +21,17 @@ MAX_PROTOCOL_BYTES = 256 * 1024
 MAX_PROTOCOL_DEPTH = 20
 
 
+# A place in a document as keys and list indexes: ("arms", 1, "model", "name").
+PathParts = tuple[str | int, ...]
+
+
 class YamlSyntaxError(ValueError):
-    def __init__(self, message: str, line: int | None, path: str = ""):
+    def __init__(self, message: str, line: int | None, parts: PathParts = ()):
         super().__init__(message)
         self.message = message
         self.line = line
-        self.path = path
+        self.parts = tuple(parts)
+        self.path = path_text(self.parts)
 
 
 class YamlRefused(YamlSyntaxError):
@@ -37,6 +42,14 @@ def join_path(parent: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{parent}[{key}]"
     return f"{parent}.{key}" if parent else str(key)
+
+
+def path_text(parts: PathParts) -> str:
+    """("arms", 1, "model", "name") -> "arms[1].model.name" ("" for the whole document)."""
+    path = ""
+    for part in parts:
+        path = join_path(path, part)
+    return path
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -119,7 +132,8 @@ def load_with_lines(
         return None, lines
     loader = yaml.SafeLoader("")
 
-    def walk(node: yaml.Node, path: str) -> Any:
+    def walk(node: yaml.Node, parts: PathParts) -> Any:
+        path = path_text(parts)
         lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -127,23 +141,22 @@ def load_with_lines(
                 key = _scalar(loader, key_node) if isinstance(key_node, yaml.ScalarNode) else None
                 if not isinstance(key, str | int | float | bool) or key is None:
                     raise YamlSyntaxError(
-                        "keys must be plain names", key_node.start_mark.line + 1, path
+                        "keys must be plain names", key_node.start_mark.line + 1, parts
                     )
                 key = str(key)
                 if key in out:
                     raise YamlSyntaxError(
-                        "duplicate key", key_node.start_mark.line + 1, join_path(path, key)
+                        "duplicate key", key_node.start_mark.line + 1, (*parts, key)
                     )
-                child = join_path(path, key)
-                out[key] = walk(value_node, child)
+                out[key] = walk(value_node, (*parts, key))
                 # A key's line is where the key is written, which is what a person looks for.
-                lines[child] = key_node.start_mark.line + 1
+                lines[join_path(path, key)] = key_node.start_mark.line + 1
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [walk(item, join_path(path, i)) for i, item in enumerate(node.value)]
+            return [walk(item, (*parts, i)) for i, item in enumerate(node.value)]
         return _scalar(loader, node)
 
-    return walk(root, ""), lines
+    return walk(root, ()), lines
 
 
 def line_for(path: str, lines: dict[str, int]) -> int | None:
