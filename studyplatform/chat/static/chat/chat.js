@@ -17,6 +17,12 @@
   var pendingRequestId = null;  // reused when a send fails on the network: no duplicate message
   var current = null;           // {stopUrl} while a reply is being sent or streamed
 
+  // The stop URL comes from {% url %} rendered for message 0 (data-stop-url), so a moved route
+  // changes in urls.py only.
+  function stopUrlFor(messageId) {
+    return chat.dataset.stopUrl.replace(/\/0\/stop\/$/, "/" + messageId + "/stop/");
+  }
+
   function bubble(role, text) {
     var div = document.createElement("div");
     div.className = "msg " + role;
@@ -103,7 +109,7 @@
     }
     return readEvents(response, {
       message: function (data) {
-        current = {stopUrl: "/p/chat/stream/" + data.message.id + "/stop/"};
+        current = {stopUrl: stopUrlFor(data.message.id)};
         onMessage(data);
       },
       start: function () { body(); },
@@ -181,7 +187,7 @@
     post(button.dataset.url).then(function (r) { return r.json(); }).then(function (data) {
       if (!data.stream) { return; }
       var messageId = data.stream.match(/stream\/(\d+)\//)[1];
-      current = {stopUrl: "/p/chat/stream/" + messageId + "/stop/"};
+      current = {stopUrl: stopUrlFor(messageId)};
       return fetch(data.stream, {credentials: "same-origin"}).then(function (response) {
         if (!response.ok || !isEventStream(response)) { throw new Error("no stream"); }
         return streamReply(response, function () {});
