@@ -23,6 +23,13 @@
     return chat.dataset.stopUrl.replace(/\/0\/stop\/$/, "/" + messageId + "/stop/");
   }
 
+  // Scroll to the bottom of the page, not a message into view: at the bottom, the sticky
+  // composer (and the crisis box in it) sits below the newest message instead of over it.
+  function toBottom() {
+    window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+  toBottom();  // open at the newest message (the page also reloads after each reply)
+
   function bubble(role, text) {
     var div = document.createElement("div");
     div.className = "msg " + role;
@@ -31,7 +38,7 @@
     body.textContent = text || "";
     div.appendChild(body);
     chat.appendChild(div);
-    div.scrollIntoView({block: "end"});
+    toBottom();
     return div;
   }
 
@@ -115,7 +122,7 @@
       start: function () { body(); },
       delta: function (data) {
         body().textContent += data.t;
-        replyBubble.scrollIntoView({block: "end"});
+        toBottom();
       },
       done: function (data) {
         body().innerHTML = data.html;  // sanitized on the server
@@ -136,6 +143,7 @@
     if (data.crisis) {
       crisisBox.innerHTML = data.crisis.html;  // sanitized on the server
       crisisBox.hidden = false;
+      toBottom();
     }
   }
 
