@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,7 +34,9 @@ def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
         "code_version": run.code_version,
         "params": run.params,
         "error": run.error,
-        "report_url": f"/api/studies/{run.study.slug}/analysis-runs/{run.id}/report/"
+        "report_url": reverse(
+            "analysis_api:analysis-run-report", kwargs={"slug": run.study.slug, "run_id": run.id}
+        )
         if run.status == AnalysisRun.Status.DONE
         else None,
     }

@@ -8,8 +8,11 @@ from celery import shared_task
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
+
+from studyplatform.core.links import site_url
 
 from .models import Invitation
 
@@ -51,7 +54,8 @@ def send_notifications(kind: str, invitation_ids: list[int]) -> int:
             continue
         participant = invitation.participant
         token = signin_link_create(
-            participant=participant, next_path=f"/p/surveys/{invitation.pk}/"
+            participant=participant,
+            next_path=reverse("surveys:start", kwargs={"invitation_id": invitation.pk}),
         )
         with translation.override(participant.language):
             subject = (
@@ -62,7 +66,7 @@ def send_notifications(kind: str, invitation_ids: list[int]) -> int:
             body = render_to_string(
                 "surveys/email/invitation.txt",
                 {
-                    "url": f"{settings.SITE_URL}/p/signin/{token}/",
+                    "url": site_url("participants:signin_token", kwargs={"token": token}),
                     "invitation": invitation,
                     "study": participant.study,
                     "reminder": kind == "reminder",

@@ -192,10 +192,11 @@ def _message_store(
                 protocol_version=study.current_version,
                 tz_offset_minutes=tz_offset_minutes,
             )
-            title = conversation.title or text[:60]
-            # update() prepares values through the field, so the title is encrypted too
+            # No title from the message text: the first words often carry an email address,
+            # a phone number or a name, and the conversation list shows titles in the clear.
+            # The list shows a neutral dated title instead (chat/list.html).
             Conversation.objects.filter(pk=conversation.pk).update(
-                active_leaf=message, updated_at=now, title=title
+                active_leaf=message, updated_at=now
             )
             crisis = safety_services.message_screen(
                 participant=participant, message=message, text=text, now=now

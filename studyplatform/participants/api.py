@@ -7,6 +7,8 @@ import csv
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils.http import urlencode
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -158,7 +160,11 @@ class PilotInviteListView(APIView):
         invite, token = pilot_invite_create(
             study=study, label=ser.validated_data["label"], actor=request.user
         )
-        link = request.build_absolute_uri(f"/s/{study.slug}/?pilot={token}")
+        link = request.build_absolute_uri(
+            reverse("participants:study", kwargs={"slug": study.slug})
+            + "?"
+            + urlencode({"pilot": token})
+        )
         return Response(
             {"id": invite.pk, "label": invite.label, "link": link}, status=status.HTTP_201_CREATED
         )

@@ -66,7 +66,7 @@ def participant_gate(
 
     participant = current_participant(request)
     if participant is None:
-        return None, f"/p/signin/?next={request.path}"
+        return None, reverse("participants:signin") + f"?next={request.path}"
     if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
         return None, reverse("participants:withdrawn")
     if consent and participant.is_active and consent_due(participant):

@@ -257,7 +257,11 @@ def welcome(request):
         "participants/welcome.html",
         {
             "study": study,
-            "return_url": request.build_absolute_uri(f"/p/r/{token}/") if token else None,
+            "return_url": request.build_absolute_uri(
+                reverse("participants:return_link", kwargs={"token": token})
+            )
+            if token
+            else None,
             "collect_email": recruitment.get("collect_email", True),
             "panel": recruitment.get("panel", ""),
             "completion_url": recruitment.get("completion_url"),

@@ -78,7 +78,9 @@ def test_participant_journey_from_prolific_link_to_withdrawal(
 
     # download my data
     page.get_by_role("link", name="Baixar meus dados").click()
-    page.get_by_role("button", name="Preparar meus dados").click()
+    # Wait for the form's own navigation: reloading while it is under way detaches the page.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Preparar meus dados").click()
     page.reload()
     with page.expect_download() as info:
         page.get_by_role("link", name="Baixar", exact=True).click()

@@ -22,6 +22,7 @@ from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -544,7 +545,9 @@ def pilot_invite_create(request: HttpRequest, slug: str) -> HttpResponse:
     )
     # Only the digest is stored: the link is shown once, on the next page load.
     request.session[f"pilot-link:{study.pk}"] = request.build_absolute_uri(
-        f"/s/{study.slug}/?pilot={token}"
+        reverse("participants:study", kwargs={"slug": study.slug})
+        + "?"
+        + urlencode({"pilot": token})
     )
     return _back(study)
 

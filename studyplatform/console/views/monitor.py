@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -18,6 +17,7 @@ from django.core.paginator import Paginator
 from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from analysis.models import AnalysisRun
 from analysis.services import analysis_run_create
 from studyplatform.core.csp import set_self_contained_policy
+from studyplatform.core.links import site_url
 from studyplatform.exports import codebook
 from studyplatform.exports.models import DatasetExport
 from studyplatform.exports.services import (
@@ -77,7 +78,7 @@ def _render(
         "study": study,
         "perms": user_perms(request.user, study),
         "tab": tab,
-        "study_url": f"{settings.SITE_URL}/s/{study.slug}/",
+        "study_url": site_url("participants:study", kwargs={"slug": study.slug}),
     }
     return render(request, f"console/monitor/{template}", {**base, **context}, status=status)
 
@@ -208,7 +209,9 @@ def participants(request: HttpRequest, slug: str) -> HttpResponse:
         p.completed_count, p.invited_count = done.get(p.pk, (0, 0))
     filters = {k: v for k, v in (("status", status), ("pilot", pilot)) if v}
     csv_query = urlencode({**filters, "download": "csv"})
-    csv_url = f"/api/studies/{study.slug}/participants/?{csv_query}"
+    csv_url = (
+        reverse("participants_api:participant-list", kwargs={"slug": study.slug}) + f"?{csv_query}"
+    )
     context = {
         "rows": rows,
         "page_obj": page_obj,

@@ -22,7 +22,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from studyplatform.core.filecrypt import DecryptionError, decrypt_from_path, encrypt_to_path
 
@@ -116,7 +117,7 @@ def _participant_tables(participant: Participant) -> dict[str, list[dict[str, An
                 "language": participant.language,
                 "timezone": participant.timezone,
                 "enrolled_at": participant.enrolled_at.isoformat(),
-                "screener_answers": json.dumps(participant.screener_answers, ensure_ascii=False),
+                "screener_answers": participant.screener_answers,
             }
         ],
         "identity": [
@@ -135,7 +136,7 @@ def _participant_tables(participant: Participant) -> dict[str, list[dict[str, An
                 "language": r.language,
                 "signed_at": r.signed_at.isoformat(),
                 "text_sha256": r.text_hash,
-                "choices": json.dumps(r.choices),
+                "choices": r.choices,
                 "signature": r.signature_name,
             }
             for r in participant.consent_records.order_by("signed_at")
@@ -149,13 +150,54 @@ def _participant_tables(participant: Participant) -> dict[str, list[dict[str, An
     return tables
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet or another program can read back: nested values (survey
+    answers, scores, consent choices) as JSON text, not Python's repr; true/false and empty
+    for booleans and missing values, as in the JSON files."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return value
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return out.getvalue()
+
+
+def _readme(participant: Participant, tables: dict[str, list], now: dt.datetime) -> str:
+    """The archive's README, in the participant's language (the one they use the study in)."""
+    with translation.override(participant.language or settings.LANGUAGE_CODE):
+        lines = [
+            _("Your data from the study: %(title)s") % {"title": participant.study.title},
+            _("Participant code: %(code)s") % {"code": participant.code},
+            _("Prepared on %(when)s UTC.") % {"when": f"{now:%Y-%m-%d %H:%M}"},
+            "",
+            _(
+                "This archive holds everything the study keeps about you. Each table is given "
+                "twice: as a CSV file, which opens in a spreadsheet, and as a JSON file, for "
+                "programs. data.json holds all the tables together."
+            ),
+            _(
+                "In the CSV files, values that contain several parts (such as your answers to "
+                "a questionnaire) are written as JSON text."
+            ),
+            "",
+            _("Tables:"),
+        ]
+        lines += [f"  {name}.csv, {name}.json" for name in tables]
+    return "\n".join(lines) + "\n"
 
 
 def data_download_build(*, download: DataDownload) -> DataDownload:
@@ -173,15 +215,11 @@ def data_download_build(*, download: DataDownload) -> DataDownload:
         name = f"{secrets.token_hex(16)}.zip.fernet"
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(
-                "README.txt",
-                f"Everything study '{participant.study.title}' holds about participant "
-                f"{participant.code}, as of {timezone.now():%Y-%m-%d %H:%M} UTC.\n"
-                "Each table is given as JSON and as CSV.\n",
-            )
-            archive.writestr("data.json", json.dumps(tables, ensure_ascii=False, indent=2))
+            archive.writestr("README.txt", _readme(participant, tables, timezone.now()))
+            archive.writestr("data.json", _json(tables))
             for table, rows in tables.items():
                 archive.writestr(f"{table}.csv", _csv(rows))
+                archive.writestr(f"{table}.json", _json(rows))
         data = buffer.getvalue()
         encrypt_to_path(data, Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name)
         download.file_name = name

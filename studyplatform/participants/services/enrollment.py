@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, token_digest
+from studyplatform.core.links import site_url
 from studyplatform.core.ratelimit import rate_limited
 from studyplatform.studies.models import Arm, ConsentDocument, Study
 from studyplatform.studies.selectors import current_consent_for
@@ -496,7 +497,7 @@ def _email_joined(*, participant: Participant, email: str) -> None:
         subject = _("You joined %(title)s") % {"title": participant.study.title}
         body = render_to_string(
             "participants/email/joined.txt",
-            {"study": participant.study, "signin_url": f"{settings.SITE_URL}/p/signin/"},
+            {"study": participant.study, "signin_url": site_url("participants:signin")},
         )
     _send_notice(subject, body, email)
 
@@ -539,6 +540,6 @@ def _email_already_joined(*, study: Study, email: str, language: str) -> None:
         }
         body = render_to_string(
             "participants/email/already_joined.txt",
-            {"study": study, "signin_url": f"{settings.SITE_URL}/p/signin/"},
+            {"study": study, "signin_url": site_url("participants:signin")},
         )
     _send_notice(subject, body, existing.email)

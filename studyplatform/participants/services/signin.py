@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, new_token, token_digest
+from studyplatform.core.links import site_url
 from studyplatform.core.ratelimit import rate_limited
 
 from ..models import Identity, Participant, SignInLink
@@ -111,7 +112,7 @@ def signin_link_create(*, participant: Participant, next_path: str = "") -> str:
 
 def _send_signin_email(identity: Identity, token: str) -> None:
     participant = identity.participant
-    url = f"{settings.SITE_URL}/p/signin/{token}/"
+    url = site_url("participants:signin_token", kwargs={"token": token})
     with translation.override(participant.language):
         subject = _("Your sign-in link for %(title)s") % {"title": participant.study.title}
         body = render_to_string(

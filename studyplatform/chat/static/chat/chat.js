@@ -17,6 +17,19 @@
   var pendingRequestId = null;  // reused when a send fails on the network: no duplicate message
   var current = null;           // {stopUrl} while a reply is being sent or streamed
 
+  // The stop URL comes from {% url %} rendered for message 0 (data-stop-url), so a moved route
+  // changes in urls.py only.
+  function stopUrlFor(messageId) {
+    return chat.dataset.stopUrl.replace(/\/0\/stop\/$/, "/" + messageId + "/stop/");
+  }
+
+  // Scroll to the bottom of the page, not a message into view: at the bottom, the sticky
+  // composer (and the crisis box in it) sits below the newest message instead of over it.
+  function toBottom() {
+    window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+  toBottom();  // open at the newest message (the page also reloads after each reply)
+
   function bubble(role, text) {
     var div = document.createElement("div");
     div.className = "msg " + role;
@@ -25,7 +38,7 @@
     body.textContent = text || "";
     div.appendChild(body);
     chat.appendChild(div);
-    div.scrollIntoView({block: "end"});
+    toBottom();
     return div;
   }
 
@@ -114,13 +127,13 @@
     }
     return readEvents(response, {
       message: function (data) {
-        current = {stopUrl: "/p/chat/stream/" + data.message.id + "/stop/"};
+        current = {stopUrl: stopUrlFor(data.message.id)};
         onMessage(data);
       },
       start: function () { body(); },
       delta: function (data) {
         body().textContent += data.t;
-        replyBubble.scrollIntoView({block: "end"});
+        toBottom();
       },
       done: function (data) {
         body().innerHTML = data.html;  // sanitized on the server
@@ -158,6 +171,7 @@
     if (data.crisis) {
       crisisBox.innerHTML = data.crisis.html;  // sanitized on the server
       crisisBox.hidden = false;
+      toBottom();
     }
   }
 
@@ -218,7 +232,7 @@
     post(button.dataset.url).then(function (r) { return r.json(); }).then(function (data) {
       if (!data.stream) { showError(data.error || strings.network); return; }
       var messageId = data.stream.match(/stream\/(\d+)\//)[1];
-      current = {stopUrl: "/p/chat/stream/" + messageId + "/stop/"};
+      current = {stopUrl: stopUrlFor(messageId)};
       return fetch(data.stream, {credentials: "same-origin"}).then(function (response) {
         if (!response.ok || !isEventStream(response)) { throw new Error("no stream"); }
         return streamReply(response, function () {});

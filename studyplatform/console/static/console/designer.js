@@ -98,7 +98,8 @@
   if (previewForm) {
     previewForm.addEventListener("submit", function () {
       var page = document.getElementById("preview-page");
-      previewForm.action = page.dataset.base + page.value + "/";
+      // Each option carries its page's URL, rendered with {% url %}.
+      previewForm.action = page.options[page.selectedIndex].dataset.url;
     });
   }
 })();
