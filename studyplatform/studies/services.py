@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from studyplatform.accounts.selectors import email_is_verified, require_verified_email
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import new_token, token_digest
+from studyplatform.core.events import ProtocolChanged, publish
 from studyplatform.core.model_endpoints import endpoint_get
 
 from .launch import CheckItem, study_launch_checklist
@@ -195,8 +196,8 @@ def protocol_version_create(
             [ProtocolError("change_note", "describe the change (required once a study is live)")]
         )
     version = _new_version(study=study, doc=doc, author=author, change_note=change_note)
-    for hook in PROTOCOL_CHANGE_HOOKS:
-        transaction.on_commit(lambda hook=hook: hook(study, version))
+    # After the version commits: surveys resynchronise schedules.
+    transaction.on_commit(lambda: publish(ProtocolChanged(study=study, version=version)))
     audit_record(
         actor=author,
         action="protocol.version_create",
@@ -205,16 +206,6 @@ def protocol_version_create(
         data={"number": version.number, "hash": version.content_hash, "note": change_note},
     )
     return version, True
-
-
-# Apps that react to a new protocol version register here (the survey engine reschedules
-# future occurrences). Called after the version commits.
-PROTOCOL_CHANGE_HOOKS: list = []
-
-
-def register_protocol_change_hook(func):
-    PROTOCOL_CHANGE_HOOKS.append(func)
-    return func
 
 
 class TransitionError(ValueError):

@@ -6,7 +6,6 @@ from .data_download import (
     data_download_open,
     data_download_request,
     data_downloads_expire_due,
-    register_download_section,
 )
 from .enrollment import (
     EnrollmentError,
@@ -24,8 +23,6 @@ from .enrollment import (
     participant_set_timezone,
     pilot_invite_create,
     pilot_invite_for,
-    register_enrollment_hook,
-    register_timezone_hook,
 )
 from .signin import (
     SignInError,
@@ -43,8 +40,6 @@ from .vault import identity_view
 from .withdrawal import (
     WithdrawalError,
     participant_withdraw,
-    register_content_deleter,
-    register_withdrawal_hook,
 )
 
 __all__ = [
@@ -75,11 +70,6 @@ __all__ = [
     "password_set",
     "pilot_invite_create",
     "pilot_invite_for",
-    "register_content_deleter",
-    "register_download_section",
-    "register_enrollment_hook",
-    "register_timezone_hook",
-    "register_withdrawal_hook",
     "return_link_issue",
     "signin_link_consume",
     "signin_link_create",

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, token_digest
+from studyplatform.core.events import ParticipantEnrolled, ParticipantTimezoneChanged, publish
 from studyplatform.core.ratelimit import rate_limited
 from studyplatform.studies.models import Arm, ConsentDocument, Study
 from studyplatform.studies.selectors import current_consent_for
@@ -36,14 +37,6 @@ from ..models import (
 from .signin import return_link_issue
 
 log = logging.getLogger(__name__)
-
-# Apps that act on a new participant register here (the survey engine creates the schedule).
-ENROLLMENT_HOOKS: list = []
-
-
-def register_enrollment_hook(func):
-    ENROLLMENT_HOOKS.append(func)
-    return func
 
 
 class EnrollmentError(ValueError):
@@ -298,8 +291,8 @@ def participant_enroll(
         invite.used_by = participant
         invite.save(update_fields=["used_by"])
     _allocate(participant, now)
-    for hook in ENROLLMENT_HOOKS:
-        hook(participant)
+    # Inside this transaction: surveys create the participant's schedule.
+    publish(ParticipantEnrolled(participant=participant))
     funnel_increment(study, "consented", day=now.date())
     audit_record(
         actor=f"participant {participant.code}",
@@ -367,16 +360,6 @@ def latest_consent(participant: Participant) -> ConsentRecord | None:
     return participant.consent_records.select_related("document").order_by("-signed_at").first()
 
 
-# Apps that depend on the participant's time zone register here (the survey engine reschedules
-# future occurrences in the new zone).
-TIMEZONE_HOOKS: list = []
-
-
-def register_timezone_hook(func):
-    TIMEZONE_HOOKS.append(func)
-    return func
-
-
 class TimezoneError(ValueError):
     pass
 
@@ -394,8 +377,8 @@ def participant_set_timezone(*, participant: Participant, timezone_name: str) ->
         return participant
     participant.timezone = timezone_name
     participant.save(update_fields=["timezone"])
-    for hook in TIMEZONE_HOOKS:
-        hook(participant)
+    # Inside this transaction: surveys reschedule future occurrences in the new zone.
+    publish(ParticipantTimezoneChanged(participant=participant))
     audit_record(
         actor=f"participant {participant.code}",
         action="participant.timezone",
