@@ -15,6 +15,7 @@ from studyplatform.core.events import (
     ParticipantContentDeletion,
     ParticipantDownloadRequested,
     ParticipantEnrolled,
+    ParticipantHomeRequested,
     ParticipantTimezoneChanged,
     ParticipantWithdrew,
     ProtocolChanged,
@@ -97,6 +98,11 @@ def survey_download(event: ParticipantDownloadRequested) -> dict[str, list]:
     return {"survey_invitations": invitations, "survey_responses": responses}
 
 
+def home_due(event: ParticipantHomeRequested) -> dict[str, object]:
+    """The questionnaires open now, for the participant's home page ("What's due")."""
+    return {"due": engine.due_for(event.participant)}
+
+
 def reschedule(event: ProtocolChanged) -> None:
     from .tasks import resync_schedule
 
@@ -115,5 +121,6 @@ def subscribe_all() -> None:
     subscribe(ParticipantWithdrew, stop_invitations)
     subscribe(ParticipantContentDeletion, delete_responses)
     subscribe(ParticipantDownloadRequested, survey_download)
+    subscribe(ParticipantHomeRequested, home_due)
     subscribe(ProtocolChanged, reschedule)
     subscribe(MessageStored, after_message)

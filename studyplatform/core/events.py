@@ -81,6 +81,14 @@ class ParticipantDownloadRequested:
 
 
 @dataclass(frozen=True)
+class ParticipantHomeRequested:
+    """The participant's home page is being rendered: each app returns ``{name: value}`` to add
+    to the page's template context (surveys: ``due``, the questionnaires open now)."""
+
+    participant: Any
+
+
+@dataclass(frozen=True)
 class MessageStored:
     """A participant's chat message was stored (not published for a replayed request).
     Surveys evaluate their "after N messages" rules."""
@@ -103,6 +111,7 @@ EVENT_TYPES: tuple[type, ...] = (
     ParticipantWithdrew,
     ParticipantContentDeletion,
     ParticipantDownloadRequested,
+    ParticipantHomeRequested,
     MessageStored,
     ProtocolChanged,
 )

@@ -14,6 +14,7 @@ from studyplatform.core.events import (
     ParticipantContentDeletion,
     ParticipantDownloadRequested,
     ParticipantEnrolled,
+    ParticipantHomeRequested,
     ParticipantTimezoneChanged,
     ParticipantWithdrew,
     ProtocolChanged,
@@ -49,6 +50,7 @@ def test_every_event_type_has_the_subscribers_the_platform_needs():
         "studyplatform.chat.participant_data.chat_download",
         "surveys.hooks.survey_download",
     ]
+    assert names(ParticipantHomeRequested) == ["surveys.hooks.home_due"]
     assert names(MessageStored) == ["surveys.hooks.after_message"]
     assert names(ProtocolChanged) == ["surveys.hooks.reschedule"]
     assert set(events.EVENT_TYPES) == {
@@ -57,6 +59,7 @@ def test_every_event_type_has_the_subscribers_the_platform_needs():
         ParticipantWithdrew,
         ParticipantContentDeletion,
         ParticipantDownloadRequested,
+        ParticipantHomeRequested,
         MessageStored,
         ProtocolChanged,
     }
