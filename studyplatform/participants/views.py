@@ -19,6 +19,7 @@ from studyplatform.core.client_ip import client_ip
 from studyplatform.core.csp import self_contained_document
 from studyplatform.core.digests import lookup_digest
 from studyplatform.core.events import ParticipantHomeRequested, publish
+from studyplatform.core.i18n import localized, normalize_language
 from studyplatform.studies.models import Study
 from studyplatform.studies.selectors import current_consent_for
 
@@ -32,7 +33,7 @@ from .forms import (
     WithdrawForm,
 )
 from .models import DataDownload, Participant
-from .screener import AnswerError, evaluate, localized, parse_answers
+from .screener import AnswerError, evaluate, parse_answers
 from .session import (
     FRESH_KEY,
     SESSION_KEY,
@@ -58,7 +59,7 @@ SIGNIN_ERRORS = {
 
 
 def _language(request) -> str:
-    return translation.get_language() or "en"
+    return normalize_language(translation.get_language()) or "en"
 
 
 def _client_key(request) -> str:

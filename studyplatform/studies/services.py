@@ -23,6 +23,7 @@ from studyplatform.accounts.selectors import email_is_verified, require_verified
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import new_token, token_digest
 from studyplatform.core.events import ProtocolChanged, publish
+from studyplatform.core.i18n import localized
 from studyplatform.core.model_endpoints import endpoint_get
 
 from .launch import CheckItem, study_launch_checklist
@@ -32,9 +33,7 @@ from .roles import Role
 
 
 def _text(value: Any, language: str = "en") -> str:
-    if isinstance(value, dict):
-        return value.get(language) or next(iter(value.values()), "")
-    return value or ""
+    return localized(value, language)
 
 
 def consent_text_hash(doc: dict[str, Any]) -> str:
