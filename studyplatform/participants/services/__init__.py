@@ -36,6 +36,7 @@ from .signin import (
     signin_link_request,
     signin_with_password,
 )
+from .simulation import SimulationError, simulated_participants_create
 from .vault import identity_view
 from .withdrawal import (
     WithdrawalError,
@@ -48,6 +49,7 @@ __all__ = [
     "JoinContext",
     "JoinResult",
     "SignInError",
+    "SimulationError",
     "TimezoneError",
     "WithdrawalError",
     "consent_due",
@@ -76,4 +78,5 @@ __all__ = [
     "signin_link_email",
     "signin_link_request",
     "signin_with_password",
+    "simulated_participants_create",
 ]

@@ -275,17 +275,14 @@ def participant_enroll(
         panel_session_id=join.panel_session_id,
         date_shift_days=secrets.randbelow(364) + 1,
     )
-    ConsentRecord.objects.create(
+    _consent_record(
         participant=participant,
         document=document,
-        version=document.version,
-        language=document.language,
-        text_hash=document.text_hash,
         choices=clean,
-        signature_name=signature_name.strip()[:200],
+        signature_name=signature_name,
         signed_at=now,
         protocol_version=study.current_version,
-    )
+    ).save(force_insert=True)
     if state == "pilot":
         invite = pilot_invite_for(study, join.pilot_token)
         invite.used_by = participant
@@ -306,6 +303,31 @@ def participant_enroll(
         },
     )
     return participant
+
+
+def _consent_record(
+    *,
+    participant: Participant,
+    document: ConsentDocument,
+    choices: dict[str, Any],
+    signature_name: str,
+    signed_at: dt.datetime,
+    protocol_version: Any,
+) -> ConsentRecord:
+    """The one place a ConsentRecord is built (unsaved, so a cohort can be bulk-inserted):
+    it copies exactly what was signed (version, language, text hash) from the document, so a
+    record stays meaningful after the document is superseded."""
+    return ConsentRecord(
+        participant=participant,
+        document=document,
+        version=document.version,
+        language=document.language,
+        text_hash=document.text_hash,
+        choices=choices,
+        signature_name=signature_name.strip()[:200],
+        signed_at=signed_at,
+        protocol_version=protocol_version,
+    )
 
 
 def consent_due(participant: Participant) -> ConsentDocument | None:
@@ -335,17 +357,15 @@ def consent_renew(
     validate_consent_choices(document, clean)
     if document.signature == ConsentDocument.Signature.TYPED_NAME and not signature_name.strip():
         raise EnrollmentError("signature_required", "type your name to sign")
-    record = ConsentRecord.objects.create(
+    record = _consent_record(
         participant=participant,
         document=document,
-        version=document.version,
-        language=document.language,
-        text_hash=document.text_hash,
         choices=clean,
-        signature_name=signature_name.strip()[:200],
+        signature_name=signature_name,
         signed_at=now or timezone.now(),
         protocol_version=participant.study.current_version,
     )
+    record.save(force_insert=True)
     audit_record(
         actor=f"participant {participant.code}",
         action="participant.reconsent",
