@@ -2,7 +2,7 @@
 
 No Django: :func:`render_report` takes the results dict of :func:`analysis.plan.run_plan`, the
 frames the figures are drawn from and a few provenance fields, and returns a string. Every piece
-of text that reaches the page goes through :func:`html.escape` (outcome names and error messages
+of text that reaches the page is escaped (core/html_text.py; outcome names and error messages
 come from a protocol a study designer wrote). Figures use matplotlib's Agg backend, so nothing
 needs a display. Each figure is a ``<figure data-figure="name">`` holding an ``<img alt="…">``,
 each table has a ``data-table`` attribute, so a browser test can find them.
@@ -11,7 +11,6 @@ each table has a ``data-table`` attribute, so a browser test can find them.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,8 @@ matplotlib.use("Agg")  # before pyplot: the worker has no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from studyplatform.core.html_text import escape_html as _e
 
 __all__ = ["FIGURES", "render_report"]
 
@@ -39,10 +40,6 @@ dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}
 dl.meta dt{font-weight:600}figure{margin:1rem 0}figure img{max-width:100%}
 .error{color:#a00}code{font-size:.85rem;word-break:break-all}
 """
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from studyplatform.core.admin import ReadOnlyAdmin
 from studyplatform.core.audit import audit_record
 
 from .models import Invitation, Response, ScheduleCursor
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    # Schedule state and answers change only through the engine and services, which keep the
-    # invariants (one invitation per occurrence, immutable submissions, audited corrections).
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
+# Schedule state and answers change only through the engine and services, which keep the
+# invariants (one invitation per occurrence, immutable submissions, audited corrections).
 @admin.register(ScheduleCursor)
 class ScheduleCursorAdmin(ReadOnlyAdmin):
     list_display = (

@@ -9,4 +9,6 @@ class SurveysConfig(AppConfig):
     verbose_name = "Surveys"
 
     def ready(self):
-        from . import hooks  # noqa: F401 - registers enrollment/withdrawal/protocol/chat hooks
+        from . import hooks
+
+        hooks.subscribe_all()

@@ -16,19 +16,9 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext as _
 
+from studyplatform.core.i18n import text_for
+
 from .instruments import Instrument, Item, Value
-
-
-def _lang_get(texts: Mapping[str, Any] | None, language: str) -> Any:
-    """Look up a per-language mapping case-insensitively: protocols write ``pt-br`` (Django's
-    code) while instrument files write ``pt-BR``."""
-    if not isinstance(texts, Mapping):
-        return None
-    wanted = language.lower()
-    for key, value in texts.items():
-        if isinstance(key, str) and key.lower() == wanted and value not in (None, ""):
-            return value
-    return None
 
 
 def protocol_translations(protocol: Mapping[str, Any], instrument_key: str) -> Mapping[str, Any]:
@@ -72,8 +62,8 @@ class _Wording:
 
     def __init__(self, language: str, supplied: Mapping[str, Any]) -> None:
         self.language = language
-        self.supplied_own = _lang_get(supplied, language) or {}
-        self.supplied_en = _lang_get(supplied, "en") or {}
+        self.supplied_own = text_for(supplied, language) or {}
+        self.supplied_en = text_for(supplied, "en") or {}
 
     def _supplied(self, section: Mapping[str, Any], *path: str) -> str | None:
         value: Any = section
@@ -83,9 +73,9 @@ class _Wording:
 
     def pick(self, shipped: Mapping[str, Any] | None, *path: str) -> str | None:
         return (
-            _lang_get(shipped, self.language)
+            text_for(shipped, self.language)
             or self._supplied(self.supplied_own, *path)
-            or _lang_get(shipped, "en")
+            or text_for(shipped, "en")
             or self._supplied(self.supplied_en, *path)
         )
 

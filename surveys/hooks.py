@@ -1,4 +1,8 @@
-"""What the survey engine does when other apps' events happen (registered in apps.ready)."""
+"""What the survey engine does when other apps' events happen.
+
+Each handler takes a ``studyplatform.core.events`` event; ``SurveysConfig.ready()`` subscribes
+them (the services publishing these events sit in lower apps and cannot import surveys).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import logging
 
 from django.db import transaction
 
-from studyplatform.chat.services import register_message_hook
-from studyplatform.participants.services import (
-    register_content_deleter,
-    register_download_section,
-    register_enrollment_hook,
-    register_timezone_hook,
-    register_withdrawal_hook,
+from studyplatform.core.events import (
+    MessageStored,
+    ParticipantContentDeletion,
+    ParticipantDownloadRequested,
+    ParticipantEnrolled,
+    ParticipantHomeRequested,
+    ParticipantTimezoneChanged,
+    ParticipantWithdrew,
+    ProtocolChanged,
+    subscribe,
 )
 from studyplatform.safety.services import alert_source_register
-from studyplatform.studies.services import register_protocol_change_hook
 
 from . import engine, services
 from .models import Invitation, Response
@@ -23,8 +29,8 @@ from .models import Invitation, Response
 log = logging.getLogger(__name__)
 
 
-@register_enrollment_hook
-def schedule_new_participant(participant) -> None:
+def schedule_new_participant(event: ParticipantEnrolled) -> None:
+    participant = event.participant
     engine.schedule_init(participant)
     # The baseline survey opens at enrollment: create and send it as soon as the consent
     # commits, so the participant's first page shows it due instead of "nothing due" until the
@@ -45,21 +51,18 @@ def _schedule_now(participant_id: int) -> None:
         )
 
 
-@register_timezone_hook
-def reschedule_in_new_zone(participant) -> None:
+def reschedule_in_new_zone(event: ParticipantTimezoneChanged) -> None:
     from django.utils import timezone
 
-    engine.reschedule_participant(participant, now=timezone.now())
+    engine.reschedule_participant(event.participant, now=timezone.now())
 
 
-@register_withdrawal_hook
-def stop_invitations(participant) -> None:
-    engine.on_withdrawal(participant)
+def stop_invitations(event: ParticipantWithdrew) -> None:
+    engine.on_withdrawal(event.participant)
 
 
-@register_content_deleter
-def delete_responses(participant) -> dict[str, int]:
-    responses = Response.objects.filter(participant=participant)
+def delete_responses(event: ParticipantContentDeletion) -> dict[str, int]:
+    responses = Response.objects.filter(participant=event.participant)
     count = responses.count()
     # Corrections point at what they supersede: delete newest first.
     for response in responses.order_by("-started_at", "-pk"):
@@ -67,8 +70,8 @@ def delete_responses(participant) -> dict[str, int]:
     return {"survey_responses": count}
 
 
-@register_download_section
-def survey_download(participant) -> dict[str, list]:
+def survey_download(event: ParticipantDownloadRequested) -> dict[str, list]:
+    participant = event.participant
     invitations = [
         {
             "invitation": i.pk,
@@ -96,20 +99,34 @@ def survey_download(participant) -> dict[str, list]:
     return {"survey_invitations": invitations, "survey_responses": responses}
 
 
-@register_protocol_change_hook
-def reschedule(study, version) -> None:
+def home_due(event: ParticipantHomeRequested) -> dict[str, object]:
+    """The questionnaires open now, for the participant's home page ("What's due")."""
+    return {"due": engine.due_for(event.participant)}
+
+
+def reschedule(event: ProtocolChanged) -> None:
     from .tasks import resync_schedule
 
-    resync_schedule.delay(study.pk)
+    resync_schedule.delay(event.study.pk)
 
 
-@register_message_hook
-def after_message(participant) -> None:
+def after_message(event: MessageStored) -> None:
+    participant = event.participant
     transaction.on_commit(lambda: engine.on_chat_message(participant))
 
 
-# A survey alert that failed to be raised is retried by the safety app (task and beat sweep),
-# which does not import surveys: it asks this resolver for the alert a response is owed.
-alert_source_register(
-    "survey", lambda response_id: services.survey_alert_for_response(response_id=response_id)
-)
+def subscribe_all() -> None:
+    """Called from ``SurveysConfig.ready()``."""
+    subscribe(ParticipantEnrolled, schedule_new_participant)
+    subscribe(ParticipantTimezoneChanged, reschedule_in_new_zone)
+    subscribe(ParticipantWithdrew, stop_invitations)
+    subscribe(ParticipantContentDeletion, delete_responses)
+    subscribe(ParticipantDownloadRequested, survey_download)
+    subscribe(ParticipantHomeRequested, home_due)
+    subscribe(ProtocolChanged, reschedule)
+    subscribe(MessageStored, after_message)
+    # A survey alert that failed to be raised is retried by the safety app (task and beat
+    # sweep), which does not import surveys: it asks this resolver for the alert a response owes.
+    alert_source_register(
+        "survey", lambda response_id: services.survey_alert_for_response(response_id=response_id)
+    )

@@ -27,6 +27,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from studyplatform.core.schema_errors import schema_error_messages
+
 INSTRUMENTS_DIR = Path(__file__).resolve().parent / "instruments"
 SCHEMA_PATH = INSTRUMENTS_DIR / "schema.json"
 LANGUAGES = ("en", "pt-BR")
@@ -214,7 +216,11 @@ def validate_instrument_dict(data: Any, *, require_provenance: bool = False) -> 
     """Return the list of format errors (empty when valid), each prefixed by its path."""
     if not isinstance(data, Mapping):
         return [f"(root): expected a mapping, got {type(data).__name__}"]
-    schema_errors = sorted(_format_schema_error(e) for e in _schema_validator().iter_errors(data))
+    schema_errors = sorted(
+        message
+        for e in _schema_validator().iter_errors(data)
+        for message in _format_schema_error(e)
+    )
     if schema_errors:
         # Semantic checks assume the shapes are right, so stop at shape errors.
         return list(dict.fromkeys(schema_errors))
@@ -276,7 +282,7 @@ def _format_path(parts: Iterable[Any]) -> str:
     return out or "(root)"
 
 
-def _format_schema_error(error: jsonschema.ValidationError) -> str:
+def _format_schema_error(error: jsonschema.ValidationError) -> list[str]:
     # For oneOf failures, the most specific sub-error explains the problem best
     # (e.g. an option list with one entry is "too short", not "not valid under any schema").
     if error.validator == "oneOf" and error.context:
@@ -289,28 +295,26 @@ def _format_schema_error(error: jsonschema.ValidationError) -> str:
     return _message_for(error, list(error.absolute_path))
 
 
-def _message_for(error: jsonschema.ValidationError, path: list[Any]) -> str:
-    where = _format_path(path)
-    v = error.validator
-    if v == "minItems" and path and path[-1] == "options":
-        return f"{where}: at least two options required"
-    if v == "minItems" and len(path) >= 2 and path[0] == "option_sets":
-        return f"{where}: at least two options required"
-    if v == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return f"{where}: missing required field '{missing}'"
-    if v == "additionalProperties":
-        return f"{where}: {error.message}"
-    if v == "enum":
-        allowed = ", ".join(repr(x) for x in error.validator_value)
-        return f"{where}: {error.instance!r} is not one of {allowed}"
-    if v == "propertyNames":
-        return f"{where}: unsupported language or name {error.instance!r}"
-    if v == "pattern":
-        return f"{where}: {error.instance!r} must be lower-case letters, digits and underscores"
-    if v == "minItems":
-        return f"{where}: must not be empty"
-    return f"{where}: {error.message}"
+# What the instrument schema's patterns mean, for the researcher.
+_PATTERN_HINTS = {
+    "^[a-z][a-z0-9_]*$": "must start with a lowercase letter and contain only lowercase "
+    "letters, digits and underscores",
+    "^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)?$": "must be a name in lowercase letters, digits and "
+    "underscores, optionally prefixed by another such name and a colon",
+}
+
+
+def _message_for(error: jsonschema.ValidationError, path: list[Any]) -> list[str]:
+    # An option list is a choice between at least two answers: say so rather than "2 items".
+    if error.validator == "minItems" and (
+        (path and path[-1] == "options") or (len(path) >= 2 and path[0] == "option_sets")
+    ):
+        return [f"{_format_path(path)}: at least two options required"]
+    # The wording is the platform's (core/schema_errors.py), shared with protocol errors.
+    return [
+        f"{_format_path(parts)}: {message}"
+        for parts, message in schema_error_messages(error, path, pattern_hints=_PATTERN_HINTS)
+    ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from studyplatform.core.admin import ReadOnlyAdmin
 from studyplatform.core.audit import audit_record
 
 from .models import Conversation, MemoryNote, Message
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class AuditedDetailAdmin(ReadOnlyAdmin):

@@ -9,5 +9,14 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        # Explicit registration at startup: withdrawal deletion and the data download.
-        from . import participant_data  # noqa: F401
+        # Explicit subscriptions at startup: withdrawal deletion and the data download.
+        from studyplatform.core.events import (
+            ParticipantContentDeletion,
+            ParticipantDownloadRequested,
+            subscribe,
+        )
+
+        from . import participant_data
+
+        subscribe(ParticipantContentDeletion, participant_data.chat_delete)
+        subscribe(ParticipantDownloadRequested, participant_data.chat_download)

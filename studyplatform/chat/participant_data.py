@@ -1,27 +1,24 @@
 """What the chat app contributes to a participant's withdrawal and "download my data".
 
-Registered explicitly from ``ChatConfig.ready()``: withdrawal with deletion removes every
-conversation the participant has (live chats and imported history alike; messages cascade), and
-the data download lists their conversations and messages, imported ones included.
+Subscribed to the ``core.events`` withdrawal and download events from ``ChatConfig.ready()``:
+withdrawal with deletion removes every conversation the participant has (live chats and imported
+history alike; messages cascade), and the data download lists their conversations and messages,
+imported ones included.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from studyplatform.participants.models import Participant
-from studyplatform.participants.services import (
-    register_content_deleter,
-    register_download_section,
-)
+from studyplatform.core.events import ParticipantContentDeletion, ParticipantDownloadRequested
 from studyplatform.safety.services import participant_alerts_scrub
 
 from .models import Conversation, MemoryNote, Message
 
 
-@register_content_deleter
-def chat_delete(participant: Participant) -> dict[str, int]:
+def chat_delete(event: ParticipantContentDeletion) -> dict[str, int]:
     """Delete the participant's conversations and their messages; return what went."""
+    participant = event.participant
     # Counted before deleting: the collector's per-model numbers would also include rows of
     # other models it cascades to, and the audit event wants exactly these two.
     messages = Message.objects.filter(participant=participant).count()
@@ -42,14 +39,14 @@ def chat_delete(participant: Participant) -> dict[str, int]:
     }
 
 
-@register_download_section
-def chat_download(participant: Participant) -> dict[str, list[dict[str, Any]]]:
+def chat_download(event: ParticipantDownloadRequested) -> dict[str, list[dict[str, Any]]]:
     """The participant's conversations and messages as rows for their data download.
 
     The model that answered names the arm (each arm pins one model), so live replies carry it
     only when the protocol discloses the allocation to the participant; imported history is the
     participant's own record from elsewhere and keeps its model names.
     """
+    participant = event.participant
     allocation = participant.study.protocol.get("allocation", {})
     disclose = bool(allocation.get("disclose_to_participant", False))
     conversations = [

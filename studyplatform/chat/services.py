@@ -15,6 +15,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.events import MessageStored, publish
 from studyplatform.core.model_endpoints import Endpoint, EndpointUnavailable, endpoint_resolve
 from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
@@ -28,16 +29,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_LIMITS = {"messages_per_minute": 10, "tokens_per_day": 200_000, "max_message_chars": 8000}
 # Tokens kept free for the reply when the arm does not set max_tokens.
 DEFAULT_REPLY_RESERVE = 1024
-
-
-# Apps that react to a participant's message register here (the survey engine's
-# "after N messages" rule). Called after the message is stored.
-MESSAGE_HOOKS: list = []
-
-
-def register_message_hook(func):
-    MESSAGE_HOOKS.append(func)
-    return func
 
 
 class ChatError(ValueError):
@@ -133,8 +124,8 @@ def message_send(
     if not stored.created:
         return stored
     try:
-        for hook in MESSAGE_HOOKS:
-            hook(participant)
+        # Surveys' "after N messages" rules (surveys imports chat, so chat cannot call it).
+        publish(MessageStored(participant=participant))
     except (DatabaseError, RedisError) as exc:
         raise ChatUnavailable(message=stored.message) from exc
     return stored

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from html import escape
+
+from studyplatform.core.html_text import escape_html as _e
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 Series = Sequence[tuple[str, Sequence[float]]]
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
 
 
 def _fmt(value: float) -> str:

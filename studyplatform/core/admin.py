@@ -5,20 +5,27 @@ from .audit import audit_record
 from .models import AuditEvent, ModelEndpoint
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the audit log cannot be edited or deleted through the admin."""
-
-    list_display = ("created_at", "actor_label", "action", "study_slug", "target_type", "target_id")
-    list_filter = ("action", "study_slug")
-    search_fields = ("actor_label", "action", "target_id", "study_slug")
-    date_hierarchy = "created_at"
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows nobody edits by hand: research records (consents, allocations, chat logs, survey
+    answers) change only through their services, which keep the invariants and write the audit
+    events. Deleting stays possible where an app allows it (e.g. a platform admin removing test
+    data); the audit log forbids that too."""
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """Read-only: the audit log cannot be edited or deleted through the admin."""
+
+    list_display = ("created_at", "actor_label", "action", "study_slug", "target_type", "target_id")
+    list_filter = ("action", "study_slug")
+    search_fields = ("actor_label", "action", "target_id", "study_slug")
+    date_hierarchy = "created_at"
 
     def has_delete_permission(self, request, obj=None):
         return False

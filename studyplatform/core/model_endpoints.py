@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from studyplatform.chat.providers.config import (
+from .provider_config import (
     PLATFORM_SECRET_ENV,
     ProviderConfig,
     key_env_refusal,

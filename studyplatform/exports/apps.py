@@ -7,5 +7,9 @@ class ExportsConfig(AppConfig):
     verbose_name = "Exports"
 
     def ready(self) -> None:
-        # Explicit registration at startup: withdrawal with deletion revokes built exports.
-        from . import participant_data  # noqa: F401
+        # Explicit subscription at startup: withdrawal with deletion revokes built exports.
+        from studyplatform.core.events import ParticipantContentDeletion, subscribe
+
+        from . import participant_data
+
+        subscribe(ParticipantContentDeletion, participant_data.exports_delete)

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from studyplatform.core.admin import ReadOnlyAdmin
 from studyplatform.core.audit import audit_record
 
 from .models import (
@@ -59,14 +60,6 @@ class IdentityAdmin(admin.ModelAdmin):
                 data={"via": "admin"},
             )
         return super().change_view(request, object_id, form_url, extra_context)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ConsentRecord)

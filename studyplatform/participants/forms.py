@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from .screener import localized
+from studyplatform.core.i18n import localized
 
 
 class ScreenerForm(forms.Form):

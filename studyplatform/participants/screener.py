@@ -12,12 +12,6 @@ class AnswerError(ValueError):
         self.errors = errors
 
 
-def localized(text: Any, language: str) -> str:
-    if isinstance(text, dict):
-        return text.get(language) or text.get("en") or next(iter(text.values()), "")
-    return text or ""
-
-
 def parse_answers(questions: list[dict], raw: dict[str, Any]) -> dict[str, Any]:
     """Turn submitted form values into typed answers; raise AnswerError naming each bad field.
 

@@ -18,9 +18,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from studyplatform.core.client_ip import client_ip
 from studyplatform.core.csp import self_contained_document
 from studyplatform.core.digests import lookup_digest
+from studyplatform.core.events import ParticipantHomeRequested, publish
+from studyplatform.core.i18n import localized, normalize_language
 from studyplatform.studies.models import Study
 from studyplatform.studies.selectors import current_consent_for
-from surveys.engine import due_for
 
 from . import services
 from .forms import (
@@ -32,7 +33,7 @@ from .forms import (
     WithdrawForm,
 )
 from .models import DataDownload, Participant
-from .screener import AnswerError, evaluate, localized, parse_answers
+from .screener import AnswerError, evaluate, parse_answers
 from .session import (
     FRESH_KEY,
     SESSION_KEY,
@@ -58,7 +59,7 @@ SIGNIN_ERRORS = {
 
 
 def _language(request) -> str:
-    return translation.get_language() or "en"
+    return normalize_language(translation.get_language()) or "en"
 
 
 def _client_key(request) -> str:
@@ -283,20 +284,20 @@ def home(request):
     study = participant.study
     day = _study_day(participant)
     recruitment = study.protocol["study"].get("recruitment", {})
-    return render(
-        request,
-        "participants/home.html",
-        {
-            "participant": participant,
-            "study": study,
-            "day": min(day, study.duration_days),
-            "days": study.duration_days,
-            "finished": day > study.duration_days,
-            "collect_email": recruitment.get("collect_email", True),
-            "latest_download": participant.downloads.first(),
-            "due": due_for(participant),
-        },
-    )
+    context = {
+        "participant": participant,
+        "study": study,
+        "day": min(day, study.duration_days),
+        "days": study.duration_days,
+        "finished": day > study.duration_days,
+        "collect_email": recruitment.get("collect_email", True),
+        "latest_download": participant.downloads.first(),
+        "due": [],
+    }
+    # Higher apps add their sections (surveys: "due"); participants cannot import surveys.
+    for section in publish(ParticipantHomeRequested(participant=participant)):
+        context.update(section)
+    return render(request, "participants/home.html", context)
 
 
 # The consent copy is a document to keep: one file, readable offline, so its style is inline

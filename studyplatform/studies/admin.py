@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 
 from studyplatform.accounts.selectors import email_is_verified
+from studyplatform.core.admin import ReadOnlyAdmin
 from studyplatform.core.audit import audit_record
 
 from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
@@ -32,7 +33,7 @@ class StudyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProtocolVersion)
-class ProtocolVersionAdmin(admin.ModelAdmin):
+class ProtocolVersionAdmin(ReadOnlyAdmin):
     """Versions are immutable: viewable, never editable (new versions come from the services)."""
 
     list_display = ("study", "number", "status_at_creation", "author", "created_at", "short_hash")
@@ -42,12 +43,6 @@ class ProtocolVersionAdmin(admin.ModelAdmin):
     @admin.display(description="hash")
     def short_hash(self, obj):
         return obj.content_hash[:12]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Arm)
@@ -61,15 +56,9 @@ class ArmAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConsentDocument)
-class ConsentDocumentAdmin(admin.ModelAdmin):
+class ConsentDocumentAdmin(ReadOnlyAdmin):
     list_display = ("study", "language", "version", "title", "signature", "created_at")
     list_filter = ("language", "study")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class MembershipAdminForm(forms.ModelForm):
@@ -118,16 +107,10 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(StudyInvitation)
-class StudyInvitationAdmin(admin.ModelAdmin):
+class StudyInvitationAdmin(ReadOnlyAdmin):
     """Read-only: invitations are created, accepted and withdrawn through the console/API."""
 
     list_display = ("study", "email", "role", "status", "invited_by", "created_at", "expires_at")
     list_filter = ("status", "role", "study")
     search_fields = ("email", "study__slug")
     exclude = ("token_digest",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

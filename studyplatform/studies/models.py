@@ -12,6 +12,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from studyplatform.core.i18n import localized
+
 from .roles import Perm, Role, role_allows
 
 
@@ -141,7 +143,7 @@ class Arm(models.Model):
         return f"{self.study.slug}/{self.key}"
 
     def label_for(self, language: str) -> str:
-        return self.label.get(language) or self.label.get("en") or self.key
+        return localized(self.label, language) or self.key
 
     @property
     def is_simulated(self) -> bool:

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from studyplatform.core.digests import token_digest
+from studyplatform.core.i18n import localized
 
 from .models import ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 from .roles import Perm, role_allows
@@ -42,7 +43,7 @@ def current_consent_documents(study: Study) -> list[ConsentDocument]:
 
 def current_consent_for(study: Study, language: str) -> ConsentDocument | None:
     docs = {d.language: d for d in current_consent_documents(study)}
-    return docs.get(language) or docs.get("en") or next(iter(docs.values()), None)
+    return localized(docs, language, default=None)
 
 
 def invitation_for_token(token: str) -> StudyInvitation | None:

@@ -22,6 +22,8 @@ from django.utils.translation import gettext as _
 from studyplatform.accounts.selectors import email_is_verified, require_verified_email
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import new_token, token_digest
+from studyplatform.core.events import ProtocolChanged, publish
+from studyplatform.core.i18n import localized
 from studyplatform.core.model_endpoints import endpoint_get
 
 from .launch import CheckItem, study_launch_checklist
@@ -31,9 +33,7 @@ from .roles import Role
 
 
 def _text(value: Any, language: str = "en") -> str:
-    if isinstance(value, dict):
-        return value.get(language) or next(iter(value.values()), "")
-    return value or ""
+    return localized(value, language)
 
 
 def consent_text_hash(doc: dict[str, Any]) -> str:
@@ -199,8 +199,8 @@ def protocol_version_create(
             [ProtocolError(("change_note",), "describe the change (required once a study is live)")]
         )
     version = _new_version(study=study, doc=doc, author=author, change_note=change_note)
-    for hook in PROTOCOL_CHANGE_HOOKS:
-        transaction.on_commit(lambda hook=hook: hook(study, version))
+    # After the version commits: surveys resynchronise schedules.
+    transaction.on_commit(lambda: publish(ProtocolChanged(study=study, version=version)))
     audit_record(
         actor=author,
         action="protocol.version_create",
@@ -209,16 +209,6 @@ def protocol_version_create(
         data={"number": version.number, "hash": version.content_hash, "note": change_note},
     )
     return version, True
-
-
-# Apps that react to a new protocol version register here (the survey engine reschedules
-# future occurrences). Called after the version commits.
-PROTOCOL_CHANGE_HOOKS: list = []
-
-
-def register_protocol_change_hook(func):
-    PROTOCOL_CHANGE_HOOKS.append(func)
-    return func
 
 
 class TransitionError(ValueError):

@@ -9,7 +9,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from studyplatform.chat.models import Message
+from studyplatform.core.models import AuditEvent
 from studyplatform.participants.models import Allocation, ConsentRecord, Participant
+from studyplatform.studies.selectors import current_consent_for
 from surveys.models import Invitation, Response
 from surveys.scoring import score_answers
 
@@ -27,6 +29,15 @@ def test_it_fills_a_draft_study_with_pilot_participants_chats_and_scored_surveys
     assert people.count() == 20
     assert set(people.values_list("is_pilot", flat=True)) == {True}
     assert ConsentRecord.objects.filter(participant__study=study).count() == 20
+    # and consent is recorded by the participants service, as for a real enrollment: a copy of
+    # what the current document says, and one audit event for the simulation
+    document = current_consent_for(study, "en")
+    assert set(
+        ConsentRecord.objects.filter(participant__study=study).values_list(
+            "document", "version", "language", "text_hash"
+        )
+    ) == {(document.pk, document.version, document.language, document.text_hash)}
+    assert AuditEvent.objects.get(action="participant.simulate").data == {"participants": 20}
     assert set(
         Allocation.objects.filter(participant__study=study).values_list("arm__key", flat=True)
     ) == {"legacy", "current"}

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from studyplatform.chat.models import Conversation, Message
 from studyplatform.chat.participant_data import chat_download
+from studyplatform.core.events import ParticipantDownloadRequested
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,7 @@ def test_a_blinded_participant_s_download_does_not_name_the_model_that_replied(
     participant = enroll(recruiting_study)
     _conversation_with_reply(participant, imported=False)
     # when: their data download is assembled
-    rows = chat_download(participant)["messages"]
+    rows = chat_download(ParticipantDownloadRequested(participant=participant))["messages"]
     # then: the model (which would reveal the arm) is left out
     assert [row["model_reported"] for row in rows] == [""]
 
@@ -48,5 +49,5 @@ def test_a_blinded_participant_s_download_does_not_name_the_model_that_replied(
 def test_imported_history_keeps_its_own_model_names(recruiting_study, enroll):
     participant = enroll(recruiting_study)
     _conversation_with_reply(participant, imported=True)
-    rows = chat_download(participant)["messages"]
+    rows = chat_download(ParticipantDownloadRequested(participant=participant))["messages"]
     assert [row["model_reported"] for row in rows] == ["gpt-pinned-2025-01-01"]

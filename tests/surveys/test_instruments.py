@@ -130,27 +130,25 @@ def test_an_option_set_with_one_option_is_rejected_with_its_path(definition):
 
 def test_a_choice_item_without_options_is_rejected(definition):
     del definition["items"][4]["options"]
-    assert errors_for(definition) == ["items[4]: missing required field 'options'"]
+    assert errors_for(definition) == ["items[4].options: this field is required"]
 
 
 def test_an_unknown_item_type_is_rejected(definition):
     definition["items"][1]["type"] = "ranking"
     assert errors_for(definition) == [
-        "items[1].type: 'ranking' is not one of 'likert', 'single_choice', 'multiple_choice', "
-        "'slider', 'number', 'free_text'"
+        "items[1].type: must be one of: likert, single_choice, multiple_choice, slider, number, "
+        "free_text"
     ]
 
 
 def test_an_unknown_field_is_rejected(definition):
     definition["items"][0]["colour"] = "red"
-    assert errors_for(definition) == [
-        "items[0]: Additional properties are not allowed ('colour' was unexpected)"
-    ]
+    assert errors_for(definition) == ["items[0].colour: unknown field"]
 
 
 def test_an_unsupported_language_is_rejected(definition):
     definition["items"][0]["text"] = {"fr": "Je vais bien"}
-    assert errors_for(definition) == ["items[0].text: 'fr' is not one of 'en', 'pt-BR'"]
+    assert errors_for(definition) == ["items[0].text: key 'fr': must be one of: en, pt-BR"]
 
 
 def test_duplicate_item_ids_are_rejected(definition):

@@ -3,8 +3,9 @@
 Fills a draft or piloting study with a synthetic cohort whose generative model is known (see
 ``docs/analysis.md``), so the analysis pipeline can be checked end to end: it should recover
 ``--effect`` as the within-person effect of the first predictor (messages sent in the window).
-Rows are bulk-created (participants with vault, consent and allocation rows; conversations;
-messages; invitations; scored responses) so 10^5 messages take seconds. All participants are
+Rows are bulk-created (participants with vault, consent and allocation rows through the
+participants service ``simulated_participants_create``; conversations; messages; invitations;
+scored responses) so 10^5 messages take seconds. All participants are
 pilots (``is_pilot=True``) and no schedule cursors are created, so the survey engine leaves the
 simulated rows alone.
 """
@@ -12,7 +13,6 @@ simulated rows alone.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,9 +24,8 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from studyplatform.chat.models import Conversation, Message
-from studyplatform.participants.models import Allocation, ConsentRecord, Identity, Participant
+from studyplatform.participants.services import SimulationError, simulated_participants_create
 from studyplatform.studies.models import Study
-from studyplatform.studies.selectors import current_consent_for
 from surveys.instruments import Instrument, get_instrument
 from surveys.models import Invitation, Response
 from surveys.scoring import score_answers
@@ -239,66 +238,23 @@ def simulate(
     arms = list(study.arms.filter(is_active=True).order_by("key"))
     if not arms:
         raise CommandError("the study has no active arm")
-    document = current_consent_for(study, "en")
-    if document is None:
-        raise CommandError("the study has no consent document")
 
     # --- participants, enrolled over the first week, in the past so all data is observed
     start = now - dt.timedelta(days=days + 1)
     enrolled = [start + dt.timedelta(days=float(rng.uniform(0, 7))) for _ in range(n)]
     arm_of = np.array([i % len(arms) for i in range(n)])
     rng.shuffle(arm_of)
-    people = Participant.objects.bulk_create(
-        [
-            Participant(
-                study=study,
-                is_pilot=True,
-                language="en",
-                timezone=study.timezone,
-                enrolled_at=at,
-                enrollment_version=version,
-                screener_answers={"simulated": True},
-                last_seen_at=at,
-            )
-            for at in enrolled
-        ]
-    )
-    Identity.objects.bulk_create(
-        [
-            Identity(participant=p, study=study, date_shift_days=secrets.randbelow(364) + 1)
-            for p in people
-        ]
-    )
-    choices = {c["key"]: True for c in document.checkboxes}
-    ConsentRecord.objects.bulk_create(
-        [
-            ConsentRecord(
-                participant=p,
-                document=document,
-                version=document.version,
-                language=document.language,
-                text_hash=document.text_hash,
-                choices=choices,
-                signature_name="Simulated participant",
-                signed_at=p.enrolled_at,
-                protocol_version=version,
-            )
-            for p in people
-        ]
-    )
-    Allocation.objects.bulk_create(
-        [
-            Allocation(
-                participant=p,
-                arm=arms[arm_of[i]],
-                method="simulated",
-                sequence_number=i,
-                allocated_at=p.enrolled_at,
-                protocol_version=version,
-            )
-            for i, p in enumerate(people)
-        ]
-    )
+    try:
+        # Enrolled and consented through the participants app (consent records are built by
+        # its enrollment code), in bulk so hundreds of participants take well under a second.
+        people = simulated_participants_create(
+            study=study,
+            enrolled_at=enrolled,
+            arms=[arms[a] for a in arm_of],
+            actor="simulate_study",
+        )
+    except SimulationError as exc:
+        raise CommandError(str(exc)) from None
 
     # --- chat usage: daily Poisson counts with a person rate that drifts (AR(1) on the log)
     local_enrolled = [p.enrolled_at.astimezone(zone).replace(tzinfo=None) for p in people]

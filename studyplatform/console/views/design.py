@@ -31,10 +31,10 @@ from studyplatform.chat.model_checks import study_models_test
 from studyplatform.core import input_limits
 from studyplatform.core.audit import audit_record
 from studyplatform.core.csp import framable_by_same_origin
+from studyplatform.core.i18n import localized
 from studyplatform.participants import services as participant_services
 from studyplatform.participants.forms import ConsentForm, ScreenerForm
 from studyplatform.participants.models import Participant, PilotInvite
-from studyplatform.participants.screener import localized
 from studyplatform.participants.services import WithdrawalError, participant_withdraw
 from studyplatform.studies.launch import study_launch_checklist
 from studyplatform.studies.models import Study
@@ -394,7 +394,7 @@ def _read_only_script() -> str:
 
 def _consent_preview_document(doc: dict, language: str) -> SimpleNamespace | None:
     documents = {d["language"]: d for d in doc.get("consent", {}).get("documents", [])}
-    chosen = documents.get(language) or documents.get("en") or next(iter(documents.values()), None)
+    chosen = localized(documents, language, default=None)
     if chosen is None:
         return None
     return SimpleNamespace(**chosen, signature=doc["consent"].get("signature", "checkbox"))

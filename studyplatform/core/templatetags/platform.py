@@ -3,6 +3,7 @@
 from django import template
 from django.utils.translation import get_language
 
+from studyplatform.core import i18n
 from studyplatform.core.markdown import render_markdown
 
 register = template.Library()
@@ -16,10 +17,7 @@ def markdown(text: str):
 @register.filter
 def localized(value, language: str | None = None):
     """Pick the current language's string from a protocol text ({en: ..., pt-br: ...})."""
-    if isinstance(value, dict):
-        language = language or get_language() or "en"
-        return value.get(language) or value.get("en") or next(iter(value.values()), "")
-    return value or ""
+    return i18n.localized(value, language or get_language())
 
 
 @register.filter

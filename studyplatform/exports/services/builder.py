@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from studyplatform.chat.models import Conversation, Message
+from studyplatform.core.i18n import localized
 from studyplatform.participants.models import (
     Allocation,
     ConsentRecord,
@@ -131,8 +132,8 @@ class Builder:
                 values: tuple[Any, ...] = ("yes", "no")
             else:
                 values = tuple(str(o["value"]) for o in question.get("options", []))
-            text = question.get("text", {})
-            extra.append((question["key"], values, text.get("en") or next(iter(text.values()), "")))
+            # The codebook is in English (the fallback every protocol provides).
+            extra.append((question["key"], values, localized(question.get("text"), "en")))
         consent_keys: list[str] = []
         for document in self.study.consent_documents.all():
             for box in document.checkboxes:

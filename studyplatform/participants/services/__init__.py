@@ -6,7 +6,6 @@ from .data_download import (
     data_download_open,
     data_download_request,
     data_downloads_expire_due,
-    register_download_section,
 )
 from .enrollment import (
     EnrollmentError,
@@ -24,8 +23,6 @@ from .enrollment import (
     participant_set_timezone,
     pilot_invite_create,
     pilot_invite_for,
-    register_enrollment_hook,
-    register_timezone_hook,
 )
 from .signin import (
     SignInError,
@@ -39,12 +36,11 @@ from .signin import (
     signin_link_request,
     signin_with_password,
 )
+from .simulation import SimulationError, simulated_participants_create
 from .vault import identity_view
 from .withdrawal import (
     WithdrawalError,
     participant_withdraw,
-    register_content_deleter,
-    register_withdrawal_hook,
 )
 
 __all__ = [
@@ -53,6 +49,7 @@ __all__ = [
     "JoinContext",
     "JoinResult",
     "SignInError",
+    "SimulationError",
     "TimezoneError",
     "WithdrawalError",
     "consent_due",
@@ -75,15 +72,11 @@ __all__ = [
     "password_set",
     "pilot_invite_create",
     "pilot_invite_for",
-    "register_content_deleter",
-    "register_download_section",
-    "register_enrollment_hook",
-    "register_timezone_hook",
-    "register_withdrawal_hook",
     "return_link_issue",
     "signin_link_consume",
     "signin_link_create",
     "signin_link_email",
     "signin_link_request",
     "signin_with_password",
+    "simulated_participants_create",
 ]

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from studyplatform.core.events import ParticipantDownloadRequested, publish
 from studyplatform.core.filecrypt import DecryptionError, decrypt_from_path, encrypt_to_path
 
 from ..models import DataDownload, Identity, Participant
@@ -32,14 +33,6 @@ from ..models import DataDownload, Identity, Participant
 log = logging.getLogger(__name__)
 
 DOWNLOAD_DIR = "downloads"
-# Apps that hold participant data contribute tables to the archive: func(participant) ->
-# {name: list of row dicts}.
-DOWNLOAD_SECTIONS: list = []
-
-
-def register_download_section(func):
-    DOWNLOAD_SECTIONS.append(func)
-    return func
 
 
 def remove_download_file(name: str) -> None:
@@ -145,8 +138,9 @@ def _participant_tables(participant: Participant) -> dict[str, list[dict[str, An
     if disclose and hasattr(participant, "allocation"):
         a = participant.allocation
         tables["allocation"] = [{"arm": a.arm.key, "allocated_at": a.allocated_at.isoformat()}]
-    for section in DOWNLOAD_SECTIONS:
-        tables.update(section(participant))
+    # Apps holding participant data (chat, surveys) add their tables.
+    for section in publish(ParticipantDownloadRequested(participant=participant)):
+        tables.update(section)
     return tables
 
 

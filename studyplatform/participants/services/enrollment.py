@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, token_digest
+from studyplatform.core.events import ParticipantEnrolled, ParticipantTimezoneChanged, publish
 from studyplatform.core.links import site_url
 from studyplatform.core.ratelimit import rate_limited
 from studyplatform.studies.models import Arm, ConsentDocument, Study
@@ -37,14 +38,6 @@ from ..models import (
 from .signin import return_link_issue
 
 log = logging.getLogger(__name__)
-
-# Apps that act on a new participant register here (the survey engine creates the schedule).
-ENROLLMENT_HOOKS: list = []
-
-
-def register_enrollment_hook(func):
-    ENROLLMENT_HOOKS.append(func)
-    return func
 
 
 class EnrollmentError(ValueError):
@@ -283,24 +276,21 @@ def participant_enroll(
         panel_session_id=join.panel_session_id,
         date_shift_days=secrets.randbelow(364) + 1,
     )
-    ConsentRecord.objects.create(
+    _consent_record(
         participant=participant,
         document=document,
-        version=document.version,
-        language=document.language,
-        text_hash=document.text_hash,
         choices=clean,
-        signature_name=signature_name.strip()[:200],
+        signature_name=signature_name,
         signed_at=now,
         protocol_version=study.current_version,
-    )
+    ).save(force_insert=True)
     if state == "pilot":
         invite = pilot_invite_for(study, join.pilot_token)
         invite.used_by = participant
         invite.save(update_fields=["used_by"])
     _allocate(participant, now)
-    for hook in ENROLLMENT_HOOKS:
-        hook(participant)
+    # Inside this transaction: surveys create the participant's schedule.
+    publish(ParticipantEnrolled(participant=participant))
     funnel_increment(study, "consented", day=now.date())
     audit_record(
         actor=f"participant {participant.code}",
@@ -314,6 +304,31 @@ def participant_enroll(
         },
     )
     return participant
+
+
+def _consent_record(
+    *,
+    participant: Participant,
+    document: ConsentDocument,
+    choices: dict[str, Any],
+    signature_name: str,
+    signed_at: dt.datetime,
+    protocol_version: Any,
+) -> ConsentRecord:
+    """The one place a ConsentRecord is built (unsaved, so a cohort can be bulk-inserted):
+    it copies exactly what was signed (version, language, text hash) from the document, so a
+    record stays meaningful after the document is superseded."""
+    return ConsentRecord(
+        participant=participant,
+        document=document,
+        version=document.version,
+        language=document.language,
+        text_hash=document.text_hash,
+        choices=choices,
+        signature_name=signature_name.strip()[:200],
+        signed_at=signed_at,
+        protocol_version=protocol_version,
+    )
 
 
 def consent_due(participant: Participant) -> ConsentDocument | None:
@@ -343,17 +358,15 @@ def consent_renew(
     validate_consent_choices(document, clean)
     if document.signature == ConsentDocument.Signature.TYPED_NAME and not signature_name.strip():
         raise EnrollmentError("signature_required", "type your name to sign")
-    record = ConsentRecord.objects.create(
+    record = _consent_record(
         participant=participant,
         document=document,
-        version=document.version,
-        language=document.language,
-        text_hash=document.text_hash,
         choices=clean,
-        signature_name=signature_name.strip()[:200],
+        signature_name=signature_name,
         signed_at=now or timezone.now(),
         protocol_version=participant.study.current_version,
     )
+    record.save(force_insert=True)
     audit_record(
         actor=f"participant {participant.code}",
         action="participant.reconsent",
@@ -366,16 +379,6 @@ def consent_renew(
 
 def latest_consent(participant: Participant) -> ConsentRecord | None:
     return participant.consent_records.select_related("document").order_by("-signed_at").first()
-
-
-# Apps that depend on the participant's time zone register here (the survey engine reschedules
-# future occurrences in the new zone).
-TIMEZONE_HOOKS: list = []
-
-
-def register_timezone_hook(func):
-    TIMEZONE_HOOKS.append(func)
-    return func
 
 
 class TimezoneError(ValueError):
@@ -395,8 +398,8 @@ def participant_set_timezone(*, participant: Participant, timezone_name: str) ->
         return participant
     participant.timezone = timezone_name
     participant.save(update_fields=["timezone"])
-    for hook in TIMEZONE_HOOKS:
-        hook(participant)
+    # Inside this transaction: surveys reschedule future occurrences in the new zone.
+    publish(ParticipantTimezoneChanged(participant=participant))
     audit_record(
         actor=f"participant {participant.code}",
         action="participant.timezone",

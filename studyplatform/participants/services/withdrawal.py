@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.events import ParticipantContentDeletion, ParticipantWithdrew, publish
 
 from ..models import ConsentRecord, Identity, Participant
 from .data_download import remove_download_file
@@ -18,27 +19,6 @@ log = logging.getLogger(__name__)
 
 class WithdrawalError(ValueError):
     pass
-
-
-# Apps that hold participant content register a deleter here (chat messages, imported history,
-# survey responses); withdrawal with deletion calls every one inside the same transaction. An
-# explicit list, not signals: what deletion covers is readable in one place.
-CONTENT_DELETERS: list = []
-
-
-def register_content_deleter(func):
-    CONTENT_DELETERS.append(func)
-    return func
-
-
-# Called on every withdrawal (either mode), inside its transaction: e.g. the survey engine
-# cancels pending invitations so nothing more is sent from this moment.
-WITHDRAWAL_HOOKS: list = []
-
-
-def register_withdrawal_hook(func):
-    WITHDRAWAL_HOOKS.append(func)
-    return func
 
 
 @transaction.atomic
@@ -66,12 +46,14 @@ def participant_withdraw(
     participant.password_hash = ""
     counts: dict[str, int] = {}
     participant.save()
-    for hook in WITHDRAWAL_HOOKS:
-        hook(participant)
+    # Every withdrawal, inside this transaction: surveys cancel pending invitations.
+    publish(ParticipantWithdrew(participant=participant, mode=mode))
     if mode == Participant.Withdrawal.DELETE:
         participant.screener_answers = {}
-        for deleter in CONTENT_DELETERS:
-            counts.update(deleter(participant))
+        # Apps holding the participant's content (chat, exports, surveys) delete it here, in
+        # this transaction, and report counts for the audit event.
+        for deleted in publish(ParticipantContentDeletion(participant=participant)):
+            counts.update(deleted)
         counts["identity"] = Identity.objects.filter(participant=participant).delete()[0]
         counts["signatures"] = ConsentRecord.objects.filter(participant=participant).update(
             signature_name=""

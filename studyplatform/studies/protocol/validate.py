@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jsonschema import Draft202012Validator
 
 from studyplatform.core.input_limits import InputRejected, check_value
+from studyplatform.core.schema_errors import schema_error_messages
 
 from .yaml_lines import (
     MAX_PROTOCOL_BYTES,
@@ -89,70 +89,23 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
-_TYPE_WORDS = {
-    "string": "text",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "array": "a list",
-    "object": "a mapping of fields",
+# What the protocol schema's patterns mean, for the researcher.
+_PATTERN_HINTS = {
+    "^([01][0-9]|2[0-3]):[0-5][0-9]$": "must be a time of day as HH:MM (24-hour)",
+    "^[a-z][a-z0-9_]{0,39}$": "must start with a lowercase letter and contain only "
+    "lowercase letters, digits and underscores (at most 40)",
+    "^[a-z0-9][a-z0-9-]{1,79}$": "must be 2-80 lowercase letters, digits or hyphens",
+    "^https?://": "must be a URL starting with http:// or https://",
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "must be a date as YYYY-MM-DD",
+    "^[a-z0-9][a-z0-9_-]{0,39}$": "must be the name of a registered endpoint",
 }
 
 
 def _schema_error_to_protocol(err) -> list[ProtocolError]:
-    path = tuple(err.absolute_path)
-    kind = err.validator
-    if kind == "required":
-        missing = re.match(r"'([^']+)' is a required property", err.message)
-        name = missing.group(1) if missing else "?"
-        return [ProtocolError((*path, name), "this field is required")]
-    if kind == "additionalProperties":
-        extras = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        # Fields a protocol may no longer carry say what to write instead (schema "x-retired").
-        retired = err.schema.get("x-retired", {})
-        return [ProtocolError((*path, e), retired.get(e, "unknown field")) for e in extras]
-    if kind == "type":
-        expected = err.validator_value
-        expected = expected if isinstance(expected, list) else [expected]
-        words = " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
-        return [ProtocolError(path, f"must be {words}")]
-    if kind == "enum":
-        return [ProtocolError(path, "must be one of: " + ", ".join(map(str, err.validator_value)))]
-    if kind == "const":
-        return [ProtocolError(path, f"must be {err.validator_value!r}")]
-    if kind == "pattern":
-        hints = {
-            "^([01][0-9]|2[0-3]):[0-5][0-9]$": "must be a time of day as HH:MM (24-hour)",
-            "^[a-z][a-z0-9_]{0,39}$": "must start with a lowercase letter and contain only "
-            "lowercase letters, digits and underscores (at most 40)",
-            "^[a-z0-9][a-z0-9-]{1,79}$": "must be 2-80 lowercase letters, digits or hyphens",
-            "^https?://": "must be a URL starting with http:// or https://",
-            "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "must be a date as YYYY-MM-DD",
-            "^[a-z0-9][a-z0-9_-]{0,39}$": "must be the name of a registered endpoint",
-        }
-        return [ProtocolError(path, hints.get(err.validator_value, "has an invalid format"))]
-    if kind in ("minimum", "exclusiveMinimum"):
-        word = "at least" if kind == "minimum" else "greater than"
-        return [ProtocolError(path, f"must be {word} {err.validator_value}")]
-    if kind in ("maximum", "exclusiveMaximum"):
-        word = "at most" if kind == "maximum" else "less than"
-        return [ProtocolError(path, f"must be {word} {err.validator_value}")]
-    if kind == "minItems":
-        n = err.validator_value
-        return [ProtocolError(path, f"must have at least {n} item{'s' if n != 1 else ''}")]
-    if kind == "maxItems":
-        return [ProtocolError(path, f"must have at most {err.validator_value} items")]
-    if kind == "minLength":
-        return [ProtocolError(path, "must not be empty")]
-    if kind == "maxLength":
-        return [ProtocolError(path, f"must be at most {err.validator_value} characters")]
-    if kind == "maxProperties":
-        return [ProtocolError(path, f"must have at most {err.validator_value} entries")]
-    if kind == "uniqueItems":
-        return [ProtocolError(path, "must not repeat items")]
-    if kind == "propertyNames":
-        return [ProtocolError(path, "language keys must be one of: en, pt-br")]
-    return [ProtocolError(path, err.message)]
+    return [
+        ProtocolError(tuple(parts), message)
+        for parts, message in schema_error_messages(err, pattern_hints=_PATTERN_HINTS)
+    ]
 
 
 def _structural_errors(doc: Any) -> list[ProtocolError]:

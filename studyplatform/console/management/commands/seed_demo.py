@@ -5,6 +5,10 @@ endpoint unless the `openai` endpoint is registered (OPENAI_API_KEY or OPENAI_BA
 MODEL_ENDPOINTS) and allows DEMO_MODEL. It is launched through the launch checklist like any
 study: when the endpoint does not answer the test message, the demo stays in piloting and the
 command prints the failing checks.
+
+It lives in the console app because seeding touches accounts, studies and chat (the model test
+before launch), and the console is the one app allowed to import all three (the layer order is
+in tests/core/test_import_layers.py).
 """
 
 from __future__ import annotations
