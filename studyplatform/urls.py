@@ -29,7 +29,7 @@ urlpatterns = [
         name="password_reset",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("api/", include("studyplatform.studies.urls")),
+    path("api/", include("studyplatform.studies.api_urls")),
     path("api/", include("studyplatform.participants.api_urls")),
     path("api/", include("studyplatform.chat.api_urls")),
     path("api/", include("surveys.api_urls")),
