@@ -293,7 +293,7 @@ def safety_alert_action(
 @login_required
 def team(request: HttpRequest, slug: str) -> HttpResponse:
     """Members and pending invitations. Inviting emails a link; the role exists only once the
-    address's verified owner accepts it while signed in (see console.views.account.invitation)."""
+    address's verified owner accepts it while signed in (see console.views.invitation)."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
     can_manage = Perm.MANAGE_MEMBERS in user_perms(request.user, study)
     errors: dict[str, str] = {}
