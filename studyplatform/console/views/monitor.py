@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from analysis.models import AnalysisRun
+from analysis.selectors import analysis_run_summaries_for_study
 from analysis.services import analysis_run_create
 from studyplatform.chat.alert_services import (
     AlertStateError,
@@ -40,6 +41,7 @@ from studyplatform.chat.selectors import (
 )
 from studyplatform.exports import codebook
 from studyplatform.exports.models import DatasetExport
+from studyplatform.exports.selectors import export_summaries_for_study
 from studyplatform.exports.services import (
     CHAT_MODES,
     DATE_MODES,
@@ -391,7 +393,7 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
         run = analysis_run_create(study=study, created_by=request.user, params=params)
         messages.success(request, _("Analysis run %(id)s started.") % {"id": run.pk})
         return redirect("console:monitor_analyses", slug=study.slug)
-    runs = list(sel.analysis_runs_of(study)[:100])
+    runs = list(analysis_run_summaries_for_study(study)[:100])
     context = {
         "runs": runs,
         "refresh": any(r.status in IN_PROGRESS for r in runs),
@@ -430,7 +432,7 @@ def exports(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, _("Export %(id)s queued.") % {"id": export.pk})
             return redirect("console:monitor_exports", slug=study.slug)
     now = timezone.now()
-    rows = list(sel.exports_of(study)[:100])
+    rows = list(export_summaries_for_study(study)[:100])
     for export in rows:
         done = export.status == DatasetExport.Status.DONE
         export.downloadable = done and not export.is_expired(now)
