@@ -16,6 +16,7 @@ from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
 from .models import AnalysisRun
+from .selectors import analysis_runs_for_study
 from .services import analysis_run_create
 
 
@@ -50,17 +51,11 @@ class StartSerializer(serializers.Serializer):
     include_pilot = serializers.BooleanField(required=False)
 
 
-def _runs(study):
-    return AnalysisRun.objects.filter(study=study).select_related(
-        "study", "protocol_version", "created_by"
-    )
-
-
 class AnalysisRunListView(APIView):
     def get(self, request, slug):
         # Results show arm effects, so reading them needs the same role as running them.
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
-        return Response([_row(r) for r in _runs(study)])
+        return Response([_row(r) for r in analysis_runs_for_study(study)])
 
     def post(self, request, slug):
         """Start a run of the current protocol's analysis plan; it runs on the analysis queue."""
@@ -68,21 +63,23 @@ class AnalysisRunListView(APIView):
         form = StartSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         run = analysis_run_create(study=study, created_by=request.user, params=form.validated_data)
-        run = _runs(study).get(id=run.id)
+        run = analysis_runs_for_study(study).get(id=run.id)
         return Response(_row(run), status=status.HTTP_201_CREATED)
 
 
 class AnalysisRunDetailView(APIView):
     def get(self, request, slug, run_id):
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
-        return Response(_row(get_object_or_404(_runs(study), id=run_id), results=True))
+        return Response(
+            _row(get_object_or_404(analysis_runs_for_study(study), id=run_id), results=True)
+        )
 
 
 class AnalysisRunReportView(APIView):
     def get(self, request, slug, run_id):
         """The self-contained HTML report (409 until the run is done)."""
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
-        run = get_object_or_404(_runs(study), id=run_id)
+        run = get_object_or_404(analysis_runs_for_study(study), id=run_id)
         if run.status != AnalysisRun.Status.DONE:
             return Response(
                 {"detail": f"The report is not ready (run is {run.status})."},

@@ -5,7 +5,6 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from studyplatform.console.views import account as views_account
 from studyplatform.core.views import healthz
 
 urlpatterns = [
@@ -14,22 +13,8 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("console/", include("studyplatform.console.urls")),
-    path("accounts/signup/", views_account.signup, name="signup"),
-    path("accounts/signup/done/", views_account.signup_done, name="signup_done"),
-    path(
-        "accounts/verify-email/resend/",
-        views_account.verify_resend,
-        name="account_verify_resend",
-    ),
-    path("accounts/verify-email/<str:token>/", views_account.verify, name="account_verify"),
-    # Before django.contrib.auth.urls so its "password_reset" name resolves to the throttled view.
-    path(
-        "accounts/password_reset/",
-        views_account.ThrottledPasswordResetView.as_view(),
-        name="password_reset",
-    ),
-    path("accounts/", include("django.contrib.auth.urls")),
-    path("api/", include("studyplatform.studies.urls")),
+    path("accounts/", include("studyplatform.accounts.urls")),
+    path("api/", include("studyplatform.studies.api_urls")),
     path("api/", include("studyplatform.participants.api_urls")),
     path("api/", include("studyplatform.chat.api_urls")),
     path("api/", include("studyplatform.safety.api_urls")),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import import_views, views
+from . import views
 
 app_name = "chat"
 
@@ -8,7 +8,7 @@ urlpatterns = [
     path("p/chat/", views.conversation_list, name="list"),
     path("p/chat/new/", views.conversation_new, name="new"),
     path("p/chat/memory/", views.memory, name="memory"),
-    path("p/chat/import/", import_views.import_history, name="import"),
+    path("p/chat/import/", views.import_history, name="import"),
     path("p/chat/c/<int:conversation_id>/", views.conversation_detail, name="conversation"),
     path("p/chat/c/<int:conversation_id>/send/", views.message_send, name="send"),
     path("p/chat/c/<int:conversation_id>/reply/", views.message_reply, name="reply"),

@@ -1,4 +1,5 @@
-"""Participant chat pages and the JSON/SSE endpoints the small chat script talks to.
+"""Participant chat pages (conversations, memory, importing ChatGPT history) and the JSON/SSE
+endpoints the small chat script talks to.
 
 Every view works only on the signed-in participant's own conversations: another participant's
 conversation or message id is a 404.
@@ -12,9 +13,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django import forms
+from django.conf import settings
 from django.db import DatabaseError
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import get_language, gettext_lazy
@@ -30,6 +34,8 @@ from studyplatform.safety.selectors import conversation_alerted_since
 from studyplatform.safety.services import crisis_resources_html
 
 from . import services, streaming
+from .importers import ImportFormatError, Limits
+from .importing import ImportRefused, chatgpt_import, chatgpt_import_refusal
 from .models import Conversation, Message
 from .streaming import cancel_key, db_round, reply_events, sse
 
@@ -457,3 +463,81 @@ def memory(request):
         flash.success(request, _("Saved. The assistant will see these notes in new replies."))
         return redirect("chat:memory")
     return render(request, "chat/memory.html", {"text": services.memory_text(participant)})
+
+
+# --- importing ChatGPT history ----------------------------------------------------------------
+# The participant's "import my ChatGPT history" page: an upload form that calls the import
+# service (importing.py), and says plainly when the participant's consent does not cover
+# importing.
+
+
+IMPORT_DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+IMPORT_TEMPLATE = "chat/import.html"
+
+
+def max_upload_bytes() -> int:
+    return getattr(settings, "CHAT_IMPORT_MAX_BYTES", IMPORT_DEFAULT_MAX_BYTES)
+
+
+class ImportForm(forms.Form):
+    export = forms.FileField(
+        label=gettext_lazy("Your ChatGPT export (.zip or conversations.json)"),
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".zip,.json,application/zip,application/json"}
+        ),
+    )
+
+    def clean_export(self):
+        upload = self.cleaned_data["export"]
+        limit = max_upload_bytes()
+        # Checked here as well as by the parser, so the message names this page's limit.
+        if upload.size > limit:
+            raise forms.ValidationError(
+                _("The file is larger than the %(limit)s upload limit.")
+                % {"limit": filesizeformat(limit)},
+                code="too_large",
+            )
+        return upload
+
+
+@participant_required
+@require_http_methods(["GET", "POST"])
+def import_history(request: HttpRequest) -> HttpResponse:
+    participant = request.participant
+    refusal = chatgpt_import_refusal(participant)
+    context = {
+        "participant": participant,
+        "refusal": refusal.code if refusal else "",
+        "max_bytes": max_upload_bytes(),
+    }
+    if refusal is not None:
+        # No form at all: the consent (or status) does not allow importing.
+        status = 403 if request.method == "POST" else 200
+        return render(request, IMPORT_TEMPLATE, context, status=status)
+    if request.method == "GET":
+        return render(request, IMPORT_TEMPLATE, {**context, "form": ImportForm()})
+    # Bound even when the POST is empty, so a missing file is reported, not ignored.
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        too_large = any(e.code == "too_large" for e in form.errors.as_data().get("export", []))
+        return render(
+            request, IMPORT_TEMPLATE, {**context, "form": form}, status=413 if too_large else 400
+        )
+    upload = form.cleaned_data["export"]
+    upload.seek(0)
+    try:
+        result = chatgpt_import(
+            participant=participant,
+            source=upload.file,
+            limits=Limits(max_upload_bytes=max_upload_bytes()),
+        )
+    except ImportFormatError as exc:
+        context.update(form=ImportForm(), format_error=str(exc))
+        return render(request, IMPORT_TEMPLATE, context, status=400)
+    except ImportRefused as exc:  # withdrawn or consent changed since the page loaded
+        context.update(refusal=exc.code)
+        return render(request, IMPORT_TEMPLATE, context, status=403)
+    # Rendered, not redirected: a repeated POST is harmless because re-importing the
+    # same export only skips what is already there.
+    context.update(result=result)
+    return render(request, IMPORT_TEMPLATE, context)

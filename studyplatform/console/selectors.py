@@ -11,13 +11,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 
-from analysis.models import AnalysisRun
 from studyplatform.chat.models import Message
 from studyplatform.chat.selectors import chat_stats, percentile
-from studyplatform.exports.models import DatasetExport
 from studyplatform.participants.models import Allocation, FunnelCount, Participant
 from studyplatform.safety.models import SafetyAlert
 from studyplatform.studies.models import Membership, Study
@@ -278,25 +276,6 @@ def members_of(study: Study) -> list[dict[str, Any]]:
         row = people.setdefault(membership.user_id, {"user": membership.user, "memberships": []})
         row["memberships"].append(membership)
     return sorted(people.values(), key=lambda r: r["user"].get_username().lower())
-
-
-def analysis_runs_of(study: Study) -> QuerySet[AnalysisRun]:
-    # The report HTML and results can be megabytes; the list never needs them.
-    return (
-        AnalysisRun.objects.filter(study=study)
-        .select_related("created_by", "protocol_version")
-        .defer("report_html", "results")
-        .order_by("-created_at", "-id")
-    )
-
-
-def exports_of(study: Study) -> QuerySet[DatasetExport]:
-    return (
-        DatasetExport.objects.filter(study=study)
-        .select_related("created_by")
-        .defer("key")
-        .order_by("-created_at", "-id")
-    )
 
 
 @dataclass

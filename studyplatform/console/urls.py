@@ -4,7 +4,7 @@ analyses and their reports, exports) and the team-invitation landing page."""
 
 from django.urls import path
 
-from .views import account, design, monitor, overview
+from .views import design, invitation, monitor, overview
 
 app_name = "console"
 
@@ -74,5 +74,5 @@ urlpatterns = [
     # Where an emailed team invitation leads (it handles signed-out and unverified visitors
     # itself). Last, so a study whose slug is "invitations" keeps its pages: a random token
     # never equals one of their names.
-    path("invitations/<str:token>/", account.invitation, name="invitation"),
+    path("invitations/<str:token>/", invitation.invitation, name="invitation"),
 ]

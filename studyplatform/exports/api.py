@@ -14,6 +14,7 @@ from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
 from .models import DatasetExport
+from .selectors import exports_for_study
 from .services import ExportError, ExportGone, ExportNotReady, export_create, export_download
 
 
@@ -49,8 +50,7 @@ def _options(data) -> dict:
 class ExportListView(APIView):
     def get(self, request, slug):
         study = get_study_for(request.user, slug, Perm.EXPORT_DATA)
-        exports = DatasetExport.objects.filter(study=study).select_related("created_by")
-        return Response([_row(e) for e in exports])
+        return Response([_row(e) for e in exports_for_study(study)])
 
     def post(self, request, slug):
         """Create an export (options as in docs/exports.md); it is built in the background."""
@@ -66,9 +66,7 @@ class ExportListView(APIView):
 class ExportDetailView(APIView):
     def get(self, request, slug, export_id):
         study = get_study_for(request.user, slug, Perm.EXPORT_DATA)
-        export = get_object_or_404(
-            DatasetExport.objects.select_related("created_by"), study=study, pk=export_id
-        )
+        export = get_object_or_404(exports_for_study(study), pk=export_id)
         return Response(_row(export))
 
 
@@ -76,9 +74,7 @@ class ExportDownloadView(APIView):
     def get(self, request, slug, export_id):
         """Stream the zip. Every download writes an audit event (who, when, options, hash)."""
         study = get_study_for(request.user, slug, Perm.EXPORT_DATA)
-        export = get_object_or_404(
-            DatasetExport.objects.select_related("study"), study=study, pk=export_id
-        )
+        export = get_object_or_404(exports_for_study(study), pk=export_id)
         try:
             path = export_download(export=export, actor=request.user, now=timezone.now())
         except ExportGone as exc:

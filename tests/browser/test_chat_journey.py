@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.core import mail
+from playwright.sync_api import expect
 
 from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Conversation, Message
@@ -126,14 +127,15 @@ def test_chat_journey(
     email_mark_verified(user=reviewer, method="command", actor=None)
     membership_add(study=study, user=reviewer, role="safety_reviewer", actor=owner)
     researcher = page_factory("en-US")
+    # through the console's sign-in page and safety queue, as a reviewer works (not the API)
     researcher.goto(f"{asgi_server}/accounts/login/?next=/console/{study.slug}/safety/")
     researcher.get_by_label("Username").fill("rita")
     researcher.get_by_label("Password").fill("pw-rita-123")
     researcher.get_by_role("button", name="Sign in").click()
-    researcher.get_by_role("heading", name="Safety alerts", exact=True).wait_for()
-    researcher.get_by_text(participant.code).first.wait_for()
-    assert "quero me matar" in researcher.content()
-    # and opens it from the queue, as a reviewer would
-    researcher.get_by_role("link", name=f"Review {participant.code}").click()
+    researcher.wait_for_url(f"**/console/{study.slug}/safety/")
+    queue = researcher.get_by_role("region", name="Alert queue")
+    expect(queue.get_by_role("cell", name=participant.code, exact=True)).to_be_visible()
+    expect(queue).to_contain_text("quero me matar")
+    queue.get_by_role("link", name=f"Review {participant.code}").click()
     researcher.wait_for_url(f"**/console/{study.slug}/safety/{alert.pk}/")
-    assert "quero me matar" in researcher.locator("blockquote").inner_text()
+    expect(researcher.locator("blockquote")).to_contain_text("quero me matar")

@@ -1,6 +1,7 @@
 """The survey journey in a real browser: a pt-BR participant follows the emailed invitation,
 answers part of WHO-5, saves for later, returns through "What's due", finds the answers kept,
-submits all three baseline questionnaires; a researcher then sees the completed timeline."""
+submits all three baseline questionnaires; a researcher then sees the survey completed in the
+console."""
 
 from __future__ import annotations
 

@@ -327,12 +327,24 @@ def test_reply_needs_the_csrf_token(me, upstream):
     assert not Message.objects.exists() and upstream.requests == []
 
 
-def test_reply_sends_a_participant_with_new_consent_to_sign_it(client, me, upstream):
+def test_reply_sends_a_participant_with_new_consent_to_sign_it(
+    client, me, upstream, chat_study, owner
+):
+    # given: a conversation, then the researchers publish consent version 2 (a real protocol
+    # version through the studies service, as the console's designer does)
+    import copy
+
+    from studyplatform.studies.services import protocol_version_create
+
     conversation = services.conversation_create(participant=me)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            "studyplatform.participants.services.consent_due", lambda participant: object()
-        )
-        response = post_json(client, reply_url(conversation), {"text": "x"})
+    doc = copy.deepcopy(chat_study.current_version.content)
+    doc["consent"]["documents"][0].update(version=2, body="New terms: we keep reply timings.")
+    _, created = protocol_version_create(
+        study=chat_study, doc=doc, author=owner, change_note="consent 2"
+    )
+    assert created
+    # when: the participant, who signed version 1, asks for a reply
+    response = post_json(client, reply_url(conversation), {"text": "x"})
+    # then: they are sent to sign version 2 and nothing reaches the model
     assert response.status_code == 403 and response.json()["redirect"] == "/p/consent/renew/"
     assert not Message.objects.exists() and upstream.requests == []

@@ -667,6 +667,50 @@ def test_the_owner_may_export_a_monitor_may_not_and_another_studys_member_sees_n
     assert not AuditEvent.objects.filter(action="export.download").exists()
 
 
+# Written by hand, not read from studies/roles.py: only the owner and analysts export data.
+EXPORTS_ALLOWED = {
+    "owner": True,
+    "designer": False,
+    "monitor": False,
+    "analyst": True,
+    "safety_reviewer": False,
+}
+
+
+@pytest.mark.parametrize("role", sorted(EXPORTS_ALLOWED))
+def test_each_role_gets_exactly_its_answers_on_the_export_api(
+    role, world, owner, member_of, api_as, django_capture_on_commit_callbacks
+):
+    # given: a finished export, and a member holding `role`
+    study, _ = world
+    built = export_build(
+        export=export_create(
+            study=study, user=owner, options={"tables": ["consent"]}, enqueue=False
+        )
+    )
+    client = api_as(member_of(study, role))
+    url = URL.format(slug=study.slug)
+    allowed = EXPORTS_ALLOWED[role]
+    # when
+    download = client.get(f"{url}{built.pk}/download/")
+    download.close()  # a FileResponse holds the file open until closed
+    with django_capture_on_commit_callbacks(execute=False):
+        answers = {
+            "list": client.get(url).status_code,
+            "detail": client.get(f"{url}{built.pk}/").status_code,
+            "download": download.status_code,
+            "create": client.post(url, {"tables": ["consent"]}, format="json").status_code,
+        }
+    # then: exact statuses; a refused request created, downloaded and audited nothing
+    if allowed:
+        assert answers == {"list": 200, "detail": 200, "download": 200, "create": 201}
+    else:
+        assert answers == dict.fromkeys(answers, 403)
+    assert DatasetExport.objects.count() == (2 if allowed else 1)
+    downloads = AuditEvent.objects.filter(action="export.download").count()
+    assert downloads == (1 if allowed else 0)
+
+
 def test_a_bad_option_is_a_400_naming_it(world, member_of, api_as):
     study, _ = world
     response = api_as(member_of(study, "analyst")).post(

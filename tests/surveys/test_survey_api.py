@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from studyplatform.core.models import AuditEvent
-from studyplatform.studies.roles import Perm, Role, role_allows
 from studyplatform.studies.services import study_create_from_protocol
 from surveys.engine import schedule_tick
 from surveys.models import Invitation
@@ -53,28 +52,39 @@ def url(study, tail: str) -> str:
     return f"/api/studies/{study.slug}/{tail}"
 
 
+OWNER, DESIGNER, MONITOR, ANALYST, SAFETY = (
+    "owner",
+    "designer",
+    "monitor",
+    "analyst",
+    "safety_reviewer",
+)
+EVERYONE = frozenset({OWNER, DESIGNER, MONITOR, ANALYST, SAFETY})
+
+# Written by hand, not read from studies/roles.py, so a mistake in the role table fails here:
+# (method, path, success status, roles allowed).
 ENDPOINTS = [
-    ("get", "invitations/", Perm.VIEW_PARTICIPANTS),
-    ("get", "invitations/{id}/", Perm.VIEW_PARTICIPANTS),
-    ("post", "invitations/{id}/remind/", Perm.MANAGE_PARTICIPANTS),
-    ("get", "responses/", Perm.RUN_ANALYSIS),
-    ("get", "compliance/", Perm.VIEW_PARTICIPANTS),
+    ("get", "invitations/", 200, EVERYONE),
+    ("get", "invitations/{id}/", 200, EVERYONE),
+    ("post", "invitations/{id}/remind/", 200, {OWNER, DESIGNER}),
+    ("get", "responses/", 200, {OWNER, ANALYST}),
+    ("get", "compliance/", 200, EVERYONE),
 ]
 
 
-@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("role", sorted(EVERYONE))
 def test_each_role_reaches_exactly_the_endpoints_its_permissions_allow(
     role, recruiting_study, baseline, member_of, api_as
 ):
     (invitation,) = baseline()
-    client = api_as(member_of(recruiting_study, role.value))
+    client = api_as(member_of(recruiting_study, role))
 
-    for method, tail, perm in ENDPOINTS:
+    for method, tail, ok, allowed in ENDPOINTS:
         response = getattr(client, method)(url(recruiting_study, tail.format(id=invitation.pk)))
-        if role_allows(role.value, perm):
-            assert response.status_code not in (403, 404), (tail, response.status_code)
-        else:
-            assert response.status_code == 403, (tail, response.status_code)
+        expected = ok if role in allowed else 403
+        assert response.status_code == expected, (role, tail, response.status_code)
+    reminded = Invitation.objects.get(pk=invitation.pk).reminders_sent
+    assert reminded == (1 if role in {OWNER, DESIGNER} else 0)
 
 
 def test_a_member_of_another_study_gets_404_everywhere(
@@ -86,7 +96,7 @@ def test_a_member_of_another_study_gets_404_everywhere(
     study_create_from_protocol(doc=rct_doc, author=stranger)  # owner of the other study
     client = api_as(stranger)
 
-    for method, tail, _ in ENDPOINTS:
+    for method, tail, *_ in ENDPOINTS:
         response = getattr(client, method)(url(recruiting_study, tail.format(id=invitation.pk)))
         assert response.status_code == 404, tail
     assert Invitation.objects.get(pk=invitation.pk).reminders_sent == 0

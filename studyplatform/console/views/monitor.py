@@ -26,11 +26,13 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_POST
 
 from analysis.models import AnalysisRun
+from analysis.selectors import analysis_run_summaries_for_study
 from analysis.services import analysis_run_create
 from studyplatform.core.csp import set_self_contained_policy
 from studyplatform.core.links import site_url
 from studyplatform.exports import codebook
 from studyplatform.exports.models import DatasetExport
+from studyplatform.exports.selectors import export_summaries_for_study
 from studyplatform.exports.services import (
     CHAT_MODES,
     DATE_MODES,
@@ -298,7 +300,7 @@ def safety_alert_action(
 @login_required
 def team(request: HttpRequest, slug: str) -> HttpResponse:
     """Members and pending invitations. Inviting emails a link; the role exists only once the
-    address's verified owner accepts it while signed in (see console.views.account.invitation)."""
+    address's verified owner accepts it while signed in (see console.views.invitation)."""
     study = get_study_for(request.user, slug, Perm.VIEW_STUDY)
     can_manage = Perm.MANAGE_MEMBERS in user_perms(request.user, study)
     errors: dict[str, str] = {}
@@ -396,7 +398,7 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
         run = analysis_run_create(study=study, created_by=request.user, params=params)
         messages.success(request, _("Analysis run %(id)s started.") % {"id": run.pk})
         return redirect("console:monitor_analyses", slug=study.slug)
-    runs = list(sel.analysis_runs_of(study)[:100])
+    runs = list(analysis_run_summaries_for_study(study)[:100])
     context = {
         "runs": runs,
         "refresh": any(r.status in IN_PROGRESS for r in runs),
@@ -412,7 +414,7 @@ def analysis_report(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
     """A run's report inside the console (tab bar and all); the report itself is in an <iframe>
     so its self-contained styles and policy stay its own."""
     study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
-    run = get_object_or_404(sel.analysis_runs_of(study), pk=run_id)
+    run = get_object_or_404(analysis_run_summaries_for_study(study), pk=run_id)
     context = {"run": run, "ready": run.status == AnalysisRun.Status.DONE}
     return _render(request, "analysis_report.html", study, "analyses", context)
 
@@ -459,7 +461,7 @@ def exports(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, _("Export %(id)s queued.") % {"id": export.pk})
             return redirect("console:monitor_exports", slug=study.slug)
     now = timezone.now()
-    rows = list(sel.exports_of(study)[:100])
+    rows = list(export_summaries_for_study(study)[:100])
     for export in rows:
         done = export.status == DatasetExport.Status.DONE
         export.downloadable = done and not export.is_expired(now)

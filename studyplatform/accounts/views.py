@@ -1,5 +1,9 @@
-"""Researcher account pages: sign-up, email verification, throttled password reset, and the
-page an emailed team invitation leads to.
+"""Researcher account pages: sign-up, email verification and throttled password reset.
+
+Sign-in itself is Django's LoginView (registration/login.html, wired by
+django.contrib.auth.urls); the page an emailed team invitation leads to is a console page
+(console/views/invitation.py), because accepting one is a studies service and accounts sits below
+studies.
 
 Anyone can open an account, but it holds no study role (and cannot create a study) until its
 email address is verified from the emailed link. Sign-up and password reset answer the same
@@ -19,13 +23,15 @@ from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
 from django.contrib.auth.views import PasswordResetView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
-from studyplatform.accounts.selectors import email_is_verified
-from studyplatform.accounts.services import (
+from studyplatform.core.client_ip import client_ip
+from studyplatform.core.digests import lookup_digest
+
+from .selectors import email_is_verified
+from .services import (
     SignUpError,
     VerificationError,
     account_signup,
@@ -34,10 +40,6 @@ from studyplatform.accounts.services import (
     password_reset_allowed,
     verification_token_read,
 )
-from studyplatform.core.client_ip import client_ip
-from studyplatform.core.digests import lookup_digest
-from studyplatform.studies.selectors import invitation_for_token
-from studyplatform.studies.services import InvitationError, invitation_accept, invitation_check
 
 
 def _client_key(request: HttpRequest) -> str:
@@ -79,11 +81,11 @@ def signup(request: HttpRequest) -> HttpResponse:
                     form.add_error("username", str(error))
             else:
                 return redirect("signup_done")
-    return render(request, "registration/signup.html", {"form": form}, status=status)
+    return render(request, "accounts/signup.html", {"form": form}, status=status)
 
 
 def signup_done(request: HttpRequest) -> HttpResponse:
-    return render(request, "registration/signup_done.html")
+    return render(request, "accounts/signup_done.html")
 
 
 # --- email verification --------------------------------------------------------------------
@@ -98,15 +100,15 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
         if request.method == "POST":
             user = email_verify(token=token)
     except VerificationError as error:
-        return render(request, "registration/verify.html", {"error": str(error)}, status=400)
+        return render(request, "accounts/verify.html", {"error": str(error)}, status=400)
     if request.method == "POST":
         if request.user.is_authenticated and request.user.pk == user.pk:
             messages.success(request, _("Your email address is confirmed."))
             return redirect("console:study_list")
-        return render(request, "registration/verify.html", {"done": True, "verified_user": user})
+        return render(request, "accounts/verify.html", {"done": True, "verified_user": user})
     return render(
         request,
-        "registration/verify.html",
+        "accounts/verify.html",
         {"verified_user": user, "email": email, "already": email_is_verified(user)},
     )
 
@@ -151,46 +153,3 @@ class ThrottledPasswordResetView(PasswordResetView):
         self.domain_override = site.netloc
         self.use_https = site.scheme == "https"
         return super().form_valid(form)
-
-
-# --- team invitations ----------------------------------------------------------------------
-
-
-INVITATION_STATUS = {
-    "unknown": 404,
-    "closed": 410,
-    "anonymous": 200,
-    "wrong_account": 403,
-    "unverified": 403,
-}
-
-
-@require_http_methods(["GET", "POST"])
-def invitation(request: HttpRequest, token: str) -> HttpResponse:
-    """Where an emailed invitation link leads. Accepting needs a signed-in account whose
-    verified address is the invited one; anyone else is told what to do."""
-    invited = invitation_for_token(token)
-    context = {
-        "invitation": invited,
-        "signup_url": reverse("signup"),
-        "next": request.get_full_path(),
-    }
-    try:
-        if request.method == "POST":
-            invitation_accept(token=token, user=request.user)
-        else:
-            invitation_check(invited, request.user)
-    except InvitationError as error:
-        context.update(error=str(error), code=error.code)
-        status = INVITATION_STATUS[error.code]
-        if error.code in ("unknown", "closed"):
-            context["invitation"] = None  # say nothing about a dead invitation's study
-        return render(request, "registration/invitation.html", context, status=status)
-    if request.method == "POST":
-        messages.success(
-            request,
-            _('You joined "%(study)s" as %(role)s.')
-            % {"study": invited.study.title, "role": invited.role},
-        )
-        return redirect("console:study_list")
-    return render(request, "registration/invitation.html", context)

@@ -1,3 +1,5 @@
+"""Researcher API routes for studies (mounted under /api/ by studyplatform/urls.py)."""
+
 from django.urls import path
 
 from . import api
