@@ -8,32 +8,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from studyplatform.core.admin import ReadOnlyAdmin
-from studyplatform.core.audit import audit_record
+from studyplatform.core.admin import AuditedDetailAdmin, ReadOnlyAdmin
 
 from .models import Conversation, MemoryNote, Message
-
-
-class AuditedDetailAdmin(ReadOnlyAdmin):
-    """Opening a row's detail page records who read it (`audit_action`)."""
-
-    audit_action = ""
-
-    def audit_study_and_participant(self, obj) -> tuple[str, str]:
-        return obj.participant.study.slug, obj.participant.code
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        obj = self.get_object(request, object_id)
-        if obj is not None:
-            study_slug, code = self.audit_study_and_participant(obj)
-            audit_record(
-                actor=request.user,
-                action=self.audit_action,
-                target=obj,
-                study_slug=study_slug,
-                data={"participant": code, "via": "admin"},
-            )
-        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(Conversation)

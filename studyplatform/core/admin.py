@@ -18,6 +18,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class AuditedDetailAdmin(ReadOnlyAdmin):
+    """Opening a row's detail page records who read it (`audit_action`); the list pages show
+    metadata only (each app's admin leaves participant text out of list_display)."""
+
+    audit_action = ""
+
+    def audit_study_and_participant(self, obj) -> tuple[str, str]:
+        return obj.participant.study.slug, obj.participant.code
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is not None:
+            study_slug, code = self.audit_study_and_participant(obj)
+            audit_record(
+                actor=request.user,
+                action=self.audit_action,
+                target=obj,
+                study_slug=study_slug,
+                data={"participant": code, "via": "admin"},
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only: the audit log cannot be edited or deleted through the admin."""

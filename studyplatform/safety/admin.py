@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-# The chat admin's audited read-only base (one definition; core may take it over later).
-from studyplatform.chat.admin import AuditedDetailAdmin
+from studyplatform.core.admin import AuditedDetailAdmin
 
 from .models import SafetyAlert
 

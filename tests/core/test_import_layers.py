@@ -39,8 +39,7 @@ KNOWN_UPWARD_IMPORTS: dict[tuple[str, str], str] = {
     # function-level dependency guarded by ImportError).
     ("studyplatform/studies/protocol/validate.py", "surveys.instruments"): "instrument library",
     # The safety app still reads chat messages (review timeline, alert retry, moderation),
-    # builds its moderation client from chat's providers and reuses chat's audited admin.
-    ("studyplatform/safety/admin.py", "studyplatform.chat.admin"): "audited admin base",
+    # and builds its moderation client from chat's providers.
     ("studyplatform/safety/moderation.py", "studyplatform.chat."): "messages and providers",
     ("studyplatform/safety/selectors.py", "studyplatform.chat.models"): "review timeline",
     ("studyplatform/safety/services.py", "studyplatform.chat.models"): "alert retry",

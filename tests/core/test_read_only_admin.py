@@ -23,7 +23,7 @@ READ_ONLY = {
     "chat.conversation": "chat content is research data",
     "chat.message": "chat content is research data",
     "chat.memorynote": "the participant's own notes",
-    "chat.safetyalert": "status changes go through audited services",
+    "safety.safetyalert": "status changes go through audited services",
     "surveys.schedulecursor": "schedule state belongs to the engine",
     "surveys.invitation": "one invitation per occurrence, made by the engine",
     "surveys.response": "submissions are immutable; corrections are audited",
