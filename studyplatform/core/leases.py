@@ -197,11 +197,13 @@ def lease_claim(
 
 
 def _stopped_reason(kind: JobKind, row: Any) -> str:
+    # What the requester reads first (the console shortens long errors): what happened and what
+    # to do; then, for the operator, which worker held the last lease and when it ran out.
     when = row.lease_expires_at.strftime("%Y-%m-%d %H:%M:%S UTC") if row.lease_expires_at else "?"
     return (
-        f"The worker stopped {row.attempts} times while running this {kind.label} (last lease "
-        f"held by {row.lease_owner or 'an unknown worker'} expired at {when}), so it was not "
-        "retried again. Request it again; if it keeps failing, tell the platform operator."
+        f"The worker stopped {row.attempts} times while running this {kind.label}, so it was "
+        "not retried again. Request it again; tell the platform operator if it keeps failing. "
+        f"(Last lease: {row.lease_owner or 'unknown worker'}, expired {when}.)"
     )
 
 
