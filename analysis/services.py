@@ -140,9 +140,9 @@ def _progress(
 ) -> None:
     # A single-column UPDATE, so the row the API polls moves while the long step runs; it is
     # also the heartbeat, and raises LeaseLost when another worker took the run over.
-    fault_injection_pause()
     lease.require(step=step, progress=value)
     run.step, run.progress = step, value
+    fault_injection_pause()
     if callback is not None:
         callback(step, value)
 

@@ -208,9 +208,9 @@ def export_build(
     export.refresh_from_db()
 
     def report(percent: int, label: str) -> None:
-        fault_injection_pause()
         # The progress write is the heartbeat; it raises LeaseLost if the export was taken over.
         lease.require(progress=percent)
+        fault_injection_pause()
         if progress is not None:
             progress(percent, label)
 
