@@ -1,6 +1,6 @@
 """Fault injection with real processes: a Celery worker is SIGKILLed in the middle of an analysis
-run and of an export; a new worker starts, the lease sweep runs through the real broker, and the
-job completes exactly once, with exactly one artefact.
+run and of an export; another worker starts taking jobs, the lease sweep runs through the real
+broker, and the job completes exactly once, with exactly one artefact.
 
 The worker is a real `celery worker` subprocess on the test Redis and the test database. On
 PostgreSQL it uses the test database itself (the test commits, so the worker sees its rows).
@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,9 +41,9 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 3
-# Long enough that the first worker is still mid-job when the second is up (a worker takes
-# 5-20 s to start on a busy machine); the test kills it there, so the delay costs little.
-STEP_DELAY = "10"
+# Seconds the first worker sleeps after each progress step: time to see it mid-job and kill
+# it there (the test kills it, so the rest of the delay is never spent).
+STEP_DELAY = "4"
 
 
 class Instance:
@@ -103,7 +104,7 @@ class Instance:
                 db.close()
         return dict(zip(columns, values, strict=True))
 
-    def start_worker(self, name: str, **env: str) -> subprocess.Popen:
+    def start_worker(self, name: str, queues: str, **env: str) -> subprocess.Popen:
         log = self.tmp / f"{name}.log"
         self.logs.append(log)
         with log.open("wb") as out:
@@ -118,7 +119,7 @@ class Instance:
                     "-P",
                     "solo",
                     "-Q",
-                    "default,analysis,exports",
+                    queues,
                     "-n",
                     f"{name}@%h",
                     "--without-heartbeat",
@@ -140,6 +141,27 @@ class Instance:
     def wait_for_ready(self, proc: subprocess.Popen) -> None:
         log = self.logs[self.workers.index(proc)]
         self.wait_for(f"worker {proc.pid} to be ready", lambda: b" ready." in log.read_bytes())
+
+    def start_two_workers(self, *, job_queue: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+        """The worker to kill (slow between job steps) and the one that recovers the job.
+
+        Both start together: a worker takes 5-30 s to start on a busy machine, and starting
+        the second after the kill would double that. The second consumes only the default
+        queue (where the sweep runs) until `consume` adds the job's queue after the kill, so
+        it cannot take the job first; from then on it is the "new worker"."""
+        first = self.start_worker(
+            "fault1", f"default,{job_queue}", JOB_TEST_STEP_DELAY_SECONDS=STEP_DELAY
+        )
+        second = self.start_worker("fault2", "default")
+        self.wait_for_ready(first)
+        self.wait_for_ready(second)
+        return first, second
+
+    def consume(self, name: str, queue: str) -> None:
+        """Have the running worker `name` start consuming `queue` (remote control)."""
+        node = f"{name}@{socket.gethostname()}"
+        replies = celery_app.control.add_consumer(queue, destination=[node], reply=True, timeout=10)
+        assert replies and node in replies[0], replies
 
     def kill(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:
@@ -188,12 +210,8 @@ def test_a_killed_worker_s_analysis_run_completes_once_on_a_new_worker(instance,
     call_command("simulate_study", study.slug, participants=16, days=21, effect=0.5, seed=3)
     run = analysis_run_create(study=study, created_by=owner, enqueue=False)
     instance.share()
-    first = instance.start_worker("fault1", JOB_TEST_STEP_DELAY_SECONDS=STEP_DELAY)
-    instance.wait_for_ready(first)
+    first, second = instance.start_two_workers(job_queue="analysis")
     celery_app.send_task("analysis.tasks.analysis_run_task", args=[run.pk], queue="analysis")
-    # A second worker starts while the first works; it has nothing to take (the run's message
-    # is the first worker's, unacknowledged) until the sweep sends the run again.
-    second = instance.start_worker("fault2")
     table, columns = "analysis_analysisrun", ["status", "step", "lease_owner", "attempts"]
     instance.wait_for(
         "the first worker to be past the first step",
@@ -202,10 +220,9 @@ def test_a_killed_worker_s_analysis_run_completes_once_on_a_new_worker(instance,
     before = instance.row(table, run.pk, columns)
     assert before["status"] == "running" and f":{first.pid}:" in before["lease_owner"]
 
-    # when: the first worker is SIGKILLed mid-run and the sweep runs
-    instance.wait_for_ready(second)
-    assert instance.row(table, run.pk, columns)["status"] == "running"
+    # when: the first worker is SIGKILLed mid-run, the second takes jobs, and the sweep runs
     instance.kill(first)
+    instance.consume("fault2", "analysis")
     instance.run_sweep(table, run.pk)
 
     # then: the run completes, on its second attempt, by the new worker, exactly once
@@ -236,12 +253,10 @@ def test_a_killed_worker_s_export_completes_with_exactly_one_zip(
         enqueue=False,
     )
     instance.share()
-    first = instance.start_worker("fault1", JOB_TEST_STEP_DELAY_SECONDS=STEP_DELAY)
-    instance.wait_for_ready(first)
-    celery_app.send_task("studyplatform.exports.tasks.build_export", args=[export.pk],
-                         queue="exports")  # fmt: skip
-    # (the second worker starts while the first works; it has nothing to take until the sweep)
-    second = instance.start_worker("fault2")
+    first, second = instance.start_two_workers(job_queue="exports")
+    celery_app.send_task(
+        "studyplatform.exports.tasks.build_export", args=[export.pk], queue="exports"
+    )
     table = "exports_datasetexport"
     columns = ["status", "progress", "lease_owner", "attempts", "file_name", "sha256"]
     instance.wait_for(
@@ -253,11 +268,9 @@ def test_a_killed_worker_s_export_completes_with_exactly_one_zip(
     work = instance.media / "exports" / ".work"
     assert len(list(work.iterdir())) == 1  # the killed attempt's half-built tables
 
-    # when: the first worker is SIGKILLed mid-build (the second has nothing to take until the
-    # sweep sends the export again) and the sweep runs
-    instance.wait_for_ready(second)
-    assert instance.row(table, export.pk, columns)["status"] == "running"
+    # when: the first worker is SIGKILLed mid-build, the second takes jobs, and the sweep runs
     instance.kill(first)
+    instance.consume("fault2", "exports")
     instance.run_sweep(table, export.pk)
 
     # then: the export is done, by the new worker on attempt 2, with exactly one zip on disk
