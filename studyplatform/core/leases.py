@@ -71,10 +71,10 @@ class JobKind:
     failed: str
     # Sends the job's task (after the sweep decided it must run again).
     dispatch: Callable[[int], None]
-    # Tells the requester that the job failed for good (email, or nothing when a page shows it).
-    notify_failed: Callable[[Any], None]
     # The study the audit event belongs to.
     study_slug: Callable[[Any], str]
+    # Tells the requester that the job failed for good; None when the page they watch says it.
+    notify_failed: Callable[[Any], None] | None = None
     error_max_length: int = 300
 
 
@@ -237,6 +237,8 @@ def lease_fail_exhausted(kind: JobKind, pk: int, *, now: dt.datetime | None = No
         study_slug=kind.study_slug(row),
         data={"attempts": row.attempts, "last_owner": row.lease_owner, "reason": reason},
     )
+    if kind.notify_failed is None:
+        return True
     try:
         kind.notify_failed(row)
     except Exception:  # the failure is recorded and audited; a mail error must not undo that

@@ -14,15 +14,10 @@ def _dispatch(download_id: int) -> None:
     build_data_download.delay(download_id)
 
 
-def _notify_failed(download: DataDownload) -> None:
-    # Nobody is emailed: the participant's "Download my data" page shows the failed archive
-    # and its button prepares a new one. (Emailing would need the identity vault, and the
-    # participant may have given no address.)
-    return None
-
-
 # The beat sweep re-dispatches a download whose worker died and, after JOB_MAX_ATTEMPTS, fails
-# it (the reason stays on the row for the operator; the participant is offered a new archive).
+# it (the reason stays on the row for the operator). Nobody is emailed: the participant's
+# "Download my data" page shows the failed archive and its button prepares a new one (and an
+# email would need the identity vault; the participant may have given no address).
 DATA_DOWNLOAD_JOB = job_kind_register(
     JobKind(
         name="data_download",
@@ -32,7 +27,6 @@ DATA_DOWNLOAD_JOB = job_kind_register(
         running=DataDownload.Status.RUNNING,
         failed=DataDownload.Status.FAILED,
         dispatch=_dispatch,
-        notify_failed=_notify_failed,
         study_slug=lambda download: download.participant.study.slug,
         error_max_length=300,
     )
