@@ -7,6 +7,7 @@ researcher is told. The same jobs with real, SIGKILLed workers: tests/faults/tes
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from analysis.jobs import ANALYSIS_JOB
 from analysis.models import AnalysisRun
 from analysis.services import analysis_run_claim, analysis_run_create, analysis_run_execute
 from studyplatform.beat import BEAT_SCHEDULE
-from studyplatform.core.leases import LeaseLost, lease_claim, leases_sweep
+from studyplatform.core.leases import Keepalive, LeaseLost, lease_claim, leases_sweep
 from studyplatform.core.models import AuditEvent
 from studyplatform.exports.jobs import EXPORT_JOB
 from studyplatform.exports.models import DatasetExport
@@ -372,3 +373,19 @@ def test_the_beat_schedule_runs_the_lease_sweep_every_minute_with_an_expiry():
     assert entry["task"] == "studyplatform.core.tasks.job_lease_sweep"
     assert entry["schedule"] == 60.0
     assert 0 < entry["options"]["expires"] < 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_worker_keeps_its_lease_through_a_step_longer_than_the_lease(study, owner, settings):
+    # given: a 1-second lease, held by a worker about to run one long step
+    settings.JOB_LEASE_SECONDS = 1
+    run = analysis_run_create(study=study, created_by=owner, enqueue=False)
+    lease = analysis_run_claim(run.pk, owner="live-host:1:task-1")
+    # when: the step takes three times the lease, with the keepalive thread running
+    with Keepalive(lease):
+        time.sleep(3)
+        # then: the lease was renewed in the background, so nobody can take the run over
+        assert analysis_run_claim(run.pk, owner="other-host:2:task-2") is None
+    run.refresh_from_db()
+    assert run.lease_owner == "live-host:1:task-1" and run.attempts == 1
+    assert run.heartbeat_at > timezone.now() - dt.timedelta(seconds=2)
