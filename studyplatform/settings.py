@@ -317,8 +317,11 @@ JOB_LEASE_SECONDS = env.int("JOB_LEASE_SECONDS", default=300)
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 JOB_PENDING_REDISPATCH_SECONDS = env.int("JOB_PENDING_REDISPATCH_SECONDS", default=900)
 # Fault-injection tests only: seconds to sleep between job steps so a worker can be killed
-# mid-job. From the environment alone (never a protocol or request); 0 = off.
-JOB_TEST_STEP_DELAY_SECONDS = env.float("JOB_TEST_STEP_DELAY_SECONDS", default=0.0)
+# mid-job. From the environment alone (never a protocol or request), and ignored in production
+# (DEBUG=false) so a stray variable cannot slow a real deployment; 0 = off.
+JOB_TEST_STEP_DELAY_SECONDS = (
+    env.float("JOB_TEST_STEP_DELAY_SECONDS", default=0.0) if DEBUG else 0.0
+)
 
 # /healthz answers 503 when any of these is exceeded (studyplatform/core/health.py). The worker
 # heartbeat and beat's ticks come every 30 s (beat.py), so 90 s tolerates two missed ones. The

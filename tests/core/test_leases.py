@@ -7,10 +7,14 @@ researcher is told. The same jobs with real, SIGKILLed workers: tests/faults/tes
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -35,6 +39,7 @@ pytestmark = [
 ]
 
 LEASE = 300
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -389,3 +394,25 @@ def test_a_live_worker_keeps_its_lease_through_a_step_longer_than_the_lease(stud
     run.refresh_from_db()
     assert run.lease_owner == "live-host:1:task-1" and run.attempts == 1
     assert run.heartbeat_at > timezone.now() - dt.timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(("debug", "expected"), [("true", 2.5), ("false", 0.0)])
+def test_the_fault_injection_delay_is_ignored_in_production(debug, expected):
+    # given: the test-only delay set in the environment of a development / production process
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE")}
+    env.update(
+        DEBUG=debug,
+        SECRET_KEY="x" * 50,
+        FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        JOB_TEST_STEP_DELAY_SECONDS="2.5",
+        DJANGO_SETTINGS_MODULE="studyplatform.settings",
+    )
+    code = "import django; django.setup(); from django.conf import settings as s; "
+    code += "print(s.JOB_TEST_STEP_DELAY_SECONDS)"
+    # when: the settings load
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    # then: only a development process would sleep between job steps
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip()) == expected
