@@ -272,12 +272,9 @@ def leases_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
         )
         for pk in list(due.values_list("pk", flat=True)[:500]):
             # Conditional, so two sweeps at once send one message.
-            sent = (
-                manager.alias(last_sent=last_sent)
-                .filter(pk=pk)
-                .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now))
-                .update(dispatched_at=now)
-            )
+            sent = manager.filter(
+                Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now), pk=pk
+            ).update(dispatched_at=now)
             if sent == 1:
                 log.warning("%s %s re-dispatched by the lease sweep", kind.label, pk)
                 kind.dispatch(pk)
