@@ -35,6 +35,8 @@ def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
         "code_version": run.code_version,
         "params": run.params,
         "error": run.error,
+        # How many times a worker claimed the run (more than 1: a worker died and it was retried).
+        "attempts": run.attempts,
         "report_url": reverse(
             "analysis_api:analysis-run-report", kwargs={"slug": run.study.slug, "run_id": run.id}
         )

@@ -13,3 +13,5 @@ class ExportsConfig(AppConfig):
         from . import participant_data
 
         subscribe(ParticipantContentDeletion, participant_data.exports_delete)
+        # Exports are leased jobs: registering them lets the lease sweep find them.
+        from . import jobs  # noqa: F401
