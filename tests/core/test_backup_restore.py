@@ -267,7 +267,8 @@ def test_restore_refuses_a_database_that_has_rows(backup_dir, settings, tmp_path
 
 def test_restore_checks_every_sha256_before_touching_anything(backup_dir, tmp_path):
     # given: an export file in the backup was altered
-    [export_file] = (backup_dir / "media" / "exports").iterdir()
+    # (the exports folder also holds the build area, .work/, which is a directory)
+    [export_file] = [p for p in (backup_dir / "media" / "exports").iterdir() if p.is_file()]
     export_file.write_bytes(export_file.read_bytes() + b"x")
     before = table_counts()
     # when / then: the error names the file, and nothing was written
