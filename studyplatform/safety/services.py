@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -30,9 +30,7 @@ from studyplatform.studies.protocol.runtime import response_time_hours
 
 from .detector import Detection, detect
 from .models import SafetyAlert
-
-if TYPE_CHECKING:
-    from studyplatform.chat.models import Message
+from .sources import message_source
 
 EXCERPT_CHARS = 280
 ALERT_FAILED_ACTION = "safety.alert_failed"
@@ -60,7 +58,7 @@ def safety_alert_raise(
     category: str,
     excerpt: str,
     detector: str,
-    message: Message | None = None,
+    message: Any | None = None,
     now: dt.datetime | None = None,
 ) -> SafetyAlert:
     """Queue an alert for the study's safety reviewers and email the protocol's recipients."""
@@ -142,7 +140,7 @@ def _queue_retry(source: str, object_id: int) -> None:
 
 
 def message_screen(
-    *, participant: Participant, message: Message, text: str, now: dt.datetime
+    *, participant: Participant, message: Any, text: str, now: dt.datetime
 ) -> dict[str, Any] | None:
     """Screen a just-stored participant message, inside the caller's transaction.
 
@@ -172,7 +170,7 @@ def message_screen(
 
 
 def _raise_message_alert(
-    participant: Participant, message: Message, text: str, hit: Detection, now: dt.datetime
+    participant: Participant, message: Any, text: str, hit: Detection, now: dt.datetime
 ) -> SafetyAlert:
     return safety_alert_raise(
         participant=participant,
@@ -190,13 +188,7 @@ def message_alert_owed(*, message_id: int) -> SafetyAlert | None:
     """Raise the alert a stored participant message is owed (a retry after a failure): None
     when the message is gone (withdrawal with deletion), already has an alert, or no longer
     trips the detector. Due time counts from when the participant wrote it."""
-    from studyplatform.chat.models import Message
-
-    message = (
-        Message.objects.select_related("participant__study")
-        .filter(pk=message_id, role=Message.Role.USER)
-        .first()
-    )
+    message = message_source().participant_message(message_id)
     if message is None or SafetyAlert.objects.filter(message=message).exists():
         return None
     hit = detect(message.content, None)

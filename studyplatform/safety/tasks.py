@@ -78,11 +78,10 @@ def notify_safety_alert(alert_id: int) -> None:
 def moderate_message(message_id: int) -> None:
     import openai
 
-    from studyplatform.chat.models import Message
-
     from .moderation import moderate_message as moderate
+    from .sources import message_source
 
-    message = Message.objects.select_related("participant__study").filter(pk=message_id).first()
+    message = message_source().participant_message(message_id)
     if message is None or not message.content:
         log.info("message %s gone or empty; nothing to moderate", message_id)
         return
