@@ -293,7 +293,7 @@ def test_the_sweep_does_not_resend_a_job_it_just_sent(study, owner, settings):
 
 
 def test_after_max_attempts_the_run_fails_with_the_reason_and_the_researcher_is_told(
-    study, owner, client, mailoutbox
+    study, owner, client, mailoutbox, settings
 ):
     # given: a run whose worker died on each of its three attempts
     run = analysis_run_create(study=study, created_by=owner, enqueue=False)
@@ -311,6 +311,8 @@ def test_after_max_attempts_the_run_fails_with_the_reason_and_the_researcher_is_
     assert mailoutbox[0].to == [owner.email]
     assert f"analysis run {run.pk} failed" in mailoutbox[0].subject
     assert "The worker stopped 3 times" in mailoutbox[0].body
+    analyses = reverse("console:monitor_analyses", kwargs={"slug": study.slug})
+    assert f"{settings.SITE_URL}{analyses}\n" in mailoutbox[0].body
     # and the final failure is audited
     event = AuditEvent.objects.get(action="analysis_run.failed")
     assert event.data["attempts"] == 3 and event.data["last_owner"] == "host:2:t"
@@ -340,6 +342,9 @@ def test_a_redelivered_task_fails_an_export_out_of_attempts(
     assert export.error.startswith("The worker stopped 3 times while running this export")
     assert export_files(settings) == []
     assert [m.to for m in mailoutbox] == [[owner.email]]
+    assert f"dataset export {export.pk} failed" in mailoutbox[0].subject
+    exports = reverse("console:monitor_exports", kwargs={"slug": recruiting_study.slug})
+    assert f"{settings.SITE_URL}{exports}\n" in mailoutbox[0].body
     assert AuditEvent.objects.filter(action="export.failed", target_id=str(export.pk)).exists()
     client.force_login(owner)
     page = client.get(reverse("console:monitor_exports", kwargs={"slug": recruiting_study.slug}))
