@@ -6,13 +6,6 @@ from __future__ import annotations
 from analysis.models import AnalysisRun
 from studyplatform.core.leases import JobKind, job_kind_register, requester_emailer
 
-
-def _dispatch(run_id: int) -> None:
-    from analysis.tasks import analysis_run_task
-
-    analysis_run_task.delay(run_id)
-
-
 # The beat sweep re-dispatches a run whose worker died and, after JOB_MAX_ATTEMPTS, fails it
 # and emails the researcher who requested it.
 ANALYSIS_JOB = job_kind_register(
@@ -20,7 +13,7 @@ ANALYSIS_JOB = job_kind_register(
         name="analysis_run",
         label="analysis run",
         model=AnalysisRun,
-        dispatch=_dispatch,
+        task="analysis.tasks.analysis_run_task",
         notify_failed=requester_emailer(
             what="analysis run", page="console:monitor_analyses", page_label="analyses"
         ),

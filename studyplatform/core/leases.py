@@ -34,6 +34,7 @@ from django.db import close_old_connections, connections, models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class JobKind:
     name: str  # audit prefix and registry key, e.g. "analysis_run"
     label: str  # for people, e.g. "analysis run"
     model: type[models.Model]
-    # Sends the job's task (after the sweep decided it must run again).
-    dispatch: Callable[[int], None]
+    # Dotted path of the Celery task that runs the job (called with the row's pk). The sweep
+    # imports it when it sends the task again, so registering a kind at start-up imports no
+    # task module.
+    task: str
     # The study the audit event belongs to.
     study_slug: Callable[[Any], str]
     # Tells the requester that the job failed for good; None when the page they watch says it.
@@ -332,7 +335,7 @@ def leases_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
             ).update(dispatched_at=now)
             if sent == 1:
                 log.warning("%s %s re-dispatched by the lease sweep", kind.label, pk)
-                kind.dispatch(pk)
+                import_string(kind.task).delay(pk)
                 counts["redispatched"] += 1
     return counts
 

@@ -7,13 +7,6 @@ from studyplatform.core.leases import JobKind, job_kind_register, requester_emai
 
 from .models import DatasetExport
 
-
-def _dispatch(export_id: int) -> None:
-    from .tasks import build_export
-
-    build_export.delay(export_id)
-
-
 # The beat sweep re-dispatches an export whose worker died and, after JOB_MAX_ATTEMPTS, fails
 # it and emails the researcher who requested it.
 EXPORT_JOB = job_kind_register(
@@ -21,7 +14,7 @@ EXPORT_JOB = job_kind_register(
         name="export",
         label="export",
         model=DatasetExport,
-        dispatch=_dispatch,
+        task="studyplatform.exports.tasks.build_export",
         notify_failed=requester_emailer(
             what="dataset export", page="console:monitor_exports", page_label="exports"
         ),

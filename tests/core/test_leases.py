@@ -17,12 +17,19 @@ import pytest
 from cryptography.fernet import Fernet
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from analysis.jobs import ANALYSIS_JOB
 from analysis.models import AnalysisRun
 from analysis.services import analysis_run_claim, analysis_run_create, analysis_run_execute
 from studyplatform.beat import BEAT_SCHEDULE
-from studyplatform.core.leases import Keepalive, LeaseLost, lease_claim, leases_sweep
+from studyplatform.core.leases import (
+    JOB_KINDS,
+    Keepalive,
+    LeaseLost,
+    lease_claim,
+    leases_sweep,
+)
 from studyplatform.core.models import AuditEvent
 from studyplatform.exports.jobs import EXPORT_JOB
 from studyplatform.exports.models import DatasetExport
@@ -256,6 +263,16 @@ def test_the_sweep_redispatches_a_job_whose_worker_died(recruiting_study, owner,
     assert len(export_files(settings)) == 1
     # and a second sweep has nothing to do
     assert leases_sweep() == {"redispatched": 0, "failed": 0}
+
+
+def test_every_job_kind_names_the_celery_task_the_sweep_sends():
+    # given: the job kinds the apps register at start-up
+    kinds = {kind.name: kind.task for kind in JOB_KINDS.values()}
+    # then: all three are there, and each names an importable task registered under that name
+    # (the sweep imports it by this path only when it re-sends a job)
+    assert set(kinds) == {"analysis_run", "export", "data_download"}
+    for path in kinds.values():
+        assert import_string(path).name == path
 
 
 def test_the_sweep_sends_a_pending_job_nobody_picked_up_once(recruiting_study, people, settings):
