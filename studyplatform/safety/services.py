@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import transaction
@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.i18n import localized
 from studyplatform.core.markdown import render_markdown
 from studyplatform.participants.models import Participant
 from studyplatform.studies.protocol.runtime import response_time_hours
@@ -371,20 +372,12 @@ def participant_alerts_scrub(*, participant: Participant) -> int:
 
 def crisis_resources_text(protocol: dict, language: str | None) -> str:
     """The protocol's crisis resources (Markdown) in `language`, else in English, else in any
-    language given. Keys match case-insensitively: protocols and sessions spell Brazilian
-    Portuguese both `pt-br` and `pt-BR`. A plain string is the same text for every language."""
+    language given (core.i18n.localized, so `pt-br`, `pt-BR` and `pt_BR` find the same text).
+    A plain string is the same text for every language."""
     resources = protocol.get("safety", {}).get("crisis_resources", "")
-    if isinstance(resources, str):
-        return resources
-    if not isinstance(resources, dict) or not resources:
+    if not isinstance(resources, str | Mapping):
         return ""
-    by_lower = {str(k).lower(): v for k, v in resources.items()}
-    return (
-        by_lower.get((language or "").lower())
-        or by_lower.get("en")
-        or next(iter(by_lower.values()), "")
-        or ""
-    )
+    return localized(resources, language)
 
 
 def crisis_resources_html(protocol: dict, language: str | None) -> SafeString:
