@@ -26,7 +26,7 @@ PLACEHOLDER_KEY = "not-needed"
 # The platform's own secrets. A model endpoint's key variable may never be one of these: the key
 # is sent as a bearer token to the endpoint, so naming SECRET_KEY here would hand the server's
 # signing key to whoever runs that endpoint. Checked when an endpoint is registered and again
-# on every call (resolve_api_key), so a mistake in one place cannot leak a secret.
+# on every call (api_key_read), so a mistake in one place cannot leak a secret.
 PLATFORM_SECRET_ENV = frozenset(
     {
         "SECRET_KEY",
