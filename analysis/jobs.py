@@ -3,30 +3,8 @@ run again and whom it tells when a run failed for good. Light on purpose: import
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.urls import reverse
-
 from analysis.models import AnalysisRun
-from studyplatform.core.leases import JobKind, job_failed_email, job_kind_register
-
-
-def _dispatch(run_id: int) -> None:
-    from analysis.tasks import analysis_run_task
-
-    analysis_run_task.delay(run_id)
-
-
-def _notify_failed(run: AnalysisRun) -> None:
-    page = reverse("console:monitor_analyses", kwargs={"slug": run.study.slug})
-    job_failed_email(
-        user=run.created_by,
-        subject=f"[{run.study.slug}] analysis run {run.pk} failed",
-        body=(
-            f"The analysis run {run.pk} you requested for study '{run.study.title}' failed:\n\n"
-            f"{run.error}\n\nSee the study's analyses: {settings.SITE_URL}{page}\n"
-        ),
-    )
-
+from studyplatform.core.leases import JobKind, job_kind_register, requester_emailer
 
 # The beat sweep re-dispatches a run whose worker died and, after JOB_MAX_ATTEMPTS, fails it
 # and emails the researcher who requested it.
@@ -35,11 +13,10 @@ ANALYSIS_JOB = job_kind_register(
         name="analysis_run",
         label="analysis run",
         model=AnalysisRun,
-        pending=AnalysisRun.Status.PENDING,
-        running=AnalysisRun.Status.RUNNING,
-        failed=AnalysisRun.Status.FAILED,
-        dispatch=_dispatch,
-        notify_failed=_notify_failed,
+        task="analysis.tasks.analysis_run_task",
+        notify_failed=requester_emailer(
+            what="analysis run", page="console:monitor_analyses", page_label="analyses"
+        ),
         study_slug=lambda run: run.study.slug,
         error_max_length=5000,
     )

@@ -28,9 +28,7 @@ from studyplatform.core.leases import (
     Lease,
     LeaseLost,
     fault_injection_pause,
-    job_kind_of,
-    lease_claim,
-    lease_owner_name,
+    job_claim,
 )
 from studyplatform.studies.models import Study
 
@@ -110,13 +108,8 @@ def analysis_run_create(
 def analysis_run_claim(run_id: int, *, owner: str | None = None) -> Lease | None:
     """Claim a pending run, or take over one whose worker died (expired lease); the lease
     (truthy) only for the one caller that did it. See studyplatform/core/leases.py."""
-    return lease_claim(
-        job_kind_of(AnalysisRun),
-        run_id,
-        owner=owner or lease_owner_name(),
-        started_at=timezone.now(),
-        progress=0,
-        step="",
+    return job_claim(
+        AnalysisRun, run_id, owner=owner, started_at=timezone.now(), progress=0, step=""
     )
 
 

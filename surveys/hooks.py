@@ -22,8 +22,9 @@ from studyplatform.core.events import (
     subscribe,
 )
 from studyplatform.safety.services import alert_source_register
+from studyplatform.studies.protocol.validate import InstrumentLibrary, instrument_library_register
 
-from . import engine, services
+from . import engine, instruments, services
 from .models import Invitation, Response
 
 log = logging.getLogger(__name__)
@@ -129,4 +130,11 @@ def subscribe_all() -> None:
     # sweep), which does not import surveys: it asks this resolver for the alert a response owes.
     alert_source_register(
         "survey", lambda response_id: services.survey_alert_for_response(response_id=response_id)
+    )
+    # The protocol validator (studies, below surveys) checks instrument keys, items and scores
+    # against this library.
+    instrument_library_register(
+        InstrumentLibrary(
+            shipped=instruments.instrument_index, validate=instruments.validate_instrument_dict
+        )
     )

@@ -268,6 +268,13 @@ def list_instruments() -> list[Instrument]:
     return [_registry()[k] for k in sorted(_registry())]
 
 
+def instrument_index() -> dict[str, tuple[set[str], set[str]]]:
+    """{key: (item ids, score names)} of every shipped instrument: what the protocol validator
+    checks a protocol's instrument references against (a fresh dict on each call, since the
+    validator adds the protocol's custom instruments to it)."""
+    return {i.key: (set(i.item_ids), {s.name for s in i.scores}) for i in list_instruments()}
+
+
 # --------------------------------------------------------------------------------------------
 # Schema error formatting
 

@@ -13,6 +13,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from studyplatform.core.links import site_url
+from studyplatform.core.tasks import TRANSIENT_IO_RETRY
 
 from .models import Invitation
 
@@ -27,13 +28,7 @@ def schedule_tick() -> None:
     log.info("schedule tick: %s", {k: v for k, v in vars(report).items() if k != "notify"})
 
 
-@shared_task(
-    name="surveys.tasks.send_notifications",
-    ignore_result=True,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name="surveys.tasks.send_notifications", ignore_result=True, **TRANSIENT_IO_RETRY)
 def send_notifications(kind: str, invitation_ids: list[int]) -> int:
     """Email invitations/reminders with a single-use sign-in link to the survey. Participants
     without email see the invitation on their home page (in-app) when they return."""

@@ -15,8 +15,17 @@ class ChatConfig(AppConfig):
             ParticipantDownloadRequested,
             subscribe,
         )
+        from studyplatform.safety.sources import MessageSource, message_source_register
 
-        from . import participant_data
+        from . import participant_data, selectors
 
         subscribe(ParticipantContentDeletion, participant_data.chat_delete)
         subscribe(ParticipantDownloadRequested, participant_data.chat_download)
+        # The safety app sits below chat and reads stored messages (moderation, alert retries,
+        # the review timeline) through this source instead of importing chat.
+        message_source_register(
+            MessageSource(
+                participant_message=selectors.participant_message,
+                messages_between=selectors.participant_messages_between,
+            )
+        )

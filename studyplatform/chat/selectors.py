@@ -24,6 +24,26 @@ FINAL_STATUSES = ("complete", "length", "cancelled", "error", "filtered")
 # --- message log -----------------------------------------------------------------------------
 
 
+def participant_message(message_id: int) -> Message | None:
+    """A stored participant (user-role) message with its participant and study, or None.
+    The safety app reads it through its message source (moderation, alert retries)."""
+    return (
+        Message.objects.select_related("participant__study")
+        .filter(pk=message_id, role=Message.Role.USER)
+        .first()
+    )
+
+
+def participant_messages_between(
+    participant_id: int, start: dt.datetime, end: dt.datetime
+) -> QuerySet[Message]:
+    """A participant's messages created from `start` to `end` inclusive, oldest first (the
+    safety review timeline around an alert)."""
+    return Message.objects.filter(
+        participant_id=participant_id, created_at__gte=start, created_at__lte=end
+    ).order_by("created_at", "id")
+
+
 def conversations_for_study(
     study: Study, *, participant_code: str = "", imported: str = ""
 ) -> QuerySet[Conversation]:

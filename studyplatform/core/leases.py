@@ -34,6 +34,7 @@ from django.db import close_old_connections, connections, models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,33 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True)
 class JobKind:
-    """How the lease machinery treats one job model."""
+    """How the lease machinery treats one job model. The model carries LeaseFields, `status`,
+    `error` and `finished_at`, and a `Status` choices class with PENDING, RUNNING and FAILED."""
 
     name: str  # audit prefix and registry key, e.g. "analysis_run"
     label: str  # for people, e.g. "analysis run"
     model: type[models.Model]
-    pending: str
-    running: str
-    failed: str
-    # Sends the job's task (after the sweep decided it must run again).
-    dispatch: Callable[[int], None]
+    # Dotted path of the Celery task that runs the job (called with the row's pk). The sweep
+    # imports it when it sends the task again, so registering a kind at start-up imports no
+    # task module.
+    task: str
     # The study the audit event belongs to.
     study_slug: Callable[[Any], str]
     # Tells the requester that the job failed for good; None when the page they watch says it.
     notify_failed: Callable[[Any], None] | None = None
     error_max_length: int = 300
+
+    @property
+    def pending(self) -> str:
+        return self.model.Status.PENDING
+
+    @property
+    def running(self) -> str:
+        return self.model.Status.RUNNING
+
+    @property
+    def failed(self) -> str:
+        return self.model.Status.FAILED
 
 
 JOB_KINDS: dict[str, JobKind] = {}
@@ -93,13 +106,30 @@ def job_kind_of(model: type[models.Model]) -> JobKind:
     raise LookupError(f"{model.__name__} is not a registered leased job")
 
 
-def job_failed_email(*, user: Any, subject: str, body: str) -> None:
-    """Tell the researcher who asked for a job that it failed for good (no-op without one)."""
-    from django.core.mail import send_mail
+def requester_emailer(*, what: str, page: str, page_label: str) -> Callable[[Any], None]:
+    """A `notify_failed` for jobs a researcher requested from a study's console page: emails the
+    row's `created_by` (nobody without an address) with the stored error and a link to `page`,
+    a URL name taking the study's slug (e.g. "console:monitor_exports")."""
 
-    address = getattr(user, "email", "") if user is not None else ""
-    if address:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address])
+    def notify(row: Any) -> None:
+        from django.core.mail import send_mail
+        from django.urls import reverse
+
+        user = row.created_by
+        address = getattr(user, "email", "") if user is not None else ""
+        if not address:
+            return
+        study = row.study
+        url = f"{settings.SITE_URL}{reverse(page, kwargs={'slug': study.slug})}"
+        send_mail(
+            f"[{study.slug}] {what} {row.pk} failed",
+            f"The {what} {row.pk} you requested for study '{study.title}' failed:\n\n"
+            f"{row.error}\n\nSee the study's {page_label}: {url}\n",
+            settings.DEFAULT_FROM_EMAIL,
+            [address],
+        )
+
+    return notify
 
 
 def lease_seconds() -> int:
@@ -163,6 +193,34 @@ class Lease:
     def owns(self, row: Any) -> bool:
         """For code that already holds the row (locked): is it still ours and running?"""
         return row.status == self.kind.running and row.lease_owner == self.owner
+
+
+def job_claim(
+    model: type[models.Model], pk: int, *, owner: str | None = None, **fields: Any
+) -> Lease | None:
+    """`lease_claim` for a registered job model, as this process when no owner is given;
+    `fields` are set on the row with the claim (progress reset, start time)."""
+    return lease_claim(job_kind_of(model), pk, owner=owner or lease_owner_name(), **fields)
+
+
+def job_run(
+    kind: JobKind,
+    pk: int,
+    *,
+    task_id: str | None,
+    claim: Callable[..., Lease | None],
+    work: Callable[[Lease], Any],
+) -> None:
+    """What each leased job's Celery task does: `claim` the row (pending, or running with an
+    expired lease: its worker died) and do the `work`. A delivery that finds the row missing,
+    finished or held by a live worker does nothing, and one that finds its last attempt dead
+    fails it for good (`lease_fail_exhausted`)."""
+    lease = claim(pk, owner=lease_owner_name(task_id))
+    if lease is None:
+        if not lease_fail_exhausted(kind, pk):
+            log.info("%s %s is missing, finished or held by another worker", kind.label, pk)
+        return
+    work(lease)
 
 
 def lease_claim(
@@ -277,7 +335,7 @@ def leases_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
             ).update(dispatched_at=now)
             if sent == 1:
                 log.warning("%s %s re-dispatched by the lease sweep", kind.label, pk)
-                kind.dispatch(pk)
+                import_string(kind.task).delay(pk)
                 counts["redispatched"] += 1
     return counts
 

@@ -6,19 +6,27 @@ core nor studies has to import the chat app (tests/core/test_import_layers.py).
 
 API keys never appear in a config, a protocol version or the database: a config only *names*
 an environment variable (api_key_env), and the key is read from the environment each time a
-request is made (chat/providers/config.py: resolve_api_key), so rotating a key needs no change
-to a study protocol.
+request is made (`api_key_read` below), so rotating a key needs no change to a study protocol.
+Reading the key lives here, not in chat, because the safety app's moderation client needs it too
+and sits below chat.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+
+# The official OpenAI API root, used when an OpenAI-compatible endpoint names no base URL.
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+# Sent when an endpoint needs no key (a local vLLM or Ollama) but the SDK insists on one.
+PLACEHOLDER_KEY = "not-needed"
 
 # The platform's own secrets. A model endpoint's key variable may never be one of these: the key
 # is sent as a bearer token to the endpoint, so naming SECRET_KEY here would hand the server's
 # signing key to whoever runs that endpoint. Checked when an endpoint is registered and again
-# on every call (resolve_api_key), so a mistake in one place cannot leak a secret.
+# on every call (api_key_read), so a mistake in one place cannot leak a secret.
 PLATFORM_SECRET_ENV = frozenset(
     {
         "SECRET_KEY",
@@ -82,3 +90,28 @@ class ProviderConfig:
             f"ProviderConfig(base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
             f"requires_api_key={self.requires_api_key})"
         )
+
+
+class ApiKeyUnavailable(Exception):
+    """The key cannot be sent: its variable is unset (and required) or names a platform secret.
+    Never transient: retrying does not set an environment variable."""
+
+
+def api_key_read(config: ProviderConfig, kind: str) -> str:
+    """Read the API key from the environment now (never cached in the config).
+
+    Raises ApiKeyUnavailable naming the variable when it is unset and required.
+    """
+    env_name = config.api_key_env or DEFAULT_KEY_ENV.get(kind, "")
+    if env_name and key_env_refusal(env_name):
+        # Defence in depth: the registry refuses such endpoints, but never send one anyway.
+        raise ApiKeyUnavailable(f"refusing to send {env_name}: {key_env_refusal(env_name)}")
+    value = os.environ.get(env_name, "") if env_name else ""
+    if value:
+        return value
+    if not config.requires_api_key:
+        return PLACEHOLDER_KEY
+    raise ApiKeyUnavailable(
+        f"environment variable {env_name or '(none configured)'} is not set; "
+        f"it must hold the API key for this {kind} provider"
+    )

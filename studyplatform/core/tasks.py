@@ -8,6 +8,11 @@ from celery import shared_task
 
 from .health import HEARTBEAT_KEY, STAMP_TTL_S, redis_client
 
+# Retry policy for tasks that send email or call a provider: OSError covers the transient
+# failures (SMTP server down, connection reset), retried five times with exponential backoff.
+# Spread into the decorator: @shared_task(name=..., ignore_result=True, **TRANSIENT_IO_RETRY).
+TRANSIENT_IO_RETRY = {"autoretry_for": (OSError,), "retry_backoff": True, "max_retries": 5}
+
 
 @shared_task(name="studyplatform.core.tasks.worker_heartbeat", ignore_result=True)
 def worker_heartbeat() -> None:

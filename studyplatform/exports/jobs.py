@@ -3,31 +3,9 @@ export again and whom it tells when one failed for good. Light on purpose: impor
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.urls import reverse
-
-from studyplatform.core.leases import JobKind, job_failed_email, job_kind_register
+from studyplatform.core.leases import JobKind, job_kind_register, requester_emailer
 
 from .models import DatasetExport
-
-
-def _dispatch(export_id: int) -> None:
-    from .tasks import build_export
-
-    build_export.delay(export_id)
-
-
-def _notify_failed(export: DatasetExport) -> None:
-    page = reverse("console:monitor_exports", kwargs={"slug": export.study.slug})
-    job_failed_email(
-        user=export.created_by,
-        subject=f"[{export.study.slug}] export {export.pk} failed",
-        body=(
-            f"The dataset export {export.pk} you requested for study '{export.study.title}' "
-            f"failed:\n\n{export.error}\n\nSee the study's exports: {settings.SITE_URL}{page}\n"
-        ),
-    )
-
 
 # The beat sweep re-dispatches an export whose worker died and, after JOB_MAX_ATTEMPTS, fails
 # it and emails the researcher who requested it.
@@ -36,11 +14,10 @@ EXPORT_JOB = job_kind_register(
         name="export",
         label="export",
         model=DatasetExport,
-        pending=DatasetExport.Status.PENDING,
-        running=DatasetExport.Status.RUNNING,
-        failed=DatasetExport.Status.FAILED,
-        dispatch=_dispatch,
-        notify_failed=_notify_failed,
+        task="studyplatform.exports.tasks.build_export",
+        notify_failed=requester_emailer(
+            what="dataset export", page="console:monitor_exports", page_label="exports"
+        ),
         study_slug=lambda export: export.study.slug,
         error_max_length=300,
     )

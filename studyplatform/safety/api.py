@@ -103,40 +103,30 @@ class ResolveSerializer(serializers.Serializer):
     )
 
 
+def _queue_change(request, slug: str, alert_id: int, form: type[serializers.Serializer], change):
+    """Acknowledge or resolve: `change(alert=, actor=, **validated form)` is the service; 409
+    when the alert is no longer in a state that allows it (someone else got there first)."""
+    study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
+    alert = get_object_or_404(safety_alerts_for_study(study), pk=alert_id)
+    ser = form(data=request.data)
+    ser.is_valid(raise_exception=True)
+    try:
+        alert = change(alert=alert, actor=request.user, **ser.validated_data)
+    except AlertStateError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    alert = safety_alerts_for_study(study).get(pk=alert.pk)
+    return Response(_alert_row(alert, timezone.now()))
+
+
 class SafetyAlertAcknowledgeView(APIView):
     @extend_schema(request=AcknowledgeSerializer)
     def post(self, request, slug, alert_id):
         """Take the alert (open → acknowledged). 409 if it is no longer open."""
-        study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
-        alert = get_object_or_404(safety_alerts_for_study(study), pk=alert_id)
-        ser = AcknowledgeSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        try:
-            alert = alert_acknowledge(
-                alert=alert, actor=request.user, note=ser.validated_data["note"]
-            )
-        except AlertStateError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        alert = safety_alerts_for_study(study).get(pk=alert.pk)
-        return Response(_alert_row(alert, timezone.now()))
+        return _queue_change(request, slug, alert_id, AcknowledgeSerializer, alert_acknowledge)
 
 
 class SafetyAlertResolveView(APIView):
     @extend_schema(request=ResolveSerializer)
     def post(self, request, slug, alert_id):
         """Close the alert with a note (required) and any escalation. 409 if already resolved."""
-        study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
-        alert = get_object_or_404(safety_alerts_for_study(study), pk=alert_id)
-        ser = ResolveSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        try:
-            alert = alert_resolve(
-                alert=alert,
-                actor=request.user,
-                note=ser.validated_data["note"],
-                escalation=ser.validated_data["escalation"],
-            )
-        except AlertStateError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        alert = safety_alerts_for_study(study).get(pk=alert.pk)
-        return Response(_alert_row(alert, timezone.now()))
+        return _queue_change(request, slug, alert_id, ResolveSerializer, alert_resolve)

@@ -10,15 +10,13 @@ either way.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import openai
 from django.conf import settings
 
-from studyplatform.chat.models import Message
-from studyplatform.chat.providers import ProviderError
-from studyplatform.chat.providers.config import resolve_api_key
-from studyplatform.chat.providers.openai_compat import OPENAI_BASE_URL
 from studyplatform.core.model_endpoints import EndpointUnavailable, endpoint_resolve
+from studyplatform.core.provider_config import OPENAI_BASE_URL, ApiKeyUnavailable, api_key_read
 
 from .models import SafetyAlert
 from .services import excerpt_around, safety_alert_raise
@@ -44,8 +42,8 @@ def _client() -> openai.OpenAI:
         raise EndpointUnavailable(f"endpoint {endpoint.name!r} is not OpenAI-compatible")
     config = endpoint.provider_config()
     try:
-        key = resolve_api_key(config, endpoint.kind)
-    except ProviderError as exc:
+        key = api_key_read(config, endpoint.kind)
+    except ApiKeyUnavailable as exc:
         raise EndpointUnavailable(str(exc)) from None
     return openai.OpenAI(
         api_key=key,
@@ -55,8 +53,9 @@ def _client() -> openai.OpenAI:
     )
 
 
-def moderate_message(message: Message) -> SafetyAlert | None:
-    """Screen one stored participant message; returns the alert raised, if any.
+def moderate_message(message: Any) -> SafetyAlert | None:
+    """Screen one stored participant message (a chat Message from the registered message
+    source, with its participant loaded); returns the alert raised, if any.
 
     No moderation endpoint registered: logged and skipped (the lexicon detector already ran
     synchronously and is the primary safety layer).

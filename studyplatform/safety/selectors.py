@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
-from studyplatform.chat.models import Message
 from studyplatform.studies.models import Study
 
 from .models import SafetyAlert
+from .sources import message_source
 
 # Queue position by severity: high first.
 QUEUE_ORDER = {"high": 0, "medium": 1, "low": 2}
@@ -38,14 +39,13 @@ def safety_alerts_for_study(study: Study, *, status: str = "") -> QuerySet[Safet
     return qs
 
 
-def participant_messages_around(alert: SafetyAlert, *, hours: int = 24) -> QuerySet[Message]:
-    """The participant's messages from `hours` before to `hours` after the alert."""
+def participant_messages_around(alert: SafetyAlert, *, hours: int = 24) -> Iterable[Any]:
+    """The participant's chat messages from `hours` before to `hours` after the alert (read
+    through the message source chat registers, since safety does not import chat)."""
     window = dt.timedelta(hours=hours)
-    return Message.objects.filter(
-        participant_id=alert.participant_id,
-        created_at__gte=alert.created_at - window,
-        created_at__lte=alert.created_at + window,
-    ).order_by("created_at", "id")
+    return message_source().messages_between(
+        alert.participant_id, alert.created_at - window, alert.created_at + window
+    )
 
 
 @dataclass

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.i18n import localized
 from studyplatform.core.markdown import render_markdown
 from studyplatform.participants.models import Participant
 from studyplatform.studies.protocol.runtime import response_time_hours
 
 from .detector import Detection, detect
 from .models import SafetyAlert
-
-if TYPE_CHECKING:
-    from studyplatform.chat.models import Message
+from .sources import message_source
 
 EXCERPT_CHARS = 280
 ALERT_FAILED_ACTION = "safety.alert_failed"
@@ -60,7 +59,7 @@ def safety_alert_raise(
     category: str,
     excerpt: str,
     detector: str,
-    message: Message | None = None,
+    message: Any | None = None,
     now: dt.datetime | None = None,
 ) -> SafetyAlert:
     """Queue an alert for the study's safety reviewers and email the protocol's recipients."""
@@ -142,7 +141,7 @@ def _queue_retry(source: str, object_id: int) -> None:
 
 
 def message_screen(
-    *, participant: Participant, message: Message, text: str, now: dt.datetime
+    *, participant: Participant, message: Any, text: str, now: dt.datetime
 ) -> dict[str, Any] | None:
     """Screen a just-stored participant message, inside the caller's transaction.
 
@@ -172,7 +171,7 @@ def message_screen(
 
 
 def _raise_message_alert(
-    participant: Participant, message: Message, text: str, hit: Detection, now: dt.datetime
+    participant: Participant, message: Any, text: str, hit: Detection, now: dt.datetime
 ) -> SafetyAlert:
     return safety_alert_raise(
         participant=participant,
@@ -190,13 +189,7 @@ def message_alert_owed(*, message_id: int) -> SafetyAlert | None:
     """Raise the alert a stored participant message is owed (a retry after a failure): None
     when the message is gone (withdrawal with deletion), already has an alert, or no longer
     trips the detector. Due time counts from when the participant wrote it."""
-    from studyplatform.chat.models import Message
-
-    message = (
-        Message.objects.select_related("participant__study")
-        .filter(pk=message_id, role=Message.Role.USER)
-        .first()
-    )
+    message = message_source().participant_message(message_id)
     if message is None or SafetyAlert.objects.filter(message=message).exists():
         return None
     hit = detect(message.content, None)
@@ -379,20 +372,12 @@ def participant_alerts_scrub(*, participant: Participant) -> int:
 
 def crisis_resources_text(protocol: dict, language: str | None) -> str:
     """The protocol's crisis resources (Markdown) in `language`, else in English, else in any
-    language given. Keys match case-insensitively: protocols and sessions spell Brazilian
-    Portuguese both `pt-br` and `pt-BR`. A plain string is the same text for every language."""
+    language given (core.i18n.localized, so `pt-br`, `pt-BR` and `pt_BR` find the same text).
+    A plain string is the same text for every language."""
     resources = protocol.get("safety", {}).get("crisis_resources", "")
-    if isinstance(resources, str):
-        return resources
-    if not isinstance(resources, dict) or not resources:
+    if not isinstance(resources, str | Mapping):
         return ""
-    by_lower = {str(k).lower(): v for k, v in resources.items()}
-    return (
-        by_lower.get((language or "").lower())
-        or by_lower.get("en")
-        or next(iter(by_lower.values()), "")
-        or ""
-    )
+    return localized(resources, language)
 
 
 def crisis_resources_html(protocol: dict, language: str | None) -> SafeString:

@@ -17,6 +17,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from studyplatform.core.tasks import TRANSIENT_IO_RETRY
 from studyplatform.studies.models import Study
 
 from .models import SafetyAlert
@@ -44,11 +45,7 @@ def alert_email_body(alert: SafetyAlert) -> str:
 
 
 @shared_task(
-    name="studyplatform.safety.tasks.notify_safety_alert",
-    ignore_result=True,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
+    name="studyplatform.safety.tasks.notify_safety_alert", ignore_result=True, **TRANSIENT_IO_RETRY
 )
 def notify_safety_alert(alert_id: int) -> None:
     """Email the protocol's alert recipients."""
@@ -69,20 +66,15 @@ def notify_safety_alert(alert_id: int) -> None:
 
 
 @shared_task(
-    name="studyplatform.safety.tasks.moderate_message",
-    ignore_result=True,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
+    name="studyplatform.safety.tasks.moderate_message", ignore_result=True, **TRANSIENT_IO_RETRY
 )
 def moderate_message(message_id: int) -> None:
     import openai
 
-    from studyplatform.chat.models import Message
-
     from .moderation import moderate_message as moderate
+    from .sources import message_source
 
-    message = Message.objects.select_related("participant__study").filter(pk=message_id).first()
+    message = message_source().participant_message(message_id)
     if message is None or not message.content:
         log.info("message %s gone or empty; nothing to moderate", message_id)
         return
@@ -95,15 +87,18 @@ def moderate_message(message_id: int) -> None:
 # --- alerts that failed to be raised ---------------------------------------------------------
 
 
+# Any failure is retried: what failed while the participant waited may be a database hiccup
+# or a configuration fixed since. The beat sweep picks up what retries give up on.
+ALERT_RETRY = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 30,
+    "retry_backoff_max": 1800,
+    "max_retries": 8,
+}
+
+
 @shared_task(
-    name="studyplatform.safety.tasks.safety_alert_retry",
-    ignore_result=True,
-    # Any failure is retried: what failed while the participant waited may be a database
-    # hiccup or a configuration fixed since. The beat sweep picks up what retries give up on.
-    autoretry_for=(Exception,),
-    retry_backoff=30,
-    retry_backoff_max=1800,
-    max_retries=8,
+    name="studyplatform.safety.tasks.safety_alert_retry", ignore_result=True, **ALERT_RETRY
 )
 def safety_alert_retry(source: str, object_id: int) -> None:
     """Raise the alert a stored chat message or survey response is owed (a no-op when it
@@ -127,38 +122,18 @@ def safety_alert_sweep() -> None:
 # wait up to 30 minutes between attempts) queued before an upgrade still arrives under the old
 # name; these keep it from being dropped as unregistered. Remove them one release after the
 # move, once no queue can hold an old-named message.
-@shared_task(
-    name="studyplatform.chat.tasks.notify_safety_alert",
-    ignore_result=True,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
-def notify_safety_alert_old_name(alert_id: int) -> None:
-    notify_safety_alert(alert_id)
+def _old_name(old: str, task, retry: dict) -> None:
+    """Register `task` also under its old chat-app name, with the same retry policy."""
+
+    def run(*args) -> None:
+        task(*args)
+
+    shared_task(name=old, ignore_result=True, **retry)(run)
 
 
-@shared_task(
-    name="studyplatform.chat.tasks.safety_alert_retry",
-    ignore_result=True,
-    autoretry_for=(Exception,),
-    retry_backoff=30,
-    retry_backoff_max=1800,
-    max_retries=8,
-)
-def safety_alert_retry_old_name(source: str, object_id: int) -> None:
-    safety_alert_retry(source, object_id)
-
-
-@shared_task(
-    name="studyplatform.chat.tasks.moderate_message",
-    ignore_result=True,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
-def moderate_message_old_name(message_id: int) -> None:
-    moderate_message(message_id)
+_old_name("studyplatform.chat.tasks.notify_safety_alert", notify_safety_alert, TRANSIENT_IO_RETRY)
+_old_name("studyplatform.chat.tasks.safety_alert_retry", safety_alert_retry, ALERT_RETRY)
+_old_name("studyplatform.chat.tasks.moderate_message", moderate_message, TRANSIENT_IO_RETRY)
 
 
 # --- the daily digest ------------------------------------------------------------------------

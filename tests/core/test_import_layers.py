@@ -15,9 +15,10 @@ from pathlib import Path
 
 from django.conf import settings
 
-# Lowest first. `safety` (being split out of chat) sits below chat and surveys because they
-# call its services (raise an alert, crisis resources); anything safety needs from chat (the
-# Message model, providers) is then an upward import to remove or list below.
+# Lowest first. `safety` sits below chat and surveys because they call its services (raise an
+# alert, crisis resources); what safety reads from chat (stored messages) comes through the
+# message source chat registers (safety/sources.py), and the protocol validator in studies gets
+# the survey instrument library registered by surveys (studies/protocol/validate.py).
 LAYERS: list[list[str]] = [
     ["core"],
     ["accounts"],
@@ -31,20 +32,10 @@ LAYERS: list[list[str]] = [
     ["console"],
 ]
 
-# Imports that still point up, each with the reason it has not been removed yet. Keep this
-# empty where possible: an entry here is debt, and the test fails when an entry is no longer
-# needed, so the list cannot go stale.
-KNOWN_UPWARD_IMPORTS: dict[tuple[str, str], str] = {
-    # The protocol validator checks instrument keys against the survey library (a soft,
-    # function-level dependency guarded by ImportError).
-    ("studyplatform/studies/protocol/validate.py", "surveys.instruments"): "instrument library",
-    # The safety app still reads chat messages (review timeline, alert retry, moderation),
-    # and builds its moderation client from chat's providers.
-    ("studyplatform/safety/moderation.py", "studyplatform.chat."): "messages and providers",
-    ("studyplatform/safety/selectors.py", "studyplatform.chat.models"): "review timeline",
-    ("studyplatform/safety/services.py", "studyplatform.chat.models"): "alert retry",
-    ("studyplatform/safety/tasks.py", "studyplatform.chat.models"): "moderation task",
-}
+# Imports that still point up, each with the reason it has not been removed yet. Empty: every
+# app imports only lower ones. An entry added here is debt, and the test fails when an entry is
+# no longer needed, so the list cannot go stale.
+KNOWN_UPWARD_IMPORTS: dict[tuple[str, str], str] = {}
 
 ROOT = Path(settings.BASE_DIR)
 # Where each app's package lives, by app label.

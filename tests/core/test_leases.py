@@ -17,12 +17,19 @@ import pytest
 from cryptography.fernet import Fernet
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from analysis.jobs import ANALYSIS_JOB
 from analysis.models import AnalysisRun
 from analysis.services import analysis_run_claim, analysis_run_create, analysis_run_execute
 from studyplatform.beat import BEAT_SCHEDULE
-from studyplatform.core.leases import Keepalive, LeaseLost, lease_claim, leases_sweep
+from studyplatform.core.leases import (
+    JOB_KINDS,
+    Keepalive,
+    LeaseLost,
+    lease_claim,
+    leases_sweep,
+)
 from studyplatform.core.models import AuditEvent
 from studyplatform.exports.jobs import EXPORT_JOB
 from studyplatform.exports.models import DatasetExport
@@ -258,6 +265,16 @@ def test_the_sweep_redispatches_a_job_whose_worker_died(recruiting_study, owner,
     assert leases_sweep() == {"redispatched": 0, "failed": 0}
 
 
+def test_every_job_kind_names_the_celery_task_the_sweep_sends():
+    # given: the job kinds the apps register at start-up
+    kinds = {kind.name: kind.task for kind in JOB_KINDS.values()}
+    # then: all three are there, and each names an importable task registered under that name
+    # (the sweep imports it by this path only when it re-sends a job)
+    assert set(kinds) == {"analysis_run", "export", "data_download"}
+    for path in kinds.values():
+        assert import_string(path).name == path
+
+
 def test_the_sweep_sends_a_pending_job_nobody_picked_up_once(recruiting_study, people, settings):
     # given: a download request whose task was lost (Redis restarted without persistence)
     download = data_download_request(participant=people[0])
@@ -293,7 +310,7 @@ def test_the_sweep_does_not_resend_a_job_it_just_sent(study, owner, settings):
 
 
 def test_after_max_attempts_the_run_fails_with_the_reason_and_the_researcher_is_told(
-    study, owner, client, mailoutbox
+    study, owner, client, mailoutbox, settings
 ):
     # given: a run whose worker died on each of its three attempts
     run = analysis_run_create(study=study, created_by=owner, enqueue=False)
@@ -311,6 +328,8 @@ def test_after_max_attempts_the_run_fails_with_the_reason_and_the_researcher_is_
     assert mailoutbox[0].to == [owner.email]
     assert f"analysis run {run.pk} failed" in mailoutbox[0].subject
     assert "The worker stopped 3 times" in mailoutbox[0].body
+    analyses = reverse("console:monitor_analyses", kwargs={"slug": study.slug})
+    assert f"{settings.SITE_URL}{analyses}\n" in mailoutbox[0].body
     # and the final failure is audited
     event = AuditEvent.objects.get(action="analysis_run.failed")
     assert event.data["attempts"] == 3 and event.data["last_owner"] == "host:2:t"
@@ -340,6 +359,9 @@ def test_a_redelivered_task_fails_an_export_out_of_attempts(
     assert export.error.startswith("The worker stopped 3 times while running this export")
     assert export_files(settings) == []
     assert [m.to for m in mailoutbox] == [[owner.email]]
+    assert f"dataset export {export.pk} failed" in mailoutbox[0].subject
+    exports = reverse("console:monitor_exports", kwargs={"slug": recruiting_study.slug})
+    assert f"{settings.SITE_URL}{exports}\n" in mailoutbox[0].body
     assert AuditEvent.objects.filter(action="export.failed", target_id=str(export.pk)).exists()
     client.force_login(owner)
     page = client.get(reverse("console:monitor_exports", kwargs={"slug": recruiting_study.slug}))

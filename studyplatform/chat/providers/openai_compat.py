@@ -21,6 +21,8 @@ from typing import Any
 import httpx2
 import openai
 
+from studyplatform.core.provider_config import OPENAI_BASE_URL
+
 from .base import (
     ChatRequest,
     Provider,
@@ -35,8 +37,6 @@ from .base import (
     normalise_finish_reason,
 )
 from .config import ProviderConfig, resolve_api_key
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 # Request fields the provider sets itself; an arm's params must not override them.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n"})

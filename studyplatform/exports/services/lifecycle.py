@@ -30,9 +30,7 @@ from studyplatform.core.leases import (
     Lease,
     LeaseLost,
     fault_injection_pause,
-    job_kind_of,
-    lease_claim,
-    lease_owner_name,
+    job_claim,
 )
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Study
@@ -178,9 +176,7 @@ def export_expire_due(*, now: dt.datetime | None = None) -> int:
 def export_claim(export_id: int, *, owner: str | None = None) -> Lease | None:
     """Claim a pending export, or take over one whose worker died (expired lease); the lease
     only for the one caller that did it. See studyplatform/core/leases.py."""
-    return lease_claim(
-        job_kind_of(DatasetExport), export_id, owner=owner or lease_owner_name(), progress=0
-    )
+    return job_claim(DatasetExport, export_id, owner=owner, progress=0)
 
 
 def _work_root() -> Path:

@@ -32,9 +32,7 @@ from studyplatform.core.leases import (
     Lease,
     LeaseLost,
     fault_injection_pause,
-    job_kind_of,
-    lease_claim,
-    lease_owner_name,
+    job_claim,
 )
 
 from ..models import DataDownload, Identity, Participant
@@ -206,7 +204,7 @@ def _readme(participant: Participant, tables: dict[str, list], now: dt.datetime)
 def data_download_claim(download_id: int, *, owner: str | None = None) -> Lease | None:
     """Claim a pending download, or take over one whose worker died (expired lease); the lease
     only for the one caller that did it. See studyplatform/core/leases.py."""
-    return lease_claim(job_kind_of(DataDownload), download_id, owner=owner or lease_owner_name())
+    return job_claim(DataDownload, download_id, owner=owner)
 
 
 def _part_name(download_id: int) -> str:

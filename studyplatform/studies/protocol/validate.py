@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -149,18 +150,44 @@ def _hhmm(value: str) -> int:
     return int(h) * 60 + int(m)
 
 
+@dataclass(frozen=True)
+class InstrumentLibrary:
+    """What the validator needs from the survey instrument library.
+
+    The library lives in the surveys app, above studies in the layer order
+    (tests/core/test_import_layers.py), so studies cannot import it; ``SurveysConfig.ready()``
+    registers it here instead.
+
+    shipped: {instrument key: (item ids, score names)} for the instruments the platform ships.
+    validate: the problems with one custom instrument definition, each "path: message" with
+        "(root)" for the whole instrument; empty when it is valid.
+    """
+
+    shipped: Callable[[], dict[str, tuple[set[str], set[str]]]]
+    validate: Callable[[Any], list[str]]
+
+
+_instrument_library: InstrumentLibrary | None = None
+
+
+def instrument_library_register(library: InstrumentLibrary) -> None:
+    """Called from ``SurveysConfig.ready()`` (registering again replaces it)."""
+    global _instrument_library
+    _instrument_library = library
+
+
 def _instrument_index(doc: dict) -> dict[str, tuple[set[str], set[str]]] | None:
     """{instrument key: (item ids, score names)} for shipped and custom instruments.
 
-    None when the survey library is not importable, in which case references are not checked.
+    None when no survey library is registered (the surveys app is not installed), in which case
+    references are not checked.
     """
-    try:
-        from surveys.instruments import list_instruments, validate_instrument_dict
-    except ImportError:
+    library = _instrument_library
+    if library is None:
         return None
-    index = {i.key: (set(i.item_ids), {s.name for s in i.scores}) for i in list_instruments()}
+    index = library.shipped()
     for custom in doc.get("surveys", {}).get("instruments", []) or []:
-        if validate_instrument_dict(custom):
+        if library.validate(custom):
             index[custom["key"]] = (set(), set())  # its own errors are reported separately
             continue
         items = {item["id"] for item in custom.get("items", [])}
@@ -373,13 +400,12 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
 
 
 def _custom_instrument_errors(instruments: list) -> list[ProtocolError]:
-    try:
-        from surveys.instruments import validate_instrument_dict
-    except ImportError:
+    library = _instrument_library
+    if library is None:
         return []
     errors = []
     for i, data in enumerate(instruments):
-        for problem in validate_instrument_dict(data):
+        for problem in library.validate(data):
             # The instrument library reports "path: message", with "(root)" for the whole thing.
             # The instrument's own path stays one opaque key: the designer has no form for custom
             # instruments, so nothing needs to act on the place below the instrument.
