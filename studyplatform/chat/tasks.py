@@ -93,3 +93,11 @@ def safety_alert_sweep() -> None:
     raised = sweep()
     if raised:
         log.warning("safety sweep raised %d alert(s) that had failed", raised)
+
+
+@shared_task(name="studyplatform.chat.tasks.stale_reply_sweep", ignore_result=True)
+def stale_reply_sweep() -> int:
+    """Record replies abandoned in `streaming` as interrupted on our side (beat.py)."""
+    from .services import stale_replies_finish
+
+    return stale_replies_finish()
