@@ -228,7 +228,7 @@ class Stack:
 # -- enrollment and surveys (services, simulated clock) -------------------------------------------
 
 
-def create_study():
+def create_study(participants: int):
     import yaml
     from django.contrib.auth import get_user_model
 
@@ -238,6 +238,7 @@ def create_study():
 
     doc = yaml.safe_load((ROOT / "examples" / "companion-rct.yaml").read_text())
     doc["study"]["slug"] = STUDY_SLUG
+    doc["study"]["target_enrollment"] = participants
     for arm in doc["arms"]:
         arm["model"] = {"endpoint": ENDPOINT, "name": MODEL_NAME}
     # The protocol schema's maxima: out of the way of a simulation that sends in bursts.
@@ -694,7 +695,7 @@ def run(args, stack: Stack, base: str) -> str:
 
     rng = random.Random(args.seed)
     ledger = Ledger()
-    study, researcher = create_study()
+    study, researcher = create_study(args.participants)
     people: list[Person] = []
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=args.days + 1)).replace(
         hour=0, minute=0, second=0, microsecond=0
