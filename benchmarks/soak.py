@@ -28,7 +28,7 @@ Per simulated day:
   retry); the second must be refused, never stored.
 - chat, through HTTP as the chat page does (POST /p/chat/c/<id>/reply/ with a client request
   id, reading the SSE stream): each participant chats on a day with probability CHAT_RATE
-  (0.12) and then sends 1-3 messages. 2% of sends click Stop after the first words
+  (0.25) and then sends 1-3 messages. 2% of sends click Stop after the first words
   (POST .../stop/), 2% drop the connection after the first words.
 - faults (once each, in the middle day): Redis is SIGKILLed while 6 long replies stream, 3 sends
   are made during the outage (expected: a JSON 503 saying not stored), Redis is started again
@@ -86,7 +86,7 @@ from benchmarks.chat_proxy import free_port, stop_process, tail, wait_http  # no
 from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E402
 
 ENDPOINT, MODEL_NAME, STUDY_SLUG = "soak-upstream", "soak-model", "soak"
-CHAT_RATE = 0.12  # share of participants who chat on a given simulated day
+CHAT_RATE = 0.25  # share of participants who chat on a given simulated day
 STOP_RATE = DROP_RATE = 0.02
 SURVEY_ANSWER_RATE = 0.6
 RESUBMIT_RATE = 0.05
