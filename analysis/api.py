@@ -33,6 +33,8 @@ def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
         "code_version": run.code_version,
         "params": run.params,
         "error": run.error,
+        # How many times a worker claimed the run (more than 1: a worker died and it was retried).
+        "attempts": run.attempts,
         "report_url": f"/api/studies/{run.study.slug}/analysis-runs/{run.id}/report/"
         if run.status == AnalysisRun.Status.DONE
         else None,

@@ -10,10 +10,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from studyplatform.core.leases import LeaseFields
 from studyplatform.studies.models import ProtocolVersion, Study
 
 
-class AnalysisRun(models.Model):
+class AnalysisRun(LeaseFields):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         RUNNING = "running", "Running"

@@ -23,6 +23,15 @@ from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.models import AnalysisRun
 from analysis.plan import run_plan
 from analysis.report import render_report
+from studyplatform.core.leases import (
+    Keepalive,
+    Lease,
+    LeaseLost,
+    fault_injection_pause,
+    job_kind_of,
+    lease_claim,
+    lease_owner_name,
+)
 from studyplatform.studies.models import Study
 
 log = logging.getLogger(__name__)
@@ -98,17 +107,27 @@ def analysis_run_create(
     return run
 
 
-def analysis_run_claim(run_id: int) -> bool:
-    """Move a pending run to running; True only for the one caller that did it."""
-    return (
-        AnalysisRun.objects.filter(id=run_id, status=AnalysisRun.Status.PENDING).update(
-            status=AnalysisRun.Status.RUNNING, started_at=timezone.now(), progress=0
-        )
-        == 1
+def analysis_run_claim(run_id: int, *, owner: str | None = None) -> Lease | None:
+    """Claim a pending run, or take over one whose worker died (expired lease); the lease
+    (truthy) only for the one caller that did it. See studyplatform/core/leases.py."""
+    return lease_claim(
+        job_kind_of(AnalysisRun),
+        run_id,
+        owner=owner or lease_owner_name(),
+        started_at=timezone.now(),
+        progress=0,
+        step="",
     )
 
 
-def analysis_run_fail(*, run: AnalysisRun, error: str) -> AnalysisRun:
+def analysis_run_fail(*, run: AnalysisRun, error: str, lease: Lease | None = None) -> AnalysisRun:
+    """Mark the run failed. With a lease, only if this worker still owns the run (a worker that
+    lost it leaves the row to its new owner)."""
+    if lease is not None:
+        if not lease.finish(status=AnalysisRun.Status.FAILED, error=error[:5000]):
+            log.info("analysis run %s: lease lost, failure not recorded", run.id)
+        run.refresh_from_db()
+        return run
     run.status = AnalysisRun.Status.FAILED
     run.error = error[:5000]
     run.finished_at = timezone.now()
@@ -116,10 +135,14 @@ def analysis_run_fail(*, run: AnalysisRun, error: str) -> AnalysisRun:
     return run
 
 
-def _progress(run: AnalysisRun, step: str, value: int, callback: ProgressCallback | None) -> None:
-    # A single-column UPDATE, so the row the API polls moves while the long step runs.
-    AnalysisRun.objects.filter(id=run.id).update(step=step, progress=value)
+def _progress(
+    run: AnalysisRun, step: str, value: int, callback: ProgressCallback | None, lease: Lease
+) -> None:
+    # A single-column UPDATE, so the row the API polls moves while the long step runs; it is
+    # also the heartbeat, and raises LeaseLost when another worker took the run over.
+    lease.require(step=step, progress=value)
     run.step, run.progress = step, value
+    fault_injection_pause()
     if callback is not None:
         callback(step, value)
 
@@ -131,26 +154,34 @@ def _plan_of(run: AnalysisRun) -> dict[str, Any]:
 
 
 def analysis_run_execute(
-    *, run: AnalysisRun, progress: ProgressCallback | None = None
+    *, run: AnalysisRun, progress: ProgressCallback | None = None, lease: Lease | None = None
 ) -> AnalysisRun:
     """Run the pipeline for ``run`` (pending or already claimed) and store its outputs.
 
     Any error marks the run failed with the message (and re-raises nothing: a failed analysis
     is a result the researcher sees, not a worker crash).
     """
-    if run.status == AnalysisRun.Status.PENDING:
-        analysis_run_claim(run.id)
-        run.refresh_from_db()
-    if run.status != AnalysisRun.Status.RUNNING:
-        log.info("analysis run %s is %s; nothing to do", run.id, run.status)
-        return run
+    if lease is None:
+        lease = analysis_run_claim(run.id) if run.status == AnalysisRun.Status.PENDING else None
+        if lease is None:
+            run.refresh_from_db()
+            log.info("analysis run %s is %s; nothing to do", run.id, run.status)
+            return run
+    run.refresh_from_db()
+    with Keepalive(lease):
+        return _analysis_run_pipeline(run=run, progress=progress, lease=lease)
+
+
+def _analysis_run_pipeline(
+    *, run: AnalysisRun, progress: ProgressCallback | None, lease: Lease
+) -> AnalysisRun:
     try:
         study = run.study
         plan = _plan_of(run)
         text = bool(run.params.get("text_markers"))
         outcomes = list(plan.get("outcomes", []))
 
-        _progress(run, "loading", STEPS[0][1], progress)
+        _progress(run, "loading", STEPS[0][1], progress, lease)
         frames = load_study_frames(
             study,
             include_pilot=bool(run.params.get("include_pilot", True)),
@@ -159,7 +190,7 @@ def analysis_run_execute(
         )
         data_hash = frames_hash(frames)
 
-        _progress(run, "features", STEPS[1][1], progress)
+        _progress(run, "features", STEPS[1][1], progress, lease)
         daily = daily_features(
             frames.messages,
             frames.participants,
@@ -167,7 +198,7 @@ def analysis_run_execute(
             text=text,
         )
 
-        _progress(run, "linking", STEPS[2][1], progress)
+        _progress(run, "linking", STEPS[2][1], progress, lease)
         linked = link_usage_to_outcomes(
             daily,
             frames.participants,
@@ -177,11 +208,11 @@ def analysis_run_execute(
         )
         attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
 
-        _progress(run, "models", STEPS[3][1], progress)
+        _progress(run, "models", STEPS[3][1], progress, lease)
         results = run_plan(linked, plan)
         results["attrition"] = attrition.to_dict(orient="records")
 
-        _progress(run, "report", STEPS[4][1], progress)
+        _progress(run, "report", STEPS[4][1], progress, lease)
         inv = frames.invitations.dropna(subset=["wave"])
         compliance = (
             inv.assign(done=inv["status"] == "completed")
@@ -208,30 +239,30 @@ def analysis_run_execute(
                 "created_at": now.isoformat(timespec="seconds"),
             },
         )
+    except LeaseLost:
+        # Another worker took the run over (this one was presumed dead): its result counts.
+        log.warning("analysis run %s: lease lost; this attempt stops", run.id)
+        run.refresh_from_db()
+        return run
     except Exception as exc:  # any failure becomes the run's error message
         log.exception("analysis run %s failed", run.id)
-        return analysis_run_fail(run=run, error=f"{type(exc).__name__}: {exc}")
+        return analysis_run_fail(run=run, error=f"{type(exc).__name__}: {exc}", lease=lease)
 
-    run.results = results
-    run.report_html = html
-    run.data_hash = data_hash
-    run.code_version = version
-    run.status = AnalysisRun.Status.DONE
-    run.progress = 100
-    run.step = "done"
-    run.finished_at = now
-    run.save(
-        update_fields=[
-            "results",
-            "report_html",
-            "data_hash",
-            "code_version",
-            "status",
-            "progress",
-            "step",
-            "finished_at",
-        ]
+    # Finishing is conditional on still owning the run: one result, written once.
+    finished = lease.finish(
+        status=AnalysisRun.Status.DONE,
+        results=results,
+        report_html=html,
+        data_hash=data_hash,
+        code_version=version,
+        progress=100,
+        step="done",
+        finished_at=now,
     )
+    run.refresh_from_db()
+    if not finished:
+        log.warning("analysis run %s: lease lost before finishing; result discarded", run.id)
+        return run
     if progress is not None:
         progress("done", 100)
     return run

@@ -25,6 +25,16 @@ BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    # Analysis runs, exports and data downloads hold a lease (JOB_LEASE_SECONDS, 5 min) that
+    # their worker renews; a killed worker's job sits until this sweep re-dispatches it (or
+    # fails it after JOB_MAX_ATTEMPTS). Every minute keeps the wait close to the lease length
+    # and costs three small queries; expires before the next run, since the next
+    # sweep finds the same rows.
+    "core-job-lease-sweep": {
+        "task": "studyplatform.core.tasks.job_lease_sweep",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     # A safety alert that failed to be raised (bad configuration, a database error) is retried
     # by its own task; this sweep catches the ones whose retries ran out. Every 5 minutes keeps
     # a missed alert well inside any protocol's response time; expires before the next run.

@@ -307,6 +307,22 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
 
+# Job leases (studyplatform/core/leases.py): analysis runs, exports and data downloads are held
+# by one worker for JOB_LEASE_SECONDS, renewed every third of it while the worker lives; an
+# expired lease is taken over by the beat sweep (every minute) or a redelivered task. 5 minutes
+# bounds how long a killed worker's job waits; after JOB_MAX_ATTEMPTS claims that all died the
+# job is failed with the reason. A pending job nobody picked up is re-sent after
+# JOB_PENDING_REDISPATCH_SECONDS (long enough not to duplicate messages queued behind long jobs).
+JOB_LEASE_SECONDS = env.int("JOB_LEASE_SECONDS", default=300)
+JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
+JOB_PENDING_REDISPATCH_SECONDS = env.int("JOB_PENDING_REDISPATCH_SECONDS", default=900)
+# Fault-injection tests only: seconds to sleep between job steps so a worker can be killed
+# mid-job. From the environment alone (never a protocol or request), and ignored in production
+# (DEBUG=false) so a stray variable cannot slow a real deployment; 0 = off.
+JOB_TEST_STEP_DELAY_SECONDS = (
+    env.float("JOB_TEST_STEP_DELAY_SECONDS", default=0.0) if DEBUG else 0.0
+)
+
 # /healthz answers 503 when any of these is exceeded (studyplatform/core/health.py). The worker
 # heartbeat and beat's ticks come every 30 s (beat.py), so 90 s tolerates two missed ones. The
 # default, chat queues carry invitations, emails and safety alerts: 5 minutes of backlog is an

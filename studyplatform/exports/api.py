@@ -31,6 +31,8 @@ def _row(export: DatasetExport) -> dict:
         "finished_at": export.finished_at.isoformat() if export.finished_at else None,
         "expires_at": export.expires_at.isoformat() if export.expires_at else None,
         "error": export.error,
+        # How many times a worker claimed the build (more than 1: a worker died, it was retried).
+        "attempts": export.attempts,
         "detection_counts": export.detection_counts,
         "disclosure": export.disclosure,
         # Why a finished export's file was deleted early (a withdrawal; never who), and the

@@ -8,4 +8,8 @@ class ExportsConfig(AppConfig):
 
     def ready(self) -> None:
         # Explicit registration at startup: withdrawal with deletion revokes built exports.
-        from . import participant_data  # noqa: F401
+        # Exports are leased jobs: registering them lets the lease sweep find them.
+        from . import (
+            jobs,  # noqa: F401
+            participant_data,  # noqa: F401
+        )

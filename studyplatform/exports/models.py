@@ -10,10 +10,11 @@ from django.conf import settings
 from django.db import models
 
 from studyplatform.core.fields import EncryptedTextField
+from studyplatform.core.leases import LeaseFields
 from studyplatform.studies.models import Study
 
 
-class DatasetExport(models.Model):
+class DatasetExport(LeaseFields):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         RUNNING = "running", "Running"

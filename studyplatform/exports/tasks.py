@@ -16,18 +16,25 @@ log = logging.getLogger(__name__)
 @shared_task(
     name="studyplatform.exports.tasks.build_export",
     ignore_result=True,
+    bind=True,
     soft_time_limit=3600,
     time_limit=3660,
 )
-def build_export(export_id: int) -> None:
-    from .services import export_build
+def build_export(self, export_id: int) -> None:
+    """Claim the export (pending, or running with an expired lease: its worker died) and build
+    it; a delivery that finds it held by a live worker, or finished, does nothing."""
+    from studyplatform.core.leases import lease_fail_exhausted, lease_owner_name
 
-    export = DatasetExport.objects.select_related("study").filter(pk=export_id).first()
-    if export is None or export.status != DatasetExport.Status.PENDING:
-        log.info("export %s missing or already handled", export_id)
+    from .jobs import EXPORT_JOB
+    from .services import export_build, export_claim
+
+    lease = export_claim(export_id, owner=lease_owner_name(self.request.id))
+    if lease is None:
+        if not lease_fail_exhausted(EXPORT_JOB, export_id):
+            log.info("export %s missing, finished or held by another worker", export_id)
         return
-    # export_build claims the row with a conditional update, so a second delivery is a no-op.
-    export_build(export=export)
+    export = DatasetExport.objects.select_related("study").get(pk=export_id)
+    export_build(export=export, lease=lease)
 
 
 @shared_task(name="studyplatform.exports.tasks.expire_exports", ignore_result=True)

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import models
 
 from studyplatform.core.fields import EncryptedTextField
+from studyplatform.core.leases import LeaseFields
 from studyplatform.studies.models import Arm, ConsentDocument, ProtocolVersion, Study
 
 # Crockford-style alphabet without look-alikes (no I, L, O, U, 0, 1): codes are read aloud.
@@ -238,7 +239,7 @@ class PilotInvite(models.Model):
         return f"pilot invite {self.label!r} ({self.study.slug})"
 
 
-class DataDownload(models.Model):
+class DataDownload(LeaseFields):
     """A participant's "download my data" archive, built in the background."""
 
     class Status(models.TextChoices):

@@ -11,17 +11,24 @@ from .models import DataDownload
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="studyplatform.participants.tasks.build_data_download", ignore_result=True)
-def build_data_download(download_id: int) -> None:
-    from .services import data_download_build
+@shared_task(
+    name="studyplatform.participants.tasks.build_data_download", ignore_result=True, bind=True
+)
+def build_data_download(self, download_id: int) -> None:
+    """Claim the download (pending, or running with an expired lease: its worker died) and
+    build it; a delivery that finds it held by a live worker, or finished, does nothing."""
+    from studyplatform.core.leases import lease_fail_exhausted, lease_owner_name
 
-    download = (
-        DataDownload.objects.select_related("participant__study").filter(pk=download_id).first()
-    )
-    if download is None or download.status != DataDownload.Status.PENDING:
-        log.info("download %s missing or already handled", download_id)
+    from .jobs import DATA_DOWNLOAD_JOB
+    from .services import data_download_build, data_download_claim
+
+    lease = data_download_claim(download_id, owner=lease_owner_name(self.request.id))
+    if lease is None:
+        if not lease_fail_exhausted(DATA_DOWNLOAD_JOB, download_id):
+            log.info("download %s missing, finished or held by another worker", download_id)
         return
-    data_download_build(download=download)
+    download = DataDownload.objects.select_related("participant__study").get(pk=download_id)
+    data_download_build(download=download, lease=lease)
 
 
 @shared_task(name="studyplatform.participants.tasks.expire_data_downloads", ignore_result=True)

@@ -16,7 +16,6 @@ import datetime as dt
 import logging
 import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.leases import (
+    Keepalive,
+    Lease,
+    LeaseLost,
+    fault_injection_pause,
+    job_kind_of,
+    lease_claim,
+    lease_owner_name,
+)
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Study
 
@@ -167,47 +175,84 @@ def export_expire_due(*, now: dt.datetime | None = None) -> int:
 # Build
 
 
-def export_build(*, export: DatasetExport, progress: Progress | None = None) -> DatasetExport:
-    """Claim a pending export and build its zip. Safe to call twice: only one call claims it."""
-    claimed = DatasetExport.objects.filter(
-        pk=export.pk, status=DatasetExport.Status.PENDING
-    ).update(status=DatasetExport.Status.RUNNING, progress=0)
-    if claimed != 1:
-        log.info("export %s already claimed", export.pk)
-        return DatasetExport.objects.get(pk=export.pk)
+def export_claim(export_id: int, *, owner: str | None = None) -> Lease | None:
+    """Claim a pending export, or take over one whose worker died (expired lease); the lease
+    only for the one caller that did it. See studyplatform/core/leases.py."""
+    return lease_claim(
+        job_kind_of(DatasetExport), export_id, owner=owner or lease_owner_name(), progress=0
+    )
+
+
+def _work_root() -> Path:
+    return Path(settings.MEDIA_ROOT) / EXPORT_DIR / ".work"
+
+
+def _remove_dead_attempts(export: DatasetExport, keep: Path) -> None:
+    # A killed worker leaves its half-built tables behind; the attempt that took over removes
+    # them (a stale owner still alive loses its files too, and its lease: it stops).
+    for path in _work_root().glob(f"{export.pk}-*"):
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def export_build(
+    *, export: DatasetExport, progress: Progress | None = None, lease: Lease | None = None
+) -> DatasetExport:
+    """Build the export's zip under a lease (claimed here unless the task already did). Safe to
+    call twice: only one caller holds the lease, and only the holder can finish the export."""
+    if lease is None:
+        lease = export_claim(export.pk)
+        if lease is None:
+            log.info("export %s already claimed", export.pk)
+            return DatasetExport.objects.get(pk=export.pk)
     export.refresh_from_db()
 
     def report(percent: int, label: str) -> None:
-        DatasetExport.objects.filter(pk=export.pk).update(progress=percent)
+        # The progress write is the heartbeat; it raises LeaseLost if the export was taken over.
+        lease.require(progress=percent)
+        fault_injection_pause()
         if progress is not None:
             progress(percent, label)
 
+    # Each attempt writes under a fresh name, so a taken-over attempt never shares files.
+    workdir = _work_root() / f"{export.pk}-{lease.attempt}-{secrets.token_hex(6)}"
     try:
-        with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-            result = Builder(export, Path(tmp), report).run()
-            export = _export_finish(export=export, result=result)
+        workdir.mkdir(parents=True)
+        _remove_dead_attempts(export, keep=workdir)
+        with Keepalive(lease):
+            result = Builder(export, workdir, report).run()
+            export = _export_finish(export=export, result=result, lease=lease)
+    except LeaseLost:
+        log.warning("export %s: lease lost; this attempt stops and keeps nothing", export.pk)
+        export.refresh_from_db()
     except Exception as exc:  # the researcher sees "failed" and the reason; they can retry
         log.exception("export %s failed", export.pk)
-        DatasetExport.objects.filter(pk=export.pk, status=DatasetExport.Status.RUNNING).update(
-            status=DatasetExport.Status.FAILED,
-            error=f"{exc.__class__.__name__}: {exc}"[:300],
-            finished_at=timezone.now(),
-        )
+        lease.fail(f"{exc.__class__.__name__}: {exc}")
         export.refresh_from_db()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return export
 
 
 @transaction.atomic
-def _export_finish(*, export: DatasetExport, result) -> DatasetExport:
+def _export_finish(*, export: DatasetExport, result, lease: Lease) -> DatasetExport:
     """Move the zip into place and mark the export done, unless someone in it withdrew with
     deletion while it was being built (then it is revoked and rebuilt, and nothing is kept).
 
     The row lock orders this against `exports_revoke_for_participant`, which locks the same
     rows: either the withdrawal committed first (and its participant is seen here), or this
-    commits first (and the withdrawal finds a finished export holding its participant)."""
+    commits first (and the withdrawal finds a finished export holding its participant).
+
+    The same lock makes finishing conditional on the lease: a worker whose export was taken
+    over (or revoked) moves no file into place and records nothing."""
     export = DatasetExport.objects.select_for_update().get(pk=export.pk)
-    if export.status != DatasetExport.Status.RUNNING:
-        log.info("export %s is %s; its build is discarded", export.pk, export.status)
+    if not lease.owns(export):
+        log.info(
+            "export %s is %s (lease of %s); build discarded",
+            export.pk,
+            export.status,
+            export.lease_owner,
+        )
         return export
     withdrawn = set(
         Participant.objects.filter(
@@ -233,6 +278,8 @@ def _export_finish(*, export: DatasetExport, result) -> DatasetExport:
         export.detection_counts = dict(result.detection_counts)
         export.disclosure = result.disclosure
         export.status = DatasetExport.Status.DONE
+        export.lease_expires_at = None
+        export.heartbeat_at = now
         export.progress = 100
         export.finished_at = now
         export.expires_at = now + dt.timedelta(days=expiry_days())

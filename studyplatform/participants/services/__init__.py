@@ -3,6 +3,7 @@
 from .data_download import (
     DownloadGone,
     data_download_build,
+    data_download_claim,
     data_download_open,
     data_download_request,
     data_downloads_expire_due,
@@ -58,6 +59,7 @@ __all__ = [
     "consent_due",
     "consent_renew",
     "data_download_build",
+    "data_download_claim",
     "data_download_open",
     "data_download_request",
     "data_downloads_expire_due",

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import secrets
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +26,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyplatform.core.filecrypt import DecryptionError, decrypt_from_path, encrypt_to_path
+from studyplatform.core.leases import (
+    Lease,
+    LeaseLost,
+    fault_injection_pause,
+    job_kind_of,
+    lease_claim,
+    lease_owner_name,
+)
 
 from ..models import DataDownload, Identity, Participant
 
@@ -158,15 +167,35 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def data_download_build(*, download: DataDownload) -> DataDownload:
+def data_download_claim(download_id: int, *, owner: str | None = None) -> Lease | None:
+    """Claim a pending download, or take over one whose worker died (expired lease); the lease
+    only for the one caller that did it. See studyplatform/core/leases.py."""
+    return lease_claim(job_kind_of(DataDownload), download_id, owner=owner or lease_owner_name())
+
+
+def _part_name(download_id: int) -> str:
+    # Written under a per-attempt name and renamed into place only by the lease holder, so a
+    # taken-over attempt never leaves a second archive behind.
+    return f"{download_id}-{secrets.token_hex(8)}.part"
+
+
+def _remove_dead_parts(download_id: int, keep: Path) -> None:
+    for path in (Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR).glob(f"{download_id}-*.part"):
+        if path != keep:
+            path.unlink(missing_ok=True)
+
+
+def data_download_build(*, download: DataDownload, lease: Lease | None = None) -> DataDownload:
     """Write the archive: every table as JSON and CSV, plus a README."""
-    claimed = DataDownload.objects.filter(
-        pk=download.pk, status=DataDownload.Status.PENDING
-    ).update(status=DataDownload.Status.RUNNING)
-    if claimed != 1:
-        return DataDownload.objects.get(pk=download.pk)
+    if lease is None:
+        lease = data_download_claim(download.pk)
+        if lease is None:
+            return DataDownload.objects.get(pk=download.pk)
     participant = download.participant
+    part = Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / _part_name(download.pk)
     try:
+        fault_injection_pause()
+        lease.require()
         tables = _participant_tables(participant)
         # Built in memory and written only encrypted: the clear zip never touches the disk.
         # An unguessable name that says nothing about whose it is.
@@ -183,14 +212,40 @@ def data_download_build(*, download: DataDownload) -> DataDownload:
             for table, rows in tables.items():
                 archive.writestr(f"{table}.csv", _csv(rows))
         data = buffer.getvalue()
-        encrypt_to_path(data, Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name)
-        download.file_name = name
-        download.sha256 = hashlib.sha256(data).hexdigest()
-        download.status = DataDownload.Status.READY
-        download.expires_at = timezone.now() + dt.timedelta(hours=download_expiry_hours())
+        encrypt_to_path(data, part)
+        _remove_dead_parts(download.pk, keep=part)
+        _data_download_finish(lease=lease, part=part, name=name, sha256=hashlib.sha256(data))
+    except LeaseLost:
+        log.warning("data download %s: lease lost; this attempt stops", download.pk)
     except Exception as exc:  # the participant sees "failed, try again"; we keep the reason
-        download.status = DataDownload.Status.FAILED
-        download.error = f"{exc.__class__.__name__}: {exc}"[:300]
-    download.finished_at = timezone.now()
-    download.save()
+        log.exception("data download %s failed", download.pk)
+        lease.fail(f"{exc.__class__.__name__}: {exc}")
+    finally:
+        part.unlink(missing_ok=True)
+    download.refresh_from_db()
     return download
+
+
+@transaction.atomic
+def _data_download_finish(*, lease: Lease, part: Path, name: str, sha256) -> None:
+    """Rename the archive into place and mark it ready, only while this worker holds the lease
+    (the row lock keeps a takeover from finishing at the same moment)."""
+    row = DataDownload.objects.select_for_update().get(pk=lease.pk)
+    if not lease.owns(row):
+        raise LeaseLost(f"data download {lease.pk}: lease of {lease.owner} lost")
+    final = Path(settings.MEDIA_ROOT) / DOWNLOAD_DIR / name
+    os.replace(part, final)
+    try:
+        now = timezone.now()
+        finished = lease.finish(
+            status=DataDownload.Status.READY,
+            file_name=name,
+            sha256=sha256.hexdigest(),
+            expires_at=now + dt.timedelta(hours=download_expiry_hours()),
+            finished_at=now,
+        )
+        if not finished:
+            raise LeaseLost(f"data download {lease.pk}: lease of {lease.owner} lost")
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
