@@ -36,8 +36,9 @@ Per simulated day:
   a participant's data download are requested; the worker (its first incarnation runs with
   JOB_TEST_STEP_DELAY_SECONDS=3, and so DEBUG=true, which that test-only setting requires, so
   the jobs are slow enough to be caught mid-way) is SIGKILLed
-  while the analysis run and the export are `running`; a new worker starts; once the leases
-  (JOB_LEASE_SECONDS=10 here) expire, the sweep is sent.
+  while the analysis run and the export are `running`; a new worker starts; the lease sweep
+  is sent after each later day and every 10 s of the recovery window, and takes the jobs over
+  once their leases (JOB_LEASE_SECONDS=10 here) have expired.
 
 Checks at the end (after a recovery window of up to RECOVERY_S for the jobs, sending the sweep
 every 10 s as beat would), against the client-side ledger:
@@ -45,7 +46,7 @@ every 10 s as beat would), against the client-side ledger:
   client request id, or a 503 with stored=true) with no message in the database, plus survey
   answers the service acknowledged with no submitted response;
 - duplicates: client request ids stored more than once, invitations x instruments with more
-  than one response;
+  than one response, export zips beyond one per finished export;
 - stuck_jobs: analysis runs, exports and data downloads not in a final state;
 - mislabelled: replies whose recorded status / error_code disagrees with what the client did
   (Stop -> cancelled/stopped; dropped -> cancelled/disconnected; an `error` frame with code
@@ -575,6 +576,29 @@ def job_states(ledger: Ledger) -> dict[str, list[str]]:
     }
 
 
+def job_report(ledger: Ledger) -> str:
+    """Each job's final status and how many workers claimed it (2 = taken over after the kill)."""
+    AnalysisRun, DatasetExport, DataDownload = job_rows()
+    models = {"run": AnalysisRun, "export": DatasetExport, "dl": DataDownload}
+    parts = []
+    for kind, ids in ledger.jobs.items():
+        for status, attempts in (
+            models[kind].objects.filter(pk__in=ids).values_list("status", "attempts")
+        ):
+            parts.append(f"{kind} {status} (attempt {attempts})")
+    return ", ".join(parts)
+
+
+def extra_artefacts() -> int:
+    """Export zips on disk beyond one per finished export: a job must never build two."""
+    from django.conf import settings
+
+    from studyplatform.exports.models import DatasetExport
+
+    zips = len(list((Path(settings.MEDIA_ROOT) / "exports").glob("*.zip")))
+    return max(0, zips - DatasetExport.objects.filter(status="done").count())
+
+
 def send_sweep() -> None:
     from studyplatform.celery import app
 
@@ -729,6 +753,8 @@ def run(args, stack: Stack, base: str) -> str:
         asyncio.run(chat_day(base, sends))
         if day == fault_day:
             faults.append(asyncio.run(redis_fault(stack, base, people, rng, ledger)))
+        if day >= fault_day:
+            send_sweep()  # beat sends it every minute; here once per simulated day
         ends: dict[str, int] = {}
         for _, send in sends:
             ends[send.outcome] = ends.get(send.outcome, 0) + 1
@@ -743,12 +769,13 @@ def run(args, stack: Stack, base: str) -> str:
     print("recovery: waiting for the jobs to reach a final state ...", flush=True)
     states = recover_jobs(ledger)
     stuck = sum(1 for k, values in states.items() for s in values if s not in FINAL[k])
-    print(f"  jobs: {states}", flush=True)
+    print(f"  jobs: {job_report(ledger)}", flush=True)
     totals = verify(study, ledger)
+    totals["duplicates"] += extra_artefacts()
     print(
         f"  client ledger: {len(ledger.sends)} sends, {sum(s.acked for s in ledger.sends)} "
         f"acknowledged, {len(ledger.answers)} survey answers, {ledger.resubmits_refused} "
-        f"repeated submissions refused; {time.monotonic() - t_run:.0f} s",
+        f"repeated submissions refused; simulation {time.monotonic() - t_run:.0f} s",
         flush=True,
     )
     return (
@@ -783,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.database_url and not args.database_url.startswith(POSTGRES_SCHEMES):
         parser.error("--database-url must be a PostgreSQL URL (omit it for SQLite)")
     signal.signal(signal.SIGTERM, _interrupt)
+    t_start = time.monotonic()
     info = machine_info()
     print(f"machine: {info['nproc']} cores, {info['cpu']}, load {info['load']}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="sp-soak-"))
@@ -913,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if not last_line:
         return 2
+    print(f"wall time {time.monotonic() - t_start:.0f} s (set-up included)", flush=True)
     print(last_line)
     values = dict(part.split("=") for part in last_line.split())
     bad = any(int(values[k]) for k in ("lost", "duplicates", "stuck_jobs", "mislabelled"))
