@@ -43,6 +43,15 @@ BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"expires": 290},
     },
+    # A reply whose process could not record its end (database down at that moment, process
+    # killed) stays `streaming`; this finalises those older than STALE_REPLY_AFTER_S (10 min)
+    # as error / internal_interrupted. Every 5 minutes bounds how long such a row misleads the
+    # console and exports to ~15 minutes; a run is one indexed query. Expires before the next.
+    "chat-stale-reply-sweep": {
+        "task": "studyplatform.chat.tasks.stale_reply_sweep",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
     # Safety reviewers get one email per alert when it is raised; a daily digest of the alerts
     # still unresolved catches the ones that email did not get acted on. Once a day, before the
     # working day starts in Europe (07:00 UTC); a digest more than 6 h late is dropped, since the

@@ -334,6 +334,12 @@ HEALTH_BEAT_MAX_AGE_S = env.int("HEALTH_BEAT_MAX_AGE_S", default=90)
 HEALTH_QUEUE_MAX_AGE_S = env.int("HEALTH_QUEUE_MAX_AGE_S", default=300)
 HEALTH_JOB_QUEUE_MAX_AGE_S = env.int("HEALTH_JOB_QUEUE_MAX_AGE_S", default=1800)
 
+# A chat reply still `streaming` this long after its last checkpoint (saved every 2 s while
+# tokens arrive) was abandoned by its process: the stale-reply sweep records it as
+# error / internal_interrupted. A live stream checkpoints whenever text arrives and is ended by
+# the provider's read timeout after 60 s of silence, so 10 minutes never catches a live reply.
+STALE_REPLY_AFTER_S = env.int("STALE_REPLY_AFTER_S", default=600)
+
 # Models. Which model servers the platform may call is platform configuration, never protocol
 # content: protocols name a registered endpoint and a model (studyplatform/core/model_endpoints.py,
 # README "Model endpoints"). Endpoints come from MODEL_ENDPOINTS (JSON object: name -> {kind,

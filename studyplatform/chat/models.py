@@ -104,9 +104,13 @@ class Message(models.Model):
         help_text=(
             "Why a reply did not complete: stopped or disconnected (cancelled), upstream_<http "
             "status> or upstream_unreachable (error: the model's side), internal_database, "
-            "internal_redis or internal_bug (error: our side)."
+            "internal_redis, internal_bug or internal_interrupted (error: our side; the last "
+            "set by the stale-reply sweep)."
         ),
     )
+    # When the streaming reply's text was last saved (its first token, then every checkpoint):
+    # a reply still `streaming` long after this was abandoned by its process (stale-reply sweep).
+    checkpoint_at = models.DateTimeField(null=True, blank=True)
     # Client context needed for analysis (never an IP address).
     tz_offset_minutes = models.SmallIntegerField(null=True, blank=True)
     # Imported history keeps its original ids, times and model.
@@ -155,7 +159,11 @@ class ReplyCode:
     INTERNAL_DATABASE = "internal_database"
     INTERNAL_REDIS = "internal_redis"
     INTERNAL_BUG = "internal_bug"
-    INTERNAL = (INTERNAL_DATABASE, INTERNAL_REDIS, INTERNAL_BUG)
+    # Set by the stale-reply sweep (services.stale_replies_finish), not by the stream: the
+    # process streaming the reply could not record how it ended (the database was down at
+    # that moment, or the process was killed), so the row was left `streaming`.
+    INTERNAL_INTERRUPTED = "internal_interrupted"
+    INTERNAL = (INTERNAL_DATABASE, INTERNAL_REDIS, INTERNAL_BUG, INTERNAL_INTERRUPTED)
 
     @staticmethod
     def upstream(http_status: int | None) -> str:

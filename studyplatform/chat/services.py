@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -21,7 +21,7 @@ from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
 from studyplatform.safety import services as safety_services
 
-from .models import Conversation, MemoryNote, Message
+from .models import Conversation, MemoryNote, Message, ReplyCode
 from .providers import ChatRequest, StreamEnd, Timeouts, estimate_tokens
 
 logger = logging.getLogger(__name__)
@@ -326,6 +326,7 @@ def reply_start(*, user_message: Message, arm, first_token_at, upstream_sent_at)
         created_at=first_token_at,
         upstream_sent_at=upstream_sent_at,
         first_token_at=first_token_at,
+        checkpoint_at=first_token_at,
         latency_ms=max(0, latency),
         arm=arm,
         protocol_version=user_message.protocol_version,
@@ -395,4 +396,54 @@ def reply_finish(
 def reply_checkpoint(reply: Message, text: str) -> None:
     """Save partial text while streaming, so a killed process loses at most a few seconds."""
     reply.content = text
-    reply.save(update_fields=["content"])
+    reply.checkpoint_at = timezone.now()
+    reply.save(update_fields=["content", "checkpoint_at"])
+
+
+def stale_replies_finish(*, now=None, limit: int = 500) -> int:
+    """Finalise replies left `streaming` by a process that could not record how they ended
+    (the database was down at finalise time, or the process was killed): a reply whose last
+    checkpoint is older than STALE_REPLY_AFTER_S becomes `error` / `internal_interrupted`,
+    keeping the partial text it had saved. Returns how many were finalised.
+
+    Each reply is locked and re-checked before it is changed, so a stream that finishes at the
+    same moment wins and is never overwritten. The conversation's active leaf is left alone:
+    the participant may have retried since, and the retry's reply must stay the one shown."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.STALE_REPLY_AFTER_S)
+    stale = Q(status=Message.Status.STREAMING, role=Message.Role.ASSISTANT) & (
+        Q(checkpoint_at__lt=cutoff)
+        # Rows written before checkpoint_at existed: their first token is the last known time.
+        | Q(checkpoint_at__isnull=True, created_at__lt=cutoff)
+    )
+    ids = list(Message.objects.filter(stale).order_by("pk").values_list("pk", flat=True)[:limit])
+    finished = 0
+    for pk in ids:
+        with transaction.atomic():
+            reply = Message.objects.select_for_update().filter(stale, pk=pk).first()
+            if reply is None:
+                continue  # finished by its stream in the meantime
+            reply.status = Message.Status.ERROR
+            reply.error_code = ReplyCode.INTERNAL_INTERRUPTED
+            reply.completed_at = now
+            reply.finish_reason = Message.Status.ERROR
+            reply.completion_tokens = estimate_tokens(reply.content) if reply.content else 0
+            reply.tokens_estimated = True
+            reply.save(
+                update_fields=[
+                    "status",
+                    "error_code",
+                    "completed_at",
+                    "finish_reason",
+                    "completion_tokens",
+                    "tokens_estimated",
+                ]
+            )
+            # Its question was answered (by a failed attempt), as reply_finish would record.
+            Message.objects.filter(pk=reply.parent_id, status=Message.Status.PENDING).update(
+                status=Message.Status.COMPLETE
+            )
+            finished += 1
+    if finished:
+        logger.warning("stale-reply sweep finalised %d abandoned streaming replies", finished)
+    return finished

@@ -167,13 +167,24 @@ async def reply_events(
                 # The participant sees the first words before the reply row is written.
                 yield sse("delta", {"t": event.text})
                 if reply is None:
-                    reply = await db_round(
-                        services.reply_start,
-                        user_message=message,
-                        arm=arm,
-                        first_token_at=first_token_at,
-                        upstream_sent_at=upstream_sent_at,
+                    starting = asyncio.ensure_future(
+                        db_round(
+                            services.reply_start,
+                            user_message=message,
+                            arm=arm,
+                            first_token_at=first_token_at,
+                            upstream_sent_at=upstream_sent_at,
+                        )
                     )
+                    try:
+                        reply = await asyncio.shield(starting)
+                    except asyncio.CancelledError:
+                        # The participant left while the row was being written (in a worker
+                        # thread, which a cancellation does not stop). Without its id the
+                        # cancellation below would record a second reply and leave this one
+                        # `streaming` forever; wait for it, then let the cancellation go on.
+                        reply = await starting
+                        raise
                     yield sse("reply", {"id": reply.pk})
                 now = time.monotonic()
                 if now - last_poll >= CANCEL_POLL_S:

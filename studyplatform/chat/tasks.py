@@ -1,4 +1,5 @@
-"""Chat background work: the retention sweep that deletes chat text of closed studies."""
+"""Chat background work: the retention sweep that deletes chat text of closed studies, and the
+sweep that records replies abandoned in `streaming`."""
 
 from __future__ import annotations
 
@@ -18,3 +19,11 @@ def chat_text_retention_sweep() -> None:
     from .retention import chat_text_retention_sweep as sweep
 
     sweep()
+
+
+@shared_task(name="studyplatform.chat.tasks.stale_reply_sweep", ignore_result=True)
+def stale_reply_sweep() -> int:
+    """Record replies abandoned in `streaming` as interrupted on our side (beat.py)."""
+    from .services import stale_replies_finish
+
+    return stale_replies_finish()

@@ -240,15 +240,16 @@ def _maybe_star(name: str, values: Sequence[Any], shape: StudyShape) -> tuple[An
 
 
 # Columns outside the quasi-identifier's own column that carry it, by table. The arm decides the
-# model (names, the provider's finish reasons, reply latency and length) and the system prompt
-# (counted in every prompt's tokens); the block number lets the arm be inferred from the other
-# members of a randomization block; a participation status shows in the completion and
-# withdrawal dates; the participation language is the consent document's language.
+# model (names, the provider's finish reasons and error codes, reply latency and length) and the
+# system prompt (counted in every prompt's tokens); the block number lets the arm be inferred
+# from the other members of a randomization block; a participation status shows in the
+# completion and withdrawal dates; the participation language is the consent document's language.
 ARM_MESSAGE_COLUMNS = (
     "arm",
     "model_requested",
     "model_reported",
     "finish_reason",
+    "error_code",
     "prompt_tokens",
     "completion_tokens",
     "latency_ms",
@@ -463,6 +464,17 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
             Column("model_requested", "string", "Model name the platform asked for."),
             Column("model_reported", "string", "Model name the provider reported."),
             Column("finish_reason", "string", "Provider finish reason."),
+            Column(
+                "error_code",
+                "string",
+                "Why a reply did not complete (empty when it did): stopped (the participant "
+                "clicked Stop) or disconnected (closed the page) with status cancelled; "
+                "upstream_<HTTP status> or upstream_unreachable (the model's side failed) with "
+                "status error; internal_database, internal_redis, internal_bug or "
+                "internal_interrupted (the platform failed; not the participant's choice) with "
+                "status error. Exclude internal_* and upstream_* replies from analyses of "
+                "stopping behaviour.",
+            ),
             Column("prompt_tokens", "integer", "Prompt tokens.", unit="tokens"),
             Column("completion_tokens", "integer", "Completion tokens.", unit="tokens"),
             Column(

@@ -187,6 +187,48 @@ def test_a_participant_disconnect_is_recorded_as_disconnected_once(
     assert 0 < len(reply.content.split()) < 40
 
 
+def test_a_disconnect_while_the_reply_row_is_being_written_records_that_row_once(
+    participant, conversation, upstream, finish_calls, monkeypatch
+):
+    # given: writing the reply row at the first token is slow (a busy database)
+    import threading
+
+    real_start = services.reply_start
+    writing = threading.Event()
+
+    def slow_start(**kwargs):
+        writing.set()
+        import time
+
+        time.sleep(0.5)
+        return real_start(**kwargs)
+
+    monkeypatch.setattr(services, "reply_start", slow_start)
+    user = send(participant, conversation, SLOW_STORY)
+    from studyplatform.chat.streaming import reply_events
+
+    # when: the server cancels the response while that row is being written (the soak found
+    # this: the participant's connection dropped right after the first words)
+    async def go():
+        async def consume():
+            async for _frame in reply_events(user.pk, attempt_claimed=True):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        while not writing.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async_to_sync(go)()
+    # then: one reply row, the one written at the first token, recorded as disconnected
+    assert finish_calls == ["cancelled"]
+    reply = the_reply()
+    assert (reply.status, reply.error_code) == ("cancelled", "disconnected")
+    assert not Message.objects.filter(status=Message.Status.STREAMING).exists()
+
+
 # --- Redis dies (a real redis-server, killed) ----------------------------------------------
 
 

@@ -584,6 +584,66 @@ def test_every_column_of_every_file_is_in_the_codebook_and_the_manifest_hashes_m
     assert codebook["anonymization"]["detection_counts"]["EMAIL"] > 0
 
 
+def test_each_replys_outcome_code_is_exported_and_documented(world, owner):
+    # given: Beatriz's study chat, answered by replies that ended in each recorded way
+    study, people = world
+    person = people["beatriz"]
+    question = Message.objects.filter(
+        participant=person.participant, imported=False, role="user"
+    ).first()
+    outcomes = [
+        ("complete", ""),
+        ("cancelled", "stopped"),
+        ("cancelled", "disconnected"),
+        ("error", "upstream_502"),
+        ("error", "internal_redis"),
+        ("error", "internal_interrupted"),
+    ]
+    replies = {
+        Message.objects.create(
+            conversation=question.conversation,
+            participant=person.participant,
+            parent=question,
+            role="assistant",
+            content="Part of a reply",
+            status=status,
+            error_code=code,
+            created_at=question.created_at + dt.timedelta(seconds=index + 1),
+            arm=question.arm,
+            protocol_version=question.protocol_version,
+        ).pk: (status, code)
+        for index, (status, code) in enumerate(outcomes)
+    }
+    # when: the messages table is exported (the arm not treated as a quasi-identifier here, so
+    # nothing in the rows is suppressed)
+    export = build(
+        study,
+        owner,
+        format="jsonl",
+        tables=["messages"],
+        quasi_identifiers=["age_band", "gender"],
+    )
+    files = unzip(export)
+    # then: every reply's row carries its status and outcome code, every other row an empty code
+    pseudo = Pseudonymizer(bytes.fromhex(export.key))
+    rows = {row["message_id"]: row for row in rows_of("messages.jsonl", files["messages.jsonl"])}
+    for pk, (status, code) in replies.items():
+        row = rows[pseudo("message", pk)]
+        assert (row["status"], row["error_code"]) == (status, code)
+    assert {row["error_code"] for row in rows.values()} == {code for _, code in outcomes}
+    # and the codebook documents the column, naming the codes an analyst has to tell apart
+    codebook = json.loads(files["codebook.json"])
+    columns = {c["name"]: c for c in codebook["tables"]["messages"]["columns"]}
+    meaning = columns["error_code"]["meaning"]
+    for code in ("stopped", "disconnected", "upstream_", "internal_interrupted"):
+        assert code in meaning
+    # and an upstream code names the provider's failures, so it is suppressed with the arm
+    suppressed = build(study, owner, format="jsonl", tables=["messages"])
+    rows = rows_of("messages.jsonl", unzip(suppressed)["messages.jsonl"])
+    assert any(row["arm"] == "*" for row in rows)
+    assert all(row["error_code"] == "*" for row in rows if row["arm"] == "*")
+
+
 def test_an_invalid_option_is_refused_with_a_message_and_nothing_is_written(world, owner):
     study, _ = world
     with pytest.raises(ExportError) as caught:
