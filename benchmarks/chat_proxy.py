@@ -86,8 +86,6 @@ TARGETS = {"added_p50_ms": 10.0, "added_p95_ms": 30.0, "e2e_ratio": 1.05}
 MODEL_NAME = "bench-model"
 BENCH_ENDPOINT = "bench-upstream"
 STUDY_SLUG = "bench"
-# Out of the way of a benchmark that sends N messages per participant per minute.
-HUGE = 10**9
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
 
@@ -165,7 +163,8 @@ def seed(*, participants: int) -> list[Seeded]:
     doc["study"]["slug"] = STUDY_SLUG
     for arm in doc["arms"]:
         arm["model"] = {"endpoint": BENCH_ENDPOINT, "name": MODEL_NAME}
-    doc.setdefault("limits", {}).update(messages_per_minute=HUGE, tokens_per_day=HUGE)
+    # The protocol schema's maxima (a protocol cannot ask for more): far above what the load sends.
+    doc.setdefault("limits", {}).update(messages_per_minute=1000, tokens_per_day=100_000_000)
     from studyplatform.accounts.services import email_mark_verified
 
     researcher = get_user_model().objects.create_user(
