@@ -561,10 +561,8 @@ def test_a_consent_error_is_shown_on_the_field_of_its_language(
 ):
     from studyplatform.studies.services import study_create_from_protocol
 
-    # given: a study whose consent texts survive the form unchanged (the form strips a trailing
-    # newline, which would otherwise read as a changed English text too)
-    for document in rct_doc["consent"]["documents"]:
-        document["body"] = document["body"].strip()
+    # given: a study whose consent texts end with a newline (as YAML block text does)
+    assert all(d["body"].endswith("\n") for d in rct_doc["consent"]["documents"])
     study = study_create_from_protocol(doc=rct_doc, author=owner)
     # when: the Portuguese consent text changes but keeps its version number
     body = sections.section_initial(study.protocol, "consent")["body_pt_br"]
@@ -577,4 +575,23 @@ def test_a_consent_error_is_shown_on_the_field_of_its_language(
     assert response.status_code == 400
     assert "the en consent text changed" not in html
     assert _field_of(html, "the pt-br consent text changed") == "consent-version_pt_br"
+    assert study.versions.count() == 1
+
+
+def test_saving_an_untouched_consent_section_changes_nothing(client_as, owner, rct_doc, post_data):
+    from studyplatform.studies.services import study_create_from_protocol
+
+    # given: consent texts ending with a newline, which the form field strips, and CRLF line
+    # breaks as a browser sends them
+    assert all(d["body"].endswith("\n") for d in rct_doc["consent"]["documents"])
+    study = study_create_from_protocol(doc=rct_doc, author=owner)
+    initial = sections.section_initial(study.protocol, "consent")
+    crlf = {k: v.replace("\n", "\r\n") for k, v in initial.items() if k.startswith("body_")}
+    # when: the researcher saves the section without editing it
+    response = client_as(owner).post(
+        _section_url(study, "consent"), post_data(study.protocol, "consent", **crlf)
+    )
+    # then: no "consent text changed" error and no new protocol version
+    assert "consent text changed" not in response.content.decode()
+    assert response.status_code in (200, 302)
     assert study.versions.count() == 1

@@ -222,10 +222,15 @@ def apply_section(doc: Mapping, section: str, data: Any) -> dict:
     elif section == "consent":
         consent = new.setdefault("consent", {})
         consent["signature"] = data["signature"]
+        stored_bodies = {
+            d.get("language"): d.get("body", "")
+            for d in doc.get("consent", {}).get("documents", [])
+            if isinstance(d, Mapping)
+        }
         documents = []
         for lang in languages:
             title = data.get(lang_field("title", lang), "")
-            body = data.get(lang_field("body", lang), "")
+            body = _unchanged_text(data.get(lang_field("body", lang), ""), stored_bodies.get(lang))
             if not (title or body):
                 continue  # a language without a document; the validator says if one is needed
             documents.append(
@@ -284,6 +289,19 @@ def apply_section(doc: Mapping, section: str, data: Any) -> dict:
     else:
         raise KeyError(section)
     return new
+
+
+def _unchanged_text(submitted: str, stored: str | None) -> str:
+    """The stored text when the form's copy differs from it only in what a form round trip
+    changes (the field strips surrounding white space; browsers send line breaks as CRLF), so
+    saving an untouched section never reads as "the consent text changed"."""
+    if stored is not None and _round_trip(submitted) == _round_trip(stored):
+        return stored
+    return submitted
+
+
+def _round_trip(text: str) -> str:
+    return text.replace("\r\n", "\n").strip()
 
 
 def _entry_from_row(row: Mapping, old: Mapping) -> dict:
