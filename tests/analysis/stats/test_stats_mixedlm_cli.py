@@ -36,7 +36,9 @@ def test_it_prints_the_fit_as_json():
         "n_obs", "n_groups", "converged",
     }  # fmt: skip
     assert set(out["fixed"]) == {"Intercept", "Days"}
-    assert set(out["fixed"]["Days"]) == {"estimate", "se", "ci_low", "ci_high", "p"}
+    assert set(out["fixed"]["Days"]) == {"estimate", "se", "ci_low", "ci_high", "df", "t", "p"}
+    assert out["p_method"] == "Satterthwaite t"
+    assert out["fixed"]["Days"]["df"] == pytest.approx(17.0, abs=1e-3)
     assert out["fixed"]["Days"]["estimate"] == pytest.approx(10.46728596, rel=1e-7)
     assert out["random"]["sd"]["Days"] == pytest.approx(5.922137659, rel=1e-5)
     assert out["random"]["corr"]["Intercept:Days"] == pytest.approx(0.06555124, rel=1e-4)
