@@ -74,10 +74,17 @@ def satterthwaite(objective, theta: np.ndarray, sigma: float) -> Satterthwaite:
     reml = objective.reml
     dof = n - p if reml else n
 
+    # Only θ enters the expensive part (σ is explicit in the formulas), and the finite-difference
+    # stencils of the Hessian and of ∂C/∂θ share their θ points: cache by θ. This cuts the
+    # evaluations from ~80 to ~37 for two random effects.
+    cache: dict[bytes, tuple[float, float, np.ndarray]] = {}
+
     def parts(th: np.ndarray) -> tuple[float, float, np.ndarray]:
-        ev = objective.evaluate(th)
-        fixed_part = ev.logdet_M + (ev.logdet_A if reml else 0.0)
-        return fixed_part, ev.pwrss, ev.A
+        key = np.ascontiguousarray(th).tobytes()
+        if key not in cache:
+            ev = objective.evaluate(th, gradient=False)
+            cache[key] = (ev.logdet_M + (ev.logdet_A if reml else 0.0), ev.pwrss, ev.A)
+        return cache[key]
 
     def deviance(varpar: np.ndarray) -> float:
         fixed_part, pwrss, _ = parts(varpar[:-1])
