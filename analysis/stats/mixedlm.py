@@ -492,7 +492,10 @@ def fit_mixedlm(
 
     ``formula`` has a response (``"y ~ t + C(arm)"``); ``re_formula`` is one-sided (``"~1"``,
     ``"~t"``, ``"~0 + t"``). Rows missing any used column or the group are dropped. Raises
-    ``ValueError`` with a message naming the offending column/term on bad input.
+    ``ValueError`` with a message naming the offending column/term on bad input, and its
+    subclass :class:`UnidentifiableModelError` when the random-effect structure cannot be
+    identified from the complete rows (lme4's checks; see :func:`_check_identifiable`).
+    Fixed effects carry Satterthwaite df, t and p (:mod:`analysis.stats.satterthwaite`).
     """
     fixed_f = parse_formula(formula)
     if fixed_f.response is None:
