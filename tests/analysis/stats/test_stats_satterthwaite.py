@@ -162,3 +162,22 @@ def test_a_single_group_is_refused():
 def test_the_refusal_is_a_value_error_for_callers_that_report_bad_input():
     # The command line and the plan catch ValueError; the refusal must reach them as one.
     assert issubclass(UnidentifiableModelError, ValueError)
+
+
+def test_a_singular_fit_still_gets_finite_df():
+    # given: no slope variance at all, so (wave | pid) is estimated on the boundary
+    rng = np.random.default_rng(5)
+    pid = np.repeat(np.arange(30), 5)
+    wave = np.tile(np.arange(5.0), 30)
+    y = 2 + 0.3 * wave + rng.normal(0, 1, 30)[pid] + rng.normal(0, 1, pid.size)
+    data = pd.DataFrame({"pid": pid, "wave": wave, "y": y})
+    fit = fit_mixedlm("y ~ wave", data, "pid", "~wave")
+    assert fit.singular
+    # then: θ is optimised without bounds, so the boundary is an interior minimum in θ and the
+    # deviance's Hessian is positive definite there (no direction dropped by the pseudo-inverse);
+    # the df are finite and lie between the between-person (29) and the total (150) information
+    assert np.all(np.linalg.eigvalsh(fit.satterthwaite.hessian) > 0)
+    assert fit.satterthwaite.n_zero_eigen == 0
+    for term in fit.fixed.values():
+        assert 20 < term.df < 150
+        assert 0 <= term.p <= 1
