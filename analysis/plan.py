@@ -16,9 +16,14 @@ For every outcome ``y`` in ``plan["outcomes"]``:
 * **dose-response**: outcome mean and 95% CI by quartile of the first predictor, participants
   averaged first (:func:`analysis.stats.models.dose_response`).
 
+Every p-value is a Satterthwaite t test (:mod:`analysis.stats.satterthwaite`; the method's
+name is in each model's ``"p_method"`` and in ``results["primary"]["p_method"]``).
 Benjamini–Hochberg q-values are computed across outcomes for the first predictor's within-person
 p-value (the plan's primary question). A model that cannot be fitted is reported with
-``"error"`` (the reason) instead of stopping the run.
+``"error"`` (the reason) instead of stopping the run. A random-effect structure the data cannot
+identify (lme4's checks, :class:`~analysis.stats.mixedlm.UnidentifiableModelError`) is never
+fitted: it is listed under ``"not_fitted"`` with the reason, and the model falls back to a random
+intercept when that one is identifiable.
 """
 
 from __future__ import annotations
@@ -30,15 +35,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.stats.mixedlm import MixedLMResult, fit_mixedlm
+from analysis.stats.mixedlm import P_METHOD, MixedLMResult, UnidentifiableModelError, fit_mixedlm
 from analysis.stats.models import dose_response
 from analysis.stats.multiple import bh_adjust
 
 __all__ = ["MIN_GROUPS", "fit_summary", "model_formulas", "run_plan"]
 
 GROUPS = "participant"
-# Below this many participants a variance component cannot be estimated with any meaning (and
-# the Wald p-values the engine reports are badly anti-conservative), so the model is skipped.
+# Below this many participants a variance component cannot be estimated with any meaning, so
+# the model is skipped (the Satterthwaite df would be tiny and the test nearly powerless).
 MIN_GROUPS = 5
 
 
@@ -70,6 +75,7 @@ def fit_summary(result: MixedLMResult) -> dict[str, Any]:
         "formula": result.formula,
         "re_formula": result.re_formula,
         "method": data["method"],
+        "p_method": data["p_method"],
         "fixed": data["fixed"],
         "variance_components": {
             "random_sd": data["random"]["sd"],
@@ -117,9 +123,15 @@ def _fit(data: pd.DataFrame, formula: str, re_formula: str) -> dict[str, Any]:
         }
     attempts = [re_formula] if re_formula.replace(" ", "") in ("~1", "") else [re_formula, "~1"]
     reasons = []
+    not_fitted = []
     for re_f in attempts:
         try:
             summary = fit_summary(fit_mixedlm(formula, data, GROUPS, re_f))
+        except UnidentifiableModelError as exc:
+            # Refused, as lme4 refuses it: recorded as its own row, never as a fit.
+            not_fitted.append({"re_formula": re_f, "reason": str(exc)})
+            reasons.append(f"{re_f}: {exc}")
+            continue
         except (ValueError, np.linalg.LinAlgError, ArithmeticError) as exc:
             reasons.append(f"{re_f}: {exc}")
             continue
@@ -127,8 +139,13 @@ def _fit(data: pd.DataFrame, formula: str, re_formula: str) -> dict[str, Any]:
             # Random slopes need several waves per person; say that the simpler model was used.
             summary["fallback_from"] = re_formula
             summary["fallback_reason"] = reasons[0]
+        if not_fitted:
+            summary["not_fitted"] = not_fitted
         return summary
-    return {"formula": formula, "re_formula": re_formula, "error": "; ".join(reasons)}
+    failed = {"formula": formula, "re_formula": re_formula, "error": "; ".join(reasons)}
+    if not_fitted:
+        failed["not_fitted"] = not_fitted
+    return failed
 
 
 def _dose(linked: pd.DataFrame, outcome: str, usage: str) -> dict[str, Any]:
@@ -185,6 +202,7 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
     qvalues = bh_adjust(pvalues) if outcomes else np.zeros(0)
     primary = {
         "method": "Benjamini-Hochberg",
+        "p_method": P_METHOD,
         "term": main,
         "p": {o: _num(p) for o, p in zip(outcomes, pvalues, strict=True)},
         "q": {o: _num(q) for o, q in zip(outcomes, qvalues, strict=True)},

@@ -28,6 +28,7 @@ from studyplatform.core.html_text import escape_html as _e
 __all__ = ["FIGURES", "render_report"]
 
 FIGURES = ("trajectories", "within_slopes", "compliance", "usage_distribution")
+LEGACY_P_METHOD = "Wald z"
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:70rem;padding:0 1rem;
@@ -163,12 +164,29 @@ def _table(name: str, header: list[str], rows: list[list[str]], caption: str) ->
     )
 
 
+def _p_method(model: Mapping[str, Any]) -> str:
+    """The test behind a model's p-values. Results stored before the engine computed
+    Satterthwaite df carry no ``p_method``: theirs were normal (Wald z) p-values."""
+    return str(model.get("p_method") or LEGACY_P_METHOD)
+
+
+def _not_fitted_rows(name: str, model: Mapping[str, Any], caption: str) -> str:
+    """One row per random-effect structure the data could not identify (refused, not fitted)."""
+    return "".join(
+        f'<p class="error" data-not-fitted="{_e(name)}">{_e(caption)} with random effects '
+        f"<code>{_e(item['re_formula'])}</code>: not fitted: {_e(item['reason'])}</p>"
+        for item in model.get("not_fitted", [])
+    )
+
+
 def _model_table(name: str, model: Mapping[str, Any], caption: str) -> str:
     if "error" in model:
+        # The error already lists every structure tried with its reason (refusals included).
         return (
-            f'<p class="error" data-table="{_e(name)}">{_e(caption)}: not fitted — '
+            f'<p class="error" data-table="{_e(name)}">{_e(caption)}: not fitted: '
             f"{_e(model['error'])}</p>"
         )
+    refused = _not_fitted_rows(name, model, caption)
     rows = [
         [
             _e(term),
@@ -176,10 +194,13 @@ def _model_table(name: str, model: Mapping[str, Any], caption: str) -> str:
             _fmt(v["se"]),
             _fmt(v["ci_low"]),
             _fmt(v["ci_high"]),
+            _fmt(v.get("df"), 2),
+            _fmt(v.get("t")),
             _fmt(v["p"], 4),
         ]
         for term, v in model["fixed"].items()
     ]
+    method = _p_method(model)
     vc = model["variance_components"]
     notes = [
         f"formula <code>{_e(model['formula'])}</code>, random effects "
@@ -189,17 +210,14 @@ def _model_table(name: str, model: Mapping[str, Any], caption: str) -> str:
         "random SD " + ", ".join(f"{_e(k)} {_fmt(v)}" for k, v in vc["random_sd"].items()),
         f"ICC {_fmt(model.get('icc'))}",
         "converged" if model["converged"] else "did NOT converge",
+        f"p-values and 95% CIs: {_e(method)}",
     ]
     if model.get("singular"):
         notes.append("singular fit (a variance estimated at zero)")
     if model.get("fallback_from"):
         notes.append(f"random effects reduced from {_e(model['fallback_from'])}")
-    return (
-        _table(name, ["term", "estimate", "SE", "95% CI low", "95% CI high", "p"], rows, caption)
-        + "<p>"
-        + "; ".join(notes)
-        + ".</p>"
-    )
+    header = ["term", "estimate", "SE", "95% CI low", "95% CI high", "df", "t", f"p ({method})"]
+    return refused + _table(name, header, rows, caption) + "<p>" + "; ".join(notes) + ".</p>"
 
 
 def _primary_table(results: Mapping[str, Any]) -> str:
@@ -208,12 +226,26 @@ def _primary_table(results: Mapping[str, Any]) -> str:
         [_e(outcome), _fmt(primary["p"].get(outcome), 4), _fmt(primary["q"].get(outcome), 4)]
         for outcome in results.get("plan", {}).get("outcomes", [])
     ]
+    method = _p_method(primary)
     return _table(
         "primary",
-        ["outcome", "p", "q (BH)"],
+        ["outcome", f"p ({method})", "q (BH)"],
         rows,
         f"Primary term {primary.get('term') or '–'} across outcomes",
     )
+
+
+def _inference_note(results: Mapping[str, Any]) -> str:
+    method = _p_method(results.get("primary", {}))
+    if method == LEGACY_P_METHOD:
+        detail = "normal approximation, no degrees-of-freedom correction (an older run)"
+    else:
+        detail = (
+            "t tests with Satterthwaite degrees of freedom, as lmerTest computes them "
+            "(Kuznetsova et al. 2017); random-effect structures the data cannot identify are "
+            "not fitted (lme4's checks, Bates et al. 2015)"
+        )
+    return f'<p data-p-method="{_e(method)}">p-values: {_e(method)}: {_e(detail)}.</p>'
 
 
 def _dose_table(outcome: str, dose: Mapping[str, Any]) -> str:
@@ -288,6 +320,7 @@ def render_report(
         + "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in meta_rows)
         + "</dl>",
         "<h2>Primary question</h2>",
+        _inference_note(results),
         _primary_table(results),
     ]
     for outcome in outcomes:

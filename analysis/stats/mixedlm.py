@@ -44,22 +44,71 @@ from analysis.stats.formula import (
     parse_formula,
     response_vector,
 )
+from analysis.stats.satterthwaite import Satterthwaite, satterthwaite
 
-__all__ = ["FixedEffect", "MixedLMResult", "fit_mixedlm", "main"]
+__all__ = [
+    "P_METHOD",
+    "ContrastTest",
+    "FixedEffect",
+    "MixedLMResult",
+    "UnidentifiableModelError",
+    "fit_mixedlm",
+    "main",
+]
 
-_Z95 = float(stats.norm.ppf(0.975))
+# How every p-value and interval of a fixed effect is computed; the report prints this name.
+P_METHOD = "Satterthwaite t"
+
+
+class UnidentifiableModelError(ValueError):
+    """The random-effect structure cannot be estimated from these data; the fit is refused.
+
+    Mirrors lme4's checks ``check.nlev.gtr.1``, ``check.nobs.vs.nlev`` and ``check.nobs.vs.nRE``
+    (Bates, Mächler, Bolker & Walker 2015, J Stat Softw 67(1); ``?lmerControl``), which lme4
+    turns into errors for linear mixed models: optimising such a model "succeeds" at an arbitrary
+    split of variance between the random effects and the residual.
+    """
 
 
 @dataclass(frozen=True)
 class FixedEffect:
-    """One fixed-effect coefficient with a Wald (normal) 95% interval and two-sided p-value."""
+    """One fixed-effect coefficient: t test and 95% interval with Satterthwaite df.
+
+    ``t = estimate / se``; ``p`` is two-sided from Student's t with ``df`` degrees of freedom
+    and the interval is ``estimate ± t₀.₉₇₅(df)·se`` (see :mod:`analysis.stats.satterthwaite`).
+    """
 
     estimate: float
     se: float
     ci_low: float
     ci_high: float
-    z: float
+    df: float
+    t: float
     p: float
+
+
+@dataclass(frozen=True)
+class ContrastTest:
+    """A test of ``L'β = 0`` for one contrast vector ``L``."""
+
+    estimate: float
+    se: float
+    df: float
+    t: float
+    p: float
+    ci_low: float
+    ci_high: float
+
+
+def _t_test(estimate: float, se: float, df: float) -> tuple[float, float, float, float]:
+    """(t, p, ci_low, ci_high); NaN when the SE or the df are unavailable."""
+    if not (se > 0 and df > 0):
+        nan = float("nan")
+        return nan, nan, nan, nan
+    t = estimate / se
+    p = float(2.0 * stats.t.sf(abs(t), df))
+    half = float(stats.t.ppf(0.975, df)) * se
+    return float(t), p, float(estimate - half), float(estimate + half)
 
 
 @dataclass
@@ -91,6 +140,23 @@ class MixedLMResult:
     theta: np.ndarray
     singular: bool  # a random-effect variance at (or numerically at) zero
     blups: pd.DataFrame = field(repr=False)  # conditional modes, one row per group
+    fixed_names: list[str] = field(default_factory=list)
+    satterthwaite: Satterthwaite | None = field(default=None, repr=False)
+    p_method: str = P_METHOD
+
+    def contrast(self, L: Sequence[float] | np.ndarray) -> ContrastTest:
+        """Satterthwaite t test of ``L'β = 0``, ``L`` ordered as :attr:`fixed_names`."""
+        vector = np.asarray(L, dtype=float)
+        if vector.shape != (len(self.fixed_names),):
+            raise ValueError(
+                f"contrast needs {len(self.fixed_names)} entries ({', '.join(self.fixed_names)})"
+            )
+        beta = np.array([self.fixed[name].estimate for name in self.fixed_names])
+        estimate = float(vector @ beta)
+        se = float(math.sqrt(max(float(vector @ self.fixed_cov @ vector), 0.0)))
+        df = self.satterthwaite.df(vector) if self.satterthwaite is not None else float("nan")
+        t, p, low, high = _t_test(estimate, se, df)
+        return ContrastTest(estimate=estimate, se=se, df=df, t=t, p=p, ci_low=low, ci_high=high)
 
     @property
     def random_sd(self) -> dict[str, float]:
@@ -120,12 +186,15 @@ class MixedLMResult:
 
         return {
             "method": self.method,
+            "p_method": self.p_method,
             "fixed": {
                 name: {
                     "estimate": num(fe.estimate),
                     "se": num(fe.se),
                     "ci_low": num(fe.ci_low),
                     "ci_high": num(fe.ci_high),
+                    "df": num(fe.df),
+                    "t": num(fe.t),
                     "p": num(fe.p),
                 }
                 for name, fe in self.fixed.items()
@@ -263,7 +332,9 @@ class ProfiledDeviance:
         ev = self.evaluate(theta)
         return ev.deviance, ev.gradient
 
-    def evaluate(self, theta: np.ndarray) -> _Evaluation:
+    def evaluate(self, theta: np.ndarray, *, gradient: bool = True) -> _Evaluation:
+        """Everything at ``theta``; ``gradient=False`` skips the gradient (about half the work)
+        for callers that only need the deviance's pieces (the Satterthwaite derivatives)."""
         self.evaluations += 1
         s = self.suff
         n, p, q = s.n, s.p, self.q
@@ -296,6 +367,18 @@ class ProfiledDeviance:
             dof = n
             deviance = logdet_M + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
 
+        if not gradient:
+            return _Evaluation(
+                deviance=deviance,
+                gradient=np.full(self.rows.size, np.nan),
+                beta=delta + s.beta_ols,
+                A=A,
+                pwrss=pwrss,
+                logdet_M=logdet_M,
+                logdet_A=logdet_A,
+                Minv=Minv,
+                lam=lam,
+            )
         # Gradient. dQ/dΛ_rc = −Σᵢ (aᵢbᵢᵀ + bᵢaᵢᵀ) with aᵢ = (PᵢᵀUᵢ)[r,:], bᵢ = (HᵢUᵢ)[c,:],
         # Hᵢ = Mᵢ⁻¹Λᵀ, Pᵢᵀ = I − ZᵢᵀZᵢΛMᵢ⁻¹Λᵀ (derived from Woodbury; checked against finite
         # differences in the tests). The deviance depends on Q through N : dQ with N below.
@@ -409,7 +492,10 @@ def fit_mixedlm(
 
     ``formula`` has a response (``"y ~ t + C(arm)"``); ``re_formula`` is one-sided (``"~1"``,
     ``"~t"``, ``"~0 + t"``). Rows missing any used column or the group are dropped. Raises
-    ``ValueError`` with a message naming the offending column/term on bad input.
+    ``ValueError`` with a message naming the offending column/term on bad input, and its
+    subclass :class:`UnidentifiableModelError` when the random-effect structure cannot be
+    identified from the complete rows (lme4's checks; see :func:`_check_identifiable`).
+    Fixed effects carry Satterthwaite df, t and p (:mod:`analysis.stats.satterthwaite`).
     """
     fixed_f = parse_formula(formula)
     if fixed_f.response is None:
@@ -443,6 +529,7 @@ def fit_mixedlm(
     n, p = X.shape
     if n <= p:
         raise ValueError(f"{n} complete rows is too few for {p} fixed effects")
+    _check_identifiable(n, len(uniques), Z.shape[1], groups, re_formula)
     suff = sufficient_stats(X, y, Z, codes)
     result = _fit_from_stats(suff, reml=reml, start=start, maxiter=maxiter)
     ev: _Evaluation = result["evaluation"]
@@ -453,16 +540,13 @@ def fit_mixedlm(
     random_cov = sigma2 * (lam @ lam.T)
     fixed_cov = sigma2 * np.linalg.inv(ev.A)
     se = np.sqrt(np.diag(fixed_cov))
+    sat = satterthwaite(ProfiledDeviance(suff, reml=reml), result["theta"], math.sqrt(sigma2))
     fixed: dict[str, FixedEffect] = {}
-    for name, est, s_e in zip(x_names, ev.beta, se, strict=True):
-        z = est / s_e if s_e > 0 else float("nan")
+    for j, (name, est, s_e) in enumerate(zip(x_names, ev.beta, se, strict=True)):
+        df = sat.df(np.eye(p)[j])
+        t, p_value, low, high = _t_test(float(est), float(s_e), df)
         fixed[name] = FixedEffect(
-            estimate=float(est),
-            se=float(s_e),
-            ci_low=float(est - _Z95 * s_e),
-            ci_high=float(est + _Z95 * s_e),
-            z=float(z),
-            p=float(2.0 * stats.norm.sf(abs(z))),
+            estimate=float(est), se=float(s_e), ci_low=low, ci_high=high, df=df, t=t, p=p_value
         )
     deviance = float(ev.deviance)
     loglik = -0.5 * deviance
@@ -505,7 +589,31 @@ def fit_mixedlm(
         theta=theta,
         singular=bool(np.any(diag_theta < 1e-4)),
         blups=blups,
+        fixed_names=list(x_names),
+        satterthwaite=sat,
     )
+
+
+def _check_identifiable(n: int, n_groups: int, q: int, groups: str, re_formula: str) -> None:
+    """Refuse random-effect structures the data cannot identify, as lme4 does by default."""
+    if n_groups < 2:
+        raise UnidentifiableModelError(
+            f"grouping factor {groups!r} has {n_groups} level; random effects need at least 2 "
+            "groups (lme4 check.nlev.gtr.1)"
+        )
+    if n <= n_groups:
+        raise UnidentifiableModelError(
+            f"{n} observations for {n_groups} levels of {groups!r}: with one observation per "
+            "group the random intercept cannot be separated from the residual "
+            "(lme4 check.nobs.vs.nlev)"
+        )
+    if n <= q * n_groups:
+        raise UnidentifiableModelError(
+            f"{n} observations are not more than the {q * n_groups} random effects "
+            f"({q} per group in {re_formula.strip()!r} x {n_groups} groups): the random-effect "
+            "variances and the residual variance are unidentifiable (lme4 check.nobs.vs.nRE); "
+            "use fewer random effects or more observations per group"
+        )
 
 
 def _fit_from_stats(

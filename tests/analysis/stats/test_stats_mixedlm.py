@@ -94,13 +94,15 @@ def test_it_finds_an_optimum_at_least_as_good_as_lme4s(sleep_fit, sleepstudy):
     assert sleep_fit.loglik == pytest.approx(-sleep_fit.reml_criterion / 2, rel=1e-15)
 
 
-def test_it_reports_wald_intervals_and_information_criteria(sleep_fit):
+def test_it_reports_t_intervals_and_information_criteria(sleep_fit):
     days = sleep_fit.fixed["Days"]
-    assert days.ci_low == pytest.approx(days.estimate - 1.959963985 * days.se, rel=1e-9)
-    assert days.ci_high == pytest.approx(days.estimate + 1.959963985 * days.se, rel=1e-9)
-    assert days.z == pytest.approx(days.estimate / days.se)
-    # z = 6.77 gives a two-sided normal p of about 1.27e-11
-    assert days.p == pytest.approx(1.2747e-11, rel=1e-3)
+    # Satterthwaite df = 17 here (tests/analysis/stats/test_stats_satterthwaite.py); the
+    # interval uses the same t quantile as the p-value, t₀.₉₇₅(17) = 2.109816.
+    assert days.ci_low == pytest.approx(days.estimate - 2.109815578 * days.se, rel=1e-6)
+    assert days.ci_high == pytest.approx(days.estimate + 2.109815578 * days.se, rel=1e-6)
+    assert days.t == pytest.approx(days.estimate / days.se)
+    # t = 6.771 on 17 df: lmerTest prints Pr(>|t|) = 3.26e-06 (a normal z would give 1.27e-11)
+    assert days.p == pytest.approx(3.26e-06, rel=2e-3)
     # lme4 counts 6 parameters: 2 fixed, 3 covariance, 1 residual
     assert sleep_fit.aic == pytest.approx(sleep_fit.reml_criterion + 12)
     assert sleep_fit.bic == pytest.approx(sleep_fit.reml_criterion + 6 * math.log(180))

@@ -36,7 +36,9 @@ def test_it_prints_the_fit_as_json():
         "n_obs", "n_groups", "converged",
     }  # fmt: skip
     assert set(out["fixed"]) == {"Intercept", "Days"}
-    assert set(out["fixed"]["Days"]) == {"estimate", "se", "ci_low", "ci_high", "p"}
+    assert set(out["fixed"]["Days"]) == {"estimate", "se", "ci_low", "ci_high", "df", "t", "p"}
+    assert out["p_method"] == "Satterthwaite t"
+    assert out["fixed"]["Days"]["df"] == pytest.approx(17.0, abs=1e-3)
     assert out["fixed"]["Days"]["estimate"] == pytest.approx(10.46728596, rel=1e-7)
     assert out["random"]["sd"]["Days"] == pytest.approx(5.922137659, rel=1e-5)
     assert out["random"]["corr"]["Intercept:Days"] == pytest.approx(0.06555124, rel=1e-4)
@@ -77,3 +79,20 @@ def test_it_exits_1_with_a_one_line_message_on_bad_input(args, message):
     assert done.stdout == ""
     assert done.stderr.strip() == message
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_it_refuses_an_unidentifiable_random_effect_structure(tmp_path):
+    # given: sleepstudy cut to days 0 and 1, i.e. 36 rows for (Days | Subject)'s 36 random effects
+    rows = SLEEPSTUDY.read_text().splitlines()
+    two_days = [rows[0]] + [r for r in rows[1:] if r.split(",")[1] in ("0", "1")]
+    data = tmp_path / "two_days.csv"
+    data.write_text("\n".join(two_days) + "\n")
+    # when
+    done = run_cli(
+        "--data", str(data), "--formula", "Reaction ~ Days", "--groups", "Subject", "--re", "~Days"
+    )  # fmt: skip
+    # then: exit 1, lme4's reason on one line, no JSON
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("error: 36 observations are not more than the 36 random effects")
+    assert "check.nobs.vs.nRE" in done.stderr
