@@ -32,6 +32,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -367,18 +368,19 @@ class ProfiledDeviance:
             dof = n
             deviance = logdet_M + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
 
+        evaluation = partial(
+            _Evaluation,
+            deviance=deviance,
+            beta=delta + s.beta_ols,
+            A=A,
+            pwrss=pwrss,
+            logdet_M=logdet_M,
+            logdet_A=logdet_A,
+            Minv=Minv,
+            lam=lam,
+        )
         if not gradient:
-            return _Evaluation(
-                deviance=deviance,
-                gradient=np.full(self.rows.size, np.nan),
-                beta=delta + s.beta_ols,
-                A=A,
-                pwrss=pwrss,
-                logdet_M=logdet_M,
-                logdet_A=logdet_A,
-                Minv=Minv,
-                lam=lam,
-            )
+            return evaluation(gradient=np.full(self.rows.size, np.nan))
         # Gradient. dQ/dΛ_rc = −Σᵢ (aᵢbᵢᵀ + bᵢaᵢᵀ) with aᵢ = (PᵢᵀUᵢ)[r,:], bᵢ = (HᵢUᵢ)[c,:],
         # Hᵢ = Mᵢ⁻¹Λᵀ, Pᵢᵀ = I − ZᵢᵀZᵢΛMᵢ⁻¹Λᵀ (derived from Woodbury; checked against finite
         # differences in the tests). The deviance depends on Q through N : dQ with N below.
@@ -391,18 +393,7 @@ class ProfiledDeviance:
                                         axes=([0, 2], [0, 2]))  # fmt: skip
         grad_logdet = 2.0 * np.tensordot(SL, Minv, axes=([0, 2], [0, 1]))  # Σᵢ ZᵢᵀZᵢΛMᵢ⁻¹
         grad_matrix = grad_logdet + grad_quad
-        gradient = grad_matrix[self.rows, self.cols]
-        return _Evaluation(
-            deviance=deviance,
-            gradient=gradient,
-            beta=delta + s.beta_ols,
-            A=A,
-            pwrss=pwrss,
-            logdet_M=logdet_M,
-            logdet_A=logdet_A,
-            Minv=Minv,
-            lam=lam,
-        )
+        return evaluation(gradient=grad_matrix[self.rows, self.cols])
 
 
 def _chol_solve(chol: np.ndarray, rhs: np.ndarray) -> np.ndarray:
