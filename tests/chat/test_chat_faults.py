@@ -474,13 +474,27 @@ def _stream_link(user_message) -> str:
 def _wait_for_final_status(deadline_s: float = 15.0) -> Message:
     import time
 
-    deadline = time.monotonic() + deadline_s
-    while True:
-        reply = Message.objects.filter(role=Message.Role.ASSISTANT).first()
-        if reply is not None and reply.status != Message.Status.STREAMING:
-            return reply
-        assert time.monotonic() < deadline, "the reply was never finalised"
-        time.sleep(0.1)
+    from django.db import connection
+
+    # On SQLite the in-memory test database is shared between this thread and the server's
+    # through SQLite's shared cache, where a reader's table lock makes the server's concurrent
+    # write fail at once ("database table is locked"), so polling could itself break the reply
+    # it waits for. read_uncommitted readers take no table lock. (The platform runs a file
+    # database in WAL mode, without shared cache: there readers never block writers.)
+    sqlite = connection.vendor == "sqlite"
+    if sqlite:
+        connection.cursor().execute("PRAGMA read_uncommitted = 1")
+    try:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            reply = Message.objects.filter(role=Message.Role.ASSISTANT).first()
+            if reply is not None and reply.status != Message.Status.STREAMING:
+                return reply
+            assert time.monotonic() < deadline, "the reply was never finalised"
+            time.sleep(0.1)
+    finally:
+        if sqlite:
+            connection.cursor().execute("PRAGMA read_uncommitted = 0")
 
 
 def test_closing_the_connection_mid_reply_is_recorded_as_disconnected(
