@@ -84,7 +84,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chat_proxy import free_port, stop_process, tail, wait_http  # noqa: E402
-from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E402
+from benchmarks.support import (  # noqa: E402
+    Postgres,
+    django_setup,
+    machine_info,
+    recruiting_study,
+)
 
 ENDPOINT, MODEL_NAME, STUDY_SLUG = "soak-upstream", "soak-model", "soak"
 CHAT_RATE = 0.25  # share of participants who chat on a given simulated day
@@ -230,30 +235,13 @@ class Stack:
 
 
 def create_study(participants: int):
-    import yaml
-    from django.contrib.auth import get_user_model
-
-    from studyplatform.accounts.services import email_mark_verified
-    from studyplatform.studies.launch import model_check_record
-    from studyplatform.studies.services import study_create_from_protocol, study_transition
-
-    doc = yaml.safe_load((ROOT / "examples" / "companion-rct.yaml").read_text())
-    doc["study"]["slug"] = STUDY_SLUG
-    doc["study"]["target_enrollment"] = participants
-    for arm in doc["arms"]:
-        arm["model"] = {"endpoint": ENDPOINT, "name": MODEL_NAME}
-    # The protocol schema's maxima: out of the way of a simulation that sends in bursts.
-    doc.setdefault("limits", {}).update(messages_per_minute=1000, tokens_per_day=100_000_000)
-    researcher = get_user_model().objects.create_user(
-        username="soak-researcher", email="soak-researcher@example.org", password=None
+    return recruiting_study(
+        slug=STUDY_SLUG,
+        endpoint=ENDPOINT,
+        model=MODEL_NAME,
+        username="soak-researcher",
+        target_enrollment=participants,
     )
-    email_mark_verified(user=researcher, method="command", actor=None)
-    study = study_create_from_protocol(doc=doc, author=researcher)
-    study = study_transition(study=study, to="piloting", actor=researcher)
-    for arm in study.arms.all():
-        model_check_record(study=study, arm=arm, ok=True, error="", actor=researcher)
-    study = study_transition(study=study, to="recruiting", actor=researcher)
-    return study, researcher
 
 
 def enroll(study, index: int, now: dt.datetime) -> Person:

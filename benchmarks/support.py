@@ -59,3 +59,39 @@ def machine_info() -> dict[str, str]:
                 break
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return {"nproc": cores.strip(), "cpu": model, "load": load}
+
+
+def recruiting_study(
+    *, slug: str, endpoint: str, model: str, username: str, target_enrollment: int | None = None
+):
+    """The companion-rct example as a recruiting study whose arms all use `endpoint`/`model`,
+    owned by a new verified researcher `username`; returns (study, researcher).
+
+    The limits are the protocol schema's maxima (a protocol cannot ask for more), far above
+    what a benchmark sends. The launch checklist needs a recent model test per arm; this
+    synthetic study records one (the benchmarks measure the platform, not the launch)."""
+    import yaml
+    from django.contrib.auth import get_user_model
+
+    from studyplatform.accounts.services import email_mark_verified
+    from studyplatform.studies.launch import model_check_record
+    from studyplatform.studies.services import study_create_from_protocol, study_transition
+
+    root = Path(__file__).resolve().parent.parent
+    doc = yaml.safe_load((root / "examples" / "companion-rct.yaml").read_text())
+    doc["study"]["slug"] = slug
+    if target_enrollment is not None:
+        doc["study"]["target_enrollment"] = target_enrollment
+    for arm in doc["arms"]:
+        arm["model"] = {"endpoint": endpoint, "name": model}
+    doc.setdefault("limits", {}).update(messages_per_minute=1000, tokens_per_day=100_000_000)
+    researcher = get_user_model().objects.create_user(
+        username=username, email=f"{username}@example.org", password=None
+    )
+    email_mark_verified(user=researcher, method="command", actor=None)
+    study = study_create_from_protocol(doc=doc, author=researcher)
+    study = study_transition(study=study, to="piloting", actor=researcher)
+    for arm in study.arms.all():
+        model_check_record(study=study, arm=arm, ok=True, error="", actor=researcher)
+    study = study_transition(study=study, to="recruiting", actor=researcher)
+    return study, researcher
