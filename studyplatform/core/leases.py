@@ -313,8 +313,10 @@ def leases_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
     for kind in JOB_KINDS.values():
         manager = kind.model.objects
         expired = Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-        for pk in manager.filter(expired, status=kind.running, attempts__gte=max_attempts()):
-            counts["failed"] += lease_fail_exhausted(kind, pk.pk, now=now)
+        exhausted = manager.filter(expired, status=kind.running, attempts__gte=max_attempts())
+        # Only the keys: an analysis run's row can carry megabytes of report and results.
+        for pk in list(exhausted.values_list("pk", flat=True)):
+            counts["failed"] += lease_fail_exhausted(kind, pk, now=now)
         # Expired leases are re-sent once per expiry (dispatched_at after the expiry means a
         # message is already queued) and again after the pending delay if that one got lost.
         # Pending rows are re-sent when neither creation nor the last dispatch is recent.
