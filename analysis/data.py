@@ -12,25 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import pandas as pd
 
 from analysis.linking import assign_waves
+from analysis.pipeline import StudyFrames
 from studyplatform.chat.models import Message
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Study
 from surveys.models import Invitation, Response
 
 __all__ = ["StudyFrames", "frames_hash", "load_study_frames"]
-
-
-@dataclass
-class StudyFrames:
-    participants: pd.DataFrame
-    messages: pd.DataFrame
-    invitations: pd.DataFrame
-    responses: pd.DataFrame
 
 
 def _utc(values: pd.Series) -> pd.Series:

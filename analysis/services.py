@@ -18,10 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from analysis.data import frames_hash, load_study_frames
-from analysis.features import daily_features
-from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.models import AnalysisRun
-from analysis.plan import run_plan
+from analysis.pipeline import analyse
 from analysis.report import render_report
 from studyplatform.core.leases import (
     Keepalive,
@@ -183,27 +181,15 @@ def _analysis_run_pipeline(
         )
         data_hash = frames_hash(frames)
 
-        _progress(run, "features", STEPS[1][1], progress, lease)
-        daily = daily_features(
-            frames.messages,
-            frames.participants,
-            session_gap_minutes=float(plan.get("session_gap_minutes", 30)),
+        steps = dict(STEPS)
+        analysis = analyse(
+            frames,
+            plan,
             text=text,
+            step=lambda name: _progress(run, name, steps[name], progress, lease),
         )
-
-        _progress(run, "linking", STEPS[2][1], progress, lease)
-        linked = link_usage_to_outcomes(
-            daily,
-            frames.participants,
-            frames.responses,
-            window_days=int(plan.get("window_days", 7)),
-            predictors=plan.get("predictors") or None,
-        )
-        attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
-
-        _progress(run, "models", STEPS[3][1], progress, lease)
-        results = run_plan(linked, plan)
-        results["attrition"] = attrition.to_dict(orient="records")
+        results, linked, daily = analysis.results, analysis.linked, analysis.daily
+        attrition = analysis.attrition
 
         _progress(run, "report", STEPS[4][1], progress, lease)
         inv = frames.invitations.dropna(subset=["wave"])

@@ -1,0 +1,80 @@
+"""The pure analysis pipeline: a study's frames and its analysis plan → linked table and results.
+
+No Django: :func:`analysis.services.analysis_run_execute` loads the frames from the database
+(:func:`analysis.data.load_study_frames`) and renders the report; everything between, features →
+linking → models, is here, so the validity benchmark (``benchmarks/analysis_validity.py``) and the
+tests push simulated cohorts through exactly the code path a researcher's report comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from analysis.features import daily_features
+from analysis.linking import attrition_summary, link_usage_to_outcomes
+from analysis.plan import run_plan
+
+__all__ = ["Analysis", "StudyFrames", "analyse"]
+
+StepCallback = Callable[[str], None]
+
+
+@dataclass
+class StudyFrames:
+    """The frames :func:`analysis.data.load_study_frames` builds (shapes: docs/analysis.md)."""
+
+    participants: pd.DataFrame
+    messages: pd.DataFrame
+    invitations: pd.DataFrame
+    responses: pd.DataFrame
+
+
+@dataclass
+class Analysis:
+    daily: pd.DataFrame
+    linked: pd.DataFrame
+    attrition: pd.DataFrame
+    results: dict[str, Any]
+
+
+def analyse(
+    frames: StudyFrames,
+    plan: Mapping[str, Any],
+    *,
+    text: bool = False,
+    step: StepCallback | None = None,
+) -> Analysis:
+    """Daily usage features, the linked table and the fitted plan for ``frames``.
+
+    ``step`` is called with "features", "linking" and "models" as each begins (the run's
+    progress bar).
+    """
+
+    def begin(name: str) -> None:
+        if step is not None:
+            step(name)
+
+    begin("features")
+    daily = daily_features(
+        frames.messages,
+        frames.participants,
+        session_gap_minutes=float(plan.get("session_gap_minutes", 30)),
+        text=text,
+    )
+    begin("linking")
+    linked = link_usage_to_outcomes(
+        daily,
+        frames.participants,
+        frames.responses,
+        window_days=int(plan.get("window_days", 7)),
+        predictors=plan.get("predictors") or None,
+    )
+    attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
+    begin("models")
+    results = run_plan(linked, plan)
+    results["attrition"] = attrition.to_dict(orient="records")
+    return Analysis(daily=daily, linked=linked, attrition=attrition, results=results)
