@@ -232,6 +232,11 @@ def iban_complete(rng: random.Random, country: str) -> str:
         body = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(
             rng.choice(string.digits) for _ in range(10)
         )
+    elif country == "IT":
+        # The Italian BBAN starts with its CIN check letter (ISO 13616 registry: 1!a5!n5!n12!c).
+        body = rng.choice(string.ascii_uppercase) + "".join(
+            rng.choice(string.digits) for _ in range(22)
+        )
     elif country == "BR":
         body = (
             "".join(rng.choice(string.digits) for _ in range(23))

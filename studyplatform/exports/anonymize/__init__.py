@@ -1,7 +1,7 @@
 """Text anonymizer for chat messages and free-text answers (English and Brazilian Portuguese).
 
-Pure Python, standard library only, no Django: usable from a task, a notebook or the command
-line (`python -m studyplatform.exports.anonymize`, see `cli.py`).
+Pure Python (standard library plus python-stdnum for check digits), no Django: usable from a
+task, a notebook or the command line (`python -m studyplatform.exports.anonymize`, see `cli.py`).
 
     from studyplatform.exports.anonymize import Anonymizer, KnownIdentifiers, detect
 

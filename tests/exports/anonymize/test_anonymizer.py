@@ -118,6 +118,15 @@ def test_it_validates_check_digits_with_the_published_algorithms():
         "DE89 3704 0044 0532 0130 01"
     )
     assert ssn_valid("536221234") and not ssn_valid("666221234") and not ssn_valid("536001234")
+    # an IBAN must also fit its country's registered format: Italy's BBAN opens with a letter,
+    # so an all-digit one is refused even though its mod-97 check holds
+    assert iban_valid("IT60 X054 2811 1010 0000 0123 456")
+    assert not iban_valid("IT29 1054 2811 1010 0000 0123 456")
+
+
+def test_voided_sample_ssns_are_still_identifiers_to_remove():
+    # the SSA voided these after printing them on sample cards; people still type them
+    assert ssn_valid("078051120") and ssn_valid("219099999")
 
 
 @settings(max_examples=300, deadline=None)
@@ -130,9 +139,10 @@ def test_it_never_returns_overlapping_or_out_of_range_spans(text):
     assert len(result.spans) == len(result.surrogates)
 
 
-def test_the_package_imports_only_the_standard_library():
-    # no Django, no third-party packages (and so no `regex`): only relative imports and stdlib
-    allowed = set(sys.stdlib_module_names)
+def test_the_package_imports_only_the_standard_library_and_stdnum():
+    # no Django, no other third-party package (and so no `regex`): relative imports, stdlib, and
+    # python-stdnum (pure Python) for the check digits
+    allowed = set(sys.stdlib_module_names) | {"stdnum"}
     for path in PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
