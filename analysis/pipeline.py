@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.arm_contrast import carry_participant_covariates
 from analysis.features import daily_features
 from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.plan import run_plan
@@ -73,6 +74,7 @@ def analyse(
         window_days=int(plan.get("window_days", 7)),
         predictors=plan.get("predictors") or None,
     )
+    linked = carry_participant_covariates(linked, frames.participants)
     attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     begin("models")
     results = run_plan(linked, plan)

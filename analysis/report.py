@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis.report_arm import arm_contrast_html, look_html, multiplicity_html
 from studyplatform.core.html_text import escape_html as _e
 
 __all__ = ["FIGURES", "render_report"]
@@ -229,7 +230,7 @@ def _primary_table(results: Mapping[str, Any]) -> str:
     method = _p_method(primary)
     return _table(
         "primary",
-        ["outcome", f"p ({method})", "q (BH)"],
+        ["outcome", f"p ({method})", f"q ({primary.get('method') or 'BH'})"],
         rows,
         f"Primary term {primary.get('term') or '–'} across outcomes",
     )
@@ -319,9 +320,11 @@ def render_report(
         '<dl class="meta">'
         + "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in meta_rows)
         + "</dl>",
+        look_html(results),
         "<h2>Primary question</h2>",
         _inference_note(results),
         _primary_table(results),
+        multiplicity_html(results),
     ]
     for outcome in outcomes:
         entry = results.get("outcomes", {}).get(outcome, {})
@@ -340,6 +343,7 @@ def render_report(
                     f"arm_time_model:{outcome}", entry["arm_time_model"], "Arm × time model"
                 )
             )
+        parts.append(arm_contrast_html(outcome, results))
         if "dose_response" in entry:
             parts.append(_dose_table(outcome, entry["dose_response"]))
     parts += [
