@@ -31,7 +31,13 @@ import numpy as np
 
 from analysis.stats.multiple import ADJUSTMENTS
 
-__all__ = ["ARM_CONTRAST_TERM", "CORRECTIONS", "DEFAULT_CORRECTION", "apply_multiplicity"]
+__all__ = [
+    "ARM_CONTRAST_TERM",
+    "CORRECTIONS",
+    "DEFAULT_CORRECTION",
+    "apply_multiplicity",
+    "label_exploratory",
+]
 
 CORRECTIONS = tuple(ADJUSTMENTS)
 DEFAULT_CORRECTION = "holm"
@@ -68,6 +74,15 @@ def _members(results: Mapping[str, Any], outcomes: list[str], terms: list[str], 
                 reason = model.get("error") or f"no term {term!r} in {model_key}"
             members.append((outcome, term, model_key, None, holder, reason))
     return members
+
+
+def label_exploratory(results: dict[str, Any]) -> None:
+    """Label every p-value in ``results`` that has no family yet as exploratory.
+
+    Idempotent; :func:`analysis.pipeline.analyse` calls it last, so sections added after
+    ``run_plan`` (sensitivity analyses, …) are labelled too.
+    """
+    _label_all(results)
 
 
 def _label_all(node: Any, family: str = "exploratory") -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.arm_contrast import carry_participant_covariates
 from analysis.features import daily_features
 from analysis.linking import attrition_summary, link_usage_to_outcomes
+from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
@@ -79,4 +80,6 @@ def analyse(
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+    # Keep last: any p-value a later section added is exploratory unless in the primary family.
+    label_exploratory(results)
     return Analysis(daily=daily, linked=linked, attrition=attrition, results=results)

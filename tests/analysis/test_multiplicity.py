@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.multiplicity import apply_multiplicity
+from analysis.multiplicity import apply_multiplicity, label_exploratory
 from analysis.plan import run_plan
 from analysis.stats.multiple import bh_adjust, bonferroni_adjust, holm_adjust
 
@@ -134,3 +134,15 @@ def test_an_unknown_correction_is_refused_by_name():
     assert str(info.value) == (
         "multiplicity.correction must be one of holm, bonferroni, benjamini-hochberg, not 'sidak'"
     )
+
+
+def test_a_section_added_after_the_plan_is_labelled_exploratory_too():
+    # given: results with a later section holding p-values (as a sensitivity analysis adds)
+    results = run_plan(linked_table(), PLAN)
+    results["sensitivity"] = {"who5.percentage": {"fixed": {"x": {"p": 0.01}}}}
+    # when
+    label_exploratory(results)
+    # then
+    assert results["sensitivity"]["who5.percentage"]["fixed"]["x"]["family"] == "exploratory"
+    within = results["outcomes"]["who5.percentage"]["usage_model"]["fixed"]
+    assert within["messages_sent_within"]["family"] == "primary"
