@@ -54,7 +54,8 @@ def participant_covariates(protocol: dict, answers: list[dict]) -> pd.DataFrame:
             continue
         values = [a.get(key) for a in answers]
         if kind == "number":
-            columns[f"screener.{key}"] = pd.to_numeric(pd.Series(values, dtype=object)).tolist()
+            numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+            columns[f"screener.{key}"] = numbers.tolist()
         else:
             # Categories as text, so every model codes them as factors (yes/no too).
             columns[f"screener.{key}"] = [None if v is None else str(v) for v in values]
