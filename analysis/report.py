@@ -221,6 +221,12 @@ def _model_table(name: str, model: Mapping[str, Any], caption: str) -> str:
     return refused + _table(name, header, rows, caption) + "<p>" + "; ".join(notes) + ".</p>"
 
 
+def _correction_label(primary: Mapping[str, Any]) -> str:
+    """The correction behind q; runs stored before the plan chose one used BH."""
+    method = str(primary.get("method") or "Benjamini-Hochberg")
+    return "BH" if method == "Benjamini-Hochberg" else method
+
+
 def _primary_table(results: Mapping[str, Any]) -> str:
     primary = results.get("primary", {})
     rows = [
@@ -230,7 +236,7 @@ def _primary_table(results: Mapping[str, Any]) -> str:
     method = _p_method(primary)
     return _table(
         "primary",
-        ["outcome", f"p ({method})", f"q ({primary.get('method') or 'BH'})"],
+        ["outcome", f"p ({method})", f"q ({_correction_label(primary)})"],
         rows,
         f"Primary term {primary.get('term') or '–'} across outcomes",
     )

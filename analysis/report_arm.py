@@ -59,6 +59,8 @@ def multiplicity_html(results: Mapping[str, Any]) -> str:
     multi = results.get("multiplicity")
     if not multi:
         return ""
+    # Every p column names its test, as the other tables of the report do.
+    p_method = (results.get("primary") or {}).get("p_method") or "Satterthwaite t"
     rows = [
         [
             _e(r["outcome"]),
@@ -79,7 +81,7 @@ def multiplicity_html(results: Mapping[str, Any]) -> str:
     return (
         _table(
             "multiplicity",
-            ["outcome", "term", "p", f"p ({multi['method']})", "note"],
+            ["outcome", "term", f"p ({p_method})", f"adjusted p ({multi['method']})", "note"],
             rows,
             caption,
         )
@@ -126,7 +128,7 @@ def arm_contrast_html(outcome: str, results: Mapping[str, Any]) -> str:
             "95% CI low",
             "95% CI high",
             "df",
-            "p",
+            f"p ({contrast['p_method']})",
             "family",
         ],
         [
