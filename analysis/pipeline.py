@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -17,6 +18,7 @@ import pandas as pd
 from analysis.features import daily_features
 from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.plan import run_plan
+from analysis.sensitivity import sensitivity_from_frames
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
 
@@ -77,4 +79,16 @@ def analyse(
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+    # Sensitivity analyses (analysis/sensitivity.py); the grid of missed occasions is linked
+    # with exactly the arguments of the call above, so keep the two in step.
+    link = partial(
+        link_usage_to_outcomes,
+        daily,
+        frames.participants,
+        window_days=int(plan.get("window_days", 7)),
+        predictors=plan.get("predictors") or None,
+    )
+    results["sensitivity"] = sensitivity_from_frames(
+        link, frames.responses, frames.invitations, linked, plan, results
+    )
     return Analysis(daily=daily, linked=linked, attrition=attrition, results=results)
