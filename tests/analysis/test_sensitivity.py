@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.linalg import block_diag
 
 from analysis import sensitivity
 from analysis.plan import run_plan
@@ -312,3 +313,63 @@ def test_a_run_on_a_simulated_study_reports_every_sensitivity_analysis(simulated
     mnar = entries["mnar_delta_0.5sd"]["outcomes"]["who5.percentage"]
     assert mnar["n_imputed"] > 0
     assert "were not available" not in entries["mnar_delta_0.5sd"]["note"]
+
+
+def test_a_lagged_primary_model_gets_its_outcome_lag_recomputed_from_the_imputations():
+    # given: a primary model adjusting for the previous occasion's outcome (as a lagged model
+    # does), so every imputed outcome also changes the next row's predictor
+    grid = cohort(seed=11)
+    lag = f"{OUTCOME}_lag"
+    grid = relag(grid.assign(**{lag: np.nan}), grid["wave"].unique())
+    linked = linked_of(grid)
+    formula = f"{OUTCOME} ~ messages_sent_within + messages_sent_between + {lag} + wave"
+    data = centre(linked, formula, "~1", recompute=True)
+    fit = fit_mixedlm(formula, data, "participant", "~1")
+    prev = previous_positions(grid, grid["wave"].unique())
+
+    def completed(fill: float) -> tuple[np.ndarray, pd.DataFrame]:
+        y = grid[OUTCOME].fillna(fill).to_numpy(dtype=float)
+        lagged = np.where(prev >= 0, y[prev], np.nan)
+        frame = grid.assign(**{OUTCOME: y, lag: lagged})
+        return y, centre(frame, formula, "~1", recompute=True)
+
+    # when: the design is built on one completed table and refitted with another outcome
+    refit = _FixedThetaRefit(completed(60.0)[1], fit, OUTCOME, prev)
+    filled, prepared = completed(40.0)
+    j = fit.fixed_names.index("messages_sent_within")
+    estimate, variance = refit(filled, j)
+    # then: the same as generalised least squares by hand on the fully rebuilt table
+    rows = prepared.dropna(subset=[OUTCOME, lag, "messages_sent_within"])
+    X = np.column_stack(
+        [
+            np.ones(len(rows)),
+            rows["messages_sent_within"],
+            rows["messages_sent_between"],
+            rows[lag],
+            rows["wave"],
+        ]
+    )
+    y = rows[OUTCOME].to_numpy()
+    tau2 = fit.random_cov[0, 0] / fit.residual_sd**2
+    blocks = [
+        np.eye(n) + tau2 * np.ones((n, n)) for n in rows.groupby("participant", sort=True).size()
+    ]
+    order = np.argsort(rows["participant"].to_numpy(), kind="stable")
+    X, y = X[order], y[order]
+    W = np.linalg.inv(block_diag(*blocks))
+    A = X.T @ W @ X
+    beta = np.linalg.solve(A, X.T @ W @ y)
+    resid = y - X @ beta
+    sigma2 = float(resid @ W @ resid) / (len(y) - X.shape[1])
+    assert estimate == pytest.approx(beta[1], rel=1e-8)
+    assert variance == pytest.approx(sigma2 * np.linalg.inv(A)[1, 1], rel=1e-6)
+    # and the whole MNAR analysis runs on such a model
+    results = {
+        "plan": {"outcomes": [OUTCOME]},
+        "primary": {"term": "messages_sent_within", "model": "lagged_model"},
+        "outcomes": {OUTCOME: {"lagged_model": {"formula": formula, "re_formula": "~1"}}},
+    }
+    entries = entries_by_key(sensitivity_analyses(linked, PLAN, results, grid=grid))
+    assert entries["mnar_delta_1sd"]["outcomes"][OUTCOME]["n_imputed"] > 0
+    assert "re_intercept" not in entries  # the primary already is a random-intercept model
+    assert "estimate" in entries["re_slope_time"]["outcomes"][OUTCOME]
