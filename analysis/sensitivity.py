@@ -722,7 +722,7 @@ def sensitivity_analyses(
     )
     entries += _guard(
         base,
-        (lambda e: no_term(e))
+        no_term
         if term is None
         else lambda e: _per_outcome(
             e, outcomes, models, lambda o, m: _exclude_baseline(linked, m, term)
