@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis import plan as plan_module
 from analysis.stats.formula import complete_rows, model_matrix, parse_formula
 from analysis.stats.mixedlm import (
     MixedLMResult,
@@ -156,19 +157,27 @@ def centre(
 
 
 def previous_positions(data: pd.DataFrame, waves: Sequence[float]) -> np.ndarray:
-    """Row position of each row's previous scheduled occasion (the next lower of ``waves``) of
-    the same participant, or −1 when that occasion is not among the rows."""
-    order = sorted({float(w) for w in waves if pd.notna(w)})
-    rank = pd.Series(np.arange(len(order)), index=order)
-    wave_rank = data["wave"].astype(float).map(rank).to_numpy(dtype=float)
+    """Row position of each row's previous scheduled occasion of the same participant, or −1
+    when that occasion is not among the rows.
+
+    With an ``occasion`` column (the occasion's index in the participant's schedule, as the
+    linking step numbers them) the previous occasion is ``occasion − 1``; without it, it is the
+    next lower of ``waves`` (every wave of the study, so a row removed or missed leaves a gap).
+    """
+    if "occasion" in data.columns and data["occasion"].notna().any():
+        position = pd.to_numeric(data["occasion"], errors="coerce").to_numpy(dtype=float)
+    else:
+        order = sorted({float(w) for w in waves if pd.notna(w)})
+        rank = pd.Series(np.arange(len(order)), index=order)
+        position = data["wave"].astype(float).map(rank).to_numpy(dtype=float)
     codes, _ = pd.factorize(data[GROUPS])
-    stride = len(order) + 1
-    valid = ~np.isnan(wave_rank) & (codes >= 0)
-    keys = np.where(valid, codes * stride + np.nan_to_num(wave_rank), -1).astype(np.int64)
+    stride = int(np.nanmax(position)) + 2 if np.isfinite(position).any() else 1
+    valid = ~np.isnan(position) & (codes >= 0)
+    keys = np.where(valid, codes * stride + np.nan_to_num(position), -1).astype(np.int64)
     # The last row wins when a participant has two rows at one occasion (as in linking).
     lookup = pd.Series(np.arange(len(data)), index=keys)[valid]
     lookup = lookup[~lookup.index.duplicated(keep="last")]
-    wanted = np.where(valid & (wave_rank > 0), keys - 1, -1)
+    wanted = np.where(valid & (position > 0), keys - 1, -1)
     found = lookup.reindex(wanted).to_numpy(dtype=float)
     return np.where(np.isnan(found), -1, found).astype(np.int64)
 
@@ -192,7 +201,7 @@ def relag(data: pd.DataFrame, waves: Sequence[float]) -> pd.DataFrame:
 def slim(data: pd.DataFrame, *formulas: str) -> pd.DataFrame:
     """Only the columns the formulas need (with the bases of derived and lagged columns), so the
     many copies the analyses make stay small."""
-    wanted = [GROUPS, "wave"]
+    wanted = [GROUPS, "wave", "occasion"]
     for formula in formulas:
         for column in parse_formula(formula).columns:
             wanted.append(column)
@@ -241,12 +250,14 @@ def _term_entry(fit: MixedLMResult, term: str) -> dict[str, Any]:
     }
 
 
-def _compact(re_formula: str) -> str:
-    return re_formula.replace(" ", "")
+def _compact(re_formula: str) -> tuple[bool, tuple[str, ...]]:
+    """A random-effect formula up to spelling: ``~ 1 + x`` and ``~x`` are the same."""
+    parsed = parse_formula(re_formula)
+    return parsed.intercept, tuple(sorted(":".join(f.label for f in t) for t in parsed.terms))
 
 
 def _is_intercept_only(re_formula: str) -> bool:
-    return _compact(re_formula) in ("~1", "")
+    return _compact(re_formula) == (True, ())
 
 
 def _fit_with_fallback(data: pd.DataFrame, formula: str, re_formula: str) -> MixedLMResult:
@@ -264,34 +275,82 @@ def _fit_with_fallback(data: pd.DataFrame, formula: str, re_formula: str) -> Mix
 # ---------------------------------------------------------------------------------------------
 
 
-def _exclude_baseline(linked: pd.DataFrame, model: Mapping[str, Any], term: str) -> dict[str, Any]:
+# How the primary model's rows and terms are built from a linked-like table:
+# prepare(data, outcome, model, recompute) -> (frame, formula).
+Prepare = Callable[[pd.DataFrame, str, Mapping[str, Any], bool], tuple[pd.DataFrame, str]]
+
+
+def preparer(plan: Mapping[str, Any], model_key: str) -> Prepare:
+    """The plan module's own model-frame builder when it has one for this model (usage
+    transform, centring over the modelled rows, time model, exactly as the primary was fitted),
+    else the model dict's formula with :func:`centre`."""
+    model_frame = getattr(plan_module, "model_frame", None)
+    keys = {getattr(plan_module, "PRIMARY_MODEL", None): True}
+    keys[getattr(plan_module, "SECONDARY_MODEL", None)] = False
+    if callable(model_frame) and model_key in keys and model_key is not None:
+        lagged = keys[model_key]
+
+        def from_plan(
+            data: pd.DataFrame, outcome: str, model: Mapping[str, Any], recompute: bool
+        ) -> tuple[pd.DataFrame, str]:
+            frame, formula, _info = model_frame(data, outcome, plan, lagged=lagged)
+            return frame, formula
+
+        return from_plan
+
+    def from_formula(
+        data: pd.DataFrame, outcome: str, model: Mapping[str, Any], recompute: bool
+    ) -> tuple[pd.DataFrame, str]:
+        formula, re_formula = model["formula"], model["re_formula"]
+        data = slim(data, formula, re_formula)
+        return centre(data, formula, re_formula, recompute=recompute), formula
+
+    return from_formula
+
+
+def _exclude_baseline(
+    linked: pd.DataFrame, outcome: str, model: Mapping[str, Any], term: str, prepare: Prepare
+) -> dict[str, Any]:
     if "wave" not in linked.columns or linked["wave"].notna().sum() == 0:
         raise _Skip("the table has no wave column")
     waves = linked["wave"].dropna().unique()
     baseline = float(np.min(waves))
-    kept = slim(linked, model["formula"], model["re_formula"])
-    kept = kept[kept["wave"] != baseline]
-    data = relag(kept, waves)
-    data = centre(data, model["formula"], model["re_formula"], recompute=True)
-    fit = _fit_with_fallback(data, model["formula"], model["re_formula"])
+    data = relag(linked[linked["wave"] != baseline], waves)
+    frame, formula = prepare(data, outcome, model, True)
+    fit = _fit_with_fallback(frame, formula, model["re_formula"])
     entry = _term_entry(fit, term)
     entry["rows_removed"] = int((linked["wave"] == baseline).sum())
+    primary = ((model.get("fixed") or {}).get(term) or {}).get("estimate")
+    if (
+        fit.n_obs == model.get("n_obs")
+        and primary is not None
+        and math.isclose(fit.fixed[term].estimate, primary, rel_tol=1e-6)
+    ):
+        # E.g. a lagged model whose baseline usage window precedes enrolment: no row of the
+        # primary used the baseline, and the report should say so rather than look like a
+        # confirmation.
+        entry["note"] = "same rows and estimate as the primary: it does not use the baseline"
     return entry
 
 
 def _alternative_re(
-    linked: pd.DataFrame, model: Mapping[str, Any], term: str, re_formula: str
+    linked: pd.DataFrame,
+    outcome: str,
+    model: Mapping[str, Any],
+    term: str,
+    re_formula: str,
+    prepare: Prepare,
 ) -> dict[str, Any]:
-    data = slim(linked, model["formula"], re_formula)
-    data = centre(data, model["formula"], re_formula, recompute=False)
-    return _term_entry(_fit(data, model["formula"], re_formula), term)
+    frame, formula = prepare(linked, outcome, model, False)
+    return _term_entry(_fit(frame, formula, re_formula), term)
 
 
-def _robust(linked: pd.DataFrame, model: Mapping[str, Any], term: str) -> dict[str, Any]:
-    data = slim(linked, model["formula"], model["re_formula"])
-    data = centre(data, model["formula"], model["re_formula"], recompute=False)
-    fit = _fit(data, model["formula"], model["re_formula"])
-    robust = mixed_cluster_robust(fit, data)
+def _robust(
+    linked: pd.DataFrame, outcome: str, model: Mapping[str, Any], term: str, prepare: Prepare
+) -> dict[str, Any]:
+    frame, formula = prepare(linked, outcome, model, False)
+    fit = _fit(frame, formula, model["re_formula"])
+    robust = mixed_cluster_robust(fit, frame)
     if term not in robust.coefficients:
         raise _Skip(f"the model has no term {term!r}")
     rc = robust.coefficients[term]
@@ -350,30 +409,40 @@ def _imputation_formula(formula: str, outcome: str) -> str:
     return f"{outcome} ~ {rhs}" if parsed.intercept else f"{outcome} ~ 0 + {rhs}"
 
 
+def _with_intercept(re_formula: str) -> str:
+    parsed = parse_formula(re_formula)
+    if parsed.intercept:
+        return re_formula
+    labels = [":".join(f.label for f in term) for term in parsed.terms]
+    return "~ " + " + ".join(["1", *labels])
+
+
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
     return vectors * np.sqrt(np.clip(values, 0.0, None))[None, :]
 
 
 def _impute(
-    grid: pd.DataFrame,
+    data: pd.DataFrame,
     outcome: str,
-    formula: str,
+    imp_formula: str,
     re_formula: str,
     *,
     m: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """MAR imputations of the missed follow-up outcomes: (row positions, m × n draws).
+    """MAR imputations of the missed follow-up outcomes: (row labels of ``data``, m × n draws).
+
+    ``data`` has the imputation model's terms built over every row with usage, answered or not.
 
     Approximately proper (Rubin 1987, ch. 5): per imputation σ² is drawn from its scaled
     inverse χ², β from its sampling distribution given σ², each participant's random effects
     from their conditional distribution given their observed outcomes and the drawn β, and a
     residual is added. The relative random-effect covariance is held at its estimate.
     """
-    imp_formula = _imputation_formula(formula, outcome)
-    data = centre(grid, imp_formula, re_formula, recompute=True, exclude=(outcome,))
-    fit = _fit_with_fallback(data, imp_formula, re_formula)
+    # Always with a random intercept: without the outcome's lag in the imputation model, the
+    # intercept is what carries a person's level into their imputed answers.
+    fit = _fit_with_fallback(data, imp_formula, _with_intercept(re_formula))
     fixed_f = parse_formula(imp_formula)
     re_f = parse_formula(fit.re_formula)
     predictors = [c for c in fixed_f.columns if c != outcome] + re_f.columns + [GROUPS]
@@ -390,7 +459,7 @@ def _impute(
     target = (~observed) & (frame["wave"].to_numpy(dtype=float) > baseline)
     if extra:
         target &= ~np.any(X[:, extra] != 0, axis=1)
-    positions = np.flatnonzero(usable)[target]
+    positions = data.index.to_numpy()[np.flatnonzero(usable)[target]]
     if positions.size == 0:
         return positions, np.empty((m, 0))
 
@@ -445,7 +514,8 @@ class _FixedThetaRefit:
         self.fixed_f = parse_formula(reference.formula)
         re_f = parse_formula(reference.re_formula)
         kept = complete_rows(frame, [*self.fixed_f.columns, *re_f.columns, GROUPS])
-        self.rows = np.flatnonzero(kept)
+        # Row labels of the prepared frame are positions in the occasion grid (a RangeIndex).
+        self.rows = frame.index.to_numpy()[kept]
         self.part = frame.loc[kept].copy()
         self.X, names = model_matrix(self.fixed_f, self.part)
         if names != reference.fixed_names:
@@ -522,6 +592,7 @@ def _mnar(
     term: str,
     plan: Mapping[str, Any],
     deltas: Sequence[float],
+    prepare: Prepare,
 ) -> list[dict[str, Any]]:
     """One outcome dict per δ (same imputations for every δ, so the table moves smoothly)."""
     if outcome not in grid.columns:
@@ -532,8 +603,7 @@ def _mnar(
         raise _Skip("mnar_imputations must be at least 2")
     if "wave" not in grid.columns:
         raise _Skip("the table has no wave column")
-    formula, re_formula = model["formula"], model["re_formula"]
-    grid = slim(grid, formula, re_formula, _imputation_formula(formula, outcome))
+    re_formula = model["re_formula"]
     # Only participants with at least one observed value of this outcome are analysed.
     answered = grid[outcome].notna().groupby(grid[GROUPS]).transform("any")
     grid = grid[answered.astype(bool)].reset_index(drop=True)
@@ -542,32 +612,40 @@ def _mnar(
     sd = float(grid[outcome].std(ddof=1))
     if not sd > 0:
         raise _Skip("the outcome does not vary")
-    seed = int(plan.get("mnar_seed", DEFAULT_SEED))
-    # A seed per outcome (stable across runs and across the order of outcomes).
-    rng = np.random.default_rng([seed, *outcome.encode()])
-    positions, draws = _impute(grid, outcome, formula, re_formula, m=m, rng=rng)
-    sign = -1.0 if good_high else 1.0
     prev = previous_positions(grid, waves)
     outcome_lags = [c for c in grid.columns if c == f"{outcome}_lag"]
     observed = grid[outcome].to_numpy(dtype=float)
+
+    def with_outcome(y: np.ndarray) -> pd.DataFrame:
+        frame = grid.copy()
+        frame[outcome] = y
+        for column in outcome_lags:
+            frame[column] = np.where(prev >= 0, y[np.maximum(prev, 0)], np.nan)
+        return frame
+
+    # The imputation model's terms are built over every row with usage, answered or not: a
+    # placeholder outcome keeps the unanswered rows in the frame, and is removed again (the
+    # terms built from the outcome itself are not in the imputation formula).
+    frame, formula = prepare(with_outcome(np.nan_to_num(observed)), outcome, model, True)
+    frame = frame.copy()
+    frame[outcome] = observed[frame.index.to_numpy()]
+    seed = int(plan.get("mnar_seed", DEFAULT_SEED))
+    # A seed per outcome (stable across runs and across the order of outcomes).
+    rng = np.random.default_rng([seed, *outcome.encode()])
+    imp_formula = _imputation_formula(formula, outcome)
+    positions, draws = _impute(frame, outcome, imp_formula, re_formula, m=m, rng=rng)
+    sign = -1.0 if good_high else 1.0
 
     def completed(values: np.ndarray) -> np.ndarray:
         y = observed.copy()
         y[positions] = values
         return y
 
-    def prepared(y: np.ndarray) -> pd.DataFrame:
-        frame = grid.copy()
-        frame[outcome] = y
-        for column in outcome_lags:
-            frame[column] = np.where(prev >= 0, y[np.maximum(prev, 0)], np.nan)
-        return centre(frame, formula, re_formula, recompute=True)
-
     # The variance parameters come from one full fit (first completed data set under MAR) and
     # are held there; β and σ² are re-estimated in every completed data set by GLS. Why: a full
     # fit per data set (m × len(δ) of them) would add seconds to every report, and δ moves the
     # fixed effects far more than the variance ratios.
-    first = prepared(completed(draws[0]))
+    first, formula = prepare(with_outcome(completed(draws[0])), outcome, model, True)
     reference = _fit_with_fallback(first, formula, re_formula)
     if term not in reference.fixed:
         raise _Skip(f"the model has no term {term!r}")
@@ -706,6 +784,7 @@ def sensitivity_analyses(
     outcomes = list((results.get("plan") or {}).get("outcomes") or plan.get("outcomes") or [])
     per_outcome = results.get("outcomes") or {}
     models = {o: (per_outcome.get(o) or {}).get(model_key) or {} for o in outcomes}
+    prepare = preparer(plan, model_key)
     entries: list[dict[str, Any]] = []
 
     def no_term(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -725,7 +804,7 @@ def sensitivity_analyses(
         no_term
         if term is None
         else lambda e: _per_outcome(
-            e, outcomes, models, lambda o, m: _exclude_baseline(linked, m, term)
+            e, outcomes, models, lambda o, m: _exclude_baseline(linked, o, m, term, prepare)
         ),
     )
 
@@ -755,7 +834,7 @@ def sensitivity_analyses(
         def alt(o: str, m: Mapping[str, Any], re_formula: str = re_formula) -> dict[str, Any]:
             if _compact(m["re_formula"]) == _compact(re_formula):
                 raise _Skip(f"the primary model already uses {re_formula}")
-            return _alternative_re(linked, m, term, re_formula)
+            return _alternative_re(linked, o, m, term, re_formula, prepare)
 
         entries += _guard(entry, lambda e, alt=alt: _per_outcome(e, outcomes, models, alt))
 
@@ -772,7 +851,9 @@ def sensitivity_analyses(
         robust,
         no_term
         if term is None
-        else lambda e: _per_outcome(e, outcomes, models, lambda o, m: _robust(linked, m, term)),
+        else lambda e: _per_outcome(
+            e, outcomes, models, lambda o, m: _robust(linked, o, m, term, prepare)
+        ),
     )
 
     # 4. MNAR delta adjustment (one entry per δ)
@@ -811,7 +892,7 @@ def sensitivity_analyses(
                     raise _Skip(
                         "the primary model was not fitted: " + str(model.get("error", "absent"))
                     )
-                rows = _mnar(data, outcome, model, term, plan, deltas)
+                rows = _mnar(data, outcome, model, term, plan, deltas, prepare)
             except (_Skip, ValueError, np.linalg.LinAlgError, ArithmeticError) as exc:
                 message = str(exc).splitlines()[0] or type(exc).__name__
                 rows = [{"error": message}] * len(deltas)

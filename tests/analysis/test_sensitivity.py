@@ -373,3 +373,71 @@ def test_a_lagged_primary_model_gets_its_outcome_lag_recomputed_from_the_imputat
     assert entries["mnar_delta_1sd"]["outcomes"][OUTCOME]["n_imputed"] > 0
     assert "re_intercept" not in entries  # the primary already is a random-intercept model
     assert "estimate" in entries["re_slope_time"]["outcomes"][OUTCOME]
+
+
+def test_the_plan_modules_model_frame_builds_the_terms_when_it_has_one(monkeypatch):
+    # given: a plan module whose primary model uses log usage (as a usage transform does),
+    # built by its own model_frame
+    from analysis import plan as plan_module
+
+    def model_frame(data, outcome, plan, *, lagged):
+        frame = data.dropna(subset=[outcome, "messages_sent"]).copy()
+        frame["messages_sent"] = np.log1p(frame["messages_sent"])
+        mean = frame.groupby("participant")["messages_sent"].transform("mean")
+        frame["messages_sent_within"] = frame["messages_sent"] - mean
+        frame["messages_sent_between"] = mean
+        formula = f"{outcome} ~ messages_sent_within + messages_sent_between + wave"
+        return frame, formula, {}
+
+    monkeypatch.setattr(plan_module, "model_frame", model_frame, raising=False)
+    monkeypatch.setattr(plan_module, "PRIMARY_MODEL", "lagged_model", raising=False)
+    grid = cohort(seed=12)
+    linked = linked_of(grid)
+    frame, formula, _ = model_frame(linked, OUTCOME, PLAN, lagged=True)
+    fit = fit_mixedlm(formula, frame, "participant", "~1")
+    fixed = {"messages_sent_within": {"estimate": fit.fixed["messages_sent_within"].estimate}}
+    results = {
+        "plan": {"outcomes": [OUTCOME]},
+        "primary": {"term": "messages_sent_within", "model": "lagged_model"},
+        "outcomes": {
+            OUTCOME: {
+                "lagged_model": {
+                    "formula": formula,
+                    "re_formula": "~1",
+                    "fixed": fixed,
+                    "n_obs": fit.n_obs,
+                }
+            }
+        },
+    }
+    # when
+    by_key = entries_by_key(sensitivity_analyses(linked, PLAN, results, grid=grid))
+    # then: the robust entry is on the log scale (the primary's estimate), not the raw one
+    robust = by_key["cluster_robust"]["outcomes"][OUTCOME]
+    assert robust["estimate"] == pytest.approx(fit.fixed["messages_sent_within"].estimate)
+    assert robust["model_se"] == pytest.approx(fit.fixed["messages_sent_within"].se)
+    # and excluding baseline refits on log usage centred over the follow-up rows
+    follow, _, _ = model_frame(linked[linked["wave"] > 0], OUTCOME, PLAN, lagged=True)
+    by_hand = fit_mixedlm(formula, follow, "participant", "~1")
+    row = by_key["exclude_baseline"]["outcomes"][OUTCOME]
+    assert row["estimate"] == pytest.approx(by_hand.fixed["messages_sent_within"].estimate)
+    assert "estimate" in by_key["mnar_delta_0sd"]["outcomes"][OUTCOME]
+
+
+def test_excluding_baseline_says_so_when_the_primary_never_used_it():
+    # given: a primary fitted on follow-up rows only (as a lagged model with a pre-enrolment
+    # baseline window is)
+    grid = cohort(seed=13)
+    linked = linked_of(grid)
+    follow = linked[linked["wave"] > 0].copy()
+    mean = follow.groupby("participant")["messages_sent"].transform("mean")
+    linked.loc[follow.index, "messages_sent_within"] = follow["messages_sent"] - mean
+    linked.loc[follow.index, "messages_sent_between"] = mean
+    linked.loc[linked["wave"] == 0, ["messages_sent_within", "messages_sent_between"]] = np.nan
+    results = run_plan(linked, {**PLAN, "random_effects": "~1"})
+    # when
+    row = entries_by_key(sensitivity_analyses(linked, PLAN, results))["exclude_baseline"][
+        "outcomes"
+    ][OUTCOME]
+    # then
+    assert row["note"] == "same rows and estimate as the primary: it does not use the baseline"
