@@ -114,3 +114,27 @@ def test_it_refuses_a_single_cluster():
     X = np.ones((4, 1))
     with pytest.raises(ValueError, match="at least 2 clusters"):
         cr2_vcov(X, np.arange(4.0), np.array(["a"] * 4))
+
+
+def test_cr2_is_exactly_unbiased_when_the_working_covariance_is_true():
+    # given: a design, clusters of unequal size and a working covariance Φ (random intercept
+    # and slope); residuals e = (I − H)y have covariance Φ − XMXᵀ when Var(y) = Φ
+    rng = np.random.default_rng(5)
+    sizes = [2, 3, 5, 4, 3, 2]
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    n = clusters.size
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.integers(0, 4, size=n)])
+    Z = np.column_stack([np.ones(n), X[:, 2]])
+    re_cov = np.array([[0.8, 0.1], [0.1, 0.3]])
+    Phi = block_diag(*[Z[clusters == g] @ re_cov @ Z[clusters == g].T for g in range(6)])
+    Phi += np.eye(n)
+    M = np.linalg.inv(X.T @ np.linalg.inv(Phi) @ X)
+    S = Phi - X @ M @ X.T
+    values, vectors = np.linalg.eigh(S)
+    root = vectors * np.sqrt(np.clip(values, 0, None))
+    # when: E[V_CR2] = Σ_k V_CR2(e_k) over the columns e_k of a square root of Cov(e)
+    expected = sum(
+        cr2_vcov(X, root[:, k], clusters, re_design=Z, re_cov=re_cov)[0] for k in range(n)
+    )
+    # then: the model-based covariance M (Bell & McCaffrey 2002's defining property of CR2)
+    assert expected == pytest.approx(M, rel=1e-8, abs=1e-12)
