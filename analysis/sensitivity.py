@@ -755,12 +755,26 @@ def _per_outcome(
     return entry
 
 
-def _guard(entry: dict[str, Any], build: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]]:
+def _fail(entries: Sequence[dict[str, Any]], outcomes: Sequence[str], exc: Exception) -> None:
+    """Mark entries as failed: the entry's "error", repeated on every outcome without a result
+    so that a table listing outcome rows shows it too."""
+    message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    for entry in entries:
+        entry["error"] = message
+        for outcome in outcomes:
+            entry["outcomes"].setdefault(outcome, {"error": message})
+
+
+def _guard(
+    entry: dict[str, Any],
+    outcomes: Sequence[str],
+    build: Callable[[dict[str, Any]], Any],
+) -> list[dict[str, Any]]:
     """Run one analysis; any failure becomes the entry's "error" instead of stopping the run."""
     try:
         result = build(entry)
     except Exception as exc:  # the report must come out even if a sensitivity analysis breaks
-        entry["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        _fail([entry], outcomes, exc)
         return [entry]
     return result if isinstance(result, list) else [entry]
 
@@ -801,12 +815,16 @@ def sensitivity_analyses(
     )
     entries += _guard(
         base,
+        outcomes,
         no_term
         if term is None
         else lambda e: _per_outcome(
             e, outcomes, models, lambda o, m: _exclude_baseline(linked, o, m, term, prepare)
         ),
     )
+    # Per-outcome notes also in the entry's note, which is what a report prints under a table.
+    notes = [f"{o}: {r['note']}." for o, r in base["outcomes"].items() if r.get("note")]
+    base["note"] = " ".join([base["note"], *notes]).strip()
 
     # 2. Alternative random-effect structures
     first = next((m for m in models.values() if "re_formula" in m), None)
@@ -836,7 +854,9 @@ def sensitivity_analyses(
                 raise _Skip(f"the primary model already uses {re_formula}")
             return _alternative_re(linked, o, m, term, re_formula, prepare)
 
-        entries += _guard(entry, lambda e, alt=alt: _per_outcome(e, outcomes, models, alt))
+        entries += _guard(
+            entry, outcomes, lambda e, alt=alt: _per_outcome(e, outcomes, models, alt)
+        )
 
     # 3. Cluster-robust standard errors
     robust = _entry(
@@ -849,6 +869,7 @@ def sensitivity_analyses(
     )
     entries += _guard(
         robust,
+        outcomes,
         no_term
         if term is None
         else lambda e: _per_outcome(
@@ -904,8 +925,7 @@ def sensitivity_analyses(
         try:
             entries += mnar(mnar_entries[0])
         except Exception as exc:  # never stop the run for a sensitivity analysis
-            for e in mnar_entries:
-                e["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _fail(mnar_entries, outcomes, exc)
             entries += mnar_entries
     return entries
 

@@ -262,6 +262,8 @@ def test_a_failing_analysis_is_reported_as_an_error_and_the_others_still_run(mon
     by_key = entries_by_key(sensitivity_analyses(linked, PLAN, results, grid=grid))
     # then
     assert by_key["cluster_robust"]["error"] == "RuntimeError: boom"
+    # (repeated on the outcome rows, which is what a report's table lists)
+    assert by_key["cluster_robust"]["outcomes"][OUTCOME] == {"error": "RuntimeError: boom"}
     assert "error" not in by_key["exclude_baseline"]
     assert "estimate" in by_key["mnar_delta_0sd"]["outcomes"][OUTCOME]
 
@@ -441,3 +443,6 @@ def test_excluding_baseline_says_so_when_the_primary_never_used_it():
     ][OUTCOME]
     # then
     assert row["note"] == "same rows and estimate as the primary: it does not use the baseline"
+    assert entries_by_key(sensitivity_analyses(linked, PLAN, results))["exclude_baseline"][
+        "note"
+    ] == (f"{OUTCOME}: same rows and estimate as the primary: it does not use the baseline.")
