@@ -19,6 +19,7 @@ from analysis.features import daily_features
 from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
+from analysis.sensitivity import sensitivity_from_frames
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
 
@@ -80,6 +81,24 @@ def analyse(
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+    # Sensitivity analyses (analysis/sensitivity.py); the grid of missed occasions is linked
+    # with exactly the arguments of the call above (and the same covariates), so keep the two
+    # in step.
+    def link(responses: pd.DataFrame) -> pd.DataFrame:
+        return carry_participant_covariates(
+            link_usage_to_outcomes(
+                daily,
+                frames.participants,
+                responses,
+                window_days=int(plan.get("window_days", 7)),
+                predictors=plan.get("predictors") or None,
+            ),
+            frames.participants,
+        )
+
+    results["sensitivity"] = sensitivity_from_frames(
+        link, frames.responses, frames.invitations, linked, plan, results
+    )
     # Keep last: any p-value a later section added is exploratory unless in the primary family.
     label_exploratory(results)
     return Analysis(daily=daily, linked=linked, attrition=attrition, results=results)
