@@ -81,6 +81,7 @@ def analyse(
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+
     # Sensitivity analyses (analysis/sensitivity.py); the grid of missed occasions is linked
     # with exactly the arguments of the call above (and the same covariates), so keep the two
     # in step.
