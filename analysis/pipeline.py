@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.features import daily_features
 from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.plan import run_plan
+from analysis.supplement import table1, usage_window_observed
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
 
@@ -73,8 +74,16 @@ def analyse(
         window_days=int(plan.get("window_days", 7)),
         predictors=plan.get("predictors") or None,
     )
+    linked["usage_window_observed"] = usage_window_observed(linked, frames.participants)
     attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+    results["table1"] = table1(
+        frames.participants,
+        daily=daily,
+        invitations=frames.invitations,
+        linked=linked,
+        outcomes=list(plan.get("outcomes", [])),
+    )
     return Analysis(daily=daily, linked=linked, attrition=attrition, results=results)
