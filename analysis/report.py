@@ -214,10 +214,11 @@ def model_means_figure(name: str, outcome: str, means: list[Mapping[str, Any]]) 
     for arm, part in frame.groupby("arm", sort=True):
         part = part.sort_values("wave")
         waves = pd.to_numeric(part["wave"], errors="coerce")
-        ax.plot(waves, part["estimate"], marker="o", label=str(arm))
-        ax.fill_between(
-            waves, part["ci_low"].astype(float), part["ci_high"].astype(float), alpha=0.2
-        )
+        ax.plot(waves, part["estimate"].astype(float), marker="o", label=str(arm))
+        if {"ci_low", "ci_high"} <= set(part.columns):  # another analysis may give no CI
+            low = pd.to_numeric(part["ci_low"], errors="coerce")
+            high = pd.to_numeric(part["ci_high"], errors="coerce")
+            ax.fill_between(waves, low, high, alpha=0.2)
     ax.set_xlabel("wave")
     ax.set_ylabel(outcome)
     ax.legend(fontsize=8)
