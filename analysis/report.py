@@ -499,7 +499,8 @@ def _table1_view(table1: Mapping[str, Any] | None) -> dict[str, Any] | None:
         suffix = {"mean_sd": "mean (SD)", "median_iqr": "median [IQR]", "count": "n (%)"}
         sections[-1]["rows"].append(
             {
-                "label": f"{label}, {suffix.get(row['stat'], '')}",
+                # "n" of the participants row is a bare count (no share to show).
+                "label": label if label == "n" else f"{label}, {suffix.get(row['stat'], '')}",
                 "cells": [cell(row["stat"], row["values"].get(g)) for g in groups],
             }
         )
