@@ -247,3 +247,32 @@ def test_a_report_from_a_simulated_study_has_every_supplement_section(simulated_
         assert marker in html
     assert 'data-p-method="Satterthwaite t"' in html
     assert "<th>standardised (scale)</th>" in html
+
+
+def test_rows_left_out_are_counted_once_under_their_first_reason():
+    # given: 30 people x 5 occasions; usage missing at baseline (window before enrolment), the
+    # lagged outcome missing at baseline and at wave 2 for everyone, 7 outcomes missing
+    _, linked = cohort()
+    linked.loc[linked["wave"] == 0, ["messages_sent_within", "messages_sent_between"]] = np.nan
+    linked.loc[linked.index[[6, 7, 11, 12, 16, 21, 26]], "who5.percentage"] = np.nan
+    linked["who5_lag"] = linked.groupby("participant")["who5.percentage"].shift(1)
+    linked.loc[linked["wave"] == 2, "who5_lag"] = np.nan
+    plan = {**PLAN, "covariates": ["who5_lag"], "arm_by_time": False}
+    # when
+    results = run_plan(linked, plan)
+    model = results["outcomes"]["who5.percentage"]["usage_model"]
+    # then: baselines count as "no usage window" (not as "no previous occasion"), the wave-2
+    # rows as lag, and each missing outcome once, whatever else its row misses
+    reasons = {r["reason"]: r["n"] for r in model["exclusions"]["reasons"]}
+    # missing outcomes at p1 w1-2, p2 w1-2, p3-p5 w1 (none at baseline); lag: the 28 other
+    # wave-2 rows plus p1 w3 and p2 w3 (their previous outcome is missing)
+    assert reasons == {
+        "missing outcome": 7,
+        "no usage window (before enrolment) or usage undefined": 30,
+        "no previous occasion (lagged term)": 30,
+    }
+    assert model["exclusions"]["n_input"] == 150
+    assert model["exclusions"]["n_used"] == model["n_obs"] == 83
+    html = render_report(results, {}, {"title": "T", "study": "s"})
+    row = html.split('data-table="exclusions">', 1)[1].split("</table>", 1)[0]
+    assert "<td>who5.percentage</td><td>Within/between-person usage model</td><td>150</td>" in row
