@@ -354,9 +354,15 @@ class ProfiledDeviance:
         ev = self.evaluate(theta)
         return ev.deviance, ev.gradient
 
-    def evaluate(self, theta: np.ndarray, *, gradient: bool = True) -> _Evaluation:
+    def evaluate(
+        self, theta: np.ndarray, *, gradient: bool = True, sigma2: float | None = None
+    ) -> _Evaluation:
         """Everything at ``theta``; ``gradient=False`` skips the gradient (about half the work)
-        for callers that only need the deviance's pieces (the Satterthwaite derivatives)."""
+        for callers that only need the deviance's pieces (the Satterthwaite derivatives).
+
+        With ``sigma2`` the gradient is that of the deviance at a *fixed* residual variance,
+        ``log|M| (+ log|A|) + r²(θ)/σ²`` (σ not profiled out), which the profile-likelihood
+        intervals of :mod:`analysis.stats.profile_ci` need; ``deviance`` is unchanged."""
         self.evaluations += 1
         s = self.suff
         n, p, q = s.n, s.p, self.q
@@ -406,7 +412,8 @@ class ProfiledDeviance:
         # Hᵢ = Mᵢ⁻¹Λᵀ, Pᵢᵀ = I − ZᵢᵀZᵢΛMᵢ⁻¹Λᵀ (derived from Woodbury; checked against finite
         # differences in the tests). The deviance depends on Q through N : dQ with N below.
         w = np.append(-delta, 1.0)
-        N = (dof / pwrss) * np.outer(w, w)
+        # d r²/dQ = w wᵀ; the profiled deviance weighs it by dof/r², a fixed σ² by 1/σ².
+        N = (dof / pwrss if sigma2 is None else 1.0 / sigma2) * np.outer(w, w)
         if self.reml:
             N[:p, :p] += _chol_solve(chol_A, np.eye(p))
         PtU = U - _bmm(SL, HU)
