@@ -18,7 +18,9 @@ a summary.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ __all__ = [
     "model_supplement",
     "table1",
     "usage_window_observed",
+    "without_model_supplement",
 ]
 
 OBSERVED = "usage_window_observed"
@@ -132,9 +135,24 @@ def exclusions(result: MixedLMResult) -> dict[str, Any]:
     }
 
 
+_SUPPLEMENT_ON: ContextVar[bool] = ContextVar("model_supplement_on", default=True)
+
+
+@contextmanager
+def without_model_supplement() -> Iterator[None]:
+    """Fits summarised inside this block get no extras (the profile-likelihood intervals cost
+    a few times the fit): for callers that refit many times and read only the estimates,
+    e.g. multiple imputation or a simulation benchmark."""
+    token = _SUPPLEMENT_ON.set(False)
+    try:
+        yield
+    finally:
+        _SUPPLEMENT_ON.reset(token)
+
+
 def model_supplement(result: MixedLMResult) -> dict[str, Any]:
     """The reviewer's extras for one fit (keys added to its :func:`fit_summary` dict)."""
-    if result.design is None:
+    if result.design is None or not _SUPPLEMENT_ON.get():
         return {}
     out: dict[str, Any] = {
         "r2": _guarded(lambda: nakagawa_r2(result)),

@@ -276,3 +276,15 @@ def test_rows_left_out_are_counted_once_under_their_first_reason():
     html = render_report(results, {}, {"title": "T", "study": "s"})
     row = html.split('data-table="exclusions">', 1)[1].split("</table>", 1)[0]
     assert "<td>who5.percentage</td><td>Within/between-person usage model</td><td>150</td>" in row
+
+
+def test_refits_inside_without_model_supplement_carry_no_extras():
+    from analysis.supplement import without_model_supplement
+
+    _, linked = cohort()
+    with without_model_supplement():
+        bare = run_plan(linked, PLAN)["outcomes"]["who5.percentage"]["usage_model"]
+    full = run_plan(linked, PLAN)["outcomes"]["who5.percentage"]["usage_model"]
+    assert "variance_ci" not in bare and "r2" not in bare
+    assert "variance_ci" in full and "r2" in full
+    assert bare["fixed"] == full["fixed"]
