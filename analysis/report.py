@@ -38,7 +38,7 @@ import pandas as pd
 from django.template import Context, Engine
 from django.utils.safestring import mark_safe
 
-from analysis.supplement import DOSE_RULE, EXCLUSION_REASONS, exclusion_rows
+from analysis.supplement import DOSE_RULE, EXCLUSION_REASONS, dose_rows, exclusion_rows
 
 __all__ = ["FIGURES", "render_report"]
 
@@ -145,6 +145,13 @@ def trajectory_figure(linked: pd.DataFrame, outcomes: list[str]) -> dict[str, st
     )
 
 
+def within_figure_rows(linked: pd.DataFrame, predictor: str, outcome: str) -> pd.DataFrame:
+    """The rows the within-person figure draws: outcome and usage present and the usage window
+    observed (after enrolment), so no point is a "zero use" that was really "not started"."""
+    rows = dose_rows(linked, predictor)
+    return rows[["participant", predictor, outcome]].dropna()
+
+
 def within_slope_figure(
     linked: pd.DataFrame, outcomes: list[str], predictor: str | None
 ) -> dict[str, str]:
@@ -155,12 +162,9 @@ def within_slope_figure(
     present = [o for o in outcomes if o in linked.columns]
     if not present:
         return _empty("within_slopes", alt, "No outcome data yet.")
-    observed = linked
-    if "usage_window_observed" in linked:
-        observed = linked[linked["usage_window_observed"].astype(bool)]
     fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.5), squeeze=False)
     for ax, outcome in zip(axes[0], present, strict=True):
-        frame = observed[["participant", predictor, outcome]].dropna()
+        frame = within_figure_rows(linked, predictor, outcome)
         # Centred over the plotted rows themselves, so a left-out row moves no one's mean.
         x = frame[predictor] - frame.groupby("participant")[predictor].transform("mean")
         y = frame[outcome] - frame.groupby("participant")[outcome].transform("mean")

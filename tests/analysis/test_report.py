@@ -288,3 +288,16 @@ def test_refits_inside_without_model_supplement_carry_no_extras():
     assert "variance_ci" not in bare and "r2" not in bare
     assert "variance_ci" in full and "r2" in full
     assert bare["fixed"] == full["fixed"]
+
+
+def test_the_within_person_figure_draws_only_observed_usage_windows():
+    from analysis.report import within_figure_rows
+
+    participants, linked = cohort()
+    linked["usage_window_observed"] = usage_window_observed(linked, participants)
+    linked.loc[6, "messages_sent"] = np.nan  # p01 at wave 1: a follow-up without usage
+    rows = within_figure_rows(linked, "messages_sent", "who5.percentage")
+    # no baseline (window before enrolment, usage 0 by the old linking), no missing usage
+    assert len(rows) == 119
+    assert (linked.loc[rows.index, "wave"] > 0).all()
+    assert rows["messages_sent"].min() >= 5
