@@ -431,16 +431,25 @@ def arm_contrasts(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, An
         else []
     )
     covariates = [c for c in plan.get("covariates", []) or [] if c not in strata]
-    return {
-        outcome: fit_arm_contrast(
-            linked,
-            outcome,
-            method=settings["method"],
-            reference=settings["reference"],
-            end_wave=settings["end_wave"],
-            covariates=covariates,
-            strata=strata,
-            random_effects=settings["random_effects"],
-        )
-        for outcome in plan.get("outcomes", [])
-    }
+    contrasts = {}
+    for outcome in plan.get("outcomes", []):
+        try:
+            contrasts[outcome] = fit_arm_contrast(
+                linked,
+                outcome,
+                method=settings["method"],
+                reference=settings["reference"],
+                end_wave=settings["end_wave"],
+                covariates=covariates,
+                strata=strata,
+                random_effects=settings["random_effects"],
+            )
+        except (ValueError, np.linalg.LinAlgError, ArithmeticError) as exc:
+            # e.g. an outcome name the formula parser refuses: reported, never a failed run
+            contrasts[outcome] = {
+                "method": settings["method"],
+                "estimand": ESTIMANDS[settings["method"]],
+                "outcome": outcome,
+                "error": str(exc),
+            }
+    return contrasts

@@ -20,6 +20,7 @@ from analysis.linking import attrition_summary, link_usage_to_outcomes
 from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
 from analysis.sensitivity import sensitivity_from_frames
+from analysis.supplement import table1, usage_window_observed
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
 
@@ -77,10 +78,18 @@ def analyse(
         predictors=plan.get("predictors") or None,
     )
     linked = carry_participant_covariates(linked, frames.participants)
+    linked["usage_window_observed"] = usage_window_observed(linked, frames.participants)
     attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+    results["table1"] = table1(
+        frames.participants,
+        daily=daily,
+        invitations=frames.invitations,
+        linked=linked,
+        outcomes=list(plan.get("outcomes", [])),
+    )
 
     # Sensitivity analyses (analysis/sensitivity.py); the grid of missed occasions is linked
     # with exactly the arguments of the call above (and the same covariates), so keep the two

@@ -39,6 +39,7 @@ from analysis.multiplicity import apply_multiplicity
 from analysis.stats.mixedlm import P_METHOD, MixedLMResult, UnidentifiableModelError, fit_mixedlm
 from analysis.stats.models import dose_response
 from analysis.stats.multiple import bh_adjust
+from analysis.supplement import DOSE_RULE, dose_rows, model_supplement
 
 __all__ = ["MIN_GROUPS", "fit_summary", "model_formulas", "run_plan"]
 
@@ -91,6 +92,7 @@ def fit_summary(result: MixedLMResult) -> dict[str, Any]:
         "n_dropped": result.n_dropped,
         "converged": bool(result.converged),
         "singular": bool(result.singular),
+        **model_supplement(result),  # R², effect sizes, VC CIs, diagnostics (analysis/supplement)
     }
 
 
@@ -150,12 +152,16 @@ def _fit(data: pd.DataFrame, formula: str, re_formula: str) -> dict[str, Any]:
 
 
 def _dose(linked: pd.DataFrame, outcome: str, usage: str) -> dict[str, Any]:
+    rows = dose_rows(linked, usage)  # never bins a window before enrolment (low use ≠ not yet)
     try:
-        bins = dose_response(linked, outcome=outcome, usage=usage, bins=4, groups=GROUPS)
+        bins = dose_response(rows, outcome=outcome, usage=usage, bins=4, groups=GROUPS)
     except ValueError as exc:
-        return {"usage": usage, "error": str(exc), "bins": []}
+        return {"usage": usage, "error": str(exc), "bins": [], "rule": DOSE_RULE}
     return {
         "usage": usage,
+        "rule": DOSE_RULE,
+        "n_rows": len(rows),
+        "n_excluded": len(linked) - len(rows),
         "bins": [
             {
                 "label": b.label,

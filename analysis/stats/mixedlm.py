@@ -52,6 +52,7 @@ __all__ = [
     "ContrastTest",
     "FixedEffect",
     "MixedLMResult",
+    "ModelDesign",
     "UnidentifiableModelError",
     "fit_mixedlm",
     "main",
@@ -112,6 +113,25 @@ def _t_test(estimate: float, se: float, df: float) -> tuple[float, float, float,
     return float(t), p, float(estimate - half), float(estimate + half)
 
 
+@dataclass(frozen=True)
+class ModelDesign:
+    """The rows and matrices a fit used, kept so post-fit summaries (R², residual diagnostics,
+    predicted means, excluded rows: :mod:`analysis.stats.supplement`) need not refit or guess.
+
+    ``dropped`` counts the input rows left out, by the tuple of used columns they miss.
+    """
+
+    frame: pd.DataFrame  # the complete rows, used columns only
+    X: np.ndarray
+    y: np.ndarray
+    Z: np.ndarray
+    codes: np.ndarray  # group index of each row, into ``MixedLMResult.blups``
+    response: str
+    n_input: int
+    dropped: dict[tuple[str, ...], int]
+    suff: SufficientStats
+
+
 @dataclass
 class MixedLMResult:
     """Everything a fit reports. Variances are on the data scale (not relative to σ²)."""
@@ -144,6 +164,7 @@ class MixedLMResult:
     fixed_names: list[str] = field(default_factory=list)
     satterthwaite: Satterthwaite | None = field(default=None, repr=False)
     p_method: str = P_METHOD
+    design: ModelDesign | None = field(default=None, repr=False)
 
     def contrast(self, L: Sequence[float] | np.ndarray) -> ContrastTest:
         """Satterthwaite t test of ``L'β = 0``, ``L`` ordered as :attr:`fixed_names`."""
@@ -333,9 +354,15 @@ class ProfiledDeviance:
         ev = self.evaluate(theta)
         return ev.deviance, ev.gradient
 
-    def evaluate(self, theta: np.ndarray, *, gradient: bool = True) -> _Evaluation:
+    def evaluate(
+        self, theta: np.ndarray, *, gradient: bool = True, sigma2: float | None = None
+    ) -> _Evaluation:
         """Everything at ``theta``; ``gradient=False`` skips the gradient (about half the work)
-        for callers that only need the deviance's pieces (the Satterthwaite derivatives)."""
+        for callers that only need the deviance's pieces (the Satterthwaite derivatives).
+
+        With ``sigma2`` the gradient is that of the deviance at a *fixed* residual variance,
+        ``log|M| (+ log|A|) + r²(θ)/σ²`` (σ not profiled out), which the profile-likelihood
+        intervals of :mod:`analysis.stats.profile_ci` need; ``deviance`` is unchanged."""
         self.evaluations += 1
         s = self.suff
         n, p, q = s.n, s.p, self.q
@@ -385,7 +412,8 @@ class ProfiledDeviance:
         # Hᵢ = Mᵢ⁻¹Λᵀ, Pᵢᵀ = I − ZᵢᵀZᵢΛMᵢ⁻¹Λᵀ (derived from Woodbury; checked against finite
         # differences in the tests). The deviance depends on Q through N : dQ with N below.
         w = np.append(-delta, 1.0)
-        N = (dof / pwrss) * np.outer(w, w)
+        # d r²/dQ = w wᵀ; the profiled deviance weighs it by dof/r², a fixed σ² by 1/σ².
+        N = (dof / pwrss if sigma2 is None else 1.0 / sigma2) * np.outer(w, w)
         if self.reml:
             N[:p, :p] += _chol_solve(chol_A, np.eye(p))
         PtU = U - _bmm(SL, HU)
@@ -499,7 +527,8 @@ def fit_mixedlm(
     for column in [*fixed_f.columns, *re_f.columns]:
         if column not in data.columns:
             raise ValueError(f"unknown column {column!r}")
-    kept = complete_rows(data, [*fixed_f.columns, *re_f.columns, groups])
+    used = list(dict.fromkeys([*fixed_f.columns, *re_f.columns, groups]))
+    kept = complete_rows(data, used)
     frame = data.loc[kept]
     if len(frame) == 0:
         raise ValueError("no complete rows to fit")
@@ -582,7 +611,31 @@ def fit_mixedlm(
         blups=blups,
         fixed_names=list(x_names),
         satterthwaite=sat,
+        design=ModelDesign(
+            frame=frame[used],
+            X=X,
+            y=y,
+            Z=Z,
+            codes=codes,
+            response=fixed_f.response,
+            n_input=len(data),
+            dropped=_dropped_patterns(data.loc[~kept, used]),
+            suff=suff,
+        ),
     )
+
+
+def _dropped_patterns(missing_rows: pd.DataFrame) -> dict[tuple[str, ...], int]:
+    """Rows left out, counted by which used columns they miss (a handful of patterns)."""
+    if len(missing_rows) == 0:
+        return {}
+    flags = missing_rows.isna()
+    counts = flags.value_counts(sort=False)
+    columns = list(flags.columns)
+    return {
+        tuple(c for c, missing in zip(columns, key, strict=True) if missing): int(n)
+        for key, n in counts.items()
+    }
 
 
 def _check_identifiable(n: int, n_groups: int, q: int, groups: str, re_formula: str) -> None:

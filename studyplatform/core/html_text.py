@@ -1,8 +1,9 @@
-"""Escaping text into generated HTML and SVG (the console's charts, the analysis report).
+"""Escaping text into generated HTML and SVG (the console's charts).
 
 Those documents are built as strings, not Django templates (they are pure functions, usable
-without a configured Django, and the report is one self-contained file), so they escape every
-piece of text themselves, through this one function. Pure Python (no Django).
+without a configured Django), so they escape every piece of text themselves, through this one
+function; its output equals Django's autoescaping, which the analysis report (templates rendered
+by a standalone engine) relies on. Pure Python (no Django).
 """
 
 from __future__ import annotations
