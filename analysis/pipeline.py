@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.features import daily_features
-from analysis.linking import attrition_summary, link_usage_to_outcomes
+from analysis.linking import attrition_summary, link_usage_to_outcomes, pre_enrollment_daily
 from analysis.plan import run_plan
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
@@ -66,12 +66,20 @@ def analyse(
         text=text,
     )
     begin("linking")
+    # Imported (pre-enrolment) history is a baseline covariate (<x>_pre), never a window.
+    pre_daily = pre_enrollment_daily(
+        frames.messages,
+        frames.participants,
+        session_gap_minutes=float(plan.get("session_gap_minutes", 30)),
+    )
     linked = link_usage_to_outcomes(
         daily,
         frames.participants,
         frames.responses,
         window_days=int(plan.get("window_days", 7)),
         predictors=plan.get("predictors") or None,
+        invitations=frames.invitations,
+        pre_daily=pre_daily,
     )
     attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     begin("models")

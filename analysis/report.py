@@ -326,14 +326,12 @@ def render_report(
     for outcome in outcomes:
         entry = results.get("outcomes", {}).get(outcome, {})
         parts.append(f"<h2>{_e(outcome)}</h2>")
-        if "usage_model" in entry:
-            parts.append(
-                _model_table(
-                    f"usage_model:{outcome}",
-                    entry["usage_model"],
-                    "Within/between-person usage model",
-                )
-            )
+        # The plan labels its usage models (lagged = primary, same-period = association);
+        # "usage_model" is how results stored before the lagged model named the only one.
+        for key in ("lagged_model", "association_model", "usage_model"):
+            if key in entry:
+                label = entry[key].get("label", "Within/between-person usage model")
+                parts.append(_model_table(f"{key}:{outcome}", entry[key], label))
         if "arm_time_model" in entry:
             parts.append(
                 _model_table(

@@ -82,6 +82,8 @@ def usage_frames_load(*, study: Study, codes: Sequence[str], include_pilot: bool
         responses,
         window_days=int(plan.get("window_days", DEFAULT_WINDOW_DAYS)),
         predictors=plan.get("predictors") or None,
+        # Every scheduled occasion, so a lag after a missed survey is missing (as in analyses).
+        invitations=frames.invitations[frames.invitations["participant"].isin(keep)],
     )
     predictors = tuple(
         p for p in (plan.get("predictors") or DEFAULT_PREDICTORS) if f"{p}_within" in waves.columns
