@@ -167,6 +167,10 @@ def usage_waves_rows(
     derived = {f"{p}_{part}" for p in usage.predictors for part in ("within", "between")}
     lagged = {f"{c}_lag" for c in (*usage.scores, *usage.predictors)}
     meta = {"participant", "arm", "entry", "occurrence", "wave", "submitted_at", "start", "end"}
+    # The linking step's helpers for the models (a window before enrolment is already NaN in
+    # every usage column; weeks and occasion are recomputable from the exported dates): known,
+    # not exported.
+    meta |= {"window_before_enrollment", "window_before_enrollment_lag", "weeks", "occasion"}
     _check_columns(
         waves, "usage_waves", meta | set(cb.USAGE_FEATURES) | set(usage.scores) | derived | lagged
     )
