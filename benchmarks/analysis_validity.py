@@ -6,8 +6,9 @@ with the platform's default plan — the code path of a researcher's report. The
 estimate is read where the report reads it (``results["primary"]["term"]`` in the model
 ``results["primary"].get("model", "usage_model")``) and compared with the generator's truth:
 
-* a **lagged** term (its name contains ``lag``: usage in the window before occasion t−1
-  predicting the outcome at t) estimates the generator's lagged within-person effect,
+* a **lagged** term (``results["primary"]["estimand"]`` says ``lagged``, or else the term's
+  name contains ``lag``: usage in the window before occasion t−1 predicting the outcome at t)
+  estimates the generator's lagged within-person effect,
   :meth:`analysis.simulate.CohortSpec.truth`;
 * a **same-period** term (``<x>_within``) has true value 0: the generator has no same-period
   effect, so what such a term shows is association.
@@ -184,11 +185,18 @@ def read_estimates(results: dict[str, Any], outcome: str, predictor: str) -> dic
     term = primary.get("term") or ""
     key = primary.get("model", "usage_model")
     models = results.get("outcomes", {}).get(outcome, {})
+    # A plan may name its estimand; otherwise the term's name says whether it is lagged.
+    lagged = "lag" in str(primary.get("estimand", "")) or is_lagged(term)
     out: dict[str, Any] = {
-        "primary": {"model": key, "term": term, "value": _estimate(models.get(key), term)},
+        "primary": {
+            "model": key,
+            "term": term,
+            "lagged": lagged,
+            "value": _estimate(models.get(key), term),
+        },
         "lagged": None,
     }
-    if not is_lagged(term):
+    if not lagged:
         for lag_key, model in models.items():
             if not isinstance(model, dict):
                 continue
@@ -197,6 +205,7 @@ def read_estimates(results: dict[str, Any], outcome: str, predictor: str) -> dic
                     out["lagged"] = {
                         "model": lag_key,
                         "term": lag_term,
+                        "lagged": True,
                         "value": _estimate(model, lag_term),
                     }
                     break
@@ -251,7 +260,7 @@ def summarise(scenario: Scenario, found: list[dict[str, Any] | None], which: str
     entries = [f[which] for f in found if f is not None and f.get(which)]
     model = entries[0]["model"] if entries else "none"
     term = entries[0]["term"] if entries else ""
-    lagged = which == "lagged" or is_lagged(term)
+    lagged = bool(entries[0].get("lagged", is_lagged(term))) if entries else which == "lagged"
     truth = scenario.spec.truth() if lagged else 0.0
     values = [e["value"] for e in entries if e["value"] is not None]
     est = np.array([v["estimate"] for v in values], dtype=float)
@@ -327,8 +336,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         # fork: workers inherit the imported pipeline instead of re-importing it per task
         pool = multiprocessing.get_context("fork").Pool(args.jobs)
         results = pool.imap_unordered(run_replicate, tasks, chunksize=4)
+    step = max(len(tasks) // 20, 1)
     try:
-        for name, estimates, error, spent in results:
+        for done, (name, estimates, error, spent) in enumerate(results, start=1):
+            if done % step == 0 and out is sys.stdout:
+                # Progress on stderr, so stdout stays the machine-readable figures.
+                print(
+                    f"# {done}/{len(tasks)} replicates, {time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             found[name].append(estimates)
             seconds[name] += spent
             if error and name not in errors:
