@@ -89,7 +89,6 @@ INSTRUMENTS: dict[str, tuple[str, float]] = {
     "who5": ("percentage", 1.0),
     "phq9": ("total", -27 / 100),
 }
-START = pd.Timestamp("2026-01-05")  # local date of the first possible enrolment (a Monday)
 ARMS = ("control", "treatment")
 LOG_RATE_SD = 0.7  # between-person SD of log usage: usage is right-skewed across people
 DRIFT_AR, DRIFT_SD = 0.7, 0.35  # week-to-week variation of a person's use (as simulate_study)
@@ -126,6 +125,7 @@ class CohortSpec:
     usage_mean: float = 4.0  # messages a day for the average person
     arm_effect: float = 0.0  # wellbeing points per week of study in the treatment arm
     timezone: str = "UTC"
+    start: str = "2026-01-05"  # local date of the first possible enrolment (a Monday)
 
     def __post_init__(self) -> None:
         if self.participants < 1:
@@ -355,7 +355,7 @@ def simulate_cohort(spec: CohortSpec, seed: int | np.random.SeedSequence = 0) ->
     latent = latent_days(rng, people, days, spec)
 
     # Enrolment: a local date in the first week and a daytime minute.
-    day0 = START + pd.to_timedelta(rng.integers(0, 7, size=n), unit="D")
+    day0 = pd.Timestamp(spec.start) + pd.to_timedelta(rng.integers(0, 7, size=n), unit="D")
     enrol_minute = rng.uniform(8 * 60, 20 * 60, size=n)
     pid, minutes = message_times(rng, latent.planned, people.night, enrol_minute + 1)
 
