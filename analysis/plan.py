@@ -6,12 +6,13 @@ lists (floats, ints, strings, None) that can be stored in a JSONField as they ar
 
 For every outcome ``y`` in ``plan["outcomes"]`` (estimands in plain words: docs/analysis.md):
 
-* **lagged model** (``lagged_model``, the PRIMARY usage model):
-  ``y ~ x1_lag_within + x1_lag_between + … + y_lag_within + y_lag_between (+ covariates) +
-  time`` — usage in the window before the previous occasion (t − 1) predicting the outcome at
-  t, adjusted for the outcome at t − 1 (itself split into person mean and deviation).
-  ``x_lag_within`` is the lagged within-person effect; its tests are cluster-robust (CR2,
-  :func:`cluster_robust`), the model-based ones are kept in ``fixed_model``;
+* **lagged model** (``lagged_model``, the PRIMARY usage model): usage in the window before
+  the previous occasion (t − 1) and the outcome's change from t − 1 to t,
+  ``y_change ~ x1_lag_within + x1_lag_between + … (+ covariates) + time`` (default
+  ``lagged_outcome: change``), or with ``lagged_outcome: adjust`` the outcome at t adjusted for
+  the outcome at t − 1 split into person mean and deviation. ``x_lag_within`` is the lagged
+  within-person effect; its tests are cluster-robust (CR2, :func:`cluster_robust`), the
+  model-based ones are kept in ``fixed_model``;
 * **association model** (``association_model``, SECONDARY): the same-period association
   ``y ~ x1_within + x1_between + … (+ covariates) + time``. Its window overlaps the recall
   period of the questionnaire, so it cannot tell use → mood from mood → use: it is labelled an
@@ -78,6 +79,11 @@ PRIMARY_MODEL = "lagged_model"
 SECONDARY_MODEL = "association_model"
 
 TIME_MODELS = ("categorical", "linear", "spline")
+# How the lagged model uses the outcome at t − 1: "change" models y(t) − y(t−1), "adjust" puts
+# y(t−1) (person mean and deviation) on the right-hand side. docs/analysis.md says why the
+# default is what it is (the validity benchmark under reverse causation and recall overlap).
+LAGGED_OUTCOMES = ("change", "adjust")
+DEFAULT_LAGGED_OUTCOME = "change"
 TRANSFORMS = ("log1p", "rank", "none")
 # log1p is for right-skewed non-negative counts and rates; shares and ratios stay as they are.
 LOG_COLUMNS = frozenset(COUNT_COLUMNS) - {"share_days_active"} | {"mean_session_minutes"}
@@ -90,7 +96,7 @@ SINGULAR_TOLERANCE = 1e-4
 LABELS = {
     PRIMARY_MODEL: (
         "Lagged within-person model (primary): usage in the window before the previous survey "
-        "and the outcome at this survey, adjusted for the previous outcome"
+        "and the outcome at this survey relative to the previous survey's"
     ),
     SECONDARY_MODEL: (
         "Same-period association (secondary): usage in the window before this survey and the "
@@ -120,7 +126,13 @@ def plan_options(plan: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"analysis.usage_transform must be one of {', '.join(TRANSFORMS)}, not {transform!r}"
         )
-    options = {"time": time, "usage_transform": transform}
+    lagged_outcome = plan.get("lagged_outcome", DEFAULT_LAGGED_OUTCOME)
+    if lagged_outcome not in LAGGED_OUTCOMES:
+        raise ValueError(
+            f"analysis.lagged_outcome must be one of {', '.join(LAGGED_OUTCOMES)}, "
+            f"not {lagged_outcome!r}"
+        )
+    options = {"time": time, "usage_transform": transform, "lagged_outcome": lagged_outcome}
     for key in ("random_slope", "refit_singular"):
         value = plan.get(key, True)
         if not isinstance(value, bool):
@@ -151,11 +163,14 @@ def model_formulas(plan: Mapping[str, Any], outcome: str) -> dict[str, str]:
     predictors = list(plan.get("predictors", []))
     covariates = list(plan.get("covariates", []) or [])
     time = _time_terms(options["time"])
-    y_lag = [f"{outcome}_lag_within", f"{outcome}_lag_between"]
+    if options["lagged_outcome"] == "change":
+        response, y_lag = f"{outcome}_change", []
+    else:
+        response, y_lag = outcome, [f"{outcome}_lag_within", f"{outcome}_lag_between"]
     lagged = [*_terms(predictors, True), *y_lag, *covariates, *time]
     same = [*_terms(predictors, False), *covariates, *time]
     return {
-        "lagged": f"{outcome} ~ " + " + ".join(lagged),
+        "lagged": f"{response} ~ " + " + ".join(lagged),
         "association": f"{outcome} ~ " + " + ".join(same),
         "arm_time": f"{outcome} ~ wave * C(arm)",
         "null": f"{outcome} ~ 1",
@@ -284,6 +299,7 @@ def model_frame(
 
     info: dict[str, Any] = {
         "time_model": options["time"],
+        "lagged_outcome": options["lagged_outcome"] if lagged else None,
         "usage_transform": options["usage_transform"],
         "centring": (
             f"observed person means over the {len(frame)} rows of this model (Lüdtke et al. 2008: "
@@ -306,15 +322,22 @@ def model_frame(
         # outcome would stand in for the person's stable level, the random intercept collapses,
         # and lagged usage, which tracks the transient part of the previous mood when mood
         # drives use, picks up that level: a spurious "effect" (docs/analysis.md).
-        mean = frame.groupby(GROUPS, sort=False)[y_lag].transform("mean")
-        frame[f"{y_lag}_within"] = frame[y_lag] - mean
-        frame[f"{y_lag}_between"] = mean
-        terms += [f"{y_lag}_within", f"{y_lag}_between"]
+        if options["lagged_outcome"] == "change":
+            # The change since the previous survey: a mood episode that falls inside both
+            # surveys' two-week recall (and drove the lagged usage) cancels out of it.
+            frame[f"{outcome}_change"] = frame[outcome] - frame[y_lag]
+        else:
+            mean = frame.groupby(GROUPS, sort=False)[y_lag].transform("mean")
+            frame[f"{y_lag}_within"] = frame[y_lag] - mean
+            frame[f"{y_lag}_between"] = mean
+            terms += [f"{y_lag}_within", f"{y_lag}_between"]
     terms += covariates
     if options["time"] == "spline" and len(frame):
         frame["weeks_rcs1"], info["spline_knots"] = _rcs(frame["weeks"])
     terms += _time_terms(options["time"])
-    return frame, f"{outcome} ~ " + " + ".join(terms), info
+    change = lagged and options["lagged_outcome"] == "change"
+    response = f"{outcome}_change" if change else outcome
+    return frame, f"{response} ~ " + " + ".join(terms), info
 
 
 ROBUST_P_METHOD = "cluster-robust t (CR2, df = participants - 1)"

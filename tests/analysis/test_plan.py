@@ -85,8 +85,9 @@ def test_the_primary_model_is_the_lagged_within_person_model():
     entry = results["outcomes"]["who5.percentage"]
     lagged = entry["lagged_model"]
     assert lagged["role"] == "primary" and lagged["estimand"] == "lagged within-person effect"
-    assert "who5.percentage_lag_within" in lagged["fixed"]
-    assert "who5.percentage_lag_between" in lagged["fixed"]
+    # by default it models the change since the previous survey
+    assert lagged["lagged_outcome"] == "change"
+    assert lagged["formula"].startswith("who5.percentage_change ~ messages_sent_lag_within + ")
     # and its tests are cluster-robust, the model-based ones kept beside them
     assert lagged["p_method"] == "cluster-robust t (CR2, df = participants - 1)"
     assert lagged["fixed"][PRIMARY]["df"] == 60 - 1
@@ -99,6 +100,14 @@ def test_the_primary_model_is_the_lagged_within_person_model():
     assert "messages_sent_within" in association["fixed"]
     assert "usage_model" not in entry
     json.dumps(results, allow_nan=False)
+    # and with lagged_outcome: adjust the previous outcome is a covariate, split like usage
+    adjusted = run_plan(simulate(0.0, seed=1), {**PLAN, "lagged_outcome": "adjust"})
+    lagged = adjusted["outcomes"]["who5.percentage"]["lagged_model"]
+    assert lagged["formula"].startswith("who5.percentage ~ messages_sent_lag_within + ")
+    assert "who5.percentage_lag_within" in lagged["fixed"]
+    assert "who5.percentage_lag_between" in lagged["fixed"]
+    with pytest.raises(ValueError, match=r"analysis\.lagged_outcome must be one of"):
+        run_plan(simulate(0.0, seed=1), {**PLAN, "lagged_outcome": "both"})
 
 
 def test_it_recovers_a_planted_lagged_within_person_effect():
@@ -142,7 +151,8 @@ def test_person_means_are_taken_over_the_rows_the_model_uses():
     linked.loc[drop, "who5.percentage"] = np.nan
     linked = with_lags(linked.drop(columns="who5.percentage_lag"), ["who5.percentage"])
     # when
-    frame, formula, info = model_frame(linked, "who5.percentage", PLAN, lagged=True)
+    adjust = {**PLAN, "lagged_outcome": "adjust"}
+    frame, formula, info = model_frame(linked, "who5.percentage", adjust, lagged=True)
     # then: p0's between part is the mean over exactly its modelled rows (waves 2 and 5)
     p0 = frame[frame["participant"] == "p0"]
     assert p0["wave"].tolist() == [2.0, 5.0]
@@ -223,12 +233,14 @@ def test_the_random_slope_falls_back_with_the_reason_when_not_identifiable():
     model = run_plan(linked, {**PLAN, "random_effects": "~1"})["outcomes"]["who5.percentage"][
         "lagged_model"
     ]
-    # then: the slope is refused as lme4 refuses it, and the intercept model is what we report
-    assert model["re_formula"] == "~1"
-    assert model["random_slope"]["used"] is False
-    assert "check.nobs.vs.nRE" in model["random_slope"]["reason"]
-    assert model["not_fitted"][0]["re_formula"] == f"~ 1 + {PRIMARY}"
+    # then: intercept + slope is refused as lme4 refuses it, said so, and the next structure
+    # (the slope alone, one random effect per person) is what we report
+    (refused,) = model["not_fitted"]
+    assert refused["re_formula"] == f"~ 1 + {PRIMARY}"
+    assert "check.nobs.vs.nRE" in refused["reason"]
     assert model["fallback_from"] == f"~ 1 + {PRIMARY}"
+    assert "check.nobs.vs.nRE" in model["fallback_reason"]
+    assert model["re_formula"] in (f"~ 0 + {PRIMARY}", "~1")
     # and with the option off, no slope is tried at all
     off = run_plan(linked, {**PLAN, "random_effects": "~1", "random_slope": False})
     model = off["outcomes"]["who5.percentage"]["lagged_model"]
