@@ -91,7 +91,7 @@ def test_its_planted_effect_is_lagged_and_not_the_same_period_association(study)
     frames = load_study_frames(study, instruments=["who5"])
     # when the platform links usage to outcomes and fits its same-period usage model
     result = analyse(frames, {**plan, "outcomes": ["who5.percentage"]})
-    same_period = result.results["outcomes"]["who5.percentage"]["usage_model"]["fixed"][
+    same_period = result.results["outcomes"]["who5.percentage"]["association_model"]["fixed"][
         "messages_sent_within"
     ]
     # and a lagged within-person model is fitted by hand on the same linked table
