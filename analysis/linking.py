@@ -3,8 +3,16 @@
 Pure pandas (no Django): the Django side (``analysis.data``) builds plain frames, this module
 windows the daily usage frame before every completed survey with
 :func:`analysis.features.windows_before` / :func:`analysis.features.window_features`, pivots the
-scores to ``<instrument>.<score>`` columns, and adds what a longitudinal model needs:
-person-mean centring (``<x>_within`` / ``<x>_between``) and previous-wave (lagged) columns.
+scores to ``<instrument>.<score>`` columns, and adds what a longitudinal model needs: the
+time since enrolment at completion (``weeks``), the occasion index (``occasion``), previous
+occasion (lagged) columns, person-mean columns for exports (``<x>_within`` / ``<x>_between``;
+the models recompute them over their own rows, :mod:`analysis.plan`) and, from imported chat
+history, a pre-enrolment baseline per participant (``<x>_pre``).
+
+Usage is only ever observed from enrolment on: a window that starts before the local date of
+enrolment is *missing* (NaN in every usage column, ``window_before_enrollment`` True), never 0.
+Imported history (messages with ``imported=True``, from ``studyplatform.chat.importing``) never
+enters a window; it becomes the ``<x>_pre`` covariate instead.
 
 Input frames (see ``docs/analysis.md``):
 
@@ -22,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.features import WINDOW_COLUMNS, window_features, windows_before
+from analysis.features import WINDOW_COLUMNS, daily_features, window_features, windows_before
 
 __all__ = [
     "COUNT_COLUMNS",
@@ -30,6 +38,7 @@ __all__ = [
     "assign_waves",
     "attrition_summary",
     "link_usage_to_outcomes",
+    "pre_enrollment_daily",
     "score_columns",
 ]
 
@@ -65,6 +74,7 @@ DEFAULT_PREDICTORS: tuple[str, ...] = (
 )
 
 WAVE_DAYS = 7
+SECONDS_PER_WEEK = 7 * 86_400
 
 
 def assign_waves(
@@ -121,20 +131,114 @@ def _occasions(responses: pd.DataFrame) -> pd.DataFrame:
     return meta.join(wide, how="left").reset_index()
 
 
-def _lag(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``<c>_lag``: the value at wave − 1 of the same participant (NaN when that wave is missing).
+def _occasion_index(linked: pd.DataFrame, invitations: pd.DataFrame | None) -> pd.Series:
+    """The position of each row's occasion in the participant's schedule (0, 1, 2, …).
 
-    Exactly the previous wave, not the previous completed one: after a missed wave the "previous"
-    answer is two periods old and would mean something else in a lagged model.
+    Lags are taken by this index, not by ``wave``: waves are rounded weeks, so a monthly
+    schedule has waves 0, 4, 9, 13 and "wave − 1" never exists. With ``invitations``
+    (``participant, entry, occurrence, opens_at``: every scheduled occasion, answered or not)
+    the index is the rank of the occasion's opening among the participant's invitations, so a
+    missed occasion still takes its place and the next answer has no lag. Without them (exports
+    pass none) the grid is the sorted set of waves any participant answered, which gives the
+    same index whenever the schedule is the same for everyone.
+    """
+    if invitations is not None and len(invitations) and "opens_at" in invitations.columns:
+        inv = invitations[["participant", "entry", "occurrence", "opens_at"]].copy()
+        inv["opens_at"] = pd.to_datetime(inv["opens_at"], utc=True)
+        inv = inv.drop_duplicates(["participant", "entry", "occurrence"])
+        inv = inv.sort_values(["participant", "opens_at"], kind="stable")
+        inv["occasion"] = inv.groupby("participant", sort=False).cumcount().astype(float)
+        merged = linked[["participant", "entry", "occurrence"]].merge(
+            inv[["participant", "entry", "occurrence", "occasion"]],
+            on=["participant", "entry", "occurrence"],
+            how="left",
+        )
+        if merged["occasion"].notna().all():
+            return pd.Series(merged["occasion"].to_numpy(), index=linked.index)
+    grid = np.sort(linked["wave"].dropna().unique())
+    position = {w: float(i) for i, w in enumerate(grid)}
+    return linked["wave"].map(position).astype(float)
+
+
+def _lag(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``<c>_lag``: the value at the previous occasion of the same participant (NaN if missed).
+
+    Exactly the previous scheduled occasion, not the previous completed one: after a missed
+    occasion the "previous" answer is two periods old and would mean something else in a
+    lagged model.
     """
     present = [c for c in columns if c in frame.columns]
     prev = (
-        frame.dropna(subset=["wave"])
+        frame.dropna(subset=["occasion"])
         .sort_values("submitted_at")
-        .drop_duplicates(["participant", "wave"], keep="last")[["participant", "wave", *present]]
+        .drop_duplicates(["participant", "occasion"], keep="last")[
+            ["participant", "occasion", *present]
+        ]
     )
-    prev = prev.assign(wave=prev["wave"] + 1).rename(columns={c: f"{c}_lag" for c in present})
-    return frame.merge(prev, on=["participant", "wave"], how="left")
+    prev = prev.assign(occasion=prev["occasion"] + 1).rename(
+        columns={c: f"{c}_lag" for c in present}
+    )
+    return frame.merge(prev, on=["participant", "occasion"], how="left")
+
+
+def _enrolment_dates(participants: pd.DataFrame, tz_changes: pd.DataFrame | None) -> pd.DataFrame:
+    """``participant, enrolled_date``: the local calendar date of enrolment (naive midnight)."""
+    people = participants[["participant", "enrolled_at"]].dropna().reset_index(drop=True)
+    people["enrolled_at"] = pd.to_datetime(people["enrolled_at"], utc=True)
+    dated = windows_before(people, participants, days=0, at="enrolled_at", tz_changes=tz_changes)
+    return dated[["participant", "end"]].rename(columns={"end": "enrolled_date"})
+
+
+def pre_enrollment_daily(
+    messages: pd.DataFrame,
+    participants: pd.DataFrame,
+    *,
+    tz_changes: pd.DataFrame | None = None,
+    session_gap_minutes: float = 30,
+) -> pd.DataFrame:
+    """Daily usage of the imported (pre-enrolment) history, same columns as the live daily frame.
+
+    The feature code counts only live messages; the imported ones are run through it as if
+    they were live so that ``<x>_pre`` means exactly what the window column ``x`` means.
+    """
+    if "imported" not in messages.columns:
+        return daily_features(messages.iloc[0:0], participants, text=False)
+    history = messages[messages["imported"].fillna(False).astype(bool)]
+    return daily_features(
+        history.assign(imported=False),
+        participants,
+        tz_changes=tz_changes,
+        session_gap_minutes=session_gap_minutes,
+        text=False,
+    )
+
+
+def _pre_columns(
+    pre_daily: pd.DataFrame,
+    enrolled: pd.DataFrame,
+    predictors: Sequence[str],
+    window_days: int,
+) -> pd.DataFrame:
+    """``participant, <x>_pre``: usage in the ``window_days`` local days before enrolment.
+
+    Only for participants with imported history (someone who imported nothing has an unknown
+    baseline, not a zero one); the window is the same length as the survey windows so the
+    baseline is on the windows' scale.
+    """
+    people = enrolled.assign(
+        start=enrolled["enrolled_date"] - pd.Timedelta(days=window_days),
+        end=enrolled["enrolled_date"],
+    )
+    features = window_features(pre_daily, people[["participant", "start", "end"]])
+    for column in COUNT_COLUMNS:
+        if column in features.columns:
+            features[column] = features[column].fillna(0)
+    has_history = features["participant"].isin(set(pre_daily["participant"]))
+    out = pd.DataFrame({"participant": features["participant"]})
+    for column in predictors:
+        if column in features.columns:
+            out[f"{column}_pre"] = features[column].where(has_history)
+    return out
 
 
 def link_usage_to_outcomes(
@@ -145,15 +249,23 @@ def link_usage_to_outcomes(
     window_days: int = 7,
     tz_changes: pd.DataFrame | None = None,
     predictors: Sequence[str] | None = None,
+    invitations: pd.DataFrame | None = None,
+    pre_daily: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per participant × completed survey occasion, usage windowed before it.
 
     The window is the ``window_days`` whole local days before the local date of
     ``submitted_at`` (start inclusive, end exclusive, the survey's own day excluded — exactly
-    :func:`analysis.features.windows_before`). Columns: ``participant, arm, entry, occurrence,
-    wave, submitted_at, start, end``, every score as ``<instrument>.<score>``, the window usage
-    columns, ``<x>_within`` / ``<x>_between`` for each predictor and ``<c>_lag`` for every score
-    and predictor. Sorted by participant, then submission time.
+    :func:`analysis.features.windows_before`). A window starting before the local date of
+    enrolment is missing: every usage column NaN, ``window_before_enrollment`` True.
+
+    Columns: ``participant, arm, entry, occurrence, wave, submitted_at, start, end``, every
+    score as ``<instrument>.<score>``, the window usage columns, ``window_before_enrollment``,
+    ``weeks`` (weeks from enrolment to completion), ``occasion`` (index of the occasion in the
+    schedule, see :func:`_occasion_index`), ``<x>_within`` / ``<x>_between`` for each predictor
+    (over the rows with usage), ``<c>_lag`` for every score and predictor (previous occasion),
+    and with ``pre_daily`` (:func:`pre_enrollment_daily`) ``<x>_pre`` per predictor. Sorted by
+    participant, then submission time.
     """
     if "wave" not in responses.columns:
         responses = responses.assign(wave=assign_waves(responses, participants))
@@ -163,7 +275,18 @@ def link_usage_to_outcomes(
     scores = score_columns(responses)
     if len(responses) == 0:
         columns = ["participant", "arm", "entry", "occurrence", "wave", "submitted_at"]
-        return pd.DataFrame(columns=[*columns, "start", "end", *scores, *WINDOW_COLUMNS])
+        return pd.DataFrame(
+            columns=[
+                *columns,
+                "start",
+                "end",
+                *scores,
+                *WINDOW_COLUMNS,
+                "window_before_enrollment",
+                "weeks",
+                "occasion",
+            ]
+        )
 
     occasions = _occasions(responses)
     occasions["submitted_at"] = pd.to_datetime(occasions["submitted_at"], utc=True)
@@ -174,21 +297,45 @@ def link_usage_to_outcomes(
     for column in COUNT_COLUMNS:
         if column in linked.columns:
             linked[column] = linked[column].fillna(0)
+
+    # Usage before enrolment was not observed on the platform: such a window is missing, not
+    # empty (a 0 there turned any baseline-to-follow-up change of the outcome into a "usage
+    # effect"; issue 13, cause 1).
+    enrolled = _enrolment_dates(participants, tz_changes)
+    enrolled_date = linked["participant"].map(enrolled.set_index("participant")["enrolled_date"])
+    before = (pd.to_datetime(linked["start"]) < enrolled_date).fillna(False).astype(bool)
+    # Every column window_features added except the window's length is usage.
+    usage_columns = [c for c in linked.columns if c not in windows.columns and c != "window_days"]
+    linked.loc[before, usage_columns] = np.nan
+    linked["window_before_enrollment"] = before.to_numpy()
+
     if "arm" in participants.columns:
         linked.insert(
             1, "arm", linked["participant"].map(participants.set_index("participant")["arm"])
         )
+    start = pd.to_datetime(
+        linked["participant"].map(participants.set_index("participant")["enrolled_at"]), utc=True
+    )
+    # Time from enrolment to the actual completion, not to the scheduled opening: a survey
+    # answered four days late measures the outcome four days later.
+    linked["weeks"] = (linked["submitted_at"] - start).dt.total_seconds() / SECONDS_PER_WEEK
     linked = linked.sort_values(["participant", "submitted_at"], kind="stable").reset_index(
         drop=True
     )
     linked["wave"] = pd.to_numeric(linked["wave"]).astype(float)
+    linked["occasion"] = _occasion_index(linked, invitations)
 
     chosen = [p for p in (predictors or DEFAULT_PREDICTORS) if p in linked.columns]
     for column in chosen:
+        # For exports and figures; every model recomputes these over its own complete rows.
         person_mean = linked.groupby("participant", sort=False)[column].transform("mean")
         linked[f"{column}_between"] = person_mean
         linked[f"{column}_within"] = linked[column] - person_mean
-    return _lag(linked, [*scores, *chosen])
+    linked = _lag(linked, [*scores, *chosen, "window_before_enrollment"])
+    if pre_daily is not None:
+        pre = _pre_columns(pre_daily, enrolled, chosen, window_days)
+        linked = linked.merge(pre, on="participant", how="left")
+    return linked
 
 
 def attrition_summary(

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.arm_contrast import carry_participant_covariates
 from analysis.features import daily_features
-from analysis.linking import attrition_summary, link_usage_to_outcomes
+from analysis.linking import attrition_summary, link_usage_to_outcomes, pre_enrollment_daily
 from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
 from analysis.sensitivity import sensitivity_from_frames
@@ -70,12 +70,20 @@ def analyse(
         text=text,
     )
     begin("linking")
+    # Imported (pre-enrolment) history is a baseline covariate (<x>_pre), never a window.
+    pre_daily = pre_enrollment_daily(
+        frames.messages,
+        frames.participants,
+        session_gap_minutes=float(plan.get("session_gap_minutes", 30)),
+    )
     linked = link_usage_to_outcomes(
         daily,
         frames.participants,
         frames.responses,
         window_days=int(plan.get("window_days", 7)),
         predictors=plan.get("predictors") or None,
+        invitations=frames.invitations,
+        pre_daily=pre_daily,
     )
     linked = carry_participant_covariates(linked, frames.participants)
     linked["usage_window_observed"] = usage_window_observed(linked, frames.participants)
@@ -102,6 +110,8 @@ def analyse(
                 responses,
                 window_days=int(plan.get("window_days", 7)),
                 predictors=plan.get("predictors") or None,
+                invitations=frames.invitations,
+                pre_daily=pre_daily,
             ),
             frames.participants,
         )

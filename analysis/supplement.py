@@ -178,6 +178,9 @@ def usage_window_observed(linked: pd.DataFrame, participants: pd.DataFrame) -> p
     ``participant``, ``enrolled_at`` (UTC) and optionally ``timezone``. Without the columns to
     decide, every row counts as observed.
     """
+    if "window_before_enrollment" in linked:
+        # The linking step already decided it (same rule); one source of truth.
+        return ~linked["window_before_enrollment"].fillna(False).astype(bool)
     if len(linked) == 0 or "start" not in linked or "enrolled_at" not in participants:
         return pd.Series(True, index=linked.index, dtype=bool)
     people = participants.drop_duplicates("participant").set_index("participant")

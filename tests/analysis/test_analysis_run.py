@@ -29,22 +29,26 @@ def test_a_run_on_a_simulated_study_stores_results_provenance_and_a_report(simul
     assert re.fullmatch(r"[0-9a-f]{64}", run.data_hash)
     assert run.protocol_version == simulated_study.current_version
     assert run.code_version
-    # and the models were fitted on ~60 participants
+    # and the models were fitted on ~60 participants: the lagged model is the primary one
     who5 = run.results["outcomes"]["who5.percentage"]
     # (rows whose window has no messages have no night share and drop out of the model)
-    assert who5["usage_model"]["n_groups"] >= 40
-    assert "messages_sent_within" in who5["usage_model"]["fixed"]
+    assert who5["lagged_model"]["n_groups"] >= 30
+    assert "messages_sent_lag_within" in who5["lagged_model"]["fixed"]
+    assert "messages_sent_within" in who5["association_model"]["fixed"]
     assert "wave:C(arm)[T.legacy]" in who5["arm_time_model"]["fixed"]
-    assert run.results["primary"]["term"] == "messages_sent_within"
+    assert run.results["primary"]["term"] == "messages_sent_lag_within"
+    assert run.results["primary"]["model"] == "lagged_model"
     # and the report has every figure (with alt text) and the tables
     html = run.report_html
     for name in FIGURES:
         assert f'<figure data-figure="{name}"><img alt="' in html
-    assert 'data-table="usage_model:who5.percentage"' in html
+    assert 'data-table="lagged_model:who5.percentage"' in html
+    assert 'data-table="association_model:who5.percentage"' in html
     assert 'data-table="primary"' in html
-    # and its p-values are Satterthwaite t tests, named as such
-    assert who5["usage_model"]["fixed"]["messages_sent_within"]["df"] > 0
-    assert "<th>p (Satterthwaite t)</th><th>q (Holm)</th>" in html
+    # and the primary table names its p-value method and its correction
+    assert who5["lagged_model"]["fixed"]["messages_sent_lag_within"]["df"] > 0
+    primary_p = run.results["primary"]["p_method"]
+    assert f"<th>p ({primary_p})</th><th>q (Holm)</th>" in html
     assert "data:image/png;base64," in html
     assert run.data_hash in html
 
@@ -67,7 +71,7 @@ def test_the_task_is_safe_to_run_twice(study):
     run.refresh_from_db()
     assert run.status == "done", run.error
     assert run.finished_at == finished
-    model = run.results["outcomes"]["who5.percentage"]["usage_model"]
+    model = run.results["outcomes"]["who5.percentage"]["lagged_model"]
     assert model["error"] == "no column 'who5.percentage'"
     # and a missing run is a no-op
     analysis_run_task(999_999)

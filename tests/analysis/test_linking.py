@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 from analysis.features import daily_usage
-from analysis.linking import assign_waves, attrition_summary, link_usage_to_outcomes
+from analysis.linking import (
+    assign_waves,
+    attrition_summary,
+    link_usage_to_outcomes,
+    pre_enrollment_daily,
+)
 
 
 def T(text: str) -> pd.Timestamp:
@@ -119,18 +124,39 @@ def test_within_and_between_parts_are_exact():
     assert linked["messages_sent_within"].tolist() == [1.0, -1.0, 0.0]
 
 
-def test_lags_come_from_the_previous_wave_and_a_missing_wave_leaves_nan():
-    # given: a answers waves 1, 2 and 4 (wave 3 missed)
+def invitations(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Every scheduled occasion (answered or not): participant, occurrence, opening."""
+    return pd.DataFrame(
+        {
+            "participant": [r[0] for r in rows],
+            "entry": ["weekly"] * len(rows),
+            "occurrence": [r[1] for r in rows],
+            "opens_at": [T(r[2]) for r in rows],
+        }
+    )
+
+
+def test_lags_come_from_the_previous_occasion_and_a_missed_one_leaves_nan():
+    # given: a was invited four times and answered waves 1, 2 and 4 (wave 3 missed)
     msg_rows = [("a", "2025-01-02 12:00"), ("a", "2025-01-09 12:00"), ("a", "2025-01-10 12:00")]
     resp_rows = [
         ("a", "d7", 1, "2025-01-08 18:00", 40),
         ("a", "d14", 2, "2025-01-15 18:00", 48),
         ("a", "d28", 4, "2025-01-29 18:00", 60),
     ]
+    invited = invitations(
+        [
+            ("a", "d7", "2025-01-08 09:00"),
+            ("a", "d14", "2025-01-15 09:00"),
+            ("a", "d21", "2025-01-22 09:00"),
+            ("a", "d28", "2025-01-29 09:00"),
+        ]
+    )
     # when
-    linked = link(msg_rows, resp_rows)
+    linked = link(msg_rows, resp_rows, invitations=invited)
     # then: wave 2 lags wave 1; wave 4 has no wave-3 answer to lag
     assert linked["wave"].tolist() == [1.0, 2.0, 4.0]
+    assert linked["occasion"].tolist() == [0.0, 1.0, 3.0]
     assert np.isnan(linked.loc[0, "who5.percentage_lag"])
     assert linked.loc[1, "who5.percentage_lag"] == 40
     assert linked.loc[1, "messages_sent_lag"] == 1
@@ -138,6 +164,97 @@ def test_lags_come_from_the_previous_wave_and_a_missing_wave_leaves_nan():
     assert np.isnan(linked.loc[2, "messages_sent_lag"])
     # and the missing wave simply has no row
     assert len(linked) == 3
+
+
+def test_a_monthly_schedule_still_has_lags():
+    # given: monthly surveys (every 30 days): waves are rounded weeks 4, 9, 13, never w and w-1
+    msg_rows = [("a", "2025-01-27 12:00"), ("b", "2025-01-28 12:00")]
+    resp_rows = [
+        (person, f"m{k}", wave, submitted, 40 + k)
+        for person in ("a", "b")
+        for k, wave, submitted in (
+            (1, 4, "2025-01-31 18:00"),
+            (2, 9, "2025-03-02 18:00"),
+            (3, 13, "2025-04-01 18:00"),
+        )
+    ]
+    # when: linked without invitations (as the export does)
+    linked = link(msg_rows, resp_rows)
+    # then: each month lags the month before, by occasion order
+    a = linked[linked["participant"] == "a"]
+    assert a["wave"].tolist() == [4.0, 9.0, 13.0]
+    assert a["occasion"].tolist() == [0.0, 1.0, 2.0]
+    assert a["who5.percentage_lag"].tolist()[1:] == [41, 42]
+    assert a["messages_sent_lag"].tolist()[1:] == [1, 0]
+
+
+def test_a_window_that_starts_before_enrolment_is_missing_not_zero():
+    # given: b enrolled on 1 Jan; a baseline survey on enrolment day and a week-1 survey
+    resp_rows = [
+        ("b", "baseline", 0, "2025-01-01 11:00", 30),
+        ("b", "d7", 1, "2025-01-08 18:00", 50),
+    ]
+    msg_rows = [("b", "2025-01-03 12:00")]
+    # when
+    linked = link(msg_rows, resp_rows)
+    # then: the baseline window (25 Dec – 1 Jan) lies before enrolment: every usage column NaN
+    baseline, week1 = linked.iloc[0], linked.iloc[1]
+    assert bool(baseline["window_before_enrollment"]) is True
+    for column in ("messages_sent", "days_active", "sessions", "messages_per_day"):
+        assert np.isnan(baseline[column]), column
+    assert np.isnan(baseline["messages_sent_within"])
+    # and the first week after enrolment (starting on enrolment day) is observed
+    assert bool(week1["window_before_enrollment"]) is False
+    assert week1["messages_sent"] == 1
+    # and the person mean is over observed windows only, so the within part is 0, not +0.5
+    assert week1["messages_sent_between"] == 1
+    assert week1["messages_sent_within"] == 0
+    assert np.isnan(week1["messages_sent_lag"])
+    assert bool(week1["window_before_enrollment_lag"]) is True
+
+
+def test_imported_history_is_a_baseline_covariate_never_part_of_a_window():
+    # given: a imported 3 messages from the week before enrolment and 1 from long before;
+    # b imported nothing
+    frame = messages(
+        [
+            ("a", "2024-12-27 12:00"),
+            ("a", "2024-12-28 12:00"),
+            ("a", "2024-12-31 20:00"),
+            ("a", "2024-10-01 12:00"),
+            ("a", "2025-01-03 12:00"),
+            ("b", "2025-01-04 12:00"),
+        ]
+    )
+    frame.loc[:3, "imported"] = True
+    daily = daily_usage(frame, PARTICIPANTS)
+    pre = pre_enrollment_daily(frame, PARTICIPANTS)
+    resp_rows = [
+        ("a", "baseline", 0, "2025-01-01 11:00", 30),
+        ("a", "d7", 1, "2025-01-08 18:00", 40),
+        ("b", "d7", 1, "2025-01-08 18:00", 45),
+    ]
+    # when
+    linked = link_usage_to_outcomes(
+        daily, PARTICIPANTS, responses(resp_rows), pre_daily=pre, predictors=["messages_sent"]
+    )
+    # then: the imported messages are in no window (a's baseline stays missing, week 1 has 1)
+    a = linked[linked["participant"] == "a"]
+    assert np.isnan(a["messages_sent"].iloc[0])
+    assert a["messages_sent"].iloc[1] == 1
+    # and a's baseline covariate counts the imported week before enrolment, on every row
+    assert a["messages_sent_pre"].tolist() == [3, 3]
+    # and b, with no imported history, has an unknown baseline, not a zero one
+    b = linked[linked["participant"] == "b"]
+    assert np.isnan(b["messages_sent_pre"].iloc[0])
+
+
+def test_time_is_measured_from_enrolment_to_the_actual_completion():
+    # given: the week-1 survey opened on day 7 but was answered on day 10 at 22:00
+    linked = link([], [("a", "d7", 1, "2025-01-11 22:00", 40)])
+    # then: wave stays the schedule's, weeks is the completion's
+    assert linked.loc[0, "wave"] == 1
+    assert linked.loc[0, "weeks"] == pytest.approx((10 + 12 / 24) / 7)
 
 
 def test_instruments_of_one_occasion_become_one_row():

@@ -16,6 +16,9 @@ PLAN = {
     "covariates": [],
     "random_effects": "~ wave",
     "arm_by_time": True,
+    # These tests are about refusing the plan's own structure; the slope on usage is tested
+    # in test_plan.py.
+    "random_slope": False,
 }
 
 
@@ -45,7 +48,7 @@ def test_random_slopes_on_baseline_plus_one_wave_are_refused_and_the_report_says
     # when
     results = run_plan(linked, PLAN)
     # then: the random-slope structure is listed as not fitted, with lme4's reason
-    model = results["outcomes"]["who5.percentage"]["usage_model"]
+    model = results["outcomes"]["who5.percentage"]["association_model"]
     (refused,) = model["not_fitted"]
     assert refused["re_formula"] == "~ wave"
     assert "60 observations are not more than the 60 random effects" in refused["reason"]
@@ -59,7 +62,9 @@ def test_random_slopes_on_baseline_plus_one_wave_are_refused_and_the_report_says
     # when: the report is rendered
     html = render_report(results, {"linked": linked}, {"title": "T", "study": "s"})
     # then: a "not fitted" row names the structure and the reason, and is not called converged
-    row = html.split('data-not-fitted="usage_model:who5.percentage">', 1)[1].split("</p>", 1)[0]
+    row = html.split('data-not-fitted="association_model:who5.percentage">', 1)[1].split("</p>", 1)[
+        0
+    ]
     assert "<code>~ wave</code>: not fitted: 60 observations are not more than" in row
     assert "converged" not in row
     assert 'data-not-fitted="arm_time_model:who5.percentage"' in html
@@ -107,7 +112,7 @@ def test_the_report_names_the_p_value_method_wherever_p_values_appear():
 def test_results_stored_before_satterthwaite_are_labelled_wald_z():
     # given: results as an older run stored them (no df, t or p_method)
     results = run_plan(baseline_and_one_wave(), {**PLAN, "random_effects": "~1"})
-    model = results["outcomes"]["who5.percentage"]["usage_model"]
+    model = results["outcomes"]["who5.percentage"]["association_model"]
     for term in model["fixed"].values():
         del term["df"], term["t"]
     del model["p_method"], results["primary"]["p_method"]

@@ -8,6 +8,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from analysis.data import load_study_frames
+from analysis.pipeline import analyse
+from analysis.stats.mixedlm import fit_mixedlm
 from studyplatform.chat.models import Message
 from studyplatform.core.models import AuditEvent
 from studyplatform.participants.models import Allocation, ConsentRecord, Participant
@@ -70,3 +73,38 @@ def test_it_refuses_a_recruiting_study_and_writes_nothing(recruiting_study):
 def test_force_allows_a_recruiting_study(recruiting_study):
     call_command("simulate_study", recruiting_study.slug, participants=4, days=14, force=True)
     assert Participant.objects.filter(study=recruiting_study, is_pilot=True).count() == 4
+
+
+def test_its_planted_effect_is_lagged_and_not_the_same_period_association(study):
+    # given 120 participants, baseline + 5 weekly surveys, --effect 0.5 (WHO-5 points per
+    # message sent in the week before the previous survey)
+    call_command(
+        "simulate_study",
+        study.slug,
+        participants=200,
+        days=42,
+        effect=0.5,
+        seed=5,
+        stdout=StringIO(),
+    )
+    plan = study.current_version.content["analysis"]
+    frames = load_study_frames(study, instruments=["who5"])
+    # when the platform links usage to outcomes and fits its same-period usage model
+    result = analyse(frames, {**plan, "outcomes": ["who5.percentage"]})
+    same_period = result.results["outcomes"]["who5.percentage"]["association_model"]["fixed"][
+        "messages_sent_within"
+    ]
+    # and a lagged within-person model is fitted by hand on the same linked table
+    linked = result.linked.rename(columns={"who5.percentage": "y", "who5.percentage_lag": "y_lag"})
+    data = linked[linked["wave"] >= 2].dropna(subset=["y", "y_lag", "messages_sent_lag"])
+    person = data.groupby("participant")["messages_sent_lag"].transform("mean")
+    data = data.assign(x_within=data["messages_sent_lag"] - person, x_between=person)
+    lagged = fit_mixedlm(
+        "y ~ x_within + x_between + y_lag + C(wave)", data, "participant", "~1"
+    ).to_dict()["fixed"]["x_within"]
+    # then the lagged model finds the planted effect (scores are clipped at 0 and 100, which
+    # can only shrink it)
+    assert lagged["ci_low"] > 0.25
+    assert lagged["ci_low"] <= 0.5 <= lagged["ci_high"] + 0.05
+    # and the same-period association, which the outcome is not generated from, does not
+    assert same_period["ci_high"] < 0.25

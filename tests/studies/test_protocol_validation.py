@@ -282,3 +282,16 @@ def test_a_yaml_duplicate_key_has_its_place_and_line():
 def test_a_protocol_error_refuses_a_dotted_string_place():
     with pytest.raises(TypeError):
         ProtocolError("arms[0].key", "duplicate key")
+
+
+def test_the_analysis_model_options_are_validated(rct_doc):
+    # given: the plan's model options (analysis/plan.py) with valid values
+    rct_doc["analysis"].update(
+        time="spline", usage_transform="rank", lagged_outcome="adjust", random_slope=False
+    )
+    # then: the protocol parses
+    parse_protocol_text(yaml_of(rct_doc))
+    # and an unknown transform is named with its path
+    rct_doc["analysis"]["usage_transform"] = "sqrt"
+    errors = errors_of(yaml_of(rct_doc))
+    assert errors[0].startswith("analysis.usage_transform:")

@@ -1,8 +1,12 @@
 """``python manage.py simulate_study <slug> --participants N --days D --effect X [--seed S]``.
 
 Fills a draft or piloting study with a synthetic cohort whose generative model is known (see
-``docs/analysis.md``), so the analysis pipeline can be checked end to end: it should recover
-``--effect`` as the within-person effect of the first predictor (messages sent in the window).
+``docs/analysis.md``), so the analysis pipeline can be checked end to end. Usage and outcomes
+come from the latent daily process of :mod:`analysis.simulate` (person levels, daily mood,
+usage drift), not from the regressor the analysis computes: ``--effect`` is a *lagged*
+within-person effect (messages sent in the window before the previous survey shift the next
+outcome), which a lagged within-person model estimates; the same-period ``<x>_within`` term of
+the usage model is an association with true value 0 here.
 Rows are bulk-created (participants with vault, consent and allocation rows through the
 participants service ``simulated_participants_create``; conversations; messages; invitations;
 scored responses) so 10^5 messages take seconds. All participants are
@@ -23,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from analysis.simulate import CohortSpec, latent_days, latent_people, wellbeing
 from studyplatform.chat.models import Conversation, Message
 from studyplatform.participants.services import SimulationError, simulated_participants_create
 from studyplatform.studies.models import Study
@@ -174,14 +179,17 @@ class Command(BaseCommand):
             "--effect",
             type=float,
             default=0.0,
-            help="within-person effect of one extra message in the window, in points per 100 "
-            "points of each outcome's range (WHO-5 percentage: points)",
+            help="true lagged within-person effect: change of each outcome at a survey per extra "
+            "message sent in the analysis window before the previous survey, in points per 100 "
+            "points of the outcome's range (WHO-5 percentage: points). The usage model's "
+            "same-period term is an association and does not estimate it",
         )
         parser.add_argument(
             "--arm-effect",
             type=float,
             default=2.0,
-            help="outcome change per wave in the non-reference arms, per 100 points of range",
+            help="outcome change per week of study in the non-reference arms, per 100 points "
+            "of range",
         )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--force", action="store_true", help="allow a launched study")
@@ -256,17 +264,24 @@ def simulate(
     except SimulationError as exc:
         raise CommandError(str(exc)) from None
 
-    # --- chat usage: daily Poisson counts with a person rate that drifts (AR(1) on the log)
+    # --- the latent process (analysis.simulate): person levels, daily mood, drifting usage
+    spec = CohortSpec(
+        participants=n,
+        effect=effect,
+        arm_effect=arm_effect,
+        window_days=window_days,
+        timezone=study.timezone,
+    )
+    latent_p = latent_people(rng, n, spec)
+    ref_arm = 0  # arms sorted by key; the first is the reference in C(arm)
+    latent_p.arm = (arm_of != ref_arm).astype(int)
+    latent = latent_days(rng, latent_p, days, spec)
     local_enrolled = [p.enrolled_at.astimezone(zone).replace(tzinfo=None) for p in people]
     day0 = np.array(
         [np.datetime64(d.date().isoformat(), "D") for d in local_enrolled], dtype="datetime64[D]"
     )
-    base_rate = rng.gamma(2.0, 2.0, size=n)  # mean 4 messages a day, varying a lot by person
-    night_p = rng.beta(1.0, 12.0, size=n)  # most people rarely chat at night
-    drift = np.zeros((n, days))
-    for t in range(1, days):
-        drift[:, t] = 0.7 * drift[:, t - 1] + rng.normal(0, 0.35, size=n)
-    counts = rng.poisson(base_rate[:, None] * np.exp(drift))
+    night_p = latent_p.night  # most people rarely chat at night
+    counts = latent.planned
 
     conv_rows, msg_local, msg_pid, msg_conv_key = [], [], [], []
     for i in range(n):
@@ -366,18 +381,14 @@ def simulate(
             for k, day in enumerate(range(first, days, every), start=1):
                 slots.append((entry, f"d{day}", k, day))
     slots.sort(key=lambda s: s[3])
-    ref_arm = 0  # arms sorted by key; the first is the reference in C(arm)
     ranges = {}
     for inst_key, score_name in outcomes:
         score = next(s for s in get_instrument(inst_key).scores if s.name == score_name)
         ranges[(inst_key, score_name)] = (score.min, score.max)
-    intercepts = {
-        key: rng.normal(lo + 0.5 * (hi - lo), 0.15 * (hi - lo), size=n)
-        for key, (lo, hi) in ranges.items()
-    }
     answered_n = rng.geometric(0.15, size=n)  # waves answered before dropping out (≥ 1)
 
-    invitations, pending_responses = [], []
+    invitations: list[Invitation] = []
+    done: list[tuple[int, int, int, float, float, bool]] = []
     for i, person in enumerate(people):
         occasions = []
         for entry, occurrence, entry_wave, day in slots:
@@ -393,18 +404,23 @@ def simulate(
             if closes > now:
                 continue
             occasions.append((entry, occurrence, entry_wave, opens, closes))
-        done = []
+        previous_window = np.nan  # usage before the previous post-baseline occasion
         for index, (entry, occurrence, entry_wave, opens, closes) in enumerate(occasions):
             answered = index < answered_n[i]
             submitted = None
+            # The usage window of an occasion ends on the local day it was answered (or, if it
+            # was missed, opened); the lagged effect acts through the previous one's window.
             if answered:
                 delay = min(rng.exponential(3.0), entry.get("window_hours", 48) - 0.1)
                 submitted = opens + dt.timedelta(hours=float(delay))
-                local_sub = submitted.astimezone(zone).date()
-                end = (local_sub - local_enrolled[i].date()).days
-                window = usage[i, max(end - window_days, 0) : max(end, 0)].sum()
-                wave = round((opens - person.enrolled_at).total_seconds() / 86400 / 7)
-                done.append((len(invitations), float(window), wave))
+            local_day = (submitted or opens).astimezone(zone).date()
+            end = (local_day - local_enrolled[i].date()).days
+            if answered:
+                weeks = ((submitted - person.enrolled_at).total_seconds()) / (7 * 86400)
+                done.append((len(invitations), i, end, previous_window, weeks, index == 0))
+            window = usage[i, max(end - window_days, 0) : max(end, 0)].sum()
+            # The baseline's window lies before enrolment (no platform use): no lagged effect.
+            previous_window = float(window) if index > 0 else np.nan
             invitations.append(
                 Invitation(
                     participant=person,
@@ -425,24 +441,28 @@ def simulate(
                     expired_at=None if answered else closes,
                 )
             )
-        if not done:
-            continue
-        person_mean = np.mean([w for _, w, _ in done])
-        for inv_index, window, wave in done:
-            inv = invitations[inv_index]
-            treated = arm_of[i] != ref_arm
-            targets = {}
-            for key, (lo, hi) in ranges.items():
-                scale = (hi - lo) / 100
-                y = (
-                    intercepts[key][i]
-                    + arm_effect * scale * wave * treated
-                    + effect * scale * (window - person_mean)
-                    + rng.normal(0, 0.06 * (hi - lo))
-                )
-                targets[key] = float(np.clip(y, lo, hi))
-            pending_responses.append((inv, targets))
     Invitation.objects.bulk_create(invitations, batch_size=1000)
+
+    # Outcomes: latent wellbeing W (0-100) of each answered occasion, with its own measurement
+    # error per outcome, mapped onto the outcome's range.
+    columns = np.array([d[1:] for d in done], dtype=float).reshape(-1, 5)
+    targets_of: list[dict] = [{} for _ in done]
+    for key, (lo, hi) in ranges.items():
+        w = wellbeing(
+            rng,
+            spec,
+            latent_p,
+            latent,
+            pid=columns[:, 0].astype(int),
+            day=columns[:, 1].astype(int),
+            lag_usage=columns[:, 2],
+            weeks=columns[:, 3],
+            baseline=columns[:, 4],
+        )
+        y = np.clip(lo + (hi - lo) * w / 100, lo, hi)
+        for targets, value in zip(targets_of, y, strict=True):
+            targets[key] = float(value)
+    pending_responses = [(invitations[d[0]], t) for d, t in zip(done, targets_of, strict=True)]
 
     responses = []
     for inv, targets in pending_responses:

@@ -82,6 +82,8 @@ def usage_frames_load(*, study: Study, codes: Sequence[str], include_pilot: bool
         responses,
         window_days=int(plan.get("window_days", DEFAULT_WINDOW_DAYS)),
         predictors=plan.get("predictors") or None,
+        # Every scheduled occasion, so a lag after a missed survey is missing (as in analyses).
+        invitations=frames.invitations[frames.invitations["participant"].isin(keep)],
     )
     predictors = tuple(
         p for p in (plan.get("predictors") or DEFAULT_PREDICTORS) if f"{p}_within" in waves.columns
@@ -165,6 +167,10 @@ def usage_waves_rows(
     derived = {f"{p}_{part}" for p in usage.predictors for part in ("within", "between")}
     lagged = {f"{c}_lag" for c in (*usage.scores, *usage.predictors)}
     meta = {"participant", "arm", "entry", "occurrence", "wave", "submitted_at", "start", "end"}
+    # The linking step's helpers for the models (a window before enrolment is already NaN in
+    # every usage column; weeks and occasion are recomputable from the exported dates): known,
+    # not exported.
+    meta |= {"window_before_enrollment", "window_before_enrollment_lag", "weeks", "occasion"}
     _check_columns(
         waves, "usage_waves", meta | set(cb.USAGE_FEATURES) | set(usage.scores) | derived | lagged
     )

@@ -1,0 +1,97 @@
+"""The validity benchmark's machinery on a few replicates (the figures come from the real run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "analysis_validity.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # benchmarks/ is not a package; registered under its name so worker processes can
+    # unpickle the tasks that refer to it.
+    spec = importlib.util.spec_from_file_location("analysis_validity", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["analysis_validity"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["analysis_validity"]
+
+
+LINE = re.compile(
+    r"^scenario=(?P<name>\S+) truth=(?P<truth>\S+) model=(?P<model>\S+) bias=(?P<bias>\S+) "
+    r"coverage=(?P<coverage>\S+) rejection=(?P<rejection>\S+) fitted=(?P<n>\d+)/(?P<total>\d+) "
+)
+
+
+def test_it_runs_scenarios_through_the_pipeline_and_prints_the_summary_line(bench):
+    # when two scenarios run with 3 replicates on two worker processes
+    out = StringIO()
+    bench.main(
+        [
+            "--replicates=3",
+            "--participants=30",
+            "--jobs=2",
+            "--scenarios=basic_null,reverse_effect",
+        ],
+        out=out,
+    )
+    lines = out.getvalue().splitlines()
+    # then each scenario has its line, every replicate was fitted by the platform's plan
+    found = [m.groupdict() for m in map(LINE.match, lines) if m]
+    names = [f["name"] for f in found]
+    assert names[0] == "basic_null"
+    assert "reverse_effect" in names
+    primary = found[0]
+    assert (primary["n"], primary["total"]) == ("3", "3")
+    assert primary["model"] == "usage_model" or primary["model"].endswith("model")
+    assert 0 <= float(primary["coverage"]) <= 1 and 0 <= float(primary["rejection"]) <= 1
+    # and the last line is the summary, in exactly this format
+    assert re.fullmatch(
+        r"scenarios=2 worst_null_rejection=\d\.\d{4} worst_coverage=\d\.\d{4}", lines[-1]
+    )
+    assert any(line.startswith("# elapsed_s=") for line in lines)
+
+
+def test_the_truth_of_a_same_period_term_is_zero_and_of_a_lagged_term_the_effect(bench):
+    scenario = next(s for s in bench.scenarios(40) if s.name == "basic_effect")
+    found = [
+        {
+            "primary": {
+                "model": "usage_model",
+                "term": "messages_sent_within",
+                "value": {"estimate": 0.02, "se": 0.01, "ci_low": 0.0, "ci_high": 0.04, "p": 0.05},
+            },
+            "lagged": {
+                "model": "lagged_model",
+                "term": "messages_sent_lag_within",
+                "value": {
+                    "estimate": 0.12,
+                    "se": 0.01,
+                    "ci_low": 0.105,
+                    "ci_high": 0.14,
+                    "p": 0.01,
+                },
+            },
+        }
+    ] * 2
+    same = bench.summarise(scenario, found, "primary")
+    lagged = bench.summarise(scenario, found, "lagged")
+    assert (same.truth, same.estimand, same.coverage) == (0.0, "same-period", 1.0)
+    assert same.bias == pytest.approx(0.02)
+    assert (lagged.truth, lagged.estimand, lagged.coverage) == (0.1, "lagged", 0.0)
+    assert lagged.bias == pytest.approx(0.02)
+    assert lagged.rejection == 1.0
+
+
+def test_an_unknown_scenario_is_refused_by_name(bench):
+    with pytest.raises(SystemExit) as error:
+        bench.main(["--scenarios=nope"], out=StringIO())
+    assert str(error.value).startswith("--scenarios: unknown scenario 'nope' (known: basic_null")
