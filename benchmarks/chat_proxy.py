@@ -9,10 +9,11 @@ model server when new messages arrive at a given rate, compared in the same run 
 smallest forwarder that still stores the message first (benchmarks/lean_relay.py).
 
 Set-up (all throwaway, removed at the end even on failure or Ctrl-C): an embedded Redis (unless
-REDIS_URL is set); the loopback fake upstream (studyplatform.chat.fake_upstream) in its own
-process; a database: with --database-url (or DATABASE_URL) a PostgreSQL server on which a
-fresh database ``studyplatform_bench_<pid>`` is created and later dropped (the URL's own database
-is only used to connect), otherwise a temporary SQLite file (WAL, as in settings).
+REDIS_URL is set); the loopback fake upstream (tests/support/fake_upstream.py, an ASGI app
+under uvicorn) in its own process; a database: with --database-url (or DATABASE_URL) a
+PostgreSQL server on which a fresh database ``studyplatform_bench_<pid>`` is created and later
+dropped (the URL's own database is only used to connect), otherwise a temporary SQLite file
+(WAL, as in settings).
 ``manage.py migrate`` runs in a subprocess, then this process seeds through the real services: a
 study from examples/companion-rct.yaml whose arms point at the fake upstream, rate/token limits
 raised out of the way, moved to recruiting; P participants enrolled, one conversation each, a
@@ -92,6 +93,7 @@ from benchmarks import lean_relay  # noqa: E402
 from benchmarks.support import (  # noqa: E402
     Postgres,
     django_setup,
+    fake_upstream_command,
     machine_info,
     recruiting_study,
 )
@@ -874,10 +876,6 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
-def upstream_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "studyplatform.chat.fake_upstream", "--port", str(port)]
-
-
 def start(command: list[str], env: dict, log: Path, logs: contextlib.ExitStack):
     return subprocess.Popen(
         command,
@@ -994,7 +992,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop(key, None)
 
         upstream_port = free_port()
-        upstream_proc = start(upstream_command(upstream_port), env, workdir / "upstream.log", logs)
+        upstream_proc = start(
+            fake_upstream_command(upstream_port), env, workdir / "upstream.log", logs
+        )
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         wait_http(f"{upstream_url}/models", upstream_proc, "fake upstream")
         # The fake upstream is registered as the operator would register a local vLLM server.
