@@ -69,6 +69,7 @@ import math
 import os
 import platform
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -133,21 +134,26 @@ def _web_up(response: httpx.Response) -> bool:
 
 
 def wait_http(
-    url: str, proc: subprocess.Popen, what: str, timeout_s: float = 60.0, accept=None
+    url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180.0, accept=None
 ) -> None:
     """Poll `url` until it answers 200 (or `accept(response)` is true); fail early if `proc`
-    dies."""
+    dies. The default wait is long because on a loaded shared machine two workers importing
+    Django can take a minute."""
     deadline = time.monotonic() + timeout_s
+    last = "no answer"
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode} before answering")
-        with contextlib.suppress(httpx.HTTPError):
+        try:
             response = httpx.get(url, timeout=2.0)
             if response.status_code == 200 or (accept is not None and accept(response)):
                 return
+            last = f"HTTP {response.status_code}: {response.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer 200 at {url} within {timeout_s:g} s")
-        time.sleep(0.1)
+            raise RuntimeError(f"{what} did not answer at {url} within {timeout_s:g} s ({last})")
+        time.sleep(0.2)
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
@@ -275,25 +281,26 @@ def prompt(tokens: int, delay_ms: int, index: int) -> str:
     return f"[[tokens: {tokens}]] [[delay_ms: {delay_ms}]] hello {index}"
 
 
-async def read_openai_stream(response: httpx.Response, sample: Sample, t0: float) -> None:
-    """Direct and relay replies: OpenAI chunks, ``data: [DONE]`` at the end."""
-    parts: list[str] = []
-    async for line in response.aiter_lines():
-        if not line.startswith("data: "):
-            continue
-        data = line[6:]
-        if data == "[DONE]":
-            sample.e2e = time.perf_counter() - t0
-            break
-        for choice in json.loads(data).get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                if sample.ttft is None:
-                    sample.ttft = time.perf_counter() - t0
-                parts.append(content)
-    sample.text = "".join(parts)
-    if sample.e2e is None:
-        sample.error = "no_done"
+_FIRST_TEXT = re.compile(rb'"content":"[^"]')  # an OpenAI chunk that carries text
+_FIRST_DELTA = re.compile(rb"event: delta\n")  # the platform's first text frame
+
+
+async def read_body(
+    response: httpx.Response, sample: Sample, t0: float, first: re.Pattern
+) -> bytes:
+    """The whole body; TTFT when `first` first appears, e2e when the body ends. Parsing waits
+    until the stream is over, and only the chunks before the first text are searched: the
+    client shares the cores with what it measures, so it does as little per chunk as it can."""
+    chunks: list[bytes] = []
+    window = b""  # the end of the previous chunk, in case a marker straddles two chunks
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        if sample.ttft is None:
+            if first.search(window + chunk):
+                sample.ttft = time.perf_counter() - t0
+            window = chunk[-32:]
+    sample.e2e = time.perf_counter() - t0
+    return b"".join(chunks)
 
 
 def upstream_body(text: str) -> dict:
@@ -305,13 +312,19 @@ def upstream_body(text: str) -> dict:
     }
 
 
+def check_openai_stream(body: bytes, sample: Sample) -> None:
+    """Direct and relay replies must end with ``data: [DONE]``."""
+    if not body.rstrip().endswith(b"data: [DONE]"):
+        sample.error = "no_done"
+
+
 async def direct_one(client: httpx.AsyncClient, url: str, sample: Sample, text: str) -> None:
     t0 = time.perf_counter()
     async with client.stream("POST", f"{url}/chat/completions", json=upstream_body(text)) as r:
         if r.status_code != 200:
             sample.error = f"http_{r.status_code}"
             return
-        await read_openai_stream(r, sample, t0)
+        check_openai_stream(await read_body(r, sample, t0, _FIRST_TEXT), sample)
 
 
 async def relay_one(
@@ -329,13 +342,39 @@ async def relay_one(
         ):
             sample.error = f"http_{r.status_code}"
             return
-        await read_openai_stream(r, sample, t0)
+        check_openai_stream(await read_body(r, sample, t0, _FIRST_TEXT), sample)
+
+
+def check_platform_stream(body: bytes, sample: Sample) -> None:
+    """The platform's SSE frames: the text of the `delta` frames is what the participant saw;
+    the stream must end with a complete `done` frame."""
+    parts: list[str] = []
+    done = False
+    for frame in body.decode().split("\n\n"):
+        event = data = ""
+        for line in frame.splitlines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+        if event == "delta":
+            parts.append(json.loads(data)["t"])
+        elif event == "done":
+            done = True
+            if json.loads(data).get("status") != "complete":
+                sample.error = "done_not_complete"
+            break
+        elif event == "error":
+            sample.error = "error_event:" + str(json.loads(data).get("code", ""))
+            break
+    sample.text = "".join(parts)
+    if not done and not sample.error:
+        sample.error = "no_done"
 
 
 async def platform_one(
     client: httpx.AsyncClient, url: str, who: Seeded, sample: Sample, text: str
 ) -> None:
-    parts: list[str] = []
     t0 = time.perf_counter()
     async with client.stream(
         "POST",
@@ -346,30 +385,7 @@ async def platform_one(
         if stream.status_code != 200:
             sample.error = f"http_{stream.status_code}"
             return
-        event = ""
-        data = ""
-        async for line in stream.aiter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data = line[6:]
-            elif line == "" and event:
-                if event == "delta":
-                    if sample.ttft is None:
-                        sample.ttft = time.perf_counter() - t0
-                    parts.append(json.loads(data)["t"])
-                elif event == "done":
-                    sample.e2e = time.perf_counter() - t0
-                    if json.loads(data).get("status") != "complete":
-                        sample.error = "done_not_complete"
-                    break
-                elif event == "error":
-                    sample.error = "error_event:" + str(json.loads(data).get("code", ""))
-                    break
-                event = data = ""
-    sample.text = "".join(parts)
-    if sample.e2e is None and not sample.error:
-        sample.error = "no_done"
+        check_platform_stream(await read_body(stream, sample, t0, _FIRST_DELTA), sample)
 
 
 async def guarded(coro, sample: Sample, timeout_s: float) -> Sample:
