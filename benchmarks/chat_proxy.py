@@ -23,16 +23,16 @@ each as ``uvicorn ... --workers W`` (uvloop + httptools when installed): the pla
 bare ASGI app doing one encrypted, idempotent INSERT into its own table in the same database,
 then forwarding the upstream's stream with httpx).
 
-Load, from this process (httpx.AsyncClient on uvloop): OPEN LOOP. At each rate R, for each of
-direct (POST {upstream}/v1/chat/completions), relay (POST /relay) and platform (what the chat
-page does: POST /p/chat/c/<id>/reply/ with a session cookie, CSRF token and a unique
-client_request_id; the response is the SSE stream), requests start at Poisson arrival times
-(exponential gaps, mean 1/R, fixed --seed) for --duration seconds, whether or not earlier
-replies have finished. Every reply is --tokens tokens, --delay-ms apart. A platform request goes
-to a conversation with no reply in flight (a person does not type during a reply); if all P are
-busy it shares one, and the report says how often. Before the first rate each kind gets an
-unmeasured 3 s warm-up at 5/s. After the rates, --burst-rounds bursts of --burst requests sent
-in the same instant (asyncio.gather), per kind.
+Load, from this process (benchmarks/loopback_client.py, a minimal HTTP/1.1 client, on uvloop):
+OPEN LOOP. At each rate R, for each of direct (POST {upstream}/v1/chat/completions), relay (POST
+/relay) and platform (what the chat page does: POST /p/chat/c/<id>/reply/ with a session cookie,
+CSRF token and a unique client_request_id; the response is the SSE stream), requests start at
+Poisson arrival times (exponential gaps, mean 1/R, fixed --seed) for --duration seconds, whether
+or not earlier replies have finished. Every reply is --tokens tokens, --delay-ms apart. A
+platform request goes to a conversation with no reply in flight (a person does not type during a
+reply); if all P are busy it shares one, and the report says how often. Before the first rate
+each kind gets an unmeasured 3 s warm-up at 5/s. After the rates, --burst-rounds bursts of
+--burst requests sent in the same instant (asyncio.gather), per kind.
 
 Figures:
 - TTFT: request start to the first chunk with text (direct and relay: the OpenAI SSE chunk;
@@ -91,6 +91,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import lean_relay  # noqa: E402
+from benchmarks.loopback_client import LoopbackClient, Reply  # noqa: E402
 from benchmarks.support import (  # noqa: E402
     Postgres,
     django_setup,
@@ -285,24 +286,6 @@ _FIRST_TEXT = re.compile(rb'"content":"[^"]')  # an OpenAI chunk that carries te
 _FIRST_DELTA = re.compile(rb"event: delta\n")  # the platform's first text frame
 
 
-async def read_body(
-    response: httpx.Response, sample: Sample, t0: float, first: re.Pattern
-) -> bytes:
-    """The whole body; TTFT when `first` first appears, e2e when the body ends. Parsing waits
-    until the stream is over, and only the chunks before the first text are searched: the
-    client shares the cores with what it measures, so it does as little per chunk as it can."""
-    chunks: list[bytes] = []
-    window = b""  # the end of the previous chunk, in case a marker straddles two chunks
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        if sample.ttft is None:
-            if first.search(window + chunk):
-                sample.ttft = time.perf_counter() - t0
-            window = chunk[-32:]
-    sample.e2e = time.perf_counter() - t0
-    return b"".join(chunks)
-
-
 def upstream_body(text: str) -> dict:
     return {
         "model": MODEL_NAME,
@@ -318,31 +301,37 @@ def check_openai_stream(body: bytes, sample: Sample) -> None:
         sample.error = "no_done"
 
 
-async def direct_one(client: httpx.AsyncClient, url: str, sample: Sample, text: str) -> None:
+async def direct_one(client: LoopbackClient, sample: Sample, text: str) -> None:
     t0 = time.perf_counter()
-    async with client.stream("POST", f"{url}/chat/completions", json=upstream_body(text)) as r:
-        if r.status_code != 200:
-            sample.error = f"http_{r.status_code}"
-            return
-        check_openai_stream(await read_body(r, sample, t0, _FIRST_TEXT), sample)
+    reply = await client.post("/chat/completions", upstream_body(text), first=_FIRST_TEXT)
+    record(sample, reply, t0)
+    if not sample.error:
+        check_openai_stream(reply.body, sample)
 
 
-async def relay_one(
-    client: httpx.AsyncClient, url: str, sample: Sample, text: str, conversation: int
-) -> None:
+async def relay_one(client: LoopbackClient, sample: Sample, text: str, conversation: int) -> None:
     body = {
         "text": text,
         "client_request_id": sample.client_request_id,
         "conversation": conversation,
     }
     t0 = time.perf_counter()
-    async with client.stream("POST", f"{url}/relay", json=body) as r:
-        if r.status_code != 200 or not r.headers.get("content-type", "").startswith(
-            "text/event-stream"
-        ):
-            sample.error = f"http_{r.status_code}"
-            return
-        check_openai_stream(await read_body(r, sample, t0, _FIRST_TEXT), sample)
+    reply = await client.post("/relay", body, first=_FIRST_TEXT)
+    record(sample, reply, t0)
+    if not sample.error and not reply.content_type.startswith("text/event-stream"):
+        sample.error = "not_a_stream"  # e.g. {"duplicate": true}: nothing was relayed
+    if not sample.error:
+        check_openai_stream(reply.body, sample)
+
+
+def record(sample: Sample, reply: Reply, t0: float) -> None:
+    """TTFT and e2e from the reply's timestamps; a non-200 answer is an error."""
+    if reply.status != 200:
+        sample.error = f"http_{reply.status}"
+        return
+    if reply.first_at is not None:
+        sample.ttft = reply.first_at - t0
+    sample.e2e = reply.ended_at - t0
 
 
 def check_platform_stream(body: bytes, sample: Sample) -> None:
@@ -372,20 +361,17 @@ def check_platform_stream(body: bytes, sample: Sample) -> None:
         sample.error = "no_done"
 
 
-async def platform_one(
-    client: httpx.AsyncClient, url: str, who: Seeded, sample: Sample, text: str
-) -> None:
+async def platform_one(client: LoopbackClient, who: Seeded, sample: Sample, text: str) -> None:
     t0 = time.perf_counter()
-    async with client.stream(
-        "POST",
-        f"{url}/p/chat/c/{who.conversation_id}/reply/",
-        json={"text": text, "client_request_id": sample.client_request_id},
+    reply = await client.post(
+        f"/p/chat/c/{who.conversation_id}/reply/",
+        {"text": text, "client_request_id": sample.client_request_id},
         headers={"Cookie": who.cookie, "X-CSRFToken": who.csrf},
-    ) as stream:
-        if stream.status_code != 200:
-            sample.error = f"http_{stream.status_code}"
-            return
-        check_platform_stream(await read_body(stream, sample, t0, _FIRST_DELTA), sample)
+        first=_FIRST_DELTA,
+    )
+    record(sample, reply, t0)
+    if not sample.error:
+        check_platform_stream(reply.body, sample)
 
 
 async def guarded(coro, sample: Sample, timeout_s: float) -> Sample:
@@ -437,15 +423,13 @@ class Load:
         self.counter = 0
         # A stream should take tokens * delay; anything far beyond that is a stuck request.
         self.timeout_s = 30.0 + 4 * tokens * delay_ms / 1000
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients: dict[str, LoopbackClient] = {}
 
     async def __aenter__(self) -> Load:
-        # One pool per target so that a collapsing platform cannot starve the others of
-        # connections; generous limits so that the client never queues requests itself (that
-        # would turn the open loop into a closed one).
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
+        # One pool per target, without a connection limit: the client never queues a request
+        # itself (that would turn the open loop into a closed one).
         for kind in ("direct", "relay", "platform"):
-            self.clients[kind] = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
+            self.clients[kind] = LoopbackClient(self.urls["upstream" if kind == "direct" else kind])
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -465,11 +449,11 @@ class Load:
     async def _run(self, kind: str, sample: Sample) -> Sample:
         text = prompt(self.tokens, self.delay_ms, sample.index)
         if kind == "direct":
-            coro = direct_one(self.clients[kind], self.urls["upstream"], sample, text)
+            coro = direct_one(self.clients[kind], sample, text)
             return await guarded(coro, sample, self.timeout_s)
         if kind == "relay":
             conversation = sample.index % max(1, len(self.people))
-            coro = relay_one(self.clients[kind], self.urls["relay"], sample, text, conversation)
+            coro = relay_one(self.clients[kind], sample, text, conversation)
             return await guarded(coro, sample, self.timeout_s)
         # A person does not type while a reply streams: take a conversation with none in
         # flight; only when every one is busy (the platform is falling behind) share one.
@@ -480,11 +464,27 @@ class Load:
             who = self.people[self.shared % len(self.people)]
             self.shared += 1
         try:
-            coro = platform_one(self.clients[kind], self.urls["platform"], who, sample, text)
+            coro = platform_one(self.clients[kind], who, sample, text)
             return await guarded(coro, sample, self.timeout_s)
         finally:
             if owned:
                 self.free.append(who)
+
+    async def settle(self, max_s: float = 90.0) -> bool:
+        """Wait until the servers are idle: a request the client gave up on (timeout) is still
+        being served, and that backlog must not eat into the next phase (it would slow even
+        the direct baseline). Idle: the platform, relay and fake upstream used under 10% of one
+        core over the last half second. False if that did not happen within `max_s`."""
+        names = ("platform", "relay", "upstream")
+        deadline = time.perf_counter() + max_s
+        before = sum(cpu_seconds(self.pids[n], tree=True) for n in names)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.5)
+            now = sum(cpu_seconds(self.pids[n], tree=True) for n in names)
+            if now - before < 0.05:
+                return True
+            before = now
+        return False
 
     async def open_loop(self, kind: str, rate: float, duration_s: float, label: str) -> Phase:
         """Requests at Poisson arrival times for `duration_s`, each started on time whatever
@@ -664,6 +664,7 @@ class Results:
     warmups: list[Phase] = field(default_factory=list)
     rates: dict[float, dict[str, Phase]] = field(default_factory=dict)
     bursts: dict[str, list[Phase]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    unsettled: list[str] = field(default_factory=list)  # phases the servers were still busy after
 
     def every_phase(self) -> list[Phase]:
         phases = list(self.warmups)
@@ -707,19 +708,22 @@ async def run_load(
         for kind in KINDS:
             results.warmups.append(await load.open_loop(kind, WARMUP_RATE, WARMUP_S, "warm-up"))
         print("  warm-up done", flush=True)
+        await load.settle()
         for rate in rates:
             phases: dict[str, Phase] = {}
             for kind in KINDS:
                 phases[kind] = await load.open_loop(kind, rate, duration_s, f"rate {rate:g}")
-                # Let after-the-reply work (on-commit tasks, logging) finish outside the next
-                # phase's window.
-                await asyncio.sleep(1.0)
+                # Let after-the-reply work (on-commit tasks, abandoned requests) finish outside
+                # the next phase's window.
+                if not await load.settle():
+                    results.unsettled.append(phases[kind].label + " " + kind)
             results.rates[rate] = phases
             print(rate_line(rate, phases), flush=True)
         for number in range(1, burst_rounds + 1):
             for kind in KINDS:
                 results.bursts[kind].append(await load.burst(kind, burst, f"burst {number}"))
-                await asyncio.sleep(1.0)
+                if not await load.settle():
+                    results.unsettled.append(f"burst {number} {kind}")
         print(f"  {burst_rounds} bursts of {burst} per kind done", flush=True)
     return results
 
@@ -811,6 +815,12 @@ def report(
             if s.error:
                 key = f"{p.kind}:{s.error}"
                 kinds[key] = kinds.get(key, 0) + 1
+    if results.unsettled:
+        print(
+            "  WARNING: the servers were still busy 90 s after "
+            + ", ".join(results.unsettled)
+            + "; the next phase's figures include that backlog"
+        )
     if kinds:
         print("  errors by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
 
