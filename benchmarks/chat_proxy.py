@@ -799,7 +799,8 @@ def report(
         f"core on average); this client {fmt(client_cpu * 1000 / requests if requests else 0)} "
         f"ms per request"
     )
-    print(f"  lean relay stored {relay_rows} messages (one per relay request sent)")
+    relay_sent = sum(len(p.samples) for p in phases if p.kind == "relay")
+    print(f"  lean relay: {relay_rows} messages stored for {relay_sent} requests sent to it")
     print(
         f"  exactly-once: {verification.found}/{verification.expected} platform requests "
         f"(warm-up and bursts included) have one user message and one complete reply; lost "
