@@ -37,7 +37,9 @@ each kind gets an unmeasured 3 s warm-up at 5/s. After the rates, --burst-rounds
 Figures:
 - TTFT: request start to the first chunk with text (direct and relay: the OpenAI SSE chunk;
   platform: the first ``event: delta`` frame). Added TTFT = TTFT - the median direct TTFT at the
-  same rate (bursts: of the direct burst of the same round); p50/p95 over the phase.
+  same rate (bursts: of the direct burst of the same round); p50/p95 over the phase's
+  requests that succeeded (a collapsing server's figures are therefore flattering: read them with
+  its error count).
 - errors: non-2xx, an ``event: error`` frame, a ``done`` frame that is not complete, no end of
   stream, or a timeout (30 s + 4x the reply's length per request).
 - web CPU per message: user+system time of the server processes (uvicorn and its workers, from
