@@ -895,6 +895,20 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+async def cancel_on_signal(coro):
+    """Run `coro`; SIGINT or SIGTERM cancels it (its requests end, their connections close)
+    instead of raising KeyboardInterrupt inside whatever callback the loop is running."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await coro
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 def parse_rates(text: str) -> list[float]:
     try:
         rates = [float(part) for part in text.split(",") if part.strip()]
@@ -1100,12 +1114,14 @@ def main(argv: list[str] | None = None) -> int:
             },
             seed=args.seed,
         )
-        coro = run_load(
-            load,
-            rates=rates,
-            duration_s=args.duration,
-            burst=args.burst,
-            burst_rounds=args.burst_rounds,
+        coro = cancel_on_signal(
+            run_load(
+                load,
+                rates=rates,
+                duration_s=args.duration,
+                burst=args.burst,
+                burst_rounds=args.burst_rounds,
+            )
         )
         if importlib.util.find_spec("uvloop"):
             import uvloop
@@ -1116,6 +1132,8 @@ def main(argv: list[str] | None = None) -> int:
                 results = runner.run(coro)
         else:
             results = asyncio.run(coro)
+        # The loop's signal handlers are gone; SIGTERM must still clean up from here on.
+        signal.signal(signal.SIGTERM, _interrupt)
         platform_samples = [
             s for p in results.every_phase() if p.kind == "platform" for s in p.samples
         ]
@@ -1138,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
             server=server,
             relay_rows=relay_rows,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; cleaning up", file=sys.stderr)
     except Exception:
         for name in ("web.log", "relay.log", "upstream.log"):
