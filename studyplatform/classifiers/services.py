@@ -153,7 +153,7 @@ def run_params_clean(*, study: Study, data: Mapping[str, Any]) -> dict[str, Any]
     keys = _keys(
         data.get("classifiers"), "classifiers", [d.key for d in section.definitions], errors
     )
-    arm_keys = list(study.arms.values_list("key", flat=True))
+    arm_keys = list(study.arms.order_by("key").values_list("key", flat=True))
     arms = _keys(data.get("arms"), "arms", arm_keys, errors)
     date_from = _date(data.get("date_from"), "date_from", errors)
     date_to = _date(data.get("date_to"), "date_to", errors)
