@@ -134,9 +134,11 @@ class Budget:
     calls_left: int | None = None
     tokens_left: int | None = None
     exhausted: bool = False
+    # Set by the run (from its own thread) when it stops early: no new request is sent.
+    cancelled: bool = False
 
     def take_call(self) -> bool:
-        if self.exhausted:
+        if self.exhausted or self.cancelled:
             return False
         if self.tokens_left is not None and self.tokens_left <= 0:
             self.exhausted = True
@@ -293,9 +295,12 @@ async def judge_many(
     concurrency: int,
     client: httpx.AsyncClient | None = None,
     sleep: Callable[[float], Any] = asyncio.sleep,
+    on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Ask about every request, at most `concurrency` at a time; outcomes in request order.
-    A JudgeRejected from any request cancels the rest and propagates."""
+    """Ask about every request, at most `concurrency` at a time; outcomes in request order,
+    each also handed to `on_outcome` as soon as it is known (so the caller can store results
+    while the rest are in flight). A JudgeRejected from any request cancels the rest and
+    propagates."""
     own_client = client is None and target.kind != "simulated"
     if own_client:
         client = new_client(target, concurrency)
@@ -303,10 +308,18 @@ async def judge_many(
 
     async def one(request: Request) -> Outcome:
         async with semaphore:
-            return await _ask(client, target, request, budget, sleep)
+            outcome = await _ask(client, target, request, budget, sleep)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return outcome
 
+    tasks = [asyncio.ensure_future(one(r)) for r in requests]
     try:
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
     finally:
         if own_client and client is not None:
             await client.aclose()

@@ -19,10 +19,15 @@ ticked the protocol's `classifiers.consent_checkbox`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
+import queue
 import random
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +60,13 @@ MAX_SAMPLE = 100_000
 MAX_CALLS = 10_000_000
 MAX_TOKENS = 10_000_000_000
 MAX_SEED = 2**31 - 1
-CONVERSATION_BATCH = 50
+CONVERSATION_BATCH = 200
 # Labels are stored after every chunk of judge calls (at least this many, or four per concurrent
 # request): what a killed worker loses, and how often progress moves.
 CHUNK_MIN = 32
+# A chunk smaller than that is stored after this many seconds without a write (a slow judge).
+FLUSH_SECONDS = 2.0
+HEARTBEAT_SECONDS = 30.0
 PARAM_FIELDS = {
     "classifiers",
     "arms",
@@ -291,10 +299,16 @@ class _Runner:
             else self.params["max_tokens"] - run.tokens,
         )
         self.concurrency = min(int(self.params.get("concurrency") or 8), MAX_CONCURRENCY)
+        # Judge calls run on an event loop in a thread of their own; this thread stores results.
         self.loop = asyncio.new_event_loop()
+        self.loop_thread = threading.Thread(
+            target=self.loop.run_forever, name=f"judge-{run.pk}", daemon=True
+        )
+        self.loop_thread.start()
         self.clients: dict[str, Any] = {}
         self.targets: dict[Judge, judge_mod.Target] = {}
         self.units_done = 0
+        self.request_keys = itertools.count()
 
     # selection
 
@@ -389,7 +403,10 @@ class _Runner:
 
     def close(self) -> None:
         for client in self.clients.values():
-            self.loop.run_until_complete(client.aclose())
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(client.aclose(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop_thread.join(timeout=10)
         self.loop.close()
 
     # the work
@@ -402,11 +419,27 @@ class _Runner:
         for start in range(0, len(ids), CONVERSATION_BATCH):
             batch = ids[start : start + CONVERSATION_BATCH]
             units = self._units(batch, people)
-            for definition in self.definitions:
-                self._classify(definition, units[definition.key])
-                if self.budget.exhausted:
-                    return "budget"
+            # Classifiers of one gate depth are independent: their judge calls share one
+            # fan-out. Children wait for their parents' labels (the next tier).
+            for tier in self.tiers:
+                to_ask = []
+                for definition in tier:
+                    to_ask += self._classify(definition, units[definition.key])
+                for judge in dict.fromkeys(d.judge for d, _ in to_ask):
+                    self._ask([item for item in to_ask if item[0].judge == judge])
+                    if self.budget.exhausted:
+                        return "budget"
         return "done"
+
+    @property
+    def tiers(self) -> list[list[Definition]]:
+        depth: dict[str, int] = {}
+        for d in self.definitions:  # protocol order puts parents first (validated)
+            depth[d.key] = depth[d.gate_parent] + 1 if d.gate_parent else 0
+        return [
+            [d for d in self.definitions if depth[d.key] == level]
+            for level in range(max(depth.values(), default=-1) + 1)
+        ]
 
     def _units(
         self, batch: list[int], people: dict[int, Participant]
@@ -471,9 +504,12 @@ class _Runner:
                     out[definition.key].append((unit, person.pk, person.language or "en"))
         return out
 
-    def _classify(self, definition: Definition, units: list[tuple[Unit, int, str]]) -> None:
+    def _classify(
+        self, definition: Definition, units: list[tuple[Unit, int, str]]
+    ) -> list[tuple[Definition, _Pending]]:
+        """Store what needs no judge call (unchanged, copied, gated out); return the rest."""
         if not units:
-            return
+            return []
         judge = definition.judge
         assert judge is not None  # the protocol validator requires one
         labels = ClassifierLabel.objects.filter(
@@ -526,7 +562,7 @@ class _Runner:
                 language=language,
                 content_hash=digest,
                 request=judge_mod.Request(
-                    key=len(pending) + len(gated),
+                    key=next(self.request_keys),
                     system=system,
                     user=user,
                     codes=definition.codes,
@@ -576,23 +612,52 @@ class _Runner:
             cache_hits=reused + len(copies),
             gated_out=len(gated),
         )
-        target = self.target_for(judge)
+        return [(definition, item) for item in to_ask]
+
+    def _ask(self, to_ask: list[tuple[Definition, _Pending]]) -> None:
+        """Send `to_ask` to the judge from the run's event-loop thread, `concurrency` at a time,
+        and store outcomes here as they arrive (every chunk), so the judge never waits for the
+        database and a dead worker loses only what was in flight or not yet stored."""
+        target = self.target_for(to_ask[0][0].judge)
+        by_key = {p.request.key: (d, p) for d, p in to_ask}
+        arrived: queue.SimpleQueue[judge_mod.Outcome] = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(
+            judge_mod.judge_many(
+                [p.request for _, p in to_ask],
+                target,
+                budget=self.budget,
+                concurrency=self.concurrency,
+                client=self.client_for(target),
+                on_outcome=arrived.put,
+            ),
+            self.loop,
+        )
         chunk_size = max(self.concurrency * 4, CHUNK_MIN)
-        for start in range(0, len(to_ask), chunk_size):
-            chunk = to_ask[start : start + chunk_size]
-            outcomes = self.loop.run_until_complete(
-                judge_mod.judge_many(
-                    [p.request for p in chunk],
-                    target,
-                    budget=self.budget,
-                    concurrency=self.concurrency,
-                    client=self.client_for(target),
-                )
-            )
-            self._store_outcomes(definition, chunk, outcomes)
-            fault_injection_pause()
-            if self.budget.exhausted:
-                return
+        buffer: list[judge_mod.Outcome] = []
+        last_write = time.monotonic()
+        try:
+            while True:
+                with contextlib.suppress(queue.Empty):
+                    buffer.append(arrived.get(timeout=0.2))
+                finished = future.done() and arrived.empty()
+                quiet = time.monotonic() - last_write
+                if len(buffer) >= chunk_size or (buffer and (finished or quiet > FLUSH_SECONDS)):
+                    self._store_outcomes([(*by_key[o.key], o) for o in buffer])
+                    buffer = []
+                    last_write = time.monotonic()
+                    fault_injection_pause()
+                elif quiet > HEARTBEAT_SECONDS:
+                    # A slow judge: keep the lease while waiting for answers.
+                    self.lease.require()
+                    last_write = time.monotonic()
+                if finished:
+                    break
+            future.result()  # JudgeRejected and other failures of the fan-out surface here
+        finally:
+            if not future.done():
+                # This worker is stopping (lease lost, killed, failed): send nothing more.
+                self.budget.cancelled = True
+                future.cancel()
 
     def _row(
         self,
@@ -630,13 +695,13 @@ class _Runner:
         )
 
     def _store_outcomes(
-        self, definition: Definition, chunk: list[_Pending], outcomes: list[judge_mod.Outcome]
+        self, results: list[tuple[Definition, _Pending, judge_mod.Outcome]]
     ) -> None:
         now = timezone.now()
         rows = []
         errors = []
         calls = prompt = completion = unparseable = failed = 0
-        for item, result in zip(chunk, outcomes, strict=True):
+        for definition, item, result in results:
             calls += result.calls
             prompt += result.prompt_tokens
             completion += result.completion_tokens

@@ -362,7 +362,9 @@ def test_a_run_resumes_after_its_worker_died_without_paying_twice(
     # then: done, every message labelled once, and only the two unlabelled ones paid for
     assert run.status == ClassificationRun.Status.DONE and run.attempts == 2
     assert ClassifierLabel.objects.count() == 6
-    assert len(judge_bodies(upstream)) == 6 == run.judge_calls
+    assert run.judge_calls == 6
+    # (at most the one request in flight when the worker died, concurrency 1, was lost)
+    assert 6 <= len(judge_bodies(upstream)) <= 7
     assert run.cache_hits == 0  # its own labels from before the takeover are not "saved" calls
 
 
