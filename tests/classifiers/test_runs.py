@@ -391,3 +391,18 @@ def test_a_random_sample_of_conversations_is_reproducible(
     second = execute(start(classified_study, owner, sample=2, seed=7))
     assert first.conversations == second.conversations == 2
     assert set(ClassifierLabel.objects.values_list("conversation_id", flat=True)) == picked
+
+
+def test_withdrawal_with_deletion_removes_the_participants_labels(
+    classified_study, enroll, chat, upstream, owner
+):
+    from studyplatform.participants.services.withdrawal import participant_withdraw
+
+    leaving = enroll(classified_study, choices=CONSENTING)
+    staying = enroll(classified_study, choices=CONSENTING)
+    chat(leaving, ["mine [[reply: yes]]"])
+    chat(staying, ["theirs [[reply: no]]"])
+    execute(start(classified_study, owner))
+    assert ClassifierLabel.objects.count() == 2
+    participant_withdraw(participant=leaving, mode="delete", by="participant")
+    assert list(ClassifierLabel.objects.values_list("participant_id", flat=True)) == [staying.pk]
