@@ -296,17 +296,22 @@ async def judge_many(
     client: httpx.AsyncClient | None = None,
     sleep: Callable[[float], Any] = asyncio.sleep,
     on_outcome: Callable[[Outcome], None] | None = None,
+    admit: asyncio.Semaphore | None = None,
 ) -> list[Outcome]:
     """Ask about every request, at most `concurrency` at a time; outcomes in request order,
     each also handed to `on_outcome` as soon as it is known (so the caller can store results
-    while the rest are in flight). A JudgeRejected from any request cancels the rest and
-    propagates."""
+    while the rest are in flight). With `admit`, each request first takes one of its permits,
+    which the caller gives back once it has stored the outcome: the judge never runs more than
+    that many answers ahead of what is stored. A JudgeRejected from any request cancels the
+    rest and propagates."""
     own_client = client is None and target.kind != "simulated"
     if own_client:
         client = new_client(target, concurrency)
     semaphore = asyncio.Semaphore(max(1, concurrency))
 
     async def one(request: Request) -> Outcome:
+        if admit is not None:
+            await admit.acquire()
         async with semaphore:
             outcome = await _ask(client, target, request, budget, sleep)
         if on_outcome is not None:

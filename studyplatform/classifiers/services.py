@@ -621,6 +621,9 @@ class _Runner:
         target = self.target_for(to_ask[0][0].judge)
         by_key = {p.request.key: (d, p) for d, p in to_ask}
         arrived: queue.SimpleQueue[judge_mod.Outcome] = queue.SimpleQueue()
+        chunk_size = max(self.concurrency * 4, CHUNK_MIN)
+        # At most two chunks answered but not stored: what a killed worker can lose.
+        admit = asyncio.Semaphore(2 * chunk_size)
         future = asyncio.run_coroutine_threadsafe(
             judge_mod.judge_many(
                 [p.request for _, p in to_ask],
@@ -629,10 +632,10 @@ class _Runner:
                 concurrency=self.concurrency,
                 client=self.client_for(target),
                 on_outcome=arrived.put,
+                admit=admit,
             ),
             self.loop,
         )
-        chunk_size = max(self.concurrency * 4, CHUNK_MIN)
         buffer: list[judge_mod.Outcome] = []
         last_write = time.monotonic()
         try:
@@ -643,6 +646,8 @@ class _Runner:
                 quiet = time.monotonic() - last_write
                 if len(buffer) >= chunk_size or (buffer and (finished or quiet > FLUSH_SECONDS)):
                     self._store_outcomes([(*by_key[o.key], o) for o in buffer])
+                    for _ in buffer:
+                        self.loop.call_soon_threadsafe(admit.release)
                     buffer = []
                     last_write = time.monotonic()
                     fault_injection_pause()
