@@ -410,3 +410,42 @@ def test_withdrawal_with_deletion_removes_the_participants_labels(
     assert ClassifierLabel.objects.count() == 2
     participant_withdraw(participant=leaving, mode="delete", by="participant")
     assert list(ClassifierLabel.objects.values_list("participant_id", flat=True)) == [staying.pk]
+
+
+def test_an_anthropic_judge_gets_a_system_prompt_its_key_and_no_seed(
+    make_classified_study, enroll, chat, upstream, owner, register_endpoint, monkeypatch
+):
+    # given: the judge is an Anthropic-kind endpoint (the fake upstream speaks Messages too)
+    monkeypatch.setenv("JUDGE_ANTHROPIC_KEY", "judge-secret")
+    register_endpoint(
+        "claude-judge",
+        kind="anthropic",
+        base_url=upstream.anthropic_base_url,
+        models=["claude-fake-1"],
+        api_key_env="JUDGE_ANTHROPIC_KEY",
+        requires_api_key=True,
+    )
+    study = make_classified_study(judge={"endpoint": "claude-judge", "model": "claude-fake-1"})
+    person = enroll(study, choices=CONSENTING)
+    [message] = chat(person, ["so alone [[reply: yes]]"])
+    # when
+    run = execute(start(study, owner))
+    # then
+    assert labels() == {message.pk: ("label", "yes")}
+    [request] = [r for r in upstream.log if r.path.endswith("/v1/messages")]
+    assert request.headers.get("x-api-key") == "judge-secret"
+    assert "seed" not in request.body and "loneliness" in request.body["system"]
+    assert run.judge_calls == 1 and run.prompt_tokens > 0
+
+
+def test_the_simulated_judge_labels_without_any_request(
+    make_classified_study, enroll, chat, upstream, owner
+):
+    study = make_classified_study(judge={"endpoint": "simulated", "model": "pilot-judge"})
+    person = enroll(study, choices=CONSENTING)
+    first, _, second = chat(person, ["one", "ok", "two"])
+    run = execute(start(study, owner))
+    assert run.status == ClassificationRun.Status.DONE and run.judge_calls == 2
+    assert {label for _, label in labels().values()} <= {"yes", "no"}
+    assert set(labels()) == {first.pk, second.pk}
+    assert judge_bodies(upstream) == []
