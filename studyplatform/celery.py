@@ -29,6 +29,8 @@ app.conf.task_routes = {
     "studyplatform.safety.tasks.*": {"queue": "chat"},
     "studyplatform.chat.tasks.*": {"queue": "chat"},
     "analysis.tasks.*": {"queue": "analysis"},
+    # Classification runs are long, batched jobs like analyses: the same low-concurrency workers.
+    "studyplatform.classifiers.tasks.*": {"queue": "analysis"},
     "studyplatform.exports.tasks.*": {"queue": "exports"},
 }
 app.conf.broker_connection_retry_on_startup = True

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "studyplatform.participants",
     "studyplatform.chat",
     "studyplatform.safety",
+    "studyplatform.classifiers",
     "studyplatform.exports",
     "studyplatform.console",
     "surveys",

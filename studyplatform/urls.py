@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/", include("studyplatform.safety.api_urls")),
     path("api/", include("surveys.api_urls")),
     path("api/", include("analysis.api_urls")),
+    path("api/", include("studyplatform.classifiers.api_urls")),
     path("api/", include("studyplatform.exports.api_urls")),
     path("", include("studyplatform.participants.urls")),
     path("", include("studyplatform.chat.urls")),

@@ -1,10 +1,10 @@
 """The researcher console: /console/... the study list and each study's overview, design pages
 (designer, versions, previews, launch), monitoring pages (dashboard, participants, safety, team,
-analyses and their reports, exports) and the team-invitation landing page."""
+analyses and their reports, exports, classifier runs) and the team-invitation landing page."""
 
 from django.urls import path
 
-from .views import design, invitation, monitor, overview
+from .views import classifiers, design, invitation, monitor, overview
 
 app_name = "console"
 
@@ -71,6 +71,7 @@ urlpatterns = [
         name="monitor_analysis_report_document",
     ),
     path("<slug:slug>/exports/", monitor.exports, name="monitor_exports"),
+    path("<slug:slug>/classifiers/", classifiers.classifiers, name="classifiers"),
     # Where an emailed team invitation leads (it handles signed-out and unverified visitors
     # itself). Last, so a study whose slug is "invitations" keeps its pages: a random token
     # never equals one of their names.

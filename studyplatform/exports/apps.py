@@ -13,5 +13,12 @@ class ExportsConfig(AppConfig):
         from . import participant_data
 
         subscribe(ParticipantContentDeletion, participant_data.exports_delete)
+        # Classifier runs that send anonymized text to a judge use this app's anonymizer
+        # (classifiers sits below exports, so it cannot import it).
+        from studyplatform.classifiers.anonymization import text_anonymizer_register
+
+        from .classifier_text import anonymizers_for
+
+        text_anonymizer_register(anonymizers_for)
         # Exports are leased jobs: registering them lets the lease sweep find them.
         from . import jobs  # noqa: F401

@@ -75,7 +75,18 @@ def test_another_users_study_overview_is_a_404(recruiting_study, client, make_us
 
 
 @pytest.mark.parametrize(
-    "page", ["", "design/", "versions/", "launch/", "dashboard/", "safety/", "analyses/", "team/"]
+    "page",
+    [
+        "",
+        "design/",
+        "versions/",
+        "launch/",
+        "dashboard/",
+        "safety/",
+        "analyses/",
+        "classifiers/",
+        "team/",
+    ],
 )
 def test_every_study_page_has_the_same_tab_bar(recruiting_study, owner, client, page):
     client.force_login(owner)
@@ -90,6 +101,7 @@ def test_every_study_page_has_the_same_tab_bar(recruiting_study, owner, client, 
         "Participants",
         "Safety",
         "Analyses",
+        "Classifiers",
         "Exports",
         "Team",
     ]

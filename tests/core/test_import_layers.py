@@ -27,6 +27,9 @@ LAYERS: list[list[str]] = [
     ["safety"],
     ["chat"],
     ["surveys"],
+    # Reads chat messages and the protocol; analysis and exports will read its labels. The
+    # export anonymizer it uses is registered by exports (classifiers/anonymization.py).
+    ["classifiers"],
     ["analysis"],
     ["exports"],
     ["console"],

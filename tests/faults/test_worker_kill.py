@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,12 @@ from django.db import connection
 from analysis.services import analysis_run_create
 from studyplatform.celery import app as celery_app
 from studyplatform.exports.services import export_create
+from tests.classifiers.conftest import (  # noqa: F401 - fixtures for the classification run
+    chat,
+    loopback_endpoint,
+    make_classified_study,
+    upstream,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -288,3 +295,66 @@ def test_a_killed_worker_s_export_completes_with_exactly_one_zip(
     assert hashlib.sha256(zips[0].read_bytes()).hexdigest() == done["sha256"]
     # and the dead attempt's files were removed
     assert list(work.iterdir()) == []
+
+
+def test_a_killed_worker_s_classification_run_resumes_without_paying_twice(
+    instance,
+    make_classified_study,  # noqa: F811 - the fixture imported above
+    enroll,
+    chat,  # noqa: F811
+    upstream,  # noqa: F811
+    owner,
+    settings,
+):
+    from studyplatform.classifiers.models import ClassifierLabel
+    from studyplatform.classifiers.services import CHUNK_MIN, classification_run_create
+    from tests.classifiers.conftest import CONSENTING
+
+    # given: more messages than one stored chunk, and a queued run on a slow worker whose judge
+    # is the loopback fake upstream (registered for the workers as the operator would)
+    study = make_classified_study()
+    messages = CHUNK_MIN + 8
+    for p in range(messages // 8):  # 8 each: under the per-minute message limit
+        person = enroll(study, choices=CONSENTING)
+        chat(person, [f"p{p} m{i} [[reply: no]]" if i % 2 == 0 else "ok" for i in range(15)])
+    run = classification_run_create(
+        study=study,
+        created_by=owner,
+        data={"max_judge_calls": 1000, "concurrency": 1},
+        enqueue=False,
+    )
+    instance.env["MODEL_ENDPOINTS"] = json.dumps(settings.MODEL_ENDPOINTS)
+    instance.share()
+    first, second = instance.start_two_workers(job_queue="analysis")
+    celery_app.send_task(
+        "studyplatform.classifiers.tasks.classification_run_task", args=[run.pk], queue="analysis"
+    )
+    table = "classifiers_classificationrun"
+    columns = ["status", "units_done", "judge_calls", "lease_owner", "attempts"]
+    instance.wait_for(
+        "the first worker to store its first chunk",
+        lambda: instance.row(table, run.pk, columns)["units_done"] > 0,
+        timeout=60,
+    )
+    before = instance.row(table, run.pk, columns)
+    assert before["status"] == "running" and f":{first.pid}:" in before["lease_owner"]
+
+    # when: it is SIGKILLed while it pauses after that chunk, and the sweep hands the run over
+    instance.kill(first)
+    asked_by_first = len(upstream.requests)
+    instance.consume("fault2", "analysis")
+    instance.run_sweep(table, run.pk)
+
+    # then: done on attempt 2 by the new worker, which asked only about what was not stored
+    done = instance.wait_for(
+        "the run to finish",
+        lambda: (r := instance.row(table, run.pk, columns))["status"] in ("done", "failed") and r,
+        timeout=60,
+    )
+    assert done["status"] == "done", done
+    assert done["attempts"] == 2 and f":{second.pid}:" in done["lease_owner"]
+    assert done["units_done"] == messages
+    stored_by_first = before["judge_calls"]
+    assert len(upstream.requests) - asked_by_first == messages - stored_by_first
+    if instance.sqlite_file is None:
+        assert ClassifierLabel.objects.filter(run_id=run.pk).count() == messages

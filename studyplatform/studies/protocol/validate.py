@@ -176,6 +176,45 @@ def instrument_library_register(library: InstrumentLibrary) -> None:
     _instrument_library = library
 
 
+@dataclass(frozen=True)
+class ClassifierLibrary:
+    """What the validator needs from the conversation-classifier library.
+
+    The library lives in the classifiers app, above studies in the layer order, so
+    ``ClassifiersConfig.ready()`` registers it here, as surveys registers its instruments.
+
+    section_errors: (place, message) for each problem with a `classifiers` section whose shape
+        the schema checked, given the study's languages and each consent document's checkbox
+        keys.
+    """
+
+    section_errors: Callable[..., list[tuple[PathParts, str]]]
+
+
+_classifier_library: ClassifierLibrary | None = None
+
+
+def classifier_library_register(library: ClassifierLibrary) -> None:
+    """Called from ``ClassifiersConfig.ready()`` (registering again replaces it)."""
+    global _classifier_library
+    _classifier_library = library
+
+
+def _classifier_errors(doc: dict) -> list[ProtocolError]:
+    section = doc.get("classifiers")
+    if not section or _classifier_library is None:
+        return []
+    consent_keys = [
+        {box["key"] for box in cdoc["checkboxes"]} for cdoc in doc["consent"]["documents"]
+    ]
+    return [
+        ProtocolError(parts, message)
+        for parts, message in _classifier_library.section_errors(
+            section, languages=_languages(doc), consent_keys=consent_keys
+        )
+    ]
+
+
 def _instrument_index(doc: dict) -> dict[str, tuple[set[str], set[str]]] | None:
     """{instrument key: (item ids, score names)} for shipped and custom instruments.
 
@@ -546,7 +585,12 @@ def validate_document(doc: Any) -> list[ProtocolError]:
         check_value(doc, max_depth=MAX_PROTOCOL_DEPTH, max_items=MAX_PROTOCOL_ITEMS)
     except InputRejected as exc:
         return [ProtocolError(exc.parts, exc.message)]
-    return _dedupe(_semantic_errors(doc) + _retention_errors(doc) + _model_endpoint_errors(doc))
+    return _dedupe(
+        _semantic_errors(doc)
+        + _retention_errors(doc)
+        + _model_endpoint_errors(doc)
+        + _classifier_errors(doc)
+    )
 
 
 # Which endpoints exist is platform configuration (environment and database), so these two ask
