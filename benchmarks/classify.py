@@ -43,7 +43,12 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E402
+from benchmarks.support import (  # noqa: E402
+    Postgres,
+    django_setup,
+    fake_upstream_command,
+    machine_info,
+)
 
 ENDPOINT = "bench-judge"
 MODEL = "bench-judge-model"
@@ -225,7 +230,7 @@ def main() -> int:
             os.environ.pop(key, None)
         # The judge: the fake upstream in its own process (as chat_proxy.py runs it).
         upstream = subprocess.Popen(
-            [sys.executable, "-m", "studyplatform.chat.fake_upstream", "--port", str(port)],
+            fake_upstream_command(port),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
