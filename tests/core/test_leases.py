@@ -268,9 +268,9 @@ def test_the_sweep_redispatches_a_job_whose_worker_died(recruiting_study, owner,
 def test_every_job_kind_names_the_celery_task_the_sweep_sends():
     # given: the job kinds the apps register at start-up
     kinds = {kind.name: kind.task for kind in JOB_KINDS.values()}
-    # then: all three are there, and each names an importable task registered under that name
+    # then: all four are there, and each names an importable task registered under that name
     # (the sweep imports it by this path only when it re-sends a job)
-    assert set(kinds) == {"analysis_run", "export", "data_download"}
+    assert set(kinds) == {"analysis_run", "classification_run", "export", "data_download"}
     for path in kinds.values():
         assert import_string(path).name == path
 
