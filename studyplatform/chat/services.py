@@ -398,7 +398,7 @@ def reply_start(*, user_message: Message, arm, first_token_at, upstream_sent_at)
         checkpoint_at=first_token_at,
         latency_ms=max(0, latency),
         arm=arm,
-        protocol_version=user_message.protocol_version,
+        protocol_version_id=user_message.protocol_version_id,
         model_requested=arm.model_name,
     )
 
@@ -429,7 +429,7 @@ def reply_finish(
             created_at=now,
             upstream_sent_at=upstream_sent_at,
             arm=arm,
-            protocol_version=user_message.protocol_version,
+            protocol_version_id=user_message.protocol_version_id,
             model_requested=arm.model_name,
         )
     reply.content = text
