@@ -1,54 +1,61 @@
-"""Benchmark the chat proxy: what the platform adds on top of the model server, per stream.
+"""Benchmark the chat proxy under open-loop load, beside a lean relay on the same cores.
 
-    .venv/bin/python benchmarks/chat_proxy.py [--streams 50] [--tokens 40] [--delay-ms 20]
-        [--rounds 3] [--load burst|sustained] [--duration 10] [--workers 1]
-        [--database-url postgresql://user:pw@127.0.0.1:5432/postgres]
+    .venv/bin/python benchmarks/chat_proxy.py [--database-url postgresql://u:pw@127.0.0.1:5432/postgres]
+        [--workers 2] [--rates 5,10,20,40] [--duration 30] [--tokens 40] [--delay-ms 20]
+        [--burst 50] [--burst-rounds 3] [--participants N] [--seed 1]
+
+What it answers: how much time-to-first-token (TTFT) and CPU the platform adds on top of the
+model server when new messages arrive at a given rate, compared in the same run with the
+smallest forwarder that still stores the message first (benchmarks/lean_relay.py).
 
 Set-up (all throwaway, removed at the end even on failure or Ctrl-C): an embedded Redis (unless
-REDIS_URL is set), the fake upstream (studyplatform.chat.fake_upstream) in its own process on a
-free port, and a database: with --database-url (or DATABASE_URL) a PostgreSQL server on which a
-fresh database ``studyplatform_bench_<pid>`` is created and later dropped (the URL's own database
-is only used to connect); otherwise a temporary SQLite file (WAL, as in settings). ``manage.py
-migrate`` runs in a subprocess, then this process seeds through the real services: a study from
-examples/companion-rct.yaml (slug "bench") whose arms point at the fake upstream, with
-rate/token limits raised out of the way, moved to recruiting; N participants enrolled, one
-conversation each, and a database session plus a CSRF token per participant. The platform runs
-with production settings (DEBUG=False, throwaway keys) as ``uvicorn studyplatform.asgi:application
---workers W`` (uvloop + httptools when installed).
+REDIS_URL is set); the loopback fake upstream (tests/support/fake_upstream.py, an ASGI app
+under uvicorn) in its own process; a database: with --database-url (or DATABASE_URL) a
+PostgreSQL server on which a fresh database ``studyplatform_bench_<pid>`` is created and later
+dropped (the URL's own database is only used to connect), otherwise a temporary SQLite file
+(WAL, as in settings).
+``manage.py migrate`` runs in a subprocess, then this process seeds through the real services: a
+study from examples/companion-rct.yaml whose arms point at the fake upstream, rate/token limits
+raised out of the way, moved to recruiting; P participants enrolled, one conversation each, a
+database session and CSRF token per participant. Two servers are started on the same machine,
+each as ``uvicorn ... --workers W`` (uvloop + httptools when installed): the platform
+(studyplatform.asgi, production settings: DEBUG=False, throwaway keys) and the lean relay (a
+bare ASGI app doing one encrypted, idempotent INSERT into its own table in the same database,
+then forwarding the upstream's stream with httpx).
 
-Measurement, from this process with httpx.AsyncClient, N streams at once, after one unmeasured
-warm-up round of each kind (imports, connection pools), then R rounds of each kind alternating
-direct, platform, direct, platform, ... so both share the machine's noise:
+Load, from this process (benchmarks/loopback_client.py, a minimal HTTP/1.1 client, on uvloop):
+OPEN LOOP. At each rate R, for each of direct (POST {upstream}/v1/chat/completions), relay (POST
+/relay) and platform (what the chat page does: POST /p/chat/c/<id>/reply/ with a session cookie,
+CSRF token and a unique client_request_id; the response is the SSE stream), requests start at
+Poisson arrival times (exponential gaps, mean 1/R, fixed --seed) for --duration seconds, whether
+or not earlier replies have finished. Every reply is --tokens tokens, --delay-ms apart. A
+platform request goes to a conversation with no reply in flight (a person does not type during a
+reply); if all P are busy it shares one, and the report says how often. Before the first rate
+each kind gets an unmeasured 3 s warm-up at 5/s. After the rates, --burst-rounds bursts of
+--burst requests sent in the same instant (asyncio.gather), per kind.
 
-- direct: POST {upstream}/v1/chat/completions, stream=true with include_usage, message
-  ``[[tokens: T]] [[delay_ms: D]] hello <i>``. TTFT = request start to the first chunk with
-  content; e2e = request start to ``data: [DONE]``.
-- platform: what the chat page does: POST /p/chat/c/<id>/reply/ (JSON text + unique
-  client_request_id, session cookie, CSRF cookie + X-CSRFToken header), whose response is the
-  SSE stream (`message`, `start`, `delta`..., `done`). TTFT = start of the POST to the first
-  ``event: delta`` frame; e2e = to ``event: done``. Errors: non-2xx, an ``event: error`` frame,
-  no done frame, or a timeout.
+Figures:
+- TTFT: request start to the first chunk with text (direct and relay: the OpenAI SSE chunk;
+  platform: the first ``event: delta`` frame). Added TTFT = TTFT - the median direct TTFT at the
+  same rate (bursts: of the direct burst of the same round); p50/p95 over the phase.
+- errors: non-2xx, an ``event: error`` frame, a ``done`` frame that is not complete, no end of
+  stream, or a timeout (30 s + 4x the reply's length per request).
+- web CPU per message: user+system time of the server processes (uvicorn and its workers, from
+  /proc) over the phase / requests started in it. PostgreSQL's own processes are not included.
+- afterwards the exactly-once check (ORM, this process): every platform request must have
+  exactly one user message and one assistant reply (its child) that is complete and non-empty;
+  ``lost`` counts the requests for which that does not hold (broken down in the report), and
+  replies whose stored text differs from what was streamed are counted too.
 
-Load (--load): ``burst`` (default) sends the N requests of a round in the same instant
-(asyncio.gather), the harshest case; ``sustained`` runs N conversations for --duration seconds,
-each sending its next message as soon as its previous reply is done (closed loop, starts spread
-over one reply's duration; only requests started after that ramp-up are measured), the way load
-generators such as locust measure a proxy.
+The last line is machine-readable (values per rate in --rates order; the ratio's denominator,
+the relay's added p50, is floored at 1 ms; cpu_ms_per_msg is the platform's over all rate
+phases; burst50_p50_ms the platform's over all bursts; errors counts the platform's):
+rates=5,10,20,40 added_p50_ms=<a,b,c,d> added_p95_ms=<a,b,c,d> relay_p50_ms=<a,b,c,d>
+worst_ratio_vs_relay=<x> cpu_ms_per_msg=<x> burst50_p50_ms=<x> errors=<n> lost=<n>
 
-Figures: added TTFT of a platform request = its TTFT - the median direct TTFT of the same round
-(p50 and p95 over all platform requests); e2e ratio = median platform e2e / median direct e2e
-(over all rounds); streams/s = platform streams / platform wall time. Afterwards the database
-is checked (ORM, this process): every platform request must have exactly one user message and
-one assistant reply (child of it) with status complete and non-empty content; ``lost`` counts
-requests for which that does not hold. The breakdown rows (response headers = message stored,
-start frame) and the server-side timestamps stored on the reply show where the added time goes;
-CPU per stream is each process's user+system time (/proc/<pid>/stat; uvicorn with its worker
-processes) over the measured rounds divided by their streams (uvicorn, fake upstream, this
-client). PostgreSQL's own server processes are not included.
-
-Targets: added TTFT p50 <= 10 ms, p95 <= 30 ms, e2e ratio <= 1.05, zero errors, zero lost. The
-script exits 0 either way. The last line is machine-readable:
-added_ttft_p50_ms=<x> added_ttft_p95_ms=<x> e2e_ratio=<x> streams=<n> errors=<n> lost=<n>
+Bounded: arrivals per phase are capped (3x the expected count), every request has a timeout,
+traffic goes only to 127.0.0.1, and every process and the database are removed on exit.
+Targets (issue 19) are printed beside the figures; the script exits 0 either way.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ import json
 import math
 import os
 import platform
+import random
+import re
 import secrets
 import shutil
 import signal
@@ -71,7 +80,8 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -80,18 +90,30 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import lean_relay  # noqa: E402
+from benchmarks.loopback_client import LoopbackClient, Reply  # noqa: E402
 from benchmarks.support import (  # noqa: E402
     Postgres,
     django_setup,
+    fake_upstream_command,
     machine_info,
     recruiting_study,
 )
 
-TARGETS = {"added_p50_ms": 10.0, "added_p95_ms": 30.0, "e2e_ratio": 1.05}
 MODEL_NAME = "bench-model"
 BENCH_ENDPOINT = "bench-upstream"
 STUDY_SLUG = "bench"
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+WARMUP_RATE = 5.0
+WARMUP_S = 3.0
+# Issue 19's targets, printed beside the figures.
+TARGET_CPU_MS = 20.0
+TARGET_P50_AT_20 = 10.0
+TARGET_P95_AT_20 = 25.0
+TARGET_P95_AT_40 = 60.0
+TARGET_RATIO = 2.5
+TARGET_BURST_P50 = 150.0
+RATIO_FLOOR_MS = 1.0
 
 
 # -- processes and resources ----------------------------------------------------------------------
@@ -113,21 +135,26 @@ def _web_up(response: httpx.Response) -> bool:
 
 
 def wait_http(
-    url: str, proc: subprocess.Popen, what: str, timeout_s: float = 60.0, accept=None
+    url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180.0, accept=None
 ) -> None:
     """Poll `url` until it answers 200 (or `accept(response)` is true); fail early if `proc`
-    dies."""
+    dies. The default wait is long because on a loaded shared machine two workers importing
+    Django can take a minute."""
     deadline = time.monotonic() + timeout_s
+    last = "no answer"
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode} before answering")
-        with contextlib.suppress(httpx.HTTPError):
+        try:
             response = httpx.get(url, timeout=2.0)
             if response.status_code == 200 or (accept is not None and accept(response)):
                 return
+            last = f"HTTP {response.status_code}: {response.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer 200 at {url} within {timeout_s:g} s")
-        time.sleep(0.1)
+            raise RuntimeError(f"{what} did not answer at {url} within {timeout_s:g} s ({last})")
+        time.sleep(0.2)
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
@@ -146,6 +173,43 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def uvicorn_command(app: str, port: int, workers: int, *, factory: bool = False) -> list[str]:
+    """The same server line for the platform, the relay and the fake upstream, so that the
+    comparison differs only in the application."""
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    if factory:
+        command.append("--factory")
+    if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
+        command += ["--loop", "uvloop", "--http", "httptools"]
+    return command
+
+
+def cpu_seconds(pid: int, *, tree: bool = False) -> float:
+    """User + system CPU time of a process (all its threads) so far, from /proc; with `tree`,
+    plus its children's (uvicorn's worker processes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of proc(5)
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + (sum(cpu_seconds(child) for child in children(pid)) if tree else 0.0)
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of `pid` (uvicorn's workers when it runs more than one)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 # -- seeding (in this process, through the real services) -----------------------------------------
@@ -198,129 +262,116 @@ def seed(*, participants: int) -> list[Seeded]:
     return seeded
 
 
-# -- measurement ---------------------------------------------------------------------------------
+# -- one request of each kind ---------------------------------------------------------------------
 
 
 @dataclass
 class Sample:
-    kind: str
-    round: int
+    kind: str  # direct, relay or platform
+    phase: str
     index: int
+    client_request_id: str = ""
     ttft: float | None = None  # seconds from the request start
     e2e: float | None = None
     error: str = ""
     text: str = ""
-    client_request_id: str = ""
-    # platform only: milestones from the start of the send POST
-    sent: float | None = None  # send POST answered
-    headers: float | None = None  # stream GET response headers
-    start: float | None = None  # `event: start` frame
-
-
-def cpu_seconds(pid: int, *, tree: bool = False) -> float:
-    """User + system CPU time of a process (all its threads) so far, from /proc; with `tree`,
-    plus its children's (uvicorn's worker processes)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of proc(5)
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + (sum(cpu_seconds(child) for child in children(pid)) if tree else 0.0)
-
-
-def children(pid: int) -> list[int]:
-    """Child processes of `pid` (uvicorn's workers when it runs more than one)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    lag: float = 0.0  # how late the client started it against its scheduled arrival
 
 
 def prompt(tokens: int, delay_ms: int, index: int) -> str:
     return f"[[tokens: {tokens}]] [[delay_ms: {delay_ms}]] hello {index}"
 
 
-async def direct_one(client: httpx.AsyncClient, base_url: str, sample: Sample, text: str) -> None:
-    body = {
+_FIRST_TEXT = re.compile(rb'"content":"[^"]')  # an OpenAI chunk that carries text
+_FIRST_DELTA = re.compile(rb"event: delta\n")  # the platform's first text frame
+
+
+def upstream_body(text: str) -> dict:
+    return {
         "model": MODEL_NAME,
         "messages": [{"role": "user", "content": text}],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    parts: list[str] = []
-    t0 = time.perf_counter()
-    async with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            sample.error = f"http_{response.status_code}"
-            return
-        async for line in response.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[6:]
-            if data == "[DONE]":
-                sample.e2e = time.perf_counter() - t0
-                break
-            for choice in json.loads(data).get("choices") or []:
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    if sample.ttft is None:
-                        sample.ttft = time.perf_counter() - t0
-                    parts.append(content)
-    sample.text = "".join(parts)
-    if sample.e2e is None:
+
+
+def check_openai_stream(body: bytes, sample: Sample) -> None:
+    """Direct and relay replies must end with ``data: [DONE]``."""
+    if not body.rstrip().endswith(b"data: [DONE]"):
         sample.error = "no_done"
 
 
-async def platform_one(
-    client: httpx.AsyncClient, base_url: str, who: Seeded, sample: Sample, text: str
-) -> None:
-    parts: list[str] = []
+async def direct_one(client: LoopbackClient, sample: Sample, text: str) -> None:
     t0 = time.perf_counter()
-    async with client.stream(
-        "POST",
-        f"{base_url}/p/chat/c/{who.conversation_id}/reply/",
-        json={"text": text, "client_request_id": sample.client_request_id},
-        headers={"Cookie": who.cookie, "X-CSRFToken": who.csrf},
-    ) as stream:
-        sample.headers = time.perf_counter() - t0
-        if stream.status_code != 200:
-            sample.error = f"http_{stream.status_code}"
-            return
-        event = ""
-        data = ""
-        async for line in stream.aiter_lines():
+    reply = await client.post("/chat/completions", upstream_body(text), first=_FIRST_TEXT)
+    record(sample, reply, t0)
+    if not sample.error:
+        check_openai_stream(reply.body, sample)
+
+
+async def relay_one(client: LoopbackClient, sample: Sample, text: str, conversation: int) -> None:
+    body = {
+        "text": text,
+        "client_request_id": sample.client_request_id,
+        "conversation": conversation,
+    }
+    t0 = time.perf_counter()
+    reply = await client.post("/relay", body, first=_FIRST_TEXT)
+    record(sample, reply, t0)
+    if not sample.error and not reply.content_type.startswith("text/event-stream"):
+        sample.error = "not_a_stream"  # e.g. {"duplicate": true}: nothing was relayed
+    if not sample.error:
+        check_openai_stream(reply.body, sample)
+
+
+def record(sample: Sample, reply: Reply, t0: float) -> None:
+    """TTFT and e2e from the reply's timestamps; a non-200 answer is an error."""
+    if reply.status != 200:
+        sample.error = f"http_{reply.status}"
+        return
+    if reply.first_at is not None:
+        sample.ttft = reply.first_at - t0
+    sample.e2e = reply.ended_at - t0
+
+
+def check_platform_stream(body: bytes, sample: Sample) -> None:
+    """The platform's SSE frames: the text of the `delta` frames is what the participant saw;
+    the stream must end with a complete `done` frame."""
+    parts: list[str] = []
+    done = False
+    for frame in body.decode().split("\n\n"):
+        event = data = ""
+        for line in frame.splitlines():
             if line.startswith("event: "):
                 event = line[7:]
             elif line.startswith("data: "):
                 data = line[6:]
-            elif line == "" and event:
-                now = time.perf_counter() - t0
-                if event == "delta":
-                    if sample.ttft is None:
-                        sample.ttft = now
-                    parts.append(json.loads(data)["t"])
-                elif event == "message":
-                    sample.sent = now
-                elif event == "start":
-                    sample.start = now
-                elif event == "done":
-                    sample.e2e = now
-                    if json.loads(data).get("status") != "complete":
-                        sample.error = "done_not_complete"
-                    break
-                elif event == "error":
-                    sample.error = "error_event:" + json.loads(data).get("code", "")
-                    break
-                event = data = ""
+        if event == "delta":
+            parts.append(json.loads(data)["t"])
+        elif event == "done":
+            done = True
+            if json.loads(data).get("status") != "complete":
+                sample.error = "done_not_complete"
+            break
+        elif event == "error":
+            sample.error = "error_event:" + str(json.loads(data).get("code", ""))
+            break
     sample.text = "".join(parts)
-    if sample.e2e is None and not sample.error:
+    if not done and not sample.error:
         sample.error = "no_done"
+
+
+async def platform_one(client: LoopbackClient, who: Seeded, sample: Sample, text: str) -> None:
+    t0 = time.perf_counter()
+    reply = await client.post(
+        f"/p/chat/c/{who.conversation_id}/reply/",
+        {"text": text, "client_request_id": sample.client_request_id},
+        headers={"Cookie": who.cookie, "X-CSRFToken": who.csrf},
+        first=_FIRST_DELTA,
+    )
+    record(sample, reply, t0)
+    if not sample.error:
+        check_platform_stream(reply.body, sample)
 
 
 async def guarded(coro, sample: Sample, timeout_s: float) -> Sample:
@@ -334,150 +385,151 @@ async def guarded(coro, sample: Sample, timeout_s: float) -> Sample:
     return sample
 
 
+# -- open-loop and burst load ---------------------------------------------------------------------
+
+
 @dataclass
-class Round:
+class Phase:
     kind: str
-    number: int  # 0 is the unmeasured warm-up
+    label: str  # "warm-up", "rate 20", "burst 1"
+    rate: float | None  # None for a burst
     wall: float
-    samples: list[Sample]  # the measured requests (sustained load: after the ramp-up)
-    cpu: dict[str, float]  # CPU seconds used during the round, per process (see measure)
-    every: list[Sample]  # every request sent (all of them are checked in the database)
+    samples: list[Sample]
+    cpu: dict[str, float]  # CPU seconds per process over the phase (see Load.cpu_now)
+    shared: int = 0  # platform requests sent to a conversation that had a reply in flight
 
 
-async def measure(
-    *,
-    upstream_url: str,
-    platform_url: str,
-    people: list[Seeded],
-    tokens: int,
-    delay_ms: int,
-    rounds: int,
-    load: str,
-    duration_s: float,
-    pids: dict[str, int],
-) -> list[Round]:
-    n = len(people)
-    limits = httpx.Limits(max_connections=2 * n + 10, max_keepalive_connections=2 * n + 10)
-    timeout = httpx.Timeout(60.0)
-    # A stream should take tokens * delay; anything far beyond that is a stuck request.
-    per_request_s = 30.0 + 4 * tokens * delay_ms / 1000
-    reply_s = tokens * delay_ms / 1000
-    results: list[Round] = []
-    async with (
-        httpx.AsyncClient(limits=limits, timeout=timeout) as direct_client,
-        httpx.AsyncClient(limits=limits, timeout=timeout) as platform_client,
-    ):
+class Load:
+    """Sends the three kinds of request and times them; one instance per run."""
 
-        def one(kind: str, sample: Sample, who: Seeded):
-            text = prompt(tokens, delay_ms, sample.index)
-            if kind == "direct":
-                return direct_one(direct_client, upstream_url, sample, text)
-            return platform_one(platform_client, platform_url, who, sample, text)
+    def __init__(
+        self,
+        *,
+        urls: dict[str, str],
+        people: list[Seeded],
+        tokens: int,
+        delay_ms: int,
+        pids: dict[str, int],
+        seed: int,
+    ) -> None:
+        self.urls = urls
+        self.people = people
+        self.free: deque[Seeded] = deque(people)
+        self.shared = 0
+        self.tokens = tokens
+        self.delay_ms = delay_ms
+        self.pids = pids
+        self.seed = seed
+        self.counter = 0
+        # A stream should take tokens * delay; anything far beyond that is a stuck request.
+        self.timeout_s = 30.0 + 4 * tokens * delay_ms / 1000
+        self.clients: dict[str, LoopbackClient] = {}
 
-        def new_sample(kind: str, number: int, index: int) -> Sample:
-            request_id = f"bench-{number}-{index}-{uuid.uuid4()}" if kind == "platform" else ""
-            return Sample(kind, number, index, client_request_id=request_id)
+    async def __aenter__(self) -> Load:
+        # One pool per target, without a connection limit: the client never queues a request
+        # itself (that would turn the open loop into a closed one).
+        for kind in ("direct", "relay", "platform"):
+            self.clients[kind] = LoopbackClient(self.urls["upstream" if kind == "direct" else kind])
+        return self
 
-        async def burst(kind: str, number: int) -> tuple[list[Sample], list[Sample]]:
-            samples = [new_sample(kind, number, i) for i in range(n)]
-            await asyncio.gather(
-                *(
-                    guarded(one(kind, s, who), s, per_request_s)
-                    for s, who in zip(samples, people, strict=True)
-                )
-            )
-            return samples, samples
+    async def __aexit__(self, *exc_info: object) -> None:
+        for client in self.clients.values():
+            await client.aclose()
 
-        async def sustained(kind: str, number: int) -> tuple[list[Sample], list[Sample]]:
-            # Closed loop: each of the N conversations sends its next message as soon as the
-            # previous reply is done. Starts are spread over one reply's duration so the N
-            # streams are in flight at once without all starting in the same millisecond;
-            # only requests started after that ramp-up are measured.
-            t0 = time.perf_counter()
-            ramp_end = t0 + reply_s
-            stop_at = ramp_end + (duration_s if number else min(duration_s, 2.0))
-            every: list[Sample] = []
-            measured: list[Sample] = []
+    def cpu_now(self) -> dict[str, float]:
+        """CPU seconds so far: each server with its worker processes, the fake upstream, and
+        this client."""
+        return {name: cpu_seconds(pid, tree=name != "client") for name, pid in self.pids.items()}
 
-            async def conversation(index: int, who: Seeded) -> None:
-                await asyncio.sleep(index * reply_s / n)
-                while time.perf_counter() < stop_at:
-                    started = time.perf_counter()
-                    sample = new_sample(kind, number, index)
-                    every.append(sample)
-                    await guarded(one(kind, sample, who), sample, per_request_s)
-                    if started >= ramp_end:
-                        measured.append(sample)
+    def _new(self, kind: str, label: str) -> Sample:
+        self.counter += 1
+        request_id = f"bench-{self.counter}-{uuid.uuid4().hex[:20]}" if kind != "direct" else ""
+        return Sample(kind, label, self.counter, client_request_id=request_id)
 
-            await asyncio.gather(*(conversation(i, who) for i, who in enumerate(people)))
-            return every, measured
+    async def _run(self, kind: str, sample: Sample) -> Sample:
+        text = prompt(self.tokens, self.delay_ms, sample.index)
+        if kind == "direct":
+            coro = direct_one(self.clients[kind], sample, text)
+            return await guarded(coro, sample, self.timeout_s)
+        if kind == "relay":
+            conversation = sample.index % max(1, len(self.people))
+            coro = relay_one(self.clients[kind], sample, text, conversation)
+            return await guarded(coro, sample, self.timeout_s)
+        # A person does not type while a reply streams: take a conversation with none in
+        # flight; only when every one is busy (the platform is falling behind) share one.
+        owned = bool(self.free)
+        if owned:
+            who = self.free.popleft()
+        else:
+            who = self.people[self.shared % len(self.people)]
+            self.shared += 1
+        try:
+            coro = platform_one(self.clients[kind], who, sample, text)
+            return await guarded(coro, sample, self.timeout_s)
+        finally:
+            if owned:
+                self.free.append(who)
 
-        run = sustained if load == "sustained" else burst
-        for number in range(rounds + 1):
-            for kind in ("direct", "platform"):
-                before = {name: cpu_seconds(pid, tree=name == "web") for name, pid in pids.items()}
-                t0 = time.perf_counter()
-                every, measured = await run(kind, number)
-                wall = time.perf_counter() - t0
-                cpu = {
-                    name: cpu_seconds(pid, tree=name == "web") - before[name]
-                    for name, pid in pids.items()
-                }
-                results.append(Round(kind, number, wall, measured, cpu, every))
-            label = "warm-up" if number == 0 else f"round {number}/{rounds}"
-            print(f"  {label} done", flush=True)
-    return results
+    async def settle(self, max_s: float = 90.0) -> bool:
+        """Wait until the servers are idle: a request the client gave up on (timeout) is still
+        being served, and that backlog must not eat into the next phase (it would slow even
+        the direct baseline). Idle: the platform, relay and fake upstream used under 10% of one
+        core over the last half second. False if that did not happen within `max_s`."""
+        names = ("platform", "relay", "upstream")
+        deadline = time.perf_counter() + max_s
+        before = sum(cpu_seconds(self.pids[n], tree=True) for n in names)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.5)
+            now = sum(cpu_seconds(self.pids[n], tree=True) for n in names)
+            if now - before < 0.05:
+                return True
+            before = now
+        return False
+
+    async def open_loop(self, kind: str, rate: float, duration_s: float, label: str) -> Phase:
+        """Requests at Poisson arrival times for `duration_s`, each started on time whatever
+        the earlier ones are doing. The arrival times depend on the label (the rate), not the
+        kind, so direct, relay and platform get the same sequence."""
+        rng = random.Random(f"{self.seed}-{label}")
+        arrivals: list[float] = []
+        cap = int(rate * duration_s * 3) + 10
+        at = rng.expovariate(rate)
+        while at < duration_s and len(arrivals) < cap:
+            arrivals.append(at)
+            at += rng.expovariate(rate)
+        loop = asyncio.get_running_loop()
+        shared0 = self.shared
+        before = self.cpu_now()
+        t0 = time.perf_counter()
+        start = loop.time()
+        tasks = []
+        samples = []
+        for at in arrivals:
+            delay = start + at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sample = self._new(kind, label)
+            sample.lag = max(0.0, loop.time() - (start + at))
+            samples.append(sample)
+            tasks.append(asyncio.create_task(self._run(kind, sample)))
+        await asyncio.gather(*tasks)  # each one bounded by self.timeout_s
+        wall = time.perf_counter() - t0
+        cpu = {name: value - before[name] for name, value in self.cpu_now().items()}
+        return Phase(kind, label, rate, wall, samples, cpu, self.shared - shared0)
+
+    async def burst(self, kind: str, n: int, label: str) -> Phase:
+        """`n` requests in the same instant."""
+        samples = [self._new(kind, label) for _ in range(n)]
+        shared0 = self.shared
+        before = self.cpu_now()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(self._run(kind, s) for s in samples))
+        wall = time.perf_counter() - t0
+        cpu = {name: value - before[name] for name, value in self.cpu_now().items()}
+        return Phase(kind, label, None, wall, samples, cpu, self.shared - shared0)
 
 
-# -- verification and report ---------------------------------------------------------------------
-
-
-@dataclass
-class Verification:
-    expected: int
-    found: int
-    content_mismatch: int
-    server_upstream_ttft_ms: list[float]  # first_token_at - upstream_sent_at, per reply
-
-    @property
-    def lost(self) -> int:
-        return self.expected - self.found
-
-
-def verify(samples: list[Sample]) -> Verification:
-    from studyplatform.chat.models import Message
-
-    by_request = {s.client_request_id: s for s in samples}
-    users: dict[str, list[dict]] = {}
-    for row in Message.objects.filter(
-        role=Message.Role.USER, client_request_id__in=list(by_request)
-    ).values("id", "client_request_id"):
-        users.setdefault(row["client_request_id"], []).append(row)
-    user_ids = [rows[0]["id"] for rows in users.values() if len(rows) == 1]
-    replies: dict[int, list[dict]] = {}
-    for row in Message.objects.filter(role=Message.Role.ASSISTANT, parent_id__in=user_ids).values(
-        "parent_id", "status", "content", "upstream_sent_at", "first_token_at"
-    ):
-        replies.setdefault(row["parent_id"], []).append(row)
-    found = mismatch = 0
-    upstream_ttft = []
-    for request_id, sample in by_request.items():
-        rows = users.get(request_id, [])
-        if len(rows) != 1:
-            continue
-        answers = replies.get(rows[0]["id"], [])
-        if len(answers) != 1:
-            continue
-        reply = answers[0]
-        if reply["status"] != Message.Status.COMPLETE or not reply["content"]:
-            continue
-        found += 1
-        if reply["content"] != sample.text:
-            mismatch += 1
-        if reply["first_token_at"] and reply["upstream_sent_at"]:
-            delta = reply["first_token_at"] - reply["upstream_sent_at"]
-            upstream_ttft.append(delta.total_seconds() * 1000)
-    return Verification(len(by_request), found, mismatch, upstream_ttft)
+# -- statistics ----------------------------------------------------------------------------------
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -491,146 +543,345 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def ms(values: list[float]) -> list[float]:
-    return [v * 1000 for v in values]
-
-
 def fmt(value: float, digits: int = 1) -> str:
-    return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def ttft_ms(phase: Phase) -> list[float]:
+    return [s.ttft * 1000 for s in phase.samples if not s.error and s.ttft is not None]
+
+
+def errors_of(phase: Phase) -> int:
+    return sum(1 for s in phase.samples if s.error)
+
+
+@dataclass
+class KindStats:
+    """One kind's figures at one rate (or over the bursts)."""
+
+    requests: int
+    errors: int
+    added: list[float]  # ms, per successful request
+    cpu_ms_per_msg: float
+    shared: int = 0
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.added, 0.5)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.added, 0.95)
+
+
+def stats_against(phases: list[Phase], baselines: list[Phase], server: str) -> KindStats:
+    """Added TTFT of `phases` against the median direct TTFT of the paired baseline phase;
+    CPU of `server` (the process tree serving this kind) per request."""
+    added: list[float] = []
+    for phase, base in zip(phases, baselines, strict=True):
+        direct = ttft_ms(base)
+        reference = statistics.median(direct) if direct else float("nan")
+        added.extend(t - reference for t in ttft_ms(phase))
+    requests = sum(len(p.samples) for p in phases)
+    cpu = sum(p.cpu.get(server, float("nan")) for p in phases)
+    return KindStats(
+        requests=requests,
+        errors=sum(errors_of(p) for p in phases),
+        added=added,
+        cpu_ms_per_msg=cpu * 1000 / requests if requests else float("nan"),
+        shared=sum(p.shared for p in phases),
+    )
+
+
+# -- the exactly-once check ----------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    expected: int = 0
+    found: int = 0  # one user message + one complete, non-empty reply
+    not_stored: int = 0
+    stored_twice: int = 0
+    no_single_reply: int = 0  # one user message, but not exactly one reply
+    reply_not_complete: int = 0
+    content_mismatch: int = 0  # stored reply text differs from what was streamed
+    lost_without_error: int = 0  # lost, and the client was not told (no error seen)
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.found
+
+
+def verify(samples: list[Sample]) -> Verification:
+    from studyplatform.chat.models import Message
+
+    by_request = {s.client_request_id: s for s in samples}
+    ids = list(by_request)
+    users: dict[str, list[int]] = {}
+    for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+        for row in Message.objects.filter(
+            role=Message.Role.USER, client_request_id__in=ids[start : start + 500]
+        ).values("id", "client_request_id"):
+            users.setdefault(row["client_request_id"], []).append(row["id"])
+    user_ids = [rows[0] for rows in users.values() if len(rows) == 1]
+    replies: dict[int, list[dict]] = {}
+    for start in range(0, len(user_ids), 500):
+        for row in Message.objects.filter(
+            role=Message.Role.ASSISTANT, parent_id__in=user_ids[start : start + 500]
+        ).values("parent_id", "status", "content"):
+            replies.setdefault(row["parent_id"], []).append(row)
+    result = Verification(expected=len(by_request))
+    for request_id, sample in by_request.items():
+        rows = users.get(request_id, [])
+        ok = False
+        if not rows:
+            result.not_stored += 1
+        elif len(rows) > 1:
+            result.stored_twice += 1
+        else:
+            answers = replies.get(rows[0], [])
+            if len(answers) != 1:
+                result.no_single_reply += 1
+            elif answers[0]["status"] != Message.Status.COMPLETE or not answers[0]["content"]:
+                result.reply_not_complete += 1
+            else:
+                ok = True
+                result.found += 1
+                if not sample.error and answers[0]["content"] != sample.text:
+                    result.content_mismatch += 1
+        if not ok and not sample.error:
+            result.lost_without_error += 1
+    return result
+
+
+# -- the run and its report ----------------------------------------------------------------------
+
+KINDS = ("direct", "relay", "platform")
+
+
+@dataclass
+class Results:
+    warmups: list[Phase] = field(default_factory=list)
+    rates: dict[float, dict[str, Phase]] = field(default_factory=dict)
+    bursts: dict[str, list[Phase]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    unsettled: list[str] = field(default_factory=list)  # phases the servers were still busy after
+
+    def every_phase(self) -> list[Phase]:
+        phases = list(self.warmups)
+        for by_kind in self.rates.values():
+            phases.extend(by_kind.values())
+        for runs in self.bursts.values():
+            phases.extend(runs)
+        return phases
+
+
+def rate_stats(phases: dict[str, Phase]) -> dict[str, KindStats]:
+    return {
+        kind: stats_against([phases[kind]], [phases["direct"]], kind)
+        for kind in ("relay", "platform")
+    }
+
+
+def rate_line(rate: float, phases: dict[str, Phase]) -> str:
+    s = rate_stats(phases)
+    plat, relay = s["platform"], s["relay"]
+    direct = ttft_ms(phases["direct"])
+    lag = [x.lag * 1000 for p in phases.values() for x in p.samples]
+    ratio = plat.p50 / max(relay.p50, RATIO_FLOOR_MS)
+    return (
+        f"rate {rate:g}/s: platform added TTFT p50/p95 {fmt(plat.p50)}/{fmt(plat.p95)} ms, "
+        f"errors {plat.errors}/{plat.requests}, CPU {fmt(plat.cpu_ms_per_msg)} ms/msg"
+        + (f", {plat.shared} sent to a busy conversation" if plat.shared else "")
+        + f" | relay {fmt(relay.p50)}/{fmt(relay.p95)} ms, errors {relay.errors}/"
+        f"{relay.requests}, CPU {fmt(relay.cpu_ms_per_msg)} ms/msg | direct TTFT p50 "
+        f"{fmt(percentile(direct, 0.5))} ms | ratio {fmt(ratio, 2)} | client lag p95 "
+        f"{fmt(percentile(lag, 0.95))} ms"
+    )
+
+
+async def run_load(
+    load: Load, *, rates: list[float], duration_s: float, burst: int, burst_rounds: int
+) -> Results:
+    results = Results()
+    async with load:
+        # Unmeasured: imports, connection pools, the first query plans.
+        for kind in KINDS:
+            results.warmups.append(await load.open_loop(kind, WARMUP_RATE, WARMUP_S, "warm-up"))
+        print("  warm-up done", flush=True)
+        await load.settle()
+        for rate in rates:
+            phases: dict[str, Phase] = {}
+            for kind in KINDS:
+                phases[kind] = await load.open_loop(kind, rate, duration_s, f"rate {rate:g}")
+                # Let after-the-reply work (on-commit tasks, abandoned requests) finish outside
+                # the next phase's window.
+                if not await load.settle():
+                    results.unsettled.append(phases[kind].label + " " + kind)
+            results.rates[rate] = phases
+            print(rate_line(rate, phases), flush=True)
+        for number in range(1, burst_rounds + 1):
+            for kind in KINDS:
+                results.bursts[kind].append(await load.burst(kind, burst, f"burst {number}"))
+                if not await load.settle():
+                    results.unsettled.append(f"burst {number} {kind}")
+        print(f"  {burst_rounds} bursts of {burst} per kind done", flush=True)
+    return results
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def report(
     *,
-    rounds: list[Round],
+    results: Results,
     verification: Verification,
     args: argparse.Namespace,
+    rates: list[float],
     info: dict[str, str],
     database: str,
     server: str,
+    relay_rows: int,
 ) -> str:
-    measured = [r for r in rounds if r.number > 0]
-    direct_rounds = {r.number: r for r in measured if r.kind == "direct"}
-    platform_rounds = [r for r in measured if r.kind == "platform"]
     print()
-    print("Chat proxy benchmark")
-    print(f"  machine   {info['nproc']} cores (nproc), {info['cpu']}, load avg {info['load']}")
-    print(f"  python    {platform.python_version()}; platform: {server}")
+    print("Chat proxy benchmark (open loop, beside a lean relay)")
+    print(f"  machine   {info['nproc']} cores (nproc), {info['cpu']}")
+    print(f"            load avg before {info['load']}, after {machine_info()['load']}")
+    print(f"  python    {platform.python_version()}; servers: {server}")
     print(f"  database  {database}")
     print(
-        f"  workload  {args.streams} concurrent streams, {args.load} load"
-        + (
-            f" ({args.duration:g} s per round after a ramp-up)"
-            if args.load == "sustained"
-            else " (all sent in the same instant)"
-        )
-        + f" x {args.rounds} rounds per kind (+1 warm-up), {args.tokens} tokens, "
-        f"{args.delay_ms} ms between tokens"
+        f"  workload  Poisson arrivals at {','.join(f'{r:g}' for r in rates)} new messages/s, "
+        f"{args.duration:g} s per kind and rate; replies of {args.tokens} tokens "
+        f"{args.delay_ms} ms apart; {len(results.bursts['platform'])} bursts of {args.burst}; "
+        f"{args.participants} participants"
     )
     print()
-    header = (
-        f"  {'round':<6}{'kind':<10}{'streams':>8}{'wall s':>8}{'ttft p50':>10}{'ttft p95':>10}"
-        f"{'e2e p50':>10}{'e2e p95':>10}{'errors':>8}"
-    )
-    print(header + "   (ms)")
-    for r in measured:
-        ok = [s for s in r.samples if not s.error]
-        ttft = ms([s.ttft for s in ok if s.ttft is not None])
-        e2e = ms([s.e2e for s in ok if s.e2e is not None])
-        errors = sum(1 for s in r.every if s.error)
-        print(
-            f"  {r.number:<6}{r.kind:<10}{len(r.every):>8}{r.wall:>8.2f}"
-            f"{fmt(percentile(ttft, 0.5)):>10}{fmt(percentile(ttft, 0.95)):>10}"
-            f"{fmt(percentile(e2e, 0.5)):>10}{fmt(percentile(e2e, 0.95)):>10}{errors:>8}"
-        )
-
-    added: list[float] = []
-    platform_ok: list[Sample] = []
-    for r in platform_rounds:
-        direct = direct_rounds[r.number]
-        direct_ttft = [s.ttft for s in direct.samples if s.ttft is not None and not s.error]
-        base = statistics.median(direct_ttft) if direct_ttft else float("nan")
-        for s in r.samples:
-            if not s.error and s.ttft is not None:
-                platform_ok.append(s)
-                added.append((s.ttft - base) * 1000)
-    direct_e2e = [s.e2e for r in direct_rounds.values() for s in r.samples if s.e2e and not s.error]
-    platform_e2e = [s.e2e for s in platform_ok if s.e2e is not None]
-    ratio = (
-        statistics.median(platform_e2e) / statistics.median(direct_e2e)
-        if platform_e2e and direct_e2e
-        else float("nan")
-    )
-    streams = sum(len(r.every) for r in platform_rounds)
-    wall = sum(r.wall for r in platform_rounds)
-    errors = sum(1 for r in platform_rounds for s in r.every if s.error)
-    direct_errors = sum(1 for r in direct_rounds.values() for s in r.every if s.error)
-    error_kinds: dict[str, int] = {}
-    for r in measured:
-        for s in r.every:
-            if s.error:
-                key = f"{r.kind}:{s.error}"
-                error_kinds[key] = error_kinds.get(key, 0) + 1
-
-    def row(label: str, values: list[float]) -> None:
-        print(f"    {label:<44}{fmt(percentile(values, 0.5)):>9}{fmt(percentile(values, 0.95)):>9}")
-
-    print()
-    print(f"  Platform milestones, ms from the start of the send POST{'p50':>12}{'p95':>9}")
-    row("response headers (message stored)", ms([s.headers for s in platform_ok if s.headers]))
-    row("`message` frame", ms([s.sent for s in platform_ok if s.sent is not None]))
-    row("stream: `start` frame (request built)", ms([s.start for s in platform_ok if s.start]))
-    row("stream: first `delta` frame (TTFT)", ms([s.ttft for s in platform_ok if s.ttft]))
-    row(
-        "first delta - start frame",
-        ms([s.ttft - s.start for s in platform_ok if s.ttft and s.start]),
-    )
-    row(
-        "server: first_token_at - upstream_sent_at",
-        verification.server_upstream_ttft_ms,
-    )
-    row(
-        "direct TTFT (all measured direct rounds)",
-        ms([s.ttft for r in direct_rounds.values() for s in r.samples if s.ttft]),
-    )
-
-    print()
-    print("  CPU per stream, ms (process CPU over the measured rounds / streams)")
-    for kind in ("direct", "platform"):
-        chosen = [r for r in measured if r.kind == kind]
-        count = sum(len(r.every) for r in chosen)
-        cpu = {name: sum(r.cpu[name] for r in chosen) * 1000 / count for name in chosen[0].cpu}
-        busy = sum(r.cpu["web"] for r in chosen) / sum(r.wall for r in chosen)
-        print(
-            f"    {kind + ' rounds:':<17}uvicorn {fmt(cpu['web']):>6}   fake upstream "
-            f"{fmt(cpu['upstream']):>5}   this client {fmt(cpu['client']):>5}"
-            + (f"   (uvicorn busy {busy:.0%} of one core)" if kind == "platform" else "")
-        )
-
-    p50, p95 = percentile(added, 0.5), percentile(added, 0.95)
-    lost = verification.lost
-
-    def verdict(ok: bool) -> str:
-        return "target met" if ok else "target missed"
-
-    print()
-    print(f"  added TTFT p50     {fmt(p50):>8} ms   (<= 10 ms)   {verdict(p50 <= 10)}")
-    print(f"  added TTFT p95     {fmt(p95):>8} ms   (<= 30 ms)   {verdict(p95 <= 30)}")
-    print(f"  e2e ratio          {fmt(ratio, 3):>8}      (<= 1.05)    {verdict(ratio <= 1.05)}")
-    print(f"  platform errors    {errors:>8}      (0)          {verdict(errors == 0)}")
-    print(f"  lost (not logged)  {lost:>8}      (0)          {verdict(lost == 0)}")
-    print(f"  streams/s          {streams / wall if wall else float('nan'):>8.1f}")
     print(
-        f"  logged check       {verification.found}/{verification.expected} requests (warm-up "
-        f"included) with one user message + one complete reply; "
-        f"{verification.content_mismatch} replies differ from the streamed text"
+        f"  {'rate/s':>6} {'kind':<9}{'sent':>6}{'errors':>7}{'TTFT p50':>10}{'added p50':>10}"
+        f"{'added p95':>10}{'CPU ms/msg':>11}"
     )
-    if direct_errors:
-        print(f"  WARNING: {direct_errors} direct requests failed; the baseline is unreliable")
-    if error_kinds:
-        print("  errors by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(error_kinds.items())))
+    per_rate: dict[float, dict[str, KindStats]] = {}
+    for rate in rates:
+        phases = results.rates[rate]
+        per_rate[rate] = rate_stats(phases)
+        for kind in KINDS:
+            phase = phases[kind]
+            s = per_rate[rate].get(kind)
+            cpu = s.cpu_ms_per_msg if s else float("nan")
+            print(
+                f"  {rate:>6g} {kind:<9}{len(phase.samples):>6}{errors_of(phase):>7}"
+                f"{fmt(percentile(ttft_ms(phase), 0.5)):>10}"
+                f"{fmt(s.p50 if s else float('nan')):>10}{fmt(s.p95 if s else float('nan')):>10}"
+                f"{fmt(cpu):>11}"
+            )
+    bursts = {
+        kind: stats_against(results.bursts[kind], results.bursts["direct"], kind)
+        for kind in ("relay", "platform")
+    }
+    print()
+    for kind in ("platform", "relay"):
+        b = bursts[kind]
+        print(
+            f"  burst of {args.burst} ({kind}): added TTFT p50 {fmt(b.p50)} ms, p95 {fmt(b.p95)} "
+            f"ms, errors {b.errors}/{b.requests}"
+        )
+
+    phases = results.every_phase()
+    tokens = sum(len(p.samples) for p in phases) * args.tokens
+    upstream_cpu = sum(p.cpu["upstream"] for p in phases)
+    client_cpu = sum(p.cpu["client"] for p in phases)
+    requests = sum(len(p.samples) for p in phases)
+    wall = sum(p.wall for p in phases)
+    print()
+    print(
+        f"  fake upstream CPU {fmt(upstream_cpu * 1e6 / tokens if tokens else float('nan'))} "
+        f"us per token ({fmt(100 * upstream_cpu / wall if wall else float('nan'))}% of one "
+        f"core on average); this client {fmt(client_cpu * 1000 / requests if requests else 0)} "
+        f"ms per request"
+    )
+    print(f"  lean relay stored {relay_rows} messages (one per relay request sent)")
+    print(
+        f"  exactly-once: {verification.found}/{verification.expected} platform requests "
+        f"(warm-up and bursts included) have one user message and one complete reply; lost "
+        f"{verification.lost} (not stored {verification.not_stored}, stored twice "
+        f"{verification.stored_twice}, not exactly one reply {verification.no_single_reply}, "
+        f"reply not complete {verification.reply_not_complete}; of the lost, "
+        f"{verification.lost_without_error} without an error shown); "
+        f"{verification.content_mismatch} stored replies differ from the streamed text"
+    )
+    kinds: dict[str, int] = {}
+    for p in phases:
+        for s in p.samples:
+            if s.error:
+                key = f"{p.kind}:{s.error}"
+                kinds[key] = kinds.get(key, 0) + 1
+    if results.unsettled:
+        print(
+            "  WARNING: the servers were still busy 90 s after "
+            + ", ".join(results.unsettled)
+            + "; the next phase's figures include that backlog"
+        )
+    if kinds:
+        print("  errors by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+
+    # Totals for the last line (the platform's figures).
+    measured = [results.rates[r]["platform"] for r in rates]
+    cpu_total = sum(p.cpu["platform"] for p in measured)
+    sent = sum(len(p.samples) for p in measured)
+    cpu_per_msg = cpu_total * 1000 / sent if sent else float("nan")
+    ratios = [
+        per_rate[r]["platform"].p50 / max(per_rate[r]["relay"].p50, RATIO_FLOOR_MS) for r in rates
+    ]
+    worst = max(ratios, key=lambda x: -math.inf if math.isnan(x) else x)
+    errors = sum(errors_of(p) for p in measured) + bursts["platform"].errors
+    burst_p50 = bursts["platform"].p50
+
+    print()
+    print("  targets (issue 19):")
+    print(
+        f"    web CPU per message          {fmt(cpu_per_msg):>8} ms  <= 20   "
+        f"{verdict(cpu_per_msg <= TARGET_CPU_MS)}"
+    )
+    if 20 in per_rate:
+        s20 = per_rate[20]["platform"]
+        print(
+            f"    added p50 at 20/s            {fmt(s20.p50):>8} ms  <= 10   "
+            f"{verdict(s20.p50 <= TARGET_P50_AT_20)}"
+        )
+        print(
+            f"    added p95 at 20/s            {fmt(s20.p95):>8} ms  <= 25   "
+            f"{verdict(s20.p95 <= TARGET_P95_AT_20)}"
+        )
+    if 40 in per_rate:
+        s40 = per_rate[40]["platform"]
+        print(
+            f"    added p95 at 40/s, 0 errors  {fmt(s40.p95):>8} ms  <= 60   "
+            f"{verdict(s40.p95 <= TARGET_P95_AT_40 and s40.errors == 0)} ({s40.errors} errors)"
+        )
+    print(
+        f"    worst ratio to the relay     {fmt(worst, 2):>8}     <= 2.5  "
+        f"{verdict(worst <= TARGET_RATIO)}"
+    )
+    print(
+        f"    burst of {args.burst}, added p50      {fmt(burst_p50):>8} ms  <= 150  "
+        f"{verdict(burst_p50 <= TARGET_BURST_P50)}"
+    )
+    print(
+        f"    lost                         {verification.lost:>8}     0       "
+        f"{verdict(verification.lost == 0)}"
+    )
+    print()
+
+    def series(values: list[float]) -> str:
+        return ",".join(fmt(v) for v in values)
+
     return (
-        f"added_ttft_p50_ms={fmt(p50)} added_ttft_p95_ms={fmt(p95)} e2e_ratio={fmt(ratio, 3)} "
-        f"streams={streams} errors={errors} lost={lost}"
+        f"rates={','.join(f'{r:g}' for r in rates)} "
+        f"added_p50_ms={series([per_rate[r]['platform'].p50 for r in rates])} "
+        f"added_p95_ms={series([per_rate[r]['platform'].p95 for r in rates])} "
+        f"relay_p50_ms={series([per_rate[r]['relay'].p50 for r in rates])} "
+        f"worst_ratio_vs_relay={fmt(worst, 2)} cpu_ms_per_msg={fmt(cpu_per_msg)} "
+        f"burst50_p50_ms={fmt(burst_p50)} errors={errors} lost={verification.lost}"
     )
 
 
@@ -641,23 +892,59 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def parse_rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rates: not a list of numbers: {text!r}") from None
+    if not rates or any(not 0 < r <= 500 for r in rates):
+        raise argparse.ArgumentTypeError("--rates: each rate must be > 0 and <= 500 per second")
+    return rates
+
+
+def start(command: list[str], env: dict, log: Path, logs: contextlib.ExitStack):
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=logs.enter_context(log.open("w")),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=50, help="concurrent streams (N)")
+    parser.add_argument(
+        "--rates",
+        type=parse_rates,
+        default=[5.0, 10.0, 20.0, 40.0],
+        help="new messages per second, comma-separated (default 5,10,20,40)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        help="seconds of arrivals per kind and rate (default 30)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="uvicorn worker processes for the platform and the relay",
+    )
     parser.add_argument("--tokens", type=int, default=40, help="tokens per reply")
     parser.add_argument("--delay-ms", type=int, default=20, help="upstream delay between tokens")
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per kind")
+    parser.add_argument("--burst", type=int, default=50, help="requests per burst")
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts per kind")
     parser.add_argument(
-        "--load",
-        choices=("burst", "sustained"),
-        default="burst",
-        help="sustained: N conversations each sending its next message when its reply ends; "
-        "burst: N messages sent in the same instant, once per round",
+        "--participants",
+        type=int,
+        default=0,
+        help="participants (one conversation each); default: enough for "
+        "2.5 s of the highest rate, at least --burst",
     )
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument(
-        "--duration", type=float, default=10.0, help="seconds per sustained round (after ramp-up)"
-    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the arrival times")
     parser.add_argument(
         "--database-url",
         default="",
@@ -665,13 +952,25 @@ def main(argv: list[str] | None = None) -> int:
         "is PostgreSQL, else a temporary SQLite file)",
     )
     args = parser.parse_args(argv)
+    rates = args.rates
+    for name in ("duration", "workers", "tokens", "burst", "burst_rounds"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.duration > 600 or args.workers > 16 or args.burst > 1000 or args.burst_rounds > 20:
+        parser.error("--duration <= 600, --workers <= 16, --burst <= 1000, --burst-rounds <= 20")
+    if not args.participants:
+        args.participants = max(args.burst, math.ceil(max(rates) * 2.5))
+    if args.participants < args.burst or args.participants > 2000:
+        parser.error("--participants must be at least --burst and at most 2000")
     if not args.database_url and os.environ.get("DATABASE_URL", "").startswith(POSTGRES_SCHEMES):
         args.database_url = os.environ["DATABASE_URL"]
+    if args.database_url and not args.database_url.startswith(POSTGRES_SCHEMES):
+        parser.error("--database-url must be a PostgreSQL URL (omit it for SQLite)")
     signal.signal(signal.SIGTERM, _interrupt)
 
     info = machine_info()
     workdir = Path(tempfile.mkdtemp(prefix="sp-chat-bench-"))
-    redis_proc = upstream_proc = web_proc = None
+    redis_proc = upstream_proc = web_proc = relay_proc = None
     logs = contextlib.ExitStack()
     postgres: Postgres | None = None
     django_ready = False
@@ -685,8 +984,6 @@ def main(argv: list[str] | None = None) -> int:
 
             env["REDIS_URL"], redis_proc = start_embedded_redis()
         if args.database_url:
-            if not args.database_url.startswith(POSTGRES_SCHEMES):
-                parser.error("--database-url must be a PostgreSQL URL (omit it for SQLite)")
             import psycopg
 
             try:
@@ -721,20 +1018,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop(key, None)
 
         upstream_port = free_port()
-        upstream_log = workdir / "upstream.log"
-        upstream_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "studyplatform.chat.fake_upstream",
-                "--port",
-                str(upstream_port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs.enter_context(upstream_log.open("w")),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        upstream_proc = start(
+            fake_upstream_command(upstream_port), env, workdir / "upstream.log", logs
         )
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         wait_http(f"{upstream_url}/models", upstream_proc, "fake upstream")
@@ -762,82 +1047,105 @@ def main(argv: list[str] | None = None) -> int:
         if migrate.returncode != 0:
             print(migrate.stdout[-3000:], migrate.stderr[-3000:], file=sys.stderr)
             raise RuntimeError("manage.py migrate failed")
+        lean_relay.create_table(env["DATABASE_URL"])
         django_setup()
         django_ready = True
-        print(f"set-up: seeding {args.streams} participants ...", flush=True)
-        people = seed(participants=args.streams)
+        print(f"set-up: seeding {args.participants} participants ...", flush=True)
+        people = seed(participants=args.participants)
         from django.db import connections
 
         connections.close_all()
 
-        web_port = free_port()
-        web_cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "studyplatform.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(web_port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-        ]
-        server = f"uvicorn, {args.workers} worker{'s' if args.workers > 1 else ''}"
-        if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
-            web_cmd += ["--loop", "uvloop", "--http", "httptools"]
+        web_port, relay_port = free_port(), free_port()
+        web_proc = start(
+            uvicorn_command("studyplatform.asgi:application", web_port, args.workers),
+            env,
+            workdir / "web.log",
+            logs,
+        )
+        relay_env = dict(
+            env,
+            RELAY_DATABASE_URL=env["DATABASE_URL"],
+            RELAY_UPSTREAM_URL=upstream_url,
+            RELAY_MODEL=MODEL_NAME,
+        )
+        relay_proc = start(
+            uvicorn_command("benchmarks.lean_relay:app", relay_port, args.workers),
+            relay_env,
+            workdir / "relay.log",
+            logs,
+        )
+        server = f"uvicorn, {args.workers} worker{'s' if args.workers > 1 else ''} each"
+        if "uvloop" in uvicorn_command("x", 0, 1):
             server += ", uvloop + httptools"
-        web_log = workdir / "web.log"
-        web_proc = subprocess.Popen(
-            web_cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=logs.enter_context(web_log.open("w")),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
         platform_url = f"http://127.0.0.1:{web_port}"
-        wait_http(f"{platform_url}/healthz", web_proc, "uvicorn", accept=_web_up)
+        relay_url = f"http://127.0.0.1:{relay_port}"
+        wait_http(f"{platform_url}/healthz", web_proc, "uvicorn (platform)", accept=_web_up)
+        wait_http(f"{relay_url}/healthz", relay_proc, "uvicorn (lean relay)")
 
-        print("measuring ...", flush=True)
-        rounds = asyncio.run(
-            measure(
-                upstream_url=upstream_url,
-                platform_url=platform_url,
-                people=people,
-                tokens=args.tokens,
-                delay_ms=args.delay_ms,
-                rounds=args.rounds,
-                load=args.load,
-                duration_s=args.duration,
-                pids={"web": web_proc.pid, "upstream": upstream_proc.pid, "client": os.getpid()},
-            )
+        print(f"measuring (load avg {machine_info()['load']}) ...", flush=True)
+        load = Load(
+            urls={"upstream": upstream_url, "relay": relay_url, "platform": platform_url},
+            people=people,
+            tokens=args.tokens,
+            delay_ms=args.delay_ms,
+            pids={
+                "platform": web_proc.pid,
+                "relay": relay_proc.pid,
+                "upstream": upstream_proc.pid,
+                "client": os.getpid(),
+            },
+            seed=args.seed,
         )
-        platform_samples = [s for r in rounds if r.kind == "platform" for s in r.every]
+        coro = run_load(
+            load,
+            rates=rates,
+            duration_s=args.duration,
+            burst=args.burst,
+            burst_rounds=args.burst_rounds,
+        )
+        if importlib.util.find_spec("uvloop"):
+            import uvloop
+
+            # The client on the same event loop as the servers, so that it costs as little
+            # CPU as it can (the machine is shared with what it measures).
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                results = runner.run(coro)
+        else:
+            results = asyncio.run(coro)
+        platform_samples = [
+            s for p in results.every_phase() if p.kind == "platform" for s in p.samples
+        ]
         verification = verify(platform_samples)
-        log_tail = tail(web_log)
-        if log_tail:
-            print("\n  platform log (last lines):\n" + log_tail)
+        relay_rows = lean_relay.count_rows(env["DATABASE_URL"])
+        for name in ("web.log", "relay.log"):
+            # /healthz answers 503 by design here (no Celery worker or beat): not news.
+            log_tail = "\n".join(
+                line for line in tail(workdir / name).splitlines() if "/healthz" not in line
+            )
+            if log_tail:
+                print(f"\n  {name} (last lines):\n" + log_tail)
         last_line = report(
-            rounds=rounds,
+            results=results,
             verification=verification,
             args=args,
+            rates=rates,
             info=info,
             database=database,
             server=server,
+            relay_rows=relay_rows,
         )
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
     except Exception:
-        for name in ("web.log", "upstream.log"):
+        for name in ("web.log", "relay.log", "upstream.log"):
             text = tail(workdir / name)
             if text:
                 print(f"--- {name} ---\n{text}", file=sys.stderr)
         raise
     finally:
         stop_process(web_proc)
+        stop_process(relay_proc)
         stop_process(upstream_proc)
         logs.close()
         if django_ready:

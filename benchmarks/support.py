@@ -4,6 +4,7 @@ set-up in the benchmark's own process, and a description of the machine for the 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import platform
 import subprocess
@@ -36,6 +37,18 @@ class Postgres:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         except psycopg.Error as exc:
             print(f"WARNING: could not drop the database {self.name}: {exc}", file=sys.stderr)
+
+
+def fake_upstream_command(port: int) -> list[str]:
+    """The loopback fake model server (tests/support/fake_upstream.py, an ASGI app) under
+    uvicorn on 127.0.0.1:`port`, one process, with uvloop + httptools when installed (as the
+    platform runs), so that the model side costs the benchmark as little CPU as it can."""
+    command = [sys.executable, "-m", "uvicorn", "tests.support.fake_upstream:create_app"]
+    command += ["--factory", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log", "--no-proxy-headers"]
+    if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
+        command += ["--loop", "uvloop", "--http", "httptools"]
+    return command
 
 
 def django_setup() -> None:

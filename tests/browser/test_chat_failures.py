@@ -11,10 +11,10 @@ from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 
 from studyplatform.chat import services
-from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Message
 from studyplatform.participants.session import SESSION_KEY
 from tests.factories import launch_study
+from tests.support.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.browser]
 

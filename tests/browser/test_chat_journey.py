@@ -12,10 +12,10 @@ import pytest
 from django.core import mail
 from playwright.sync_api import expect
 
-from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Conversation, Message
 from studyplatform.safety.models import SafetyAlert
 from tests.factories import launch_study
+from tests.support.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.browser]
 

@@ -17,9 +17,9 @@ from django.core import mail
 from django.template.defaultfilters import date as date_filter
 from django.utils import translation
 
-from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Conversation
 from tests.factories import launch_study
+from tests.support.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.browser]
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from asgiref.sync import async_to_sync
 
-from studyplatform.chat.fake_upstream import FakeUpstream
 from tests.factories import launch_study
+from tests.support.fake_upstream import FakeUpstream
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from django.test import Client
 from django.urls import reverse
 
 from studyplatform.chat import services as chat_services
-from studyplatform.chat.fake_upstream import FakeUpstream
 from studyplatform.chat.models import Message
 from studyplatform.chat.providers import ProviderConfig, ProviderError, get_provider
 from studyplatform.core.model_endpoints import endpoint_get
@@ -39,6 +38,7 @@ from studyplatform.studies.services import (
 )
 from tests.chat.conftest import run_reply
 from tests.factories import launch_study
+from tests.support.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.django_db
 

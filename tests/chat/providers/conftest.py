@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from studyplatform.chat.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream
 
 
 @pytest.fixture

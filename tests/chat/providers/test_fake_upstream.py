@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from studyplatform.chat.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -151,7 +151,7 @@ def test_fake_upstream_runs_standalone_from_the_command_line():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "studyplatform.chat.fake_upstream", "--port", str(port)],
+        [sys.executable, "-m", "tests.support.fake_upstream", "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -164,6 +164,33 @@ def test_fake_upstream_runs_standalone_from_the_command_line():
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+def test_fake_upstream_runs_under_uvicorns_own_command_line():
+    # The benchmarks start it this way (benchmarks/support.fake_upstream_command).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "uvicorn", "tests.support.fake_upstream:create_app"]
+    command += ["--factory", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = post_stream(upstream_at(port), "[[reply: one two]]")
+                break
+            except httpx2.ConnectError:
+                assert time.monotonic() < deadline, "uvicorn did not serve the fake in 20 s"
+                time.sleep(0.1)
+        assert sse_data(response.text)[-1] == "[DONE]"
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+
+
+def upstream_at(port):
+    return FakeUpstream(port=port)  # unstarted: only its base_url is used
 
 
 def test_fake_upstream_stops_promptly_while_a_stream_is_stalled():

@@ -1,12 +1,13 @@
 """A fake model server on loopback, for tests, benchmarks and demos: never the internet.
 
-It speaks real HTTP/1.1 (keep-alive, Content-Length or chunked request bodies, chunked
-streamed responses) on asyncio directly, with no framework in between, so it adds little
-latency of its own and handles many concurrent streams (see docs/providers.md for figures).
+A small ASGI app served by uvicorn (the platform's own server), outside the product package:
+nothing in studyplatform/ imports it (the product's pilot mode is the simulated provider,
+studyplatform/chat/providers/simulated.py).
 
 Endpoints:
   POST /v1/chat/completions  OpenAI chat completions, streamed (SSE) or not
   POST /v1/messages          Anthropic Messages, streamed (SSE with event names) or not
+  POST /v1/moderations       OpenAI moderation ([[moderation: CATEGORY]] flags a category)
   GET  /v1/models            model list (OpenAI shape; Anthropic shape when the request carries
                              an anthropic-version header)
 
@@ -14,13 +15,15 @@ Behaviour is deterministic and scripted, either by directives in the last user m
 (``[[tokens: 20]]``, ``[[fault: 429 times: 2]]``, ... listed in docs/providers.md) or
 programmatically::
 
-    with FakeUpstream() as upstream:
+    with FakeUpstream() as upstream:           # uvicorn in a background thread, a free port
         upstream.script(fault="500")           # the next request fails with HTTP 500
         client = AsyncOpenAI(base_url=upstream.base_url, api_key="test")
         ...
         upstream.requests                      # JSON bodies received so far
 
-Run standalone: ``python -m studyplatform.chat.fake_upstream --port 8089``.
+Run standalone (own process, e.g. for a benchmark):
+``python -m tests.support.fake_upstream --port 8089``, or with uvicorn's own command line
+``uvicorn tests.support.fake_upstream:create_app --factory --port 8089``.
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import uvicorn
 
 DEFAULT_MODEL = "fake-model"
 FINGERPRINT = "fp_fake_upstream"
@@ -63,19 +70,20 @@ _ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    529: "Overloaded",
-}
+
+
+class _CloseConnection(Exception):
+    """Raised mid-response to make uvicorn close the socket without ending the chunked body:
+    the only way an ASGI app can cut a connection, which `disconnect_after` and `stall` need."""
+
+
+class _QuietScriptedClose(logging.Filter):
+    # uvicorn logs every exception that ends an ASGI app; a scripted cut is not an error.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _CloseConnection))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietScriptedClose())
 
 
 @dataclass
@@ -161,57 +169,41 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-class _Connection:
-    """Writes HTTP responses on one connection."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-
-    def head(self, status: int, headers: dict[str, str]) -> None:
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
-        lines.extend(f"{k}: {v}" for k, v in headers.items())
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-
-    async def json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        self.head(
-            status,
-            {
-                "content-type": "application/json",
-                "content-length": str(len(payload)),
-                **(headers or {}),
-            },
-        )
-        self.writer.write(payload)
-        await self.writer.drain()
-
-    def start_stream(self) -> None:
-        self.head(
-            200,
-            {
-                "content-type": "text/event-stream",
-                "cache-control": "no-cache",
-                "transfer-encoding": "chunked",
-            },
-        )
-
-    async def event(self, data: str, event: str | None = None) -> None:
-        text = (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
-        payload = text.encode()
-        self.writer.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-        await self.writer.drain()
-
-    async def end_stream(self) -> None:
-        self.writer.write(b"0\r\n\r\n")
-        await self.writer.drain()
-
-
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+class _Response:
+    """Writes one HTTP response through ASGI `send` (uvicorn adds chunked framing to a body
+    without a content-length)."""
+
+    def __init__(self, send) -> None:
+        self.send = send
+
+    async def json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        payload = _dumps(body).encode()
+        head = [(b"content-type", b"application/json")]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        head.append((b"content-length", str(len(payload)).encode()))
+        await self.send({"type": "http.response.start", "status": status, "headers": head})
+        await self.send({"type": "http.response.body", "body": payload})
+
+    async def start_stream(self) -> None:
+        head = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await self.send({"type": "http.response.start", "status": 200, "headers": head})
+
+    async def event(self, data: str, event: str | None = None) -> None:
+        text = (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
+        await self.send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+    async def end_stream(self) -> None:
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class FakeUpstream:
-    """The fake server. Use as a context manager (background thread) or await astart()."""
+    """The fake server, an ASGI app. As a context manager (or start()/stop()) it serves itself
+    with uvicorn from a background thread on a free port; create_app() hands it to uvicorn's
+    command line."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -220,11 +212,13 @@ class FakeUpstream:
         self._log: list[RecordedRequest] = []
         self._script: list[dict[str, Any]] = []
         self._attempts: dict[str, int] = {}
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._sequence = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        # Set on the serving loop (lifespan start-up); stop() sets `_closing` so that stalled
+        # and running streams end now instead of holding uvicorn's graceful shutdown.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: asyncio.Event | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -270,42 +264,41 @@ class FakeUpstream:
             self._script.clear()
             self._attempts.clear()
 
-    async def astart(self) -> None:
-        """Start serving on the running event loop."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def aclose(self) -> None:
-        """Stop serving and drop open connections (including stalled streams)."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
     def start(self) -> FakeUpstream:
-        """Serve from a background thread with its own event loop; returns self."""
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-upstream", daemon=True)
+        """Serve from a background thread (uvicorn, its own event loop); returns self."""
+        sock = self._bind()
+        config = uvicorn.Config(
+            self,
+            lifespan="on",
+            # Leave the test process's logging alone; no access log, no proxy-header rewriting.
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-upstream", daemon=True
+        )
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.astart(), loop).result(timeout=10)
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._server.should_exit = True
+                sock.close()
+                raise RuntimeError("the fake upstream did not start within 10 s")
+            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
-        """Stop the background server and its thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        """End open streams, stop the server and its thread."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
+        self._end_streams()
+        server.should_exit = True
         thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
+        self._server = self._thread = None
 
     def __enter__(self) -> FakeUpstream:
         return self.start()
@@ -313,57 +306,66 @@ class FakeUpstream:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # -- HTTP ---------------------------------------------------------------------------------
+    def serve(self, *, log_level: str = "warning") -> None:
+        """Serve in this thread until SIGINT/SIGTERM (the command line)."""
+        sock = self._bind()
+        print(f"fake upstream: OpenAI base_url {self.base_url}", flush=True)
+        print(f"fake upstream: Anthropic base_url {self.anthropic_base_url}", flush=True)
+        config = uvicorn.Config(
+            self, lifespan="on", log_level=log_level, access_log=False, proxy_headers=False
+        )
+        uvicorn.Server(config).run(sockets=[sock])
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, version = lines[0].split(" ", 2)
-                headers: dict[str, str] = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        key, value = line.split(":", 1)
-                        headers[key.strip().lower()] = value.strip()
-                body = await self._read_body(reader, headers)
-                keep_alive = await self._dispatch(
-                    method, target.split("?", 1)[0], headers, body, _Connection(writer), reader
-                )
-                if not keep_alive or version != "HTTP/1.1" or headers.get("connection") == "close":
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return  # the client went away; nothing to answer
-        except asyncio.CancelledError:
-            # aclose() cancels handlers that are mid-stream or stalled. Ending normally keeps
-            # Python 3.11's start_server callback from logging every cancelled connection.
+    def _bind(self) -> socket.socket:
+        # Bound (and listening) before uvicorn starts, so the port is known at once, even
+        # when 0 asked for any free one.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(2048)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _end_streams(self) -> None:
+        loop, closing = self._loop, self._closing
+        if loop is not None and closing is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(closing.set)
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
             return
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        await self._dispatch(scope["method"], scope["path"], headers, raw, _Response(send), receive)
 
-    @staticmethod
-    async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts = []
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await reader.readuntil(b"\r\n")
-                    return b"".join(parts)
-                parts.append(await reader.readexactly(size))
-                await reader.readexactly(2)
-        length = int(headers.get("content-length", "0") or 0)
-        return await reader.readexactly(length) if length else b""
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._loop = asyncio.get_running_loop()
+                self._closing = asyncio.Event()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._closing.set()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _check_open(self) -> None:
+        if self._closing is not None and self._closing.is_set():
+            raise _CloseConnection
 
     async def _dispatch(
         self,
@@ -371,30 +373,28 @@ class FakeUpstream:
         path: str,
         headers: dict[str, str],
         raw: bytes,
-        conn: _Connection,
-        reader: asyncio.StreamReader,
-    ) -> bool:
-        """Answer one request; return False when the connection must be closed."""
+        conn: _Response,
+        receive,
+    ) -> None:
+        """Answer one request."""
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             await conn.json(400, {"error": {"message": "body is not JSON", "type": "invalid"}})
-            return True
+            return
         with self._lock:
             self._log.append(RecordedRequest(method, path, dict(headers), body))
         if method == "GET" and path.rstrip("/") == "/v1/models":
             await conn.json(200, self._models(anthropic="anthropic-version" in headers))
-            return True
-        if method == "POST" and path == "/v1/chat/completions":
-            return await self._answer(body or {}, raw, conn, reader, anthropic=False)
-        if method == "POST" and path == "/v1/messages":
-            return await self._answer(body or {}, raw, conn, reader, anthropic=True)
-        if method == "POST" and path == "/v1/moderations":
+        elif method == "POST" and path == "/v1/chat/completions":
+            await self._answer(body or {}, raw, conn, receive, anthropic=False)
+        elif method == "POST" and path == "/v1/messages":
+            await self._answer(body or {}, raw, conn, receive, anthropic=True)
+        elif method == "POST" and path == "/v1/moderations":
             await conn.json(200, self._moderation(body or {}))
-            return True
-        status = 405 if path in ("/v1/models", "/v1/chat/completions", "/v1/messages") else 404
-        await conn.json(status, {"error": {"message": f"{method} {path} not served"}})
-        return True
+        else:
+            status = 405 if path in ("/v1/models", "/v1/chat/completions", "/v1/messages") else 404
+            await conn.json(status, {"error": {"message": f"{method} {path} not served"}})
 
     @staticmethod
     def _moderation(body: dict[str, Any]) -> dict[str, Any]:
@@ -511,29 +511,30 @@ class FakeUpstream:
         self,
         body: dict[str, Any],
         raw: bytes,
-        conn: _Connection,
-        reader: asyncio.StreamReader,
+        conn: _Response,
+        receive,
         *,
         anthropic: bool,
-    ) -> bool:
+    ) -> None:
         behaviour = self._behaviour(body, raw, "anthropic" if anthropic else "openai")
         if behaviour.status is not None:
             await self._error(conn, behaviour, anthropic)
-            return True
+            return
         reply = self._plan(body, behaviour, anthropic)
         if not body.get("stream"):
             if behaviour.ttft_ms:
                 await asyncio.sleep(behaviour.ttft_ms / 1000)
             build = self._anthropic_message if anthropic else self._openai_completion
             await conn.json(200, build(reply, behaviour))
-            return True
-        conn.start_stream()
+            return
+        await conn.start_stream()
         if anthropic:
-            return await self._stream_anthropic(conn, reader, reply, behaviour)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await self._stream_openai(conn, reader, reply, behaviour, include_usage)
+            await self._stream_anthropic(conn, receive, reply, behaviour)
+        else:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            await self._stream_openai(conn, receive, reply, behaviour, include_usage)
 
-    async def _error(self, conn: _Connection, behaviour: Behaviour, anthropic: bool) -> None:
+    async def _error(self, conn: _Response, behaviour: Behaviour, anthropic: bool) -> None:
         status = behaviour.status or 500
         message = f"fake upstream scripted HTTP {status}"
         headers = {}
@@ -547,13 +548,27 @@ class FakeUpstream:
             body = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
         await conn.json(status, body, headers)
 
-    @staticmethod
-    async def _hang(reader: asyncio.StreamReader) -> bool:
-        # Wait for the client to give up (EOF) rather than sleeping: no timer per stall, and
-        # the handler ends as soon as the client closes.
-        while await reader.read(65536):
-            pass
-        return False
+    async def _hang(self, receive) -> None:
+        """Wait until the client leaves (or the server stops), then cut the connection. No
+        timer per stall: the handler ends as soon as the client closes."""
+
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        waiters = {
+            asyncio.ensure_future(client_gone()),
+            asyncio.ensure_future(self._closing.wait()),
+        }
+        _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        raise _CloseConnection
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds:
+            await asyncio.sleep(seconds)
+        self._check_open()
 
     @staticmethod
     def _word(reply: _Reply, index: int) -> str:
@@ -562,12 +577,12 @@ class FakeUpstream:
 
     async def _stream_openai(
         self,
-        conn: _Connection,
-        reader: asyncio.StreamReader,
+        conn: _Response,
+        receive,
         reply: _Reply,
         behaviour: Behaviour,
         include_usage: bool,
-    ) -> bool:
+    ) -> None:
         base = {
             "id": reply.response_id,
             "object": "chat.completion.chunk",
@@ -582,15 +597,14 @@ class FakeUpstream:
 
         if behaviour.stall:
             await conn.event(chunk({"role": "assistant", "content": ""}))
-            return await self._hang(reader)
-        if behaviour.ttft_ms:
-            await asyncio.sleep(behaviour.ttft_ms / 1000)
+            await self._hang(receive)
+        await self._pause(behaviour.ttft_ms / 1000)
         delay = behaviour.delay_ms / 1000
         for index in range(len(reply.words)):
-            if index and delay:
-                await asyncio.sleep(delay)
+            if index:
+                await self._pause(delay)
             if behaviour.disconnect_after is not None and index >= behaviour.disconnect_after:
-                return False  # _serve closes the socket without ending the chunked body
+                raise _CloseConnection
             delta = {"content": self._word(reply, index)}
             if index == 0:
                 delta = {"role": "assistant", **delta}
@@ -606,15 +620,14 @@ class FakeUpstream:
             await conn.event(_dumps({**base, "choices": [], "usage": usage}))
         await conn.event("[DONE]")
         await conn.end_stream()
-        return True
 
     async def _stream_anthropic(
         self,
-        conn: _Connection,
-        reader: asyncio.StreamReader,
+        conn: _Response,
+        receive,
         reply: _Reply,
         behaviour: Behaviour,
-    ) -> bool:
+    ) -> None:
         message: dict[str, Any] = {
             "id": reply.response_id,
             "type": "message",
@@ -628,18 +641,17 @@ class FakeUpstream:
             message["usage"] = {"input_tokens": reply.prompt_tokens, "output_tokens": 1}
         await conn.event(_dumps({"type": "message_start", "message": message}), "message_start")
         if behaviour.stall:
-            return await self._hang(reader)
+            await self._hang(receive)
         block = {"type": "content_block_start", "index": 0}
         block["content_block"] = {"type": "text", "text": ""}  # type: ignore[assignment]
         await conn.event(_dumps(block), "content_block_start")
-        if behaviour.ttft_ms:
-            await asyncio.sleep(behaviour.ttft_ms / 1000)
+        await self._pause(behaviour.ttft_ms / 1000)
         delay = behaviour.delay_ms / 1000
         for index in range(len(reply.words)):
-            if index and delay:
-                await asyncio.sleep(delay)
+            if index:
+                await self._pause(delay)
             if behaviour.disconnect_after is not None and index >= behaviour.disconnect_after:
-                return False
+                raise _CloseConnection
             delta = {"type": "text_delta", "text": self._word(reply, index)}
             event = {"type": "content_block_delta", "index": 0, "delta": delta}
             await conn.event(_dumps(event), "content_block_delta")
@@ -654,7 +666,6 @@ class FakeUpstream:
         await conn.event(_dumps(message_delta), "message_delta")
         await conn.event(_dumps({"type": "message_stop"}), "message_stop")
         await conn.end_stream()
-        return True
 
     @staticmethod
     def _openai_completion(reply: _Reply, behaviour: Behaviour) -> dict[str, Any]:
@@ -698,25 +709,18 @@ class FakeUpstream:
         }
 
 
-async def _serve_forever(host: str, port: int) -> None:
-    upstream = FakeUpstream(host, port)
-    await upstream.astart()
-    print(f"fake upstream: OpenAI base_url {upstream.base_url}", flush=True)
-    print(f"fake upstream: Anthropic base_url {upstream.anthropic_base_url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await upstream.aclose()
+def create_app() -> FakeUpstream:
+    """For ``uvicorn tests.support.fake_upstream:create_app --factory``: a fresh fake."""
+    return FakeUpstream()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: run the fake upstream until interrupted."""
+    """Command line: serve until interrupted (uvicorn handles SIGINT and SIGTERM)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback)")
     parser.add_argument("--port", type=int, default=8089)
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.host, args.port))
+    FakeUpstream(args.host, args.port).serve()
 
 
 if __name__ == "__main__":
