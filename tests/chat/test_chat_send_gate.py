@@ -212,3 +212,35 @@ def test_the_daily_token_limit_counts_in_redis_and_survives_losing_the_counter(m
         services.message_send(participant=me, conversation=conversation, text="more")
     assert again.value.code == "daily_tokens"
     assert int(redis_sync().get(key)) == 1200
+
+
+def test_a_reply_row_commit_failing_after_the_upstream_started_keeps_what_was_shown(
+    me, upstream, monkeypatch
+):
+    # given: a stored message; the database refuses the reply row's INSERT at the first token,
+    # that is after the upstream request started and the first words reached the participant
+    from django.db import OperationalError
+
+    from tests.chat.conftest import run_reply
+
+    def refused_start(**kwargs):
+        raise OperationalError("could not commit: the server closed the connection")
+
+    monkeypatch.setattr(services, "reply_start", refused_start)
+    conversation = services.conversation_create(participant=me)
+    user = services.message_send(
+        participant=me, conversation=conversation, text="[[reply: one two three]] hi"
+    ).message
+    # when: the reply streams
+    events = run_reply(user.pk)
+    # then: exactly one model call; the participant saw the first words, then a retryable
+    # error saying what arrived is kept, and the log holds exactly those words, once
+    assert len(upstream.requests) == 1
+    shown = "".join(data["t"] for name, data in events if name == "delta")
+    assert shown
+    name, data = events[-1]
+    assert name == "error" and data["code"] == "internal" and data["partial"] is True
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert (reply.status, reply.error_code) == ("error", "internal_database")
+    assert reply.content == shown and reply.parent_id == user.pk
+    assert Message.objects.filter(role=Message.Role.USER).count() == 1
