@@ -3,6 +3,7 @@ building the model request, and recording the reply as it streams."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -10,12 +11,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q, Subquery, Sum, TextField
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.events import MessageStored, publish
+from studyplatform.core.fields import decrypt_str
 from studyplatform.core.model_endpoints import Endpoint, EndpointUnavailable, endpoint_resolve
 from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
@@ -52,17 +54,36 @@ def conversation_create(
     )
 
 
-def _rate_limited(participant: Participant, per_minute: int, now: dt.datetime) -> bool:
-    """A fixed one-minute window counter: one INCR and EXPIRE in one round trip."""
+def _tokens_key(participant_id: int, day: dt.datetime) -> str:
+    return f"chat:tokens:{participant_id}:{day:%Y%m%d}"
+
+
+# Tokens-used counters live two days: the day they count plus slack for clocks and time zones.
+TOKENS_KEY_TTL_S = 2 * 24 * 3600
+# Add to a day's counter only while it exists: a counter Redis lost (restart, eviction) is
+# rebuilt from the message log at the next send, and must not restart at zero.
+_INCR_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('INCRBY', KEYS[1], ARGV[1])
+end
+return nil
+"""
+
+
+def _rate_and_tokens(participant: Participant, now: dt.datetime) -> tuple[int, int | None]:
+    """One Redis round trip for the send's two limits: the fixed one-minute window counter
+    (INCR + EXPIRE) and today's tokens-used counter (None when Redis does not have it)."""
     key = f"chat:rate:{participant.pk}:{now:%Y%m%d%H%M}"
-    pipe = redis_sync().pipeline()
+    pipe = redis_sync().pipeline(transaction=False)
     pipe.incr(key)
     pipe.expire(key, 120)
-    count, _ = pipe.execute()
-    return count > per_minute
+    pipe.get(_tokens_key(participant.pk, now))
+    count, _, tokens = pipe.execute()
+    return count, None if tokens is None else int(tokens)
 
 
 def tokens_used_today(participant: Participant, now: dt.datetime) -> int:
+    """Prompt + completion tokens of today's (UTC) replies, summed from the message log."""
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     totals = Message.objects.filter(
         participant=participant,
@@ -71,6 +92,34 @@ def tokens_used_today(participant: Participant, now: dt.datetime) -> int:
         imported=False,
     ).aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
     return (totals["p"] or 0) + (totals["c"] or 0)
+
+
+def _tokens_today(participant: Participant, now: dt.datetime, cached: int | None) -> int:
+    """Today's token use: Redis's counter (kept up by reply_finish) when it has one, else the
+    SUM over the message log, which then seeds the counter. SET NX: a counter another send
+    seeded meanwhile wins. A reply finishing between the SUM and the SET is missed by the
+    counter (its INCR found no key); the budget is a soft daily cap, and the next day starts
+    from a fresh SUM."""
+    if cached is not None:
+        return cached
+    used = tokens_used_today(participant, now)
+    redis_sync().set(_tokens_key(participant.pk, now), used, nx=True, ex=TOKENS_KEY_TTL_S)
+    return used
+
+
+def tokens_count(*, participant_id: int, day: dt.datetime, tokens: int) -> None:
+    """Add a finished reply's tokens to its day's counter, if Redis has that counter."""
+    if tokens <= 0:
+        return
+    try:
+        redis_sync().eval(_INCR_IF_EXISTS, 1, _tokens_key(participant_id, day), tokens)
+    except RedisError:
+        # The counter is now low by this reply; drop it so the next send rebuilds it from
+        # the log (which has this reply) instead of trusting it. If Redis is down, that
+        # fails too and the send fails closed (the rate limiter needs Redis) until it is back.
+        logger.warning("tokens counter of participant %s not updated", participant_id)
+        with contextlib.suppress(RedisError):
+            redis_sync().delete(_tokens_key(participant_id, day))
 
 
 @dataclass
@@ -131,6 +180,14 @@ def message_send(
     return stored
 
 
+def _stored_already(conversation: Conversation, client_request_id: str) -> Message | None:
+    if not client_request_id:
+        return None
+    return Message.objects.filter(
+        conversation=conversation, client_request_id=client_request_id[:64]
+    ).first()
+
+
 def _message_store(
     *,
     participant: Participant,
@@ -140,39 +197,54 @@ def _message_store(
     tz_offset_minutes: int | None,
     now: dt.datetime,
 ) -> SendResult:
-    if client_request_id:
-        existing = Message.objects.filter(
-            conversation=conversation, client_request_id=client_request_id
-        ).first()
+    # Idempotency costs nothing on the common path: no look-up before the INSERT, whose unique
+    # key (conversation, client_request_id) refuses a repeat; only a refusal looks the stored
+    # message up. A refused send (limits, empty) checks for it too, so a network retry of a
+    # message that was stored gets it back even if the limit was reached in between.
+    study = participant.study
+    try:
+        if study.status == study.Status.CLOSED:
+            raise ChatError("study_closed")
+        limits = limits_for(participant)
+        if not text:
+            raise ChatError("empty")
+        if len(text) > limits["max_message_chars"]:
+            raise ChatError("too_long", str(limits["max_message_chars"]))
+        # Fail closed: when Redis is down the limiter cannot count, and the send is refused
+        # (the caller answers 503, "not stored, retry"). Failing open would let a runaway client
+        # spend the study's model budget unmetered during the outage, and the reply could not
+        # be streamed properly anyway (stop flags and stream tokens live in Redis too).
+        count, tokens = _rate_and_tokens(participant, now)
+        if count > limits["messages_per_minute"]:
+            raise ChatError("rate_limited")
+        if _tokens_today(participant, now, tokens) >= limits["tokens_per_day"]:
+            raise ChatError("daily_tokens")
+    except ChatError:
+        existing = _stored_already(conversation, client_request_id)
         if existing is not None:
             return SendResult(existing, False, None)
-    limits = limits_for(participant)
-    if not text:
-        raise ChatError("empty")
-    if len(text) > limits["max_message_chars"]:
-        raise ChatError("too_long", str(limits["max_message_chars"]))
-    # Fail closed: when Redis is down the limiter cannot count, and the send is refused (the
-    # caller answers 503, "not stored, retry"). Failing open would let a runaway client spend
-    # the study's model budget unmetered during the outage, and the reply could not be
-    # streamed properly anyway (stop flags and stream tokens live in Redis too).
-    if _rate_limited(participant, limits["messages_per_minute"], now):
-        raise ChatError("rate_limited")
-    if tokens_used_today(participant, now) >= limits["tokens_per_day"]:
-        raise ChatError("daily_tokens")
-    study = participant.study
+        raise
     try:
         with transaction.atomic():
             # Lock the conversation and read its current leaf: two quick sends must chain,
-            # not both hang off the same parent.
-            leaf_id = (
-                Conversation.objects.select_for_update()
-                .values_list("active_leaf_id", flat=True)
-                .get(pk=conversation.pk)
+            # not both hang off the same parent. The participant's status is checked in the
+            # same statement, in the same transaction as the INSERT: a withdrawal committed
+            # before this point can never be followed by a stored message, whatever a page or
+            # session cached.
+            locked = (
+                Conversation.objects.select_for_update(of=("self",))
+                .filter(pk=conversation.pk)
+                .exclude(participant__status=Participant.Status.WITHDRAWN)
+                .values_list("pk", "active_leaf_id")
+                .first()
             )
+            if locked is None:
+                raise ChatError("withdrawn")
+            leaf = locked[1]
             message = Message.objects.create(
                 conversation=conversation,
                 participant=participant,
-                parent_id=leaf_id,
+                parent_id=leaf,
                 role=Message.Role.USER,
                 content=text,
                 status=Message.Status.PENDING,
@@ -180,7 +252,7 @@ def _message_store(
                 created_at=now,
                 received_at=now,
                 arm=conversation.arm,
-                protocol_version=study.current_version,
+                protocol_version_id=study.current_version_id,
                 tz_offset_minutes=tz_offset_minutes,
             )
             # No title from the message text: the first words often carry an email address,
@@ -193,12 +265,10 @@ def _message_store(
                 participant=participant, message=message, text=text, now=now
             )
     except IntegrityError:
-        if not client_request_id:
+        existing = _stored_already(conversation, client_request_id)
+        if existing is None:
             raise
-        # The same request id raced in twice: return the stored one
-        existing = Message.objects.get(
-            conversation=conversation, client_request_id=client_request_id
-        )
+        # The same request id again (a retry, or two racing): the stored one, sent once.
         return SendResult(existing, False, None)
     return SendResult(message, True, crisis)
 
@@ -265,11 +335,32 @@ def arm_target(arm) -> Endpoint | EndpointUnavailable:
         return exc
 
 
+def _branch_and_memory(user_message: Message, participant_id: int) -> tuple[list[Message], str]:
+    """branch_path(user_message) and memory_text() in one query (two round trips were a tenth
+    of the work before the model call): the memory note rides along on every row as a scalar
+    subquery, still encrypted, and is decrypted once here."""
+    note = MemoryNote.objects.filter(participant_id=participant_id).values("text")[:1]
+    rows = list(
+        Message.objects.filter(conversation_id=user_message.conversation_id)
+        .only("id", "parent_id", "role", "content", "status", "created_at", "imported")
+        .annotate(memory_token=Subquery(note, output_field=TextField()))
+    )
+    if not rows:  # the message itself is gone (a withdrawal with deletion raced the send)
+        return [], ""
+    token = rows[0].memory_token
+    by_id = {m.pk: m for m in rows}
+    path, node = [], by_id.get(user_message.pk)
+    while node is not None:
+        path.append(node)
+        node = by_id.get(node.parent_id)
+    return path[::-1], decrypt_str(token) if token else ""
+
+
 def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:
     """The model request: pinned model, system prompt + memory notes, the active branch up to
     this message, truncated oldest-first to the model's context budget."""
     system = arm.system_prompt.strip()
-    memory = memory_text(participant)
+    branch, memory = _branch_and_memory(user_message, participant.pk)
     if memory:
         system = (
             (system + "\n\n" if system else "")
@@ -278,7 +369,7 @@ def build_request(*, user_message: Message, arm, participant: Participant) -> Ch
         )
     history = [
         {"role": m.role, "content": m.content}
-        for m in branch_path(user_message)
+        for m in branch
         if m.role in (Message.Role.USER, Message.Role.ASSISTANT) and m.content
     ]
     params = dict(arm.parameters)
@@ -329,7 +420,7 @@ def reply_start(*, user_message: Message, arm, first_token_at, upstream_sent_at)
         checkpoint_at=first_token_at,
         latency_ms=max(0, latency),
         arm=arm,
-        protocol_version=user_message.protocol_version,
+        protocol_version_id=user_message.protocol_version_id,
         model_requested=arm.model_name,
     )
 
@@ -360,7 +451,7 @@ def reply_finish(
             created_at=now,
             upstream_sent_at=upstream_sent_at,
             arm=arm,
-            protocol_version=user_message.protocol_version,
+            protocol_version_id=user_message.protocol_version_id,
             model_requested=arm.model_name,
         )
     reply.content = text
@@ -389,6 +480,13 @@ def reply_finish(
     )
     Conversation.objects.filter(pk=user_message.conversation_id).update(
         active_leaf=reply, updated_at=now
+    )
+    # Last, so a failure above leaves the counter alone. If the commit itself then fails, the
+    # counter is high by this reply until tomorrow: the limit errs on the strict side.
+    tokens_count(
+        participant_id=user_message.participant_id,
+        day=reply.created_at,
+        tokens=(reply.prompt_tokens or 0) + (reply.completion_tokens or 0),
     )
     return reply
 

@@ -57,7 +57,11 @@ ERRORS = {
         "You have reached today's chat limit for this study. You can chat again tomorrow."
     ),
     "not_found": gettext_lazy("That conversation was not found."),
+    "study_closed": gettext_lazy("This study has ended, so its chat is closed."),
+    "withdrawn": gettext_lazy("You have left this study, so its chat is closed."),
 }
+# Refusals that are not about the request itself: the participant may not send at all.
+FORBIDDEN_CODES = ("study_closed", "withdrawn")
 
 
 def _unavailable(stored: Message | None = None, *, sending: bool = True) -> JsonResponse:
@@ -291,6 +295,8 @@ def _store(request, participant, conversation) -> tuple[services.SendResult, dic
         if exc.code == "too_long":
             message = message % {"limit": str(exc)}
         status = 429 if exc.code in ("rate_limited", "daily_tokens") else 400
+        if exc.code in FORBIDDEN_CODES:
+            status = 403
         return JsonResponse({"error": str(message), "code": exc.code}, status=status)
     body = {"message": {"id": result.message.pk, "text": result.message.content}}
     if result.crisis:

@@ -22,16 +22,35 @@ class ProxySSLHeaderFromTrustedProxiesOnly:
     is dropped from any other peer, so such a request is treated as the plain HTTP it is.
     Without TRUSTED_PROXIES the operator's BEHIND_TLS_PROXY alone decides (documented).
     Placed before SecurityMiddleware, which makes the redirect decision.
+
+    Async-capable: as the outermost middleware, a sync-only one made Django run every request's
+    whole middleware chain in a worker thread, and the async chat views back on the event loop
+    (two thread hops per request, and the chat stream's database rounds pinned to that thread).
     """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    @staticmethod
+    def _drop_untrusted_header(request: HttpRequest) -> None:
         header = settings.SECURE_PROXY_SSL_HEADER
         if header and settings.TRUSTED_PROXIES and not peer_is_trusted_proxy(request):
             request.META.pop(header[0], None)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        self._drop_untrusted_header(request)
         return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        self._drop_untrusted_header(request)
+        return await self.get_response(request)
 
 
 # PostgreSQL text cannot contain NUL, and psycopg refuses a query parameter holding one, so

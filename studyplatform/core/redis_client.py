@@ -10,6 +10,14 @@ import redis
 import redis.asyncio as aredis
 from django.conf import settings
 
+# Connections per pool, and how long a command waits for one when all are busy. redis-py's
+# default pool holds 100 and fails the command at once when they are all in use: at 40 new
+# messages a second a web process has a few hundred replies streaming, each polling its stop
+# flag, and the benchmark saw replies fail with "Too many connections" (issue 19). A blocking
+# pool makes a burst wait a moment instead; a real outage still fails after the timeout.
+POOL_MAX_CONNECTIONS = 400
+POOL_TIMEOUT_S = 5
+
 _lock = threading.Lock()
 _sync: dict[str, redis.Redis] = {}
 _async: dict[tuple[str, int], aredis.Redis] = {}
@@ -20,7 +28,10 @@ def redis_sync() -> redis.Redis:
     client = _sync.get(url)
     if client is None:
         with _lock:
-            client = _sync.setdefault(url, redis.Redis.from_url(url))
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S
+            )
+            client = _sync.setdefault(url, redis.Redis(connection_pool=pool))
     return client
 
 
@@ -31,5 +42,8 @@ def redis_async() -> aredis.Redis:
     key = (settings.REDIS_URL, id(asyncio.get_running_loop()))
     client = _async.get(key)
     if client is None:
-        client = _async[key] = aredis.Redis.from_url(settings.REDIS_URL)
+        pool = aredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S
+        )
+        client = _async[key] = aredis.Redis(connection_pool=pool)
     return client

@@ -18,6 +18,14 @@ SESSION_KEY = "participant_id"
 # the personal return link, or enrolling right here); sensitive changes such as setting a
 # password without the current one need it to be recent.
 FRESH_KEY = "participant_fresh_at"
+# The consent check this session last passed, as [participant id, study's current protocol
+# version id, participant language]. Checking consent costs two queries (the study's consent
+# documents, the participant's latest record) on every chat send; this entry skips them while
+# nothing it depends on changed. It can never let a stale answer through: a new consent version
+# only ever arrives with a new protocol version (studies.services._sync_consent), the language
+# picks the document, and all three are re-read from the participant row loaded on every
+# request anyway. Withdrawal and study status are read from that same row, never cached.
+CONSENT_OK_KEY = "participant_consent_ok"
 
 
 def participant_login(request, participant: Participant, *, fresh: bool = False) -> None:
@@ -69,12 +77,23 @@ def participant_gate(
         return None, reverse("participants:signin") + f"?next={request.path}"
     if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
         return None, reverse("participants:withdrawn")
-    if consent and participant.is_active and consent_due(participant):
-        return None, reverse("participants:consent_renew")
+    if consent and participant.is_active and not _consent_ok_cached(request, participant):
+        if consent_due(participant):
+            request.session.pop(CONSENT_OK_KEY, None)
+            return None, reverse("participants:consent_renew")
+        request.session[CONSENT_OK_KEY] = _consent_fingerprint(participant)
     now = timezone.now()
     if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(minutes=5):
         Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
     return participant, ""
+
+
+def _consent_fingerprint(participant: Participant) -> list:
+    return [participant.pk, participant.study.current_version_id, participant.language]
+
+
+def _consent_ok_cached(request, participant: Participant) -> bool:
+    return request.session.get(CONSENT_OK_KEY) == _consent_fingerprint(participant)
 
 
 def participant_required(view=None, *, consent: bool = True, allow_withdrawn: bool = False):

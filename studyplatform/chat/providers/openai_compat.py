@@ -18,6 +18,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 
@@ -87,6 +88,35 @@ def translate_sdk_error(exc: Exception, sdk: Any) -> ProviderError:
     return ProviderError(f"{type(exc).__name__}: {exc}", transient=False)
 
 
+def _status_error(status: int, body: bytes, response: httpx.Response) -> ProviderError:
+    """An upstream error status as ProviderError, with the message of its JSON error body
+    when there is one (as the SDK's APIStatusError reported it)."""
+    detail = ""
+    try:
+        parsed = json.loads(body)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        detail = error.get("message", "") if isinstance(error, dict) else str(error or "")
+    except ValueError:
+        detail = body[:200].decode("utf-8", "replace")
+    return ProviderError(
+        f"upstream returned HTTP {status}: {detail or response.reason_phrase}",
+        status=status,
+        transient=is_transient_status(status),
+        retry_after=_retry_after(response.headers),
+    )
+
+
+def translate_httpx_error(exc: httpx.HTTPError) -> ProviderError:
+    """Transport failures of the plain-httpx stream, worded as translate_sdk_error words the
+    SDK's."""
+    if isinstance(exc, httpx.TimeoutException):
+        phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+        return ProviderError(f"upstream {phase} timeout", transient=True)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return ProviderError(f"upstream closed the stream early: {exc}", transient=True)
+    return ProviderError(f"connection to upstream failed: {exc!r}", transient=True)
+
+
 class _ChunkState:
     """What the chunks of one chat-completions stream have said so far."""
 
@@ -98,7 +128,7 @@ class _ChunkState:
         self.usage: dict[str, Any] | None = None
         self.parts: list[str] = []
 
-    def feed(self, data: str) -> list[str]:
+    def feed(self, data: str | bytes) -> list[str]:
         """Record one `data:` payload; return the reply text it carries (choice 0 only)."""
         try:
             chunk = json.loads(data)
@@ -142,6 +172,9 @@ class OpenAICompatProvider(Provider):
         # the connections, and reusing connections matters for time-to-first-token.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
         self._clients = weakref.WeakKeyDictionary()
+        self._http_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncClient
+        ] = weakref.WeakKeyDictionary()
 
     def _client(self) -> openai.AsyncOpenAI:
         api_key = resolve_api_key(self.config, "openai")
@@ -173,28 +206,68 @@ class OpenAICompatProvider(Provider):
             raise ProviderError(f"arm params may not set {sorted(clash)}", transient=False)
         return dict(request.params)
 
+    def _http(self) -> httpx.AsyncClient:
+        """This loop's plain httpx client for the streaming hot path (see _stream)."""
+        loop = asyncio.get_running_loop()
+        client = self._http_clients.get(loop)
+        if client is None:
+            # No timeout here: each request passes its own (Timeouts of the arm).
+            client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+            )
+            self._http_clients[loop] = client
+        return client
+
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Read the event stream through the SDK's raw response and decode each chunk with
-        json.loads: the SDK's typed chunk objects cost ~70 us each (measured), which is most of
-        the proxy's per-token CPU. Status errors are still raised by the SDK on opening."""
-        client = self._client()
-        async with client.chat.completions.with_streaming_response.create(
-            model=request.model,
-            messages=self._messages(request),  # type: ignore[arg-type]
-            stream=True,
-            stream_options={"include_usage": True},
-            timeout=sdk_timeout(request.timeout),
+        """POST the completion and read its event stream with plain httpx, not the SDK.
+
+        Why not the SDK here: relaying tokens was half of the web process's CPU per message,
+        and most of it was the SDK's stack around each chunk (its own httpx fork, response
+        wrappers, several generator layers). This path does exactly what the SDK did on the
+        wire (same URL, headers, body) and decodes each `data:` line with json.loads; the SDK
+        stays for everything else (check(), the Anthropic provider). Errors are mapped to
+        ProviderError the same way (translate_error below).
+        """
+        api_key = resolve_api_key(self.config, "openai")
+        body = {
+            "model": request.model,
+            "messages": self._messages(request),
+            "stream": True,
+            "stream_options": {"include_usage": True},
             **self._params(request),
+        }
+        headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        timeout = httpx.Timeout(request.timeout.read, connect=request.timeout.connect)
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        state = _ChunkState()
+        async with self._http().stream(
+            "POST", url, content=json.dumps(body).encode(), headers=headers, timeout=timeout
         ) as response:
-            state = _ChunkState()
-            async for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": keep-alive"), event names
-                data = line[5:].strip()
-                if data == "[DONE]":
+            if response.status_code >= 400:
+                raise _status_error(response.status_code, await response.aread(), response)
+            buffer = b""
+            done = False
+            # Lines are split here from the raw chunks: httpx's aiter_lines adds two decoding
+            # generator layers per chunk, and SSE framing is plain ASCII newlines.
+            async for chunk in response.aiter_raw():
+                buffer += chunk
+                while True:
+                    cut = buffer.find(b"\n")
+                    if cut < 0:
+                        break
+                    line, buffer = buffer[:cut].rstrip(b"\r"), buffer[cut + 1 :]
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments (": keep-alive"), event names
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    for text in state.feed(data):
+                        yield TextDelta(text)
+                if done:
                     break
-                for text in state.feed(data):
-                    yield TextDelta(text)
         if state.raw_finish is None:
             # The body ended cleanly but the model never finished: a proxy cut the reply.
             raise ProviderError("stream ended before the model finished", transient=True)
@@ -221,6 +294,8 @@ class OpenAICompatProvider(Provider):
         )
 
     def _translate_error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, httpx.HTTPError):
+            return translate_httpx_error(exc)
         return translate_sdk_error(exc, openai)
 
     async def check(self, model: str) -> str:
@@ -239,6 +314,10 @@ class OpenAICompatProvider(Provider):
 
     async def aclose(self) -> None:
         # Only this loop's client can be closed from here; others go with their loops.
-        client = self._clients.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
         if client is not None:
             await client.close()
+        http = self._http_clients.pop(loop, None)
+        if http is not None:
+            await http.aclose()
