@@ -301,7 +301,7 @@ def summarise(scenario: Scenario, found: list[dict[str, Any] | None], which: str
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicates", type=int, default=200)
-    parser.add_argument("--participants", type=int, default=150)
+    parser.add_argument("--participants", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--scenarios", default="", help="comma-separated names (default: all)")
