@@ -90,7 +90,9 @@ def test_its_planted_effect_is_lagged_and_not_the_same_period_association(study)
     plan = study.current_version.content["analysis"]
     frames = load_study_frames(study, instruments=["who5"])
     # when the platform links usage to outcomes and fits its same-period association model
-    result = analyse(frames, {**plan, "outcomes": ["who5.percentage"]})
+    # (usage per message, the scale --effect is given in, rather than a log transform)
+    plan = {**plan, "outcomes": ["who5.percentage"], "usage_transform": "none"}
+    result = analyse(frames, plan)
     models = result.results["outcomes"]["who5.percentage"].values()
     same_period = next(
         m["fixed"]["messages_sent_within"]
