@@ -337,6 +337,27 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         pool = multiprocessing.get_context("fork").Pool(args.jobs)
         results = pool.imap_unordered(run_replicate, tasks, chunksize=4)
     step = max(len(tasks) // 20, 1)
+    by_name = {s.name: s for s in chosen}
+    null_rejections: list[float] = []
+    coverages: list[float] = []
+
+    def report(scenario: Scenario) -> None:
+        """Print a scenario's lines as soon as its replicates are in (a full run is long)."""
+        primary = summarise(scenario, found[scenario.name], "primary")
+        print(primary.text(scenario.name) + f" cpu_s={seconds[scenario.name]:.1f}", file=out)
+        judged = primary
+        if scenario.reverse and primary.estimand == "same-period":
+            lagged = summarise(scenario, found[scenario.name], "lagged")
+            print(lagged.text(scenario.name) + " surviving_estimand=lagged", file=out)
+            judged = lagged
+        if scenario.name in errors:
+            print(f"# {scenario.name}: first failure: {errors[scenario.name]}", file=out)
+        out.flush()
+        if scenario.null:
+            null_rejections.append(judged.rejection if judged.n else 1.0)
+        else:
+            coverages.append(judged.coverage if judged.n else 0.0)
+
     try:
         for done, (name, estimates, error, spent) in enumerate(results, start=1):
             if done % step == 0 and out is sys.stdout:
@@ -350,27 +371,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             seconds[name] += spent
             if error and name not in errors:
                 errors[name] = error
+            if len(found[name]) == args.replicates:
+                report(by_name[name])
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     elapsed = time.perf_counter() - started
 
-    null_rejections, coverages = [], []
-    for scenario in chosen:
-        primary = summarise(scenario, found[scenario.name], "primary")
-        print(primary.text(scenario.name) + f" cpu_s={seconds[scenario.name]:.1f}", file=out)
-        judged = primary
-        if scenario.reverse and primary.estimand == "same-period":
-            lagged = summarise(scenario, found[scenario.name], "lagged")
-            print(lagged.text(scenario.name) + " surviving_estimand=lagged", file=out)
-            judged = lagged
-        if scenario.name in errors:
-            print(f"# {scenario.name}: first failure: {errors[scenario.name]}", file=out)
-        if scenario.null:
-            null_rejections.append(judged.rejection if judged.n else 1.0)
-        else:
-            coverages.append(judged.coverage if judged.n else 0.0)
     print(
         f"# elapsed_s={elapsed:.1f} per_replicate_s={elapsed / max(len(tasks), 1):.3f}",
         file=out,
