@@ -248,8 +248,9 @@ class Line:
         def f(x: float) -> str:
             return "na" if not math.isfinite(x) else f"{x:.4f}"
 
+        # + 0.0: a PHQ-9 null truth is -0.0, printed as 0
         return (
-            f"scenario={name} truth={self.truth:g} model={self.model} bias={f(self.bias)} "
+            f"scenario={name} truth={self.truth + 0.0:g} model={self.model} bias={f(self.bias)} "
             f"coverage={f(self.coverage)} rejection={f(self.rejection)} "
             f"fitted={self.n}/{self.total} term={self.term or 'none'} estimand={self.estimand} "
             f"mean_se={f(self.mean_se)} sd={f(self.sd)}"
