@@ -32,8 +32,9 @@ The latent process, per participant *i* and local study day *d* (day 0 = enrolme
   with ``Uᵢ,ₜ₋₁`` the messages sent in the ``window_days`` whole local days before the local
   day occasion *t − 1* was completed (or, if it was missed, was due) — exactly the window
   :func:`analysis.features.windows_before` cuts — and ``g`` the identity (``usage_scale =
-  "count"``) or ``log1p``. Occasion 0 is the baseline at enrolment: the window before it lies
-  before enrolment, where there is no platform use, so the first follow-up carries no effect.
+  "count"``) or ``log1p``. Occasion 0 is the baseline at enrolment: the window before it starts
+  before enrolment (it holds at most the first day or two of platform use), so the first
+  follow-up carries no effect.
   WHO-5 percentage is ``W`` rounded to a multiple of 4 in [0, 100]; PHQ-9 total is
   ``27·(1 − W/100)`` rounded in [0, 27].
 

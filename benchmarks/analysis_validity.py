@@ -248,8 +248,9 @@ class Line:
         def f(x: float) -> str:
             return "na" if not math.isfinite(x) else f"{x:.4f}"
 
+        # + 0.0: a PHQ-9 null truth is -0.0, printed as 0
         return (
-            f"scenario={name} truth={self.truth:g} model={self.model} bias={f(self.bias)} "
+            f"scenario={name} truth={self.truth + 0.0:g} model={self.model} bias={f(self.bias)} "
             f"coverage={f(self.coverage)} rejection={f(self.rejection)} "
             f"fitted={self.n}/{self.total} term={self.term or 'none'} estimand={self.estimand} "
             f"mean_se={f(self.mean_se)} sd={f(self.sd)}"
@@ -301,7 +302,7 @@ def summarise(scenario: Scenario, found: list[dict[str, Any] | None], which: str
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicates", type=int, default=200)
-    parser.add_argument("--participants", type=int, default=150)
+    parser.add_argument("--participants", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--scenarios", default="", help="comma-separated names (default: all)")
@@ -337,6 +338,27 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         pool = multiprocessing.get_context("fork").Pool(args.jobs)
         results = pool.imap_unordered(run_replicate, tasks, chunksize=4)
     step = max(len(tasks) // 20, 1)
+    by_name = {s.name: s for s in chosen}
+    null_rejections: list[float] = []
+    coverages: list[float] = []
+
+    def report(scenario: Scenario) -> None:
+        """Print a scenario's lines as soon as its replicates are in (a full run is long)."""
+        primary = summarise(scenario, found[scenario.name], "primary")
+        print(primary.text(scenario.name) + f" cpu_s={seconds[scenario.name]:.1f}", file=out)
+        judged = primary
+        if scenario.reverse and primary.estimand == "same-period":
+            lagged = summarise(scenario, found[scenario.name], "lagged")
+            print(lagged.text(scenario.name) + " surviving_estimand=lagged", file=out)
+            judged = lagged
+        if scenario.name in errors:
+            print(f"# {scenario.name}: first failure: {errors[scenario.name]}", file=out)
+        out.flush()
+        if scenario.null:
+            null_rejections.append(judged.rejection if judged.n else 1.0)
+        else:
+            coverages.append(judged.coverage if judged.n else 0.0)
+
     try:
         for done, (name, estimates, error, spent) in enumerate(results, start=1):
             if done % step == 0 and out is sys.stdout:
@@ -350,27 +372,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             seconds[name] += spent
             if error and name not in errors:
                 errors[name] = error
+            if len(found[name]) == args.replicates:
+                report(by_name[name])
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     elapsed = time.perf_counter() - started
 
-    null_rejections, coverages = [], []
-    for scenario in chosen:
-        primary = summarise(scenario, found[scenario.name], "primary")
-        print(primary.text(scenario.name) + f" cpu_s={seconds[scenario.name]:.1f}", file=out)
-        judged = primary
-        if scenario.reverse and primary.estimand == "same-period":
-            lagged = summarise(scenario, found[scenario.name], "lagged")
-            print(lagged.text(scenario.name) + " surviving_estimand=lagged", file=out)
-            judged = lagged
-        if scenario.name in errors:
-            print(f"# {scenario.name}: first failure: {errors[scenario.name]}", file=out)
-        if scenario.null:
-            null_rejections.append(judged.rejection if judged.n else 1.0)
-        else:
-            coverages.append(judged.coverage if judged.n else 0.0)
     print(
         f"# elapsed_s={elapsed:.1f} per_replicate_s={elapsed / max(len(tasks), 1):.3f}",
         file=out,

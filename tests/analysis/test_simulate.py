@@ -89,11 +89,16 @@ def test_its_planted_effect_is_lagged_and_not_the_same_period_association(study)
     )
     plan = study.current_version.content["analysis"]
     frames = load_study_frames(study, instruments=["who5"])
-    # when the platform links usage to outcomes and fits its same-period usage model
-    result = analyse(frames, {**plan, "outcomes": ["who5.percentage"]})
-    same_period = result.results["outcomes"]["who5.percentage"]["association_model"]["fixed"][
-        "messages_sent_within"
-    ]
+    # when the platform links usage to outcomes and fits its same-period association model
+    # (usage per message, the scale --effect is given in, rather than a log transform)
+    plan = {**plan, "outcomes": ["who5.percentage"], "usage_transform": "none"}
+    result = analyse(frames, plan)
+    models = result.results["outcomes"]["who5.percentage"].values()
+    same_period = next(
+        m["fixed"]["messages_sent_within"]
+        for m in models
+        if isinstance(m, dict) and "messages_sent_within" in (m.get("fixed") or {})
+    )
     # and a lagged within-person model is fitted by hand on the same linked table
     linked = result.linked.rename(columns={"who5.percentage": "y", "who5.percentage_lag": "y_lag"})
     data = linked[linked["wave"] >= 2].dropna(subset=["y", "y_lag", "messages_sent_lag"])

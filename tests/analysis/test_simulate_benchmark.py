@@ -47,9 +47,8 @@ def test_it_runs_scenarios_through_the_pipeline_and_prints_the_summary_line(benc
     # then each scenario has its line, every replicate was fitted by the platform's plan
     found = [m.groupdict() for m in map(LINE.match, lines) if m]
     names = [f["name"] for f in found]
-    assert names[0] == "basic_null"
-    assert "reverse_effect" in names
-    primary = found[0]
+    assert set(names) == {"basic_null", "reverse_effect"}
+    primary = found[names.index("basic_null")]
     assert (primary["n"], primary["total"]) == ("3", "3")
     assert primary["model"] == "usage_model" or primary["model"].endswith("model")
     assert 0 <= float(primary["coverage"]) <= 1 and 0 <= float(primary["rejection"]) <= 1

@@ -419,7 +419,7 @@ def simulate(
                 weeks = ((submitted - person.enrolled_at).total_seconds()) / (7 * 86400)
                 done.append((len(invitations), i, end, previous_window, weeks, index == 0))
             window = usage[i, max(end - window_days, 0) : max(end, 0)].sum()
-            # The baseline's window lies before enrolment (no platform use): no lagged effect.
+            # The baseline's window starts before enrolment: no lagged effect through it.
             previous_window = float(window) if index > 0 else np.nan
             invitations.append(
                 Invitation(
