@@ -9,7 +9,16 @@ from .models import AnalysisRun
 
 @admin.register(AnalysisRun)
 class AnalysisRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "study", "status", "progress", "created_by", "created_at", "data_hash")
-    list_filter = ("status", "study")
+    list_display = (
+        "id",
+        "study",
+        "look",
+        "status",
+        "progress",
+        "created_by",
+        "created_at",
+        "data_hash",
+    )
+    list_filter = ("status", "look", "study")
     exclude = ("report_html",)
     readonly_fields = [f.name for f in AnalysisRun._meta.fields if f.name != "report_html"]

@@ -17,7 +17,7 @@ from studyplatform.studies.roles import Perm
 
 from .models import AnalysisRun
 from .selectors import analysis_runs_for_study
-from .services import analysis_run_create
+from .services import LookNotAllowed, analysis_run_create
 
 
 def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
         "data_hash": run.data_hash,
         "code_version": run.code_version,
         "params": run.params,
+        "look": run.look,
         "error": run.error,
         # How many times a worker claimed the run (more than 1: a worker died and it was retried).
         "attempts": run.attempts,
@@ -51,6 +52,8 @@ def _row(run: AnalysisRun, *, results: bool = False) -> dict[str, Any]:
 class StartSerializer(serializers.Serializer):
     text_markers = serializers.BooleanField(required=False, default=False)
     include_pilot = serializers.BooleanField(required=False)
+    # Default: final once the study is closed, interim before (analysis_look_default).
+    look = serializers.ChoiceField(choices=AnalysisRun.Look.choices, required=False)
 
 
 class AnalysisRunListView(APIView):
@@ -64,7 +67,14 @@ class AnalysisRunListView(APIView):
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
         form = StartSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        run = analysis_run_create(study=study, created_by=request.user, params=form.validated_data)
+        params = dict(form.validated_data)
+        look = params.pop("look", None)
+        try:
+            run = analysis_run_create(
+                study=study, created_by=request.user, params=params, look=look
+            )
+        except LookNotAllowed as exc:
+            return Response({"look": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         run = analysis_runs_for_study(study).get(id=run.id)
         return Response(_row(run), status=status.HTTP_201_CREATED)
 

@@ -29,6 +29,41 @@ def _utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True)
 
 
+# Screener question types whose answers are one number or category per person. Free text is
+# left out (it can identify someone and is no covariate); multiple choice is a set, not a level.
+COVARIATE_TYPES = ("number", "yes_no", "single_choice")
+
+
+def participant_covariates(protocol: dict, answers: list[dict]) -> pd.DataFrame:
+    """``screener.<key>`` and ``stratum.<factor>`` columns, one row per answers dict.
+
+    ``screener.<key>``: the answer to each number / yes-no / single-choice question of the
+    protocol's screener (missing when not answered). ``stratum.<factor>``: for a stratified
+    allocation, the level of each stratification factor as the allocation saw it (the answer
+    as text, "None" when unanswered, exactly :func:`~studyplatform.participants.allocation.
+    stratum_key`), so models adjust for the strata the randomisation balanced within.
+    """
+    questions = (protocol.get("screener") or {}).get("questions") or []
+    allocation = protocol.get("allocation") or {}
+    stratified = allocation.get("method") == "stratified_blocks"
+    strata = (allocation.get("strata") or []) if stratified else []
+    columns: dict[str, list] = {}
+    for question in questions:
+        key, kind = question["key"], question["type"]
+        if kind not in COVARIATE_TYPES:
+            continue
+        values = [a.get(key) for a in answers]
+        if kind == "number":
+            numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+            columns[f"screener.{key}"] = numbers.tolist()
+        else:
+            # Categories as text, so every model codes them as factors (yes/no too).
+            columns[f"screener.{key}"] = [None if v is None else str(v) for v in values]
+    for factor in strata:
+        columns[f"stratum.{factor}"] = [str(a.get(factor)) for a in answers]
+    return pd.DataFrame(columns, index=range(len(answers)))
+
+
 def load_study_frames(
     study: Study,
     *,
@@ -44,15 +79,24 @@ def load_study_frames(
     people = Participant.objects.filter(study=study)
     if not include_pilot:
         people = people.filter(is_pilot=False)
+    rows = list(
+        people.order_by("code").values_list(
+            "code",
+            "timezone",
+            "enrolled_at",
+            "language",
+            "allocation__arm__key",
+            "status",
+            "screener_answers",
+        )
+    )
     participants = pd.DataFrame(
-        list(
-            people.order_by("code").values_list(
-                "code", "timezone", "enrolled_at", "language", "allocation__arm__key", "status"
-            )
-        ),
+        [row[:-1] for row in rows],
         columns=["participant", "timezone", "enrolled_at", "language", "arm", "status"],
     )
     participants["enrolled_at"] = _utc(participants["enrolled_at"])
+    covariates = participant_covariates(study.protocol or {}, [row[-1] or {} for row in rows])
+    participants = pd.concat([participants, covariates], axis=1)
 
     fields = [
         "participant__code",

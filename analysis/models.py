@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from studyplatform.core.leases import LeaseFields
 from studyplatform.studies.models import ProtocolVersion, Study
@@ -21,7 +22,14 @@ class AnalysisRun(LeaseFields):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
+    class Look(models.TextChoices):
+        # An interim look at accumulating data (the study still collects) or the final analysis
+        # (collection over). Recorded so a report can say how many looks preceded it.
+        INTERIM = "interim", _("Interim")
+        FINAL = "final", _("Final")
+
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="analysis_runs")
+    look = models.CharField(max_length=10, choices=Look.choices, default=Look.INTERIM)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
     step = models.CharField(max_length=20, blank=True, default="")

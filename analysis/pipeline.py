@@ -14,8 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.arm_contrast import carry_participant_covariates
 from analysis.features import daily_features
 from analysis.linking import attrition_summary, link_usage_to_outcomes
+from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
@@ -73,8 +75,11 @@ def analyse(
         window_days=int(plan.get("window_days", 7)),
         predictors=plan.get("predictors") or None,
     )
+    linked = carry_participant_covariates(linked, frames.participants)
     attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     begin("models")
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
+    # Keep last: any p-value a later section added is exploratory unless in the primary family.
+    label_exploratory(results)
     return Analysis(daily=daily, linked=linked, attrition=attrition, results=results)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.multiplicity import apply_multiplicity
 from analysis.stats.mixedlm import P_METHOD, MixedLMResult, UnidentifiableModelError, fit_mixedlm
 from analysis.stats.models import dose_response
 from analysis.stats.multiple import bh_adjust
@@ -210,7 +211,7 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
     for outcome, q in zip(outcomes, qvalues, strict=True):
         per_outcome[outcome]["primary_q"] = _num(q)
 
-    return {
+    results = {
         "plan": {
             "outcomes": outcomes,
             "predictors": predictors,
@@ -229,3 +230,9 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
         "outcomes": per_outcome,
         "primary": primary,
     }
+    from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
+
+    results["arm_contrast"] = arm_contrasts(linked, plan)
+    # Last: labels every p-value above as primary-family or exploratory.
+    results["multiplicity"] = apply_multiplicity(results, plan)
+    return results

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis.report_arm import arm_contrast_html, look_html, multiplicity_html
 from studyplatform.core.html_text import escape_html as _e
 
 __all__ = ["FIGURES", "render_report"]
@@ -220,6 +221,12 @@ def _model_table(name: str, model: Mapping[str, Any], caption: str) -> str:
     return refused + _table(name, header, rows, caption) + "<p>" + "; ".join(notes) + ".</p>"
 
 
+def _correction_label(primary: Mapping[str, Any]) -> str:
+    """The correction behind q; runs stored before the plan chose one used BH."""
+    method = str(primary.get("method") or "Benjamini-Hochberg")
+    return "BH" if method == "Benjamini-Hochberg" else method
+
+
 def _primary_table(results: Mapping[str, Any]) -> str:
     primary = results.get("primary", {})
     rows = [
@@ -229,7 +236,7 @@ def _primary_table(results: Mapping[str, Any]) -> str:
     method = _p_method(primary)
     return _table(
         "primary",
-        ["outcome", f"p ({method})", "q (BH)"],
+        ["outcome", f"p ({method})", f"q ({_correction_label(primary)})"],
         rows,
         f"Primary term {primary.get('term') or '–'} across outcomes",
     )
@@ -319,9 +326,11 @@ def render_report(
         '<dl class="meta">'
         + "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in meta_rows)
         + "</dl>",
+        look_html(results),
         "<h2>Primary question</h2>",
         _inference_note(results),
         _primary_table(results),
+        multiplicity_html(results),
     ]
     for outcome in outcomes:
         entry = results.get("outcomes", {}).get(outcome, {})
@@ -340,6 +349,7 @@ def render_report(
                     f"arm_time_model:{outcome}", entry["arm_time_model"], "Arm × time model"
                 )
             )
+        parts.append(arm_contrast_html(outcome, results))
         if "dose_response" in entry:
             parts.append(_dose_table(outcome, entry["dose_response"]))
     parts += [

@@ -21,6 +21,7 @@ from analysis.data import frames_hash, load_study_frames
 from analysis.models import AnalysisRun
 from analysis.pipeline import analyse
 from analysis.report import render_report
+from studyplatform.core.audit import audit_record
 from studyplatform.core.leases import (
     Keepalive,
     Lease,
@@ -34,10 +35,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "STEPS",
+    "LookNotAllowed",
+    "analysis_look_default",
     "analysis_run_claim",
     "analysis_run_create",
     "analysis_run_execute",
     "analysis_run_fail",
+    "analysis_run_look",
     "code_version",
 ]
 
@@ -77,14 +81,43 @@ def code_version() -> str:
         return "studyplatform unknown"
 
 
+class LookNotAllowed(ValueError):
+    """The look kind asked for does not fit the study's state (the message says why)."""
+
+
+def analysis_look_default(study: Study) -> str:
+    """Final once the study is closed (no more data will come), interim before."""
+    if study.status == Study.Status.CLOSED:
+        return AnalysisRun.Look.FINAL
+    return AnalysisRun.Look.INTERIM
+
+
+def _check_look(study: Study, look: str) -> None:
+    if look not in AnalysisRun.Look.values:
+        raise LookNotAllowed(f"look must be interim or final, not {look!r}")
+    if look == AnalysisRun.Look.FINAL and study.status != Study.Status.CLOSED:
+        # A "final" analysis while data still arrive would be an unlabelled interim look.
+        raise LookNotAllowed(
+            f"a final analysis needs a closed study; this study is {study.status}: "
+            "run an interim look, or close the study first"
+        )
+
+
 def analysis_run_create(
     *,
     study: Study,
     created_by=None,
     params: dict[str, Any] | None = None,
     enqueue: bool = True,
+    look: str | None = None,
 ) -> AnalysisRun:
-    """A pending run of the study's current protocol; the task is queued once this commits."""
+    """A pending run of the study's current protocol; the task is queued once this commits.
+
+    ``look`` is ``"interim"`` or ``"final"`` (default :func:`analysis_look_default`); a final
+    look needs a closed study (:class:`LookNotAllowed` otherwise) and is audited.
+    """
+    look = look or analysis_look_default(study)
+    _check_look(study, look)
     params = dict(params or {})
     # Pilot data is all a draft or piloting study has; once launched, pilots are left out.
     params.setdefault("include_pilot", study.status in (Study.Status.DRAFT, Study.Status.PILOTING))
@@ -95,12 +128,45 @@ def analysis_run_create(
             created_by=created_by,
             protocol_version=study.current_version,
             params=params,
+            look=look,
         )
+        if look == AnalysisRun.Look.FINAL:
+            audit_record(
+                actor=created_by,
+                action="analysis.final_run",
+                target=run,
+                study_slug=study.slug,
+                data={"previous_looks": _earlier_done(run).count()},
+            )
         if enqueue:
             from analysis.tasks import analysis_run_task
 
             transaction.on_commit(lambda: analysis_run_task.delay(run.id))
     return run
+
+
+def _earlier_done(run: AnalysisRun):
+    # Ids follow creation order: the runs started before this one that have finished.
+    return AnalysisRun.objects.filter(
+        study_id=run.study_id, status=AnalysisRun.Status.DONE, id__lt=run.id
+    )
+
+
+def analysis_run_look(run: AnalysisRun) -> dict[str, Any]:
+    """``results["look"]``: this run's kind and the completed runs of the study before it.
+
+    Every earlier completed run counts as a look (pilot-data runs included): a reader of a
+    final report should know each time the accumulating data were analysed.
+    """
+    earlier = list(_earlier_done(run).values_list("look", flat=True))
+    return {
+        "kind": run.look,
+        "number": len(earlier) + 1,
+        "previous_looks": len(earlier),
+        "previous_interim": earlier.count(AnalysisRun.Look.INTERIM),
+        "previous_final": earlier.count(AnalysisRun.Look.FINAL),
+        "study_status": run.study.status,
+    }
 
 
 def analysis_run_claim(run_id: int, *, owner: str | None = None) -> Lease | None:
@@ -189,6 +255,7 @@ def _analysis_run_pipeline(
             step=lambda name: _progress(run, name, steps[name], progress, lease),
         )
         results, linked, daily = analysis.results, analysis.linked, analysis.daily
+        results["look"] = analysis_run_look(run)
         attrition = analysis.attrition
 
         _progress(run, "report", STEPS[4][1], progress, lease)

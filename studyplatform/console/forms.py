@@ -457,9 +457,34 @@ class AnalysisSectionForm(ChangeNoteMixin):
         label=_("Outcomes"), required=False, help_text=_("instrument.score, comma-separated")
     )
     predictors = forms.CharField(label=_("Predictors"), required=False)
-    covariates = forms.CharField(label=_("Covariates"), required=False)
+    covariates = forms.CharField(
+        label=_("Covariates"),
+        required=False,
+        help_text=_("screener.<question key> or stratum.<stratification factor>, comma-separated"),
+    )
     random_effects = forms.CharField(label=_("Random effects"), required=False)
     arm_by_time = forms.BooleanField(label=_("Arm × time interaction"), required=False)
+    # Empty choice: the key is left out of the protocol and the documented default applies.
+    arm_contrast_method = forms.ChoiceField(
+        label=_("Arm contrast"),
+        required=False,
+        choices=[
+            ("", _("Default (cLDA)")),
+            ("clda", _("cLDA: common baseline, all occasions")),
+            ("ancova", _("ANCOVA on the baseline value")),
+            ("none", _("None")),
+        ],
+    )
+    multiplicity_correction = forms.ChoiceField(
+        label=_("Correction for the primary family"),
+        required=False,
+        choices=[
+            ("", _("Default (Holm)")),
+            ("holm", "Holm"),
+            ("bonferroni", "Bonferroni"),
+            ("benjamini-hochberg", "Benjamini-Hochberg"),
+        ],
+    )
 
     field_order = [
         "window_days",
@@ -469,6 +494,8 @@ class AnalysisSectionForm(ChangeNoteMixin):
         "covariates",
         "random_effects",
         "arm_by_time",
+        "arm_contrast_method",
+        "multiplicity_correction",
         "change_note",
     ]
 

@@ -44,7 +44,7 @@ def test_a_run_on_a_simulated_study_stores_results_provenance_and_a_report(simul
     assert 'data-table="primary"' in html
     # and its p-values are Satterthwaite t tests, named as such
     assert who5["usage_model"]["fixed"]["messages_sent_within"]["df"] > 0
-    assert "<th>p (Satterthwaite t)</th><th>q (BH)</th>" in html
+    assert "<th>p (Satterthwaite t)</th><th>q (Holm)</th>" in html
     assert "data:image/png;base64," in html
     assert run.data_hash in html
 

@@ -74,7 +74,11 @@ def test_a_null_effect_is_rarely_significant():
 def test_bh_runs_across_outcomes_and_dose_response_has_bins():
     linked = simulate(0.8, seed=2)
     linked["ucla3.total"] = 6 + np.random.default_rng(3).normal(0, 1, len(linked))
-    plan = {**PLAN, "outcomes": ["who5.percentage", "ucla3.total"]}
+    plan = {
+        **PLAN,
+        "outcomes": ["who5.percentage", "ucla3.total"],
+        "multiplicity": {"correction": "benjamini-hochberg"},
+    }
     results = run_plan(linked, plan)
     p = results["primary"]["p"]
     q = results["primary"]["q"]

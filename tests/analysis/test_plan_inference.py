@@ -98,7 +98,7 @@ def test_the_report_names_the_p_value_method_wherever_p_values_appear():
     # when
     html = render_report(results, {"linked": linked}, {"title": "T", "study": "s"})
     # then: the primary table, every model table and the note above them name the method
-    assert "<th>p (Satterthwaite t)</th><th>q (BH)</th>" in html
+    assert "<th>p (Satterthwaite t)</th><th>q (Holm)</th>" in html
     assert html.count("<th>df</th><th>t</th><th>p (Satterthwaite t)</th>") == 2
     assert 'data-p-method="Satterthwaite t"' in html
     assert "<th>p</th>" not in html
@@ -111,6 +111,7 @@ def test_results_stored_before_satterthwaite_are_labelled_wald_z():
     for term in model["fixed"].values():
         del term["df"], term["t"]
     del model["p_method"], results["primary"]["p_method"]
+    results["primary"]["method"] = "Benjamini-Hochberg"  # the only correction then
     # when
     html = render_report(results, {}, {"title": "T", "study": "s"})
     # then: those p-values are not passed off as Satterthwaite ones

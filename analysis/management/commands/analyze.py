@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from analysis.models import AnalysisRun
-from analysis.services import analysis_run_create, analysis_run_execute
+from analysis.services import LookNotAllowed, analysis_run_create, analysis_run_execute
 from studyplatform.studies.models import Study
 
 
@@ -24,6 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("study_slug")
         parser.add_argument("--out", help="report path (default: MEDIA_ROOT/analysis/...)")
         parser.add_argument("--text-markers", action="store_true", help="decrypt text markers")
+        parser.add_argument(
+            "--look",
+            choices=["interim", "final"],
+            help="interim or final analysis (default: final when the study is closed, "
+            "else interim; final needs a closed study)",
+        )
 
     def handle(self, *args, **opts) -> None:
         study = (
@@ -31,9 +37,15 @@ class Command(BaseCommand):
         )
         if study is None:
             raise CommandError(f"no study {opts['study_slug']!r}")
-        run = analysis_run_create(
-            study=study, params={"text_markers": opts["text_markers"]}, enqueue=False
-        )
+        try:
+            run = analysis_run_create(
+                study=study,
+                params={"text_markers": opts["text_markers"]},
+                enqueue=False,
+                look=opts["look"],
+            )
+        except LookNotAllowed as exc:
+            raise CommandError(f"--look: {exc}") from exc
         with tqdm(total=100, unit="%", desc="loading", file=self.stderr._out) as bar:
 
             def progress(step: str, value: int) -> None:
@@ -48,5 +60,9 @@ class Command(BaseCommand):
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(run.report_html, encoding="utf-8")
-        self.stdout.write(f"Analysis run {run.id} done (data {run.data_hash[:12]}).")
+        look = (run.results or {}).get("look", {})
+        self.stdout.write(
+            f"Analysis run {run.id} done (data {run.data_hash[:12]}; {run.look} look, "
+            f"{look.get('previous_looks', 0)} earlier)."
+        )
         self.stdout.write(f"Report written to {out}")

@@ -117,6 +117,8 @@ def section_initial(doc: Mapping, section: str) -> Any:
             "covariates": ", ".join(analysis.get("covariates", [])),
             "random_effects": analysis.get("random_effects", ""),
             "arm_by_time": analysis.get("arm_by_time", False),
+            "arm_contrast_method": analysis.get("arm_contrast", {}).get("method", ""),
+            "multiplicity_correction": analysis.get("multiplicity", {}).get("correction", ""),
         }
     raise KeyError(section)
 
@@ -285,6 +287,18 @@ def apply_section(doc: Mapping, section: str, data: Any) -> dict:
             if values or key in analysis:
                 analysis[key] = values
         analysis["arm_by_time"] = bool(data.get("arm_by_time"))
+        # The form edits one key of each nested section; the others (reference arm, family
+        # terms, ...) are kept, and an emptied section is dropped.
+        for section_key, key, field in (
+            ("arm_contrast", "method", "arm_contrast_method"),
+            ("multiplicity", "correction", "multiplicity_correction"),
+        ):
+            nested = dict(analysis.get(section_key, {}))
+            set_or_drop(nested, key, data.get(field) or None)
+            if nested:
+                analysis[section_key] = nested
+            else:
+                analysis.pop(section_key, None)
         new["analysis"] = analysis
     else:
         raise KeyError(section)

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from analysis.models import AnalysisRun
 from analysis.selectors import analysis_run_summaries_for_study
-from analysis.services import analysis_run_create
+from analysis.services import LookNotAllowed, analysis_look_default, analysis_run_create
 from studyplatform.core.csp import set_self_contained_policy
 from studyplatform.core.links import site_url
 from studyplatform.exports import codebook
@@ -395,7 +395,16 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
     if request.method == "POST":
         params = {"include_pilot": request.POST.get("include_pilot") == "on"}
-        run = analysis_run_create(study=study, created_by=request.user, params=params)
+        try:
+            run = analysis_run_create(
+                study=study,
+                created_by=request.user,
+                params=params,
+                look=request.POST.get("look") or None,
+            )
+        except LookNotAllowed as exc:
+            messages.error(request, _("The run was not started: %(reason)s") % {"reason": exc})
+            return redirect("console:monitor_analyses", slug=study.slug)
         messages.success(request, _("Analysis run %(id)s started.") % {"id": run.pk})
         return redirect("console:monitor_analyses", slug=study.slug)
     runs = list(analysis_run_summaries_for_study(study)[:100])
@@ -403,6 +412,7 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
         "runs": runs,
         "refresh": any(r.status in IN_PROGRESS for r in runs),
         "pilot_default": study.status in (Study.Status.DRAFT, Study.Status.PILOTING),
+        "look_default": analysis_look_default(study),
         "done": AnalysisRun.Status.DONE,
     }
     return _render(request, "analyses.html", study, "analyses", context)

@@ -396,6 +396,64 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
                     f"{instrument} has no score {score!r} (scores: {names})",
                 )
             )
+    errors += _analysis_plan_errors(doc, method)
+    return errors
+
+
+# Screener question types that give one number or category per person (analysis covariates).
+COVARIATE_QUESTION_TYPES = ("number", "yes_no", "single_choice")
+
+
+def _analysis_plan_errors(doc: dict, method: str) -> list[ProtocolError]:
+    """Covariates, the arm contrast and the primary family name things the protocol defines."""
+    analysis = doc.get("analysis", {})
+    errors: list[ProtocolError] = []
+    questions = {q["key"]: q["type"] for q in doc.get("screener", {}).get("questions", [])}
+    strata = doc.get("allocation", {}).get("strata", []) if method == "stratified_blocks" else []
+    for i, name in enumerate(analysis.get("covariates", [])):
+        prefix, _, key = name.partition(".")
+        where = ("analysis", "covariates", i)
+        if prefix == "screener":
+            if key not in questions:
+                errors.append(ProtocolError(where, f"no screener question with key {key!r}"))
+            elif questions[key] not in COVARIATE_QUESTION_TYPES:
+                errors.append(
+                    ProtocolError(
+                        where,
+                        f"screener question {key!r} is {questions[key]}; only number, yes_no "
+                        "and single_choice answers can be covariates",
+                    )
+                )
+        elif prefix == "stratum":
+            if key not in strata:
+                listed = ", ".join(strata) or "none: allocation is not stratified_blocks"
+                errors.append(
+                    ProtocolError(where, f"{key!r} is not a stratification factor ({listed})")
+                )
+        else:
+            errors.append(
+                ProtocolError(
+                    where,
+                    f"unknown covariate {name!r}: use screener.<question key> or "
+                    "stratum.<stratification factor>",
+                )
+            )
+    reference = analysis.get("arm_contrast", {}).get("reference")
+    if reference is not None and reference not in {a["key"] for a in doc["arms"]}:
+        errors.append(
+            ProtocolError(
+                ("analysis", "arm_contrast", "reference"), f"no arm with key {reference!r}"
+            )
+        )
+    outcomes = set(analysis.get("outcomes", []))
+    for i, outcome in enumerate(analysis.get("multiplicity", {}).get("outcomes", [])):
+        if outcome not in outcomes:
+            errors.append(
+                ProtocolError(
+                    ("analysis", "multiplicity", "outcomes", i),
+                    f"{outcome!r} is not one of analysis.outcomes",
+                )
+            )
     return errors
 
 
