@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.csp import set_self_contained_policy
+from studyplatform.core.negotiation import FileDownloadNegotiation
 from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
@@ -147,6 +148,9 @@ class AnalysisRunDetailView(APIView):
 
 
 class AnalysisRunReportView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
     @extend_schema(
         responses={
             (200, "text/html"): OpenApiResponse(

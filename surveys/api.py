@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.negotiation import FileDownloadNegotiation
 from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
@@ -203,6 +204,9 @@ _INVITATION_EXAMPLE = OpenApiExample(
 
 
 class InvitationListView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
     @extend_schema(
         parameters=[
             OpenApiParameter("participant", OpenApiTypes.STR, description="A participant code."),
@@ -297,6 +301,9 @@ def _response_row(r: SurveyResponse) -> dict[str, Any]:
 
 
 class ResponseListView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
     @extend_schema(
         parameters=[
             OpenApiParameter("instrument", OpenApiTypes.STR, description="An instrument key."),

@@ -12,6 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studyplatform.core.negotiation import FileDownloadNegotiation
 from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
@@ -165,6 +166,9 @@ class ExportDetailView(APIView):
 
 
 class ExportDownloadView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
     @extend_schema(
         responses={
             (200, "application/zip"): OpenApiResponse(

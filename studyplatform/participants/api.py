@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.negotiation import FileDownloadNegotiation
 from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for, has_perm
 from studyplatform.studies.roles import Perm
@@ -110,6 +111,9 @@ class PilotInviteCreatedSerializer(serializers.Serializer):
 
 
 class ParticipantListView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
     @extend_schema(
         parameters=[
             OpenApiParameter("status", OpenApiTypes.STR, enum=Participant.Status.values),
