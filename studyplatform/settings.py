@@ -301,7 +301,7 @@ SPECTACULAR_SETTINGS = {
         "ParticipantStatusEnum": "studyplatform.participants.models.Participant.Status",
         "MessageStatusEnum": "studyplatform.chat.models.Message.Status",
         "MessageRoleEnum": "studyplatform.chat.models.Message.Role",
-        "StudyRoleEnum": "studyplatform.core.schema.STUDY_ROLE_CHOICES",
+        "StudyRoleEnum": "studyplatform.studies.api.STUDY_ROLE_CHOICES",
     },
 }
 

@@ -20,13 +20,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
 
-from studyplatform.studies.roles import Role
-
 _SERIALIZER_HOOKS = ("get_serializer", "get_serializer_class", "serializer_class")
-
-# A study role's choices as Membership.role and the invitation form declare them, for the
-# settings' ENUM_NAME_OVERRIDES (Role is a StrEnum, which drf-spectacular cannot import as one).
-STUDY_ROLE_CHOICES = [(r.value, r.value) for r in Role]
 
 
 class ErrorDetailSerializer(serializers.Serializer):

@@ -17,7 +17,6 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from studyplatform.chat.models import Message
 from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
@@ -80,8 +79,9 @@ class SafetyAlertSerializer(serializers.Serializer):
 class TimelineMessageSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     conversation_id = serializers.IntegerField()
-    role = serializers.ChoiceField(choices=Message.Role.choices)
-    status = serializers.ChoiceField(choices=Message.Status.choices)
+    # The chat app's Message.Role and Message.Status values (safety may not import chat).
+    role = serializers.CharField()
+    status = serializers.CharField()
     content = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
     is_alert_message = serializers.BooleanField()

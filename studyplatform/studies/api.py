@@ -53,6 +53,10 @@ from .services import (
 
 # --- serializers -------------------------------------------------------------------------
 
+# A study role's choices as Membership.role declares them, for the settings'
+# ENUM_NAME_OVERRIDES (Role is a StrEnum, which drf-spectacular cannot name by import path).
+STUDY_ROLE_CHOICES = [(r.value, r.value) for r in Role]
+
 
 class StudySerializer(serializers.ModelSerializer):
     current_version = serializers.IntegerField(source="current_version.number", read_only=True)
@@ -168,7 +172,7 @@ class InvitationCreateSerializer(serializers.Serializer):
 
     email = serializers.EmailField(max_length=254)
     # The same (value, label) pairs as Membership.role, so the schema names one role enum.
-    role = serializers.ChoiceField(choices=[(r.value, r.value) for r in Role])
+    role = serializers.ChoiceField(choices=STUDY_ROLE_CHOICES)
 
 
 class InvitationSerializer(serializers.ModelSerializer):
