@@ -7,11 +7,15 @@ from typing import Any
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.csp import set_self_contained_policy
+from studyplatform.core.negotiation import FileDownloadNegotiation
+from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
@@ -56,12 +60,67 @@ class StartSerializer(serializers.Serializer):
     look = serializers.ChoiceField(choices=AnalysisRun.Look.choices, required=False)
 
 
+class AnalysisRunSerializer(serializers.Serializer):
+    """The run row `_row` builds (documentation of the response; the view serialises by hand)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=AnalysisRun.Status.choices)
+    progress = serializers.IntegerField()
+    step = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    created_by = serializers.CharField(allow_null=True)
+    protocol_version = serializers.IntegerField()
+    data_hash = serializers.CharField(allow_blank=True)
+    code_version = serializers.CharField(allow_blank=True)
+    params = serializers.DictField()
+    look = serializers.ChoiceField(choices=AnalysisRun.Look.choices)
+    error = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField()
+    report_url = serializers.CharField(allow_null=True, help_text="Set once the run is done.")
+
+
+class AnalysisRunDetailSerializer(AnalysisRunSerializer):
+    results = serializers.JSONField(help_text="The plan's model results (null until done).")
+
+
+_RUN_EXAMPLE = OpenApiExample(
+    "A finished run",
+    value={
+        "id": 3,
+        "status": "done",
+        "progress": 100,
+        "step": "report",
+        "created_at": "2026-12-01T10:00:00+00:00",
+        "started_at": "2026-12-01T10:00:02+00:00",
+        "finished_at": "2026-12-01T10:01:15+00:00",
+        "created_by": "olivia",
+        "protocol_version": 2,
+        "data_hash": "5be1c3a0d7f24e6b",
+        "code_version": "1.4.0",
+        "params": {"text_markers": False},
+        "look": "interim",
+        "error": "",
+        "attempts": 1,
+        "report_url": "/api/studies/companion-rct/analysis-runs/3/report/",
+    },
+    response_only=True,
+)
+
+
 class AnalysisRunListView(APIView):
+    @extend_schema(responses=AnalysisRunSerializer(many=True), examples=[_RUN_EXAMPLE])
     def get(self, request, slug):
         # Results show arm effects, so reading them needs the same role as running them.
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
         return Response([_row(r) for r in analysis_runs_for_study(study)])
 
+    @extend_schema(
+        request=StartSerializer,
+        responses={201: AnalysisRunSerializer},
+        examples=[_RUN_EXAMPLE],
+    )
     def post(self, request, slug):
         """Start a run of the current protocol's analysis plan; it runs on the analysis queue."""
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
@@ -80,6 +139,7 @@ class AnalysisRunListView(APIView):
 
 
 class AnalysisRunDetailView(APIView):
+    @extend_schema(responses=AnalysisRunDetailSerializer)
     def get(self, request, slug, run_id):
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
         return Response(
@@ -88,6 +148,17 @@ class AnalysisRunDetailView(APIView):
 
 
 class AnalysisRunReportView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
+    @extend_schema(
+        responses={
+            (200, "text/html"): OpenApiResponse(
+                OpenApiTypes.STR, description="A self-contained HTML document."
+            ),
+            409: error("The run is not done yet."),
+        }
+    )
     def get(self, request, slug, run_id):
         """The self-contained HTML report (409 until the run is done)."""
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)

@@ -292,7 +292,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # A study's status and the transition target share one choice set: one name in the schema.
-    "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "studyplatform.studies.models.Study.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "studyplatform.studies.models.Study.Status",
+        # Every resource with a lifecycle has a `status`: one named enum each.
+        "AnalysisRunStatusEnum": "analysis.models.AnalysisRun.Status",
+        "ExportStatusEnum": "studyplatform.exports.models.DatasetExport.Status",
+        "SafetyAlertStatusEnum": "studyplatform.safety.models.SafetyAlert.Status",
+        "SurveyInvitationStatusEnum": "surveys.models.Invitation.Status",
+        "ParticipantStatusEnum": "studyplatform.participants.models.Participant.Status",
+        "MessageStatusEnum": "studyplatform.chat.models.Message.Status",
+        "MessageRoleEnum": "studyplatform.chat.models.Message.Role",
+        "StudyRoleEnum": "studyplatform.studies.api.STUDY_ROLE_CHOICES",
+    },
 }
 
 # Celery: JSON only, global time limits, named queues (see studyplatform/celery.py and beat.py).

@@ -1,11 +1,19 @@
 """URL map: participant pages, researcher API and docs, admin, health."""
 
+from csp.constants import SELF
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from studyplatform.core.views import healthz
+
+handler404 = "studyplatform.core.views.not_found"
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
@@ -36,5 +44,16 @@ urlpatterns = [
             url_name="api-schema", template_name="api/swagger_ui.html"
         ),
         name="api-docs",
+    ),
+    # Self-hosted Redoc (the sidecar's redoc.standalone.js). Redoc renders with styled-components,
+    # which writes its stylesheet into <style> elements at run time, and builds its search index
+    # in a blob: worker: this page alone allows inline styles and blob: workers (still no inline
+    # or outside scripts).
+    path(
+        "api/redoc/",
+        csp_update({"style-src": ["'unsafe-inline'"], "worker-src": [SELF, "blob:"]})(
+            SpectacularRedocView.as_view(url_name="api-schema", template_name="api/redoc.html")
+        ),
+        name="api-redoc",
     ),
 ]

@@ -11,11 +11,15 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.negotiation import FileDownloadNegotiation
+from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
@@ -103,7 +107,120 @@ def _csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]])
     return response
 
 
+class SurveyInvitationSerializer(serializers.Serializer):
+    """An invitation row as `_invitation_row` builds it (documents the response)."""
+
+    id = serializers.IntegerField()
+    participant = serializers.CharField(help_text="The participant's pseudonymous code.")
+    entry = serializers.CharField(help_text="The schedule entry's key.")
+    occurrence = serializers.CharField()
+    wave = serializers.IntegerField(allow_null=True)
+    instruments = serializers.ListField(child=serializers.CharField())
+    status = serializers.ChoiceField(choices=Invitation.Status.choices)
+    opens_at = serializers.DateTimeField()
+    closes_at = serializers.DateTimeField(allow_null=True)
+    sent_at = serializers.DateTimeField(allow_null=True)
+    opened_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    expired_at = serializers.DateTimeField(allow_null=True)
+    reminders_sent = serializers.IntegerField()
+    protocol_version = serializers.IntegerField()
+
+
+class TimelineEventSerializer(serializers.Serializer):
+    event = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class SurveyInvitationDetailSerializer(SurveyInvitationSerializer):
+    timeline = TimelineEventSerializer(many=True)
+
+
+class SurveyResponseSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    participant = serializers.CharField()
+    entry = serializers.CharField()
+    occurrence = serializers.CharField()
+    wave = serializers.IntegerField(allow_null=True)
+    invitation = serializers.IntegerField()
+    instrument = serializers.CharField()
+    instrument_version = serializers.CharField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    valid = serializers.BooleanField()
+    scores = serializers.DictField()
+    bands = serializers.DictField()
+    flags = serializers.ListField()
+    supersedes = serializers.IntegerField(allow_null=True)
+    protocol_version = serializers.IntegerField()
+    answers = serializers.DictField(help_text="Item id to the answer given.")
+
+
+class ComplianceCountsSerializer(serializers.Serializer):
+    invited = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    expired = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True, help_text="completed / invited.")
+
+
+class ParticipantComplianceSerializer(ComplianceCountsSerializer):
+    participant = serializers.CharField()
+
+
+class WaveComplianceSerializer(ComplianceCountsSerializer):
+    entry = serializers.CharField()
+    wave = serializers.IntegerField(allow_null=True)
+
+
+class ComplianceSerializer(serializers.Serializer):
+    participants = ParticipantComplianceSerializer(many=True)
+    waves = WaveComplianceSerializer(many=True)
+
+
+_CSV = OpenApiResponse(OpenApiTypes.STR, description="With download=csv.")
+_DOWNLOAD = OpenApiParameter("download", OpenApiTypes.STR, enum=["csv"])
+_INVITATION_EXAMPLE = OpenApiExample(
+    "A sent weekly survey",
+    value={
+        "id": 41,
+        "participant": "P7K2M9QX",
+        "entry": "weekly",
+        "occurrence": "week-2",
+        "wave": 2,
+        "instruments": ["ucla3", "who5"],
+        "status": "sent",
+        "opens_at": "2026-11-19T12:00:00+00:00",
+        "closes_at": "2026-11-22T12:00:00+00:00",
+        "sent_at": "2026-11-19T12:00:04+00:00",
+        "opened_at": None,
+        "started_at": None,
+        "completed_at": None,
+        "expired_at": None,
+        "reminders_sent": 0,
+        "protocol_version": 2,
+    },
+    response_only=True,
+)
+
+
 class InvitationListView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("participant", OpenApiTypes.STR, description="A participant code."),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Invitation.Status.values),
+            OpenApiParameter("entry", OpenApiTypes.STR, description="A schedule entry key."),
+            OpenApiParameter("wave", OpenApiTypes.INT),
+            _DOWNLOAD,
+        ],
+        responses={
+            (200, "application/json"): SurveyInvitationSerializer(many=True),
+            (200, "text/csv"): _CSV,
+        },
+        examples=[_INVITATION_EXAMPLE],
+    )
     def get(self, request, slug):
         """Invitations with filters `participant` (code), `status`, `entry`, `wave`;
         `?download=csv` for CSV."""
@@ -125,6 +242,7 @@ class InvitationListView(APIView):
 
 
 class InvitationDetailView(APIView):
+    @extend_schema(responses=SurveyInvitationDetailSerializer)
     def get(self, request, slug, invitation_id):
         """One invitation with its timeline (scheduled, opens, sent, opened, started,
         completed/expired/cancelled, reminders), oldest first."""
@@ -139,6 +257,13 @@ class InvitationDetailView(APIView):
 
 
 class InvitationRemindView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: SurveyInvitationSerializer,
+            409: error("The invitation is not open, so no reminder can be sent."),
+        },
+    )
     def post(self, request, slug, invitation_id):
         """Send a reminder now (open invitations only; audited)."""
         study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
@@ -176,6 +301,20 @@ def _response_row(r: SurveyResponse) -> dict[str, Any]:
 
 
 class ResponseListView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("instrument", OpenApiTypes.STR, description="An instrument key."),
+            OpenApiParameter("participant", OpenApiTypes.STR, description="A participant code."),
+            _DOWNLOAD,
+        ],
+        responses={
+            (200, "application/json"): SurveyResponseSerializer(many=True),
+            (200, "text/csv"): _CSV,
+        },
+    )
     def get(self, request, slug):
         """Current submitted responses with scores, bands, flags and item-level answers;
         filters `instrument`, `participant` (code); `?download=csv` puts each item in its own
@@ -216,6 +355,7 @@ class ResponseListView(APIView):
 
 
 class ComplianceView(APIView):
+    @extend_schema(responses=ComplianceSerializer)
     def get(self, request, slug):
         """Invited / completed / expired counts and completion rate, per participant and per
         schedule entry + wave. `rate` = completed / invited (null when nothing was sent)."""

@@ -11,7 +11,8 @@ import datetime as dt
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +22,7 @@ from studyplatform.studies.roles import Perm
 
 from .models import Message
 from .selectors import (
+    FINAL_STATUSES,
     active_branch_ids,
     chat_stats,
     conversation_messages,
@@ -77,7 +79,54 @@ def _message_row(m: Message, *, active: set[int], show_models: bool) -> dict:
     return row
 
 
+class ConversationSerializer(serializers.Serializer):
+    """A conversation row as `_conversation_row` builds it (documents the response)."""
+
+    id = serializers.IntegerField()
+    participant = serializers.CharField(help_text="The participant's pseudonymous code.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    imported = serializers.BooleanField()
+    message_count = serializers.IntegerField()
+    arm = serializers.CharField(required=False, help_text="Only for roles that see allocation.")
+
+
+class MessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    parent_id = serializers.IntegerField(allow_null=True)
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    content = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    first_token_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True)
+    finish_reason = serializers.CharField(allow_blank=True)
+    prompt_tokens = serializers.IntegerField(allow_null=True)
+    completion_tokens = serializers.IntegerField(allow_null=True)
+    tokens_estimated = serializers.BooleanField()
+    error_code = serializers.CharField(allow_blank=True)
+    imported = serializers.BooleanField()
+    is_active_branch = serializers.BooleanField()
+    # Only for roles that see allocation (each arm pins a model).
+    model_requested = serializers.CharField(required=False, allow_blank=True)
+    model_reported = serializers.CharField(required=False, allow_blank=True)
+    system_fingerprint = serializers.CharField(required=False, allow_blank=True)
+
+
+class ConversationDetailSerializer(ConversationSerializer):
+    title = serializers.CharField(allow_blank=True)
+    messages = MessageSerializer(many=True)
+
+
 class ConversationListView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("participant", OpenApiTypes.STR, description="A participant code."),
+            OpenApiParameter("imported", OpenApiTypes.STR, enum=["0", "1"]),
+        ],
+        responses=ConversationSerializer(many=True),
+    )
     def get(self, request, slug):
         """Conversations (no titles: they are participant text) with filters `participant`
         (code) and `imported` (0/1). The arm appears only for roles that see allocation."""
@@ -92,6 +141,7 @@ class ConversationListView(APIView):
 
 
 class ConversationDetailView(APIView):
+    @extend_schema(responses=ConversationDetailSerializer)
     def get(self, request, slug, conversation_id):
         """Every message of the conversation (all branches) with timing and model details.
         Reading it writes an audit event."""
@@ -115,12 +165,41 @@ class ConversationDetailView(APIView):
 # --- statistics ------------------------------------------------------------------------------
 
 
+class ChatStatsSerializer(serializers.Serializer):
+    """`ChatStats.as_dict`: one arm's (or the study's) chat figures."""
+
+    conversations = serializers.IntegerField()
+    user_messages = serializers.IntegerField()
+    assistant_replies = serializers.IntegerField()
+    replies_by_status = serializers.DictField(
+        child=serializers.IntegerField(), help_text=f"Keys: {', '.join(FINAL_STATUSES)}."
+    )
+    error_rate = serializers.FloatField(allow_null=True)
+    latency_ms_p50 = serializers.FloatField(allow_null=True)
+    latency_ms_p95 = serializers.FloatField(allow_null=True)
+    tokens_in = serializers.IntegerField()
+    tokens_out = serializers.IntegerField()
+    # Only for roles that see allocation.
+    models_reported = serializers.DictField(child=serializers.IntegerField(), required=False)
+    system_fingerprints = serializers.DictField(child=serializers.IntegerField(), required=False)
+
+
+class ChatStatsBodySerializer(serializers.Serializer):
+    days = serializers.IntegerField(allow_null=True)
+    total = ChatStatsSerializer()
+    arms = serializers.DictField(
+        child=ChatStatsSerializer(),
+        required=False,
+        help_text="By arm key; only for roles that see allocation.",
+    )
+
+
 class ChatStatsQuery(serializers.Serializer):
     days = serializers.IntegerField(required=False, min_value=1, max_value=3660)
 
 
 class ChatStatsView(APIView):
-    @extend_schema(parameters=[ChatStatsQuery])
+    @extend_schema(parameters=[ChatStatsQuery], responses=ChatStatsBodySerializer)
     def get(self, request, slug):
         """Chat statistics over the last `days` days (all time without it), imported history
         excluded. Split by arm, and with the upstream models and fingerprints seen, only for

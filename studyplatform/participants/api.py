@@ -9,12 +9,15 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.http import urlencode
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.core.audit import audit_record
+from studyplatform.core.negotiation import FileDownloadNegotiation
+from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for, has_perm
 from studyplatform.studies.roles import Perm
 
@@ -46,7 +49,84 @@ def _row(p: Participant, show_arm: bool) -> dict:
     return row
 
 
+class ParticipantRowSerializer(serializers.Serializer):
+    """A participant row as `_row` builds it (documents the response)."""
+
+    code = serializers.CharField()
+    status = serializers.ChoiceField(choices=Participant.Status.choices)
+    is_pilot = serializers.BooleanField()
+    language = serializers.CharField()
+    timezone = serializers.CharField()
+    enrolled_at = serializers.DateTimeField()
+    last_seen_at = serializers.DateTimeField(allow_null=True)
+    consent_version = serializers.IntegerField(allow_null=True)
+    withdrawn_at = serializers.DateTimeField(allow_null=True)
+    withdrawal_mode = serializers.CharField(allow_blank=True)
+    withdrawal_by = serializers.CharField(allow_blank=True)
+    arm = serializers.CharField(
+        required=False, allow_null=True, help_text="Only for roles allowed to see allocation."
+    )
+
+
+_PARTICIPANT_EXAMPLE = OpenApiExample(
+    "An active participant",
+    value={
+        "code": "P7K2M9QX",
+        "status": "active",
+        "is_pilot": False,
+        "language": "pt-br",
+        "timezone": "America/Sao_Paulo",
+        "enrolled_at": "2026-11-05T18:22:10+00:00",
+        "last_seen_at": "2026-12-01T21:04:55+00:00",
+        "consent_version": 1,
+        "withdrawn_at": None,
+        "withdrawal_mode": "",
+        "withdrawal_by": "",
+        "arm": "warm",
+    },
+    response_only=True,
+)
+
+
+class IdentitySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    email = serializers.CharField(allow_blank=True)
+    name = serializers.CharField(allow_blank=True)
+    panel = serializers.CharField(allow_blank=True)
+    panel_id = serializers.CharField(allow_blank=True)
+
+
+class PilotInviteRowSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    used_by = serializers.CharField(allow_null=True, help_text="The pilot participant's code.")
+    revoked = serializers.BooleanField()
+
+
+class PilotInviteCreatedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    link = serializers.URLField(help_text="Shown once: only a digest of its token is stored.")
+
+
 class ParticipantListView(APIView):
+    # Its file (or CSV) is built here; Accept naming that type must not be a 406.
+    content_negotiation_class = FileDownloadNegotiation
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Participant.Status.values),
+            OpenApiParameter("pilot", OpenApiTypes.STR, enum=["0", "1"]),
+            OpenApiParameter("arm", OpenApiTypes.STR, description="An arm key (allocation)."),
+            OpenApiParameter("download", OpenApiTypes.STR, enum=["csv"]),
+        ],
+        responses={
+            (200, "application/json"): ParticipantRowSerializer(many=True),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="With download=csv."),
+        },
+        examples=[_PARTICIPANT_EXAMPLE],
+    )
     def get(self, request, slug):
         """Participants with filters `status`, `pilot` (0/1), `arm`; `?download=csv` for CSV.
 
@@ -77,6 +157,12 @@ class ParticipantListView(APIView):
 
 
 class FunnelView(APIView):
+    @extend_schema(
+        responses=OpenApiResponse(
+            {"type": "object", "additionalProperties": {"type": "integer"}},
+            description="People counted at each enrollment stage (visited, screened, ...).",
+        )
+    )
     def get(self, request, slug):
         study = get_study_for(request.user, slug, Perm.VIEW_PARTICIPANTS)
         return Response(funnel_totals(study))
@@ -88,7 +174,10 @@ class WithdrawSerializer(serializers.Serializer):
 
 
 class ParticipantWithdrawView(APIView):
-    @extend_schema(request=WithdrawSerializer)
+    @extend_schema(
+        request=WithdrawSerializer,
+        responses={200: ParticipantRowSerializer, 409: error("Already withdrawn.")},
+    )
     def post(self, request, slug, code):
         """Withdraw a participant on their request (audited; cannot be undone)."""
         study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
@@ -110,6 +199,7 @@ class ParticipantWithdrawView(APIView):
 
 
 class IdentityView(APIView):
+    @extend_schema(responses=IdentitySerializer)
     def get(self, request, slug, code):
         """The participant's vault row. Every read writes an audit event."""
         study = get_study_for(request.user, slug, Perm.VIEW_IDENTITY)
@@ -136,6 +226,7 @@ class PilotInviteSerializer(serializers.Serializer):
 
 
 class PilotInviteListView(APIView):
+    @extend_schema(responses=PilotInviteRowSerializer(many=True))
     def get(self, request, slug):
         study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
         return Response(
@@ -151,7 +242,7 @@ class PilotInviteListView(APIView):
             ]
         )
 
-    @extend_schema(request=PilotInviteSerializer)
+    @extend_schema(request=PilotInviteSerializer, responses={201: PilotInviteCreatedSerializer})
     def post(self, request, slug):
         """Create a pilot-tester invitation. The link is shown once and never stored."""
         study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
@@ -171,6 +262,7 @@ class PilotInviteListView(APIView):
 
 
 class PilotInviteDetailView(APIView):
+    @extend_schema(responses={204: None})
     def delete(self, request, slug, invite_id):
         study = get_study_for(request.user, slug, Perm.MANAGE_PARTICIPANTS)
         invite = get_object_or_404(PilotInvite, study=study, pk=invite_id)

@@ -17,6 +17,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studyplatform.core.schema import error
 from studyplatform.studies.permissions import get_study_for
 from studyplatform.studies.roles import Perm
 
@@ -54,12 +55,48 @@ def _alert_row(a: SafetyAlert, now: dt.datetime) -> dict:
     }
 
 
+class SafetyAlertSerializer(serializers.Serializer):
+    """An alert row as `_alert_row` builds it (documents the response)."""
+
+    id = serializers.IntegerField()
+    participant = serializers.CharField(help_text="The participant's pseudonymous code.")
+    source = serializers.CharField(help_text="chat or survey")
+    severity = serializers.ChoiceField(choices=SafetyAlert.Severity.choices)
+    category = serializers.CharField()
+    excerpt = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    due_at = serializers.DateTimeField()
+    overdue = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=SafetyAlert.Status.choices)
+    acknowledged_by = serializers.CharField(allow_null=True)
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    resolved_by = serializers.CharField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    notes = serializers.CharField(allow_blank=True)
+    message_id = serializers.IntegerField(allow_null=True)
+
+
+class TimelineMessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField()
+    # The chat app's Message.Role and Message.Status values (safety may not import chat).
+    role = serializers.CharField()
+    status = serializers.CharField()
+    content = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    is_alert_message = serializers.BooleanField()
+
+
+class SafetyAlertDetailSerializer(SafetyAlertSerializer):
+    timeline = TimelineMessageSerializer(many=True)
+
+
 class SafetyAlertQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=SafetyAlert.Status.values, required=False)
 
 
 class SafetyAlertListView(APIView):
-    @extend_schema(parameters=[SafetyAlertQuery])
+    @extend_schema(parameters=[SafetyAlertQuery], responses=SafetyAlertSerializer(many=True))
     def get(self, request, slug):
         """The review queue, high severity first then oldest first; filter with `status`."""
         study = get_study_for(request.user, slug, Perm.REVIEW_SAFETY)
@@ -71,6 +108,7 @@ class SafetyAlertListView(APIView):
 
 
 class SafetyAlertDetailView(APIView):
+    @extend_schema(responses=SafetyAlertDetailSerializer)
     def get(self, request, slug, alert_id):
         """The alert and the participant's messages from 24 h before to 24 h after it.
         Reading it writes an audit event."""
@@ -119,14 +157,23 @@ def _queue_change(request, slug: str, alert_id: int, form: type[serializers.Seri
 
 
 class SafetyAlertAcknowledgeView(APIView):
-    @extend_schema(request=AcknowledgeSerializer)
+    @extend_schema(
+        request=AcknowledgeSerializer,
+        responses={200: SafetyAlertSerializer, 409: error("The alert is no longer open.")},
+    )
     def post(self, request, slug, alert_id):
         """Take the alert (open → acknowledged). 409 if it is no longer open."""
         return _queue_change(request, slug, alert_id, AcknowledgeSerializer, alert_acknowledge)
 
 
 class SafetyAlertResolveView(APIView):
-    @extend_schema(request=ResolveSerializer)
+    @extend_schema(
+        request=ResolveSerializer,
+        responses={
+            200: SafetyAlertSerializer,
+            409: error("The alert is already resolved."),
+        },
+    )
     def post(self, request, slug, alert_id):
         """Close the alert with a note (required) and any escalation. 409 if already resolved."""
         return _queue_change(request, slug, alert_id, ResolveSerializer, alert_resolve)

@@ -10,13 +10,15 @@ the emailed link in the console.
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studyplatform.accounts.selectors import EmailNotVerified
 from studyplatform.core.model_endpoints import endpoints_all
+from studyplatform.core.schema import ProtocolErrorSerializer, ProtocolInvalidSerializer, error
 
 from .models import Arm, ConsentDocument, Membership, ProtocolVersion, Study, StudyInvitation
 from .permissions import get_study_for, user_perms
@@ -50,6 +52,10 @@ from .services import (
 )
 
 # --- serializers -------------------------------------------------------------------------
+
+# A study role's choices as Membership.role declares them, for the settings'
+# ENUM_NAME_OVERRIDES (Role is a StrEnum, which drf-spectacular cannot name by import path).
+STUDY_ROLE_CHOICES = [(r.value, r.value) for r in Role]
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -165,7 +171,8 @@ class InvitationCreateSerializer(serializers.Serializer):
     accepts from the emailed link (accounts are never matched by username)."""
 
     email = serializers.EmailField(max_length=254)
-    role = serializers.ChoiceField(choices=[r.value for r in Role])
+    # The same (value, label) pairs as Membership.role, so the schema names one role enum.
+    role = serializers.ChoiceField(choices=STUDY_ROLE_CHOICES)
 
 
 class InvitationSerializer(serializers.ModelSerializer):
@@ -177,6 +184,120 @@ class InvitationSerializer(serializers.ModelSerializer):
         model = StudyInvitation
         fields = ["id", "email", "role", "status", "invited_by", "created_at", "expires_at"]
         read_only_fields = fields
+
+
+# Response shapes the views build by hand (documented for the OpenAPI contract).
+
+
+class StudyDetailSerializer(StudySerializer):
+    your_permissions = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta(StudySerializer.Meta):
+        fields = [*StudySerializer.Meta.fields, "your_permissions"]
+        read_only_fields = fields
+
+
+class FailingCheckSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class LaunchBlockedSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    failing_checks = FailingCheckSerializer(many=True, required=False)
+
+
+class ProtocolYamlSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    yaml = serializers.CharField()
+
+
+class ProtocolVersionSavedSerializer(ProtocolVersionSerializer):
+    created = serializers.BooleanField(
+        read_only=True, help_text="False when the protocol equals the current version."
+    )
+
+    class Meta(ProtocolVersionSerializer.Meta):
+        fields = [*ProtocolVersionSerializer.Meta.fields, "created"]
+        read_only_fields = fields
+
+
+class ProtocolValidationSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = ProtocolErrorSerializer(many=True)
+
+
+class ProtocolChangeSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    change = serializers.ChoiceField(choices=["added", "removed", "changed"])
+    old = serializers.JSONField(required=False)
+    new = serializers.JSONField(required=False)
+
+
+class VersionDiffSerializer(serializers.Serializer):
+    # "from" is a Python keyword, hence the declared field name.
+    from_ = serializers.IntegerField()
+    to = serializers.IntegerField()
+    changes = ProtocolChangeSerializer(many=True)
+    unified = serializers.CharField(help_text="Unified diff of the two versions' YAML.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+
+_STUDY_EXAMPLE = OpenApiExample(
+    "A draft study",
+    value={
+        "slug": "companion-rct",
+        "title": "Companion chatbots and loneliness",
+        "description": "Six-week randomised trial of two assistant personas.",
+        "status": "draft",
+        "timezone": "America/Sao_Paulo",
+        "target_enrollment": 120,
+        "duration_days": 42,
+        "current_version": 1,
+        "created_at": "2026-11-02T14:00:00Z",
+        "updated_at": "2026-11-02T14:00:00Z",
+    },
+    response_only=True,
+)
+_VERSION_EXAMPLE = OpenApiExample(
+    "Protocol version 2",
+    value={
+        "number": 2,
+        "content_hash": "9f2c1e0b7a6d4c3b2a19f8e7d6c5b4a39f2c1e0b7a6d4c3b2a19f8e7d6c5b4a3",
+        "change_note": "Weekly survey moved to Sunday.",
+        "status_at_creation": "draft",
+        "author": "olivia",
+        "created_at": "2026-11-03T09:30:00Z",
+        "content": {"study": {"slug": "companion-rct", "title": "Companion chatbots"}},
+    },
+    response_only=True,
+)
+_SUBMIT_EXAMPLE = OpenApiExample(
+    "Protocol as YAML",
+    value={
+        "yaml": "study:\n  slug: companion-rct\n  title: Companion chatbots\n  ...",
+        "change_note": "First draft.",
+    },
+    request_only=True,
+)
+_TEAM_INVITATION_EXAMPLE = OpenApiExample(
+    "A pending team invitation",
+    value={
+        "id": 7,
+        "email": "bruno@example.org",
+        "role": "analyst",
+        "status": "pending",
+        "invited_by": "olivia",
+        "created_at": "2026-11-02T15:00:00Z",
+        "expires_at": "2026-11-16T15:00:00Z",
+    },
+    response_only=True,
+)
 
 
 # --- views -------------------------------------------------------------------------------
@@ -204,7 +325,11 @@ class StudyListView(APIView):
     def get(self, request):
         return Response(StudySerializer(studies_visible_to(request.user), many=True).data)
 
-    @extend_schema(request=ProtocolSubmitSerializer, responses={201: StudySerializer})
+    @extend_schema(
+        request=ProtocolSubmitSerializer,
+        responses={201: StudySerializer, 400: ProtocolInvalidSerializer},
+        examples=[_SUBMIT_EXAMPLE, _STUDY_EXAMPLE],
+    )
     def post(self, request):
         """Create a draft study from a protocol; you become its owner."""
         try:
@@ -218,7 +343,7 @@ class StudyListView(APIView):
 
 
 class StudyDetailView(APIView):
-    @extend_schema(responses=StudySerializer)
+    @extend_schema(responses=StudyDetailSerializer)
     def get(self, request, slug):
         study = get_study_for(request.user, slug)
         data = StudySerializer(study).data
@@ -227,7 +352,17 @@ class StudyDetailView(APIView):
 
 
 class StudyTransitionView(APIView):
-    @extend_schema(request=TransitionSerializer, responses=StudySerializer)
+    @extend_schema(
+        request=TransitionSerializer,
+        responses={
+            200: StudySerializer,
+            409: OpenApiResponse(
+                LaunchBlockedSerializer,
+                description="The transition is not allowed from the current status, or launch "
+                "checklist items fail (listed in failing_checks).",
+            ),
+        },
+    )
     def post(self, request, slug):
         study = get_study_for(request.user, slug, Perm.MANAGE_LIFECYCLE)
         ser = TransitionSerializer(data=request.data)
@@ -261,13 +396,24 @@ class ArmListView(APIView):
 class ProtocolView(APIView):
     """The current protocol as YAML (GET) or a new version of it (PUT)."""
 
+    @extend_schema(responses=ProtocolYamlSerializer)
     def get(self, request, slug):
         study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         version = study.current_version
         # A version from before model endpoints is shown with its arms' endpoints, ready to edit.
         return Response({"version": version.number, "yaml": to_yaml(protocol_for_editing(study))})
 
-    @extend_schema(request=ProtocolSubmitSerializer, responses=ProtocolVersionSerializer)
+    @extend_schema(
+        request=ProtocolSubmitSerializer,
+        responses={
+            200: OpenApiResponse(
+                ProtocolVersionSavedSerializer, description="Unchanged: the current version."
+            ),
+            201: OpenApiResponse(ProtocolVersionSavedSerializer, description="A new version."),
+            400: ProtocolInvalidSerializer,
+        },
+        examples=[_SUBMIT_EXAMPLE],
+    )
     def put(self, request, slug):
         study = get_study_for(request.user, slug, Perm.EDIT_PROTOCOL)
         try:
@@ -283,7 +429,20 @@ class ProtocolView(APIView):
 
 
 class ProtocolValidateView(APIView):
-    @extend_schema(request=ProtocolSubmitSerializer)
+    @extend_schema(
+        request=ProtocolSubmitSerializer,
+        responses={
+            200: OpenApiResponse(
+                ProtocolValidationSerializer,
+                description="Valid or not: an invalid protocol is a normal answer here.",
+            ),
+            400: OpenApiResponse(
+                ProtocolValidationSerializer,
+                description="Input over a size or nesting ceiling, or a malformed request.",
+            ),
+        },
+        examples=[_SUBMIT_EXAMPLE],
+    )
     def post(self, request):
         """Validate a protocol without saving anything."""
         try:
@@ -311,14 +470,14 @@ class ModelEndpointListView(APIView):
 
 
 class VersionListView(APIView):
-    @extend_schema(responses=ProtocolVersionSerializer(many=True))
+    @extend_schema(responses=ProtocolVersionSerializer(many=True), examples=[_VERSION_EXAMPLE])
     def get(self, request, slug):
         study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         return Response(ProtocolVersionSerializer(versions_of(study), many=True).data)
 
 
 class VersionDetailView(APIView):
-    @extend_schema(responses=ProtocolVersionSerializer)
+    @extend_schema(responses=ProtocolVersionSerializer, examples=[_VERSION_EXAMPLE])
     def get(self, request, slug, number):
         study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
         version = get_object_or_404(study.versions, number=number)
@@ -326,6 +485,7 @@ class VersionDetailView(APIView):
 
 
 class VersionDiffView(APIView):
+    @extend_schema(responses=VersionDiffSerializer)
     def get(self, request, slug, number, other):
         """Field-level changes and a unified YAML diff from version `number` to `other`."""
         study = get_study_for(request.user, slug, Perm.VIEW_PROTOCOL)
@@ -337,7 +497,17 @@ class VersionDiffView(APIView):
 
 
 class ConsentDocumentListView(APIView):
-    @extend_schema(responses=ConsentDocumentSerializer(many=True))
+    @extend_schema(
+        responses=ConsentDocumentSerializer(many=True),
+        parameters=[
+            OpenApiParameter(
+                "current",
+                OpenApiTypes.STR,
+                enum=["1"],
+                description="1: only the documents participants consent to now.",
+            )
+        ],
+    )
     def get(self, request, slug):
         study = get_study_for(request.user, slug)
         docs = study.consent_documents.all()
@@ -355,6 +525,12 @@ class MemberListView(APIView):
 
 
 class MemberDetailView(APIView):
+    @extend_schema(
+        responses={
+            204: None,
+            409: error("The membership cannot be removed (a study keeps at least one owner)."),
+        }
+    )
     def delete(self, request, slug, member_id):
         study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
         membership = get_object_or_404(Membership, study=study, pk=member_id)
@@ -366,13 +542,17 @@ class MemberDetailView(APIView):
 
 
 class InvitationListView(APIView):
-    @extend_schema(responses=InvitationSerializer(many=True))
+    @extend_schema(responses=InvitationSerializer(many=True), examples=[_TEAM_INVITATION_EXAMPLE])
     def get(self, request, slug):
         """Pending invitations (owners only: they list email addresses)."""
         study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
         return Response(InvitationSerializer(pending_invitations(study), many=True).data)
 
-    @extend_schema(request=InvitationCreateSerializer, responses={201: InvitationSerializer})
+    @extend_schema(
+        request=InvitationCreateSerializer,
+        responses={201: InvitationSerializer},
+        examples=[_TEAM_INVITATION_EXAMPLE],
+    )
     def post(self, request, slug):
         """Invite an email address to a role; they accept from the emailed console link."""
         study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)
@@ -391,6 +571,7 @@ class InvitationListView(APIView):
 
 
 class InvitationDetailView(APIView):
+    @extend_schema(responses={204: None, 409: error("The invitation is no longer pending.")})
     def delete(self, request, slug, invitation_id):
         """Withdraw a pending invitation (its link stops working)."""
         study = get_study_for(request.user, slug, Perm.MANAGE_MEMBERS)

@@ -34,6 +34,8 @@ ALLOWED = {
     ("studyplatform/core/access_log.py", "/p/r/|/p/signin/"),
     # A log message naming the health endpoint, not a link.
     ("studyplatform/core/beat_scheduler.py", "/healthz"),
+    # An example value in the OpenAPI document (what a finished run's report_url looks like).
+    ("analysis/api.py", "/api/studies/companion-rct/analysis-runs/3/report/"),
 }
 
 
