@@ -97,7 +97,7 @@ def test_bad_input_is_a_400_naming_the_field(classified_study, owner, api_as, da
     body = data if field in ("max_judge_calls", "max_tokens") else {"max_judge_calls": 5, **data}
     response = post(api_as(owner), classified_study, body)
     assert response.status_code == 400
-    assert response.json()["errors"][field] == message
+    assert response.json()[field] == [message]
     assert not ClassificationRun.objects.exists()
 
 
@@ -111,7 +111,7 @@ def test_malformed_bodies_never_cause_a_500(classified_study, owner, api_as, bod
 def test_a_study_without_classifiers_refuses_runs(study, owner, api_as):
     response = post(api_as(owner), study, {"max_judge_calls": 5})
     assert response.status_code == 400
-    assert response.json()["errors"] == {"classifiers": "the study's protocol lists no classifiers"}
+    assert response.json() == {"classifiers": ["the study's protocol lists no classifiers"]}
 
 
 def test_the_classifier_list_shows_questions_and_judges(classified_study, owner, api_as):
