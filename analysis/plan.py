@@ -60,7 +60,7 @@ from analysis.stats.formula import complete_rows, model_matrix, parse_formula, r
 from analysis.stats.mixedlm import P_METHOD, MixedLMResult, UnidentifiableModelError, fit_mixedlm
 from analysis.stats.models import dose_response
 from analysis.stats.multiple import bh_adjust
-from analysis.supplement import DOSE_RULE, dose_rows, model_supplement
+from analysis.supplement import DOSE_RULE, dose_rows, frame_exclusions, model_supplement
 
 __all__ = [
     "MIN_GROUPS",
@@ -551,6 +551,9 @@ def _usage_model(
         # often estimated at zero while people still differ in their slope: keep the slope.
         attempts += [f"~ 0 + {slope_term}", base]
     model = _fit(frame, formula, attempts, refit_singular=options["refit_singular"], robust=lagged)
+    if "exclusions" in model:
+        # The fit saw only the rows model_frame kept; count the linked rows it left out.
+        model["exclusions"] = _frame_exclusions(linked, outcome, plan, lagged, len(frame))
     if options["random_slope"] and slope_term is not None:
         used = slope_term in _columns_of(model.get("re_formula", ""))
         reason = None
@@ -567,6 +570,25 @@ def _usage_model(
     else:
         model["random_slope"] = {"term": slope_term, "used": False, "reason": "off in the plan"}
     return {**labels, **info, **model}
+
+
+def _frame_exclusions(
+    linked: pd.DataFrame, outcome: str, plan: Mapping[str, Any], lagged: bool, n_used: int
+) -> dict[str, Any]:
+    suffix = "_lag" if lagged else ""
+    usage = [f"{p}{suffix}" for p in plan.get("predictors", [])]
+    if f"window_before_enrollment{suffix}" in linked.columns:
+        usage.append(f"window_before_enrollment{suffix}")
+    time = "wave" if plan_options(plan)["time"] == "categorical" else "weeks"
+    return frame_exclusions(
+        linked,
+        outcome=outcome,
+        usage=usage,
+        lags=[f"{outcome}_lag"] if lagged else [],
+        others=[*(plan.get("covariates") or []), time],
+        n_used=n_used,
+        groups=GROUPS,
+    )
 
 
 def _dose(linked: pd.DataFrame, outcome: str, usage: str) -> dict[str, Any]:

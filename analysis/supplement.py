@@ -37,6 +37,7 @@ __all__ = [
     "DOSE_RULE",
     "EXCLUSION_REASONS",
     "dose_rows",
+    "frame_exclusions",
     "model_supplement",
     "table1",
     "usage_window_observed",
@@ -133,6 +134,55 @@ def exclusions(result: MixedLMResult) -> dict[str, Any]:
             if counts[reason]
         ],
     }
+
+
+def frame_exclusions(
+    linked: pd.DataFrame,
+    *,
+    outcome: str,
+    usage: Sequence[str],
+    lags: Sequence[str],
+    others: Sequence[str],
+    n_used: int,
+    groups: str = "participant",
+) -> dict[str, Any]:
+    """:func:`exclusions` for a model fitted on a frame already cut to its complete rows.
+
+    Why: the usage models build their terms over the rows they use
+    (:func:`analysis.plan.model_frame`), so their fit never sees the rows left out and
+    :func:`exclusions` would report every offered row as used. Here the rows offered are the
+    linked table's, each counted once under the first of :data:`EXCLUSION_REASONS` that applies
+    (the report's column order). ``usage``: usage columns and "window before enrolment" flags
+    (a true flag or a missing value excludes the row); ``lags``: the previous occasion's outcome;
+    ``others``: covariates and time.
+    """
+
+    def missing(column: str) -> pd.Series:
+        if column not in linked.columns:
+            return pd.Series(True, index=linked.index)
+        if column.startswith("window_before_enrollment"):
+            return linked[column].fillna(False).astype(bool)
+        return linked[column].isna()
+
+    groups_of_columns = [[outcome], list(usage), list(lags), list(others), [groups]]
+    remaining = pd.Series(True, index=linked.index)
+    reasons = []
+    for reason, columns in zip(EXCLUSION_REASONS, groups_of_columns, strict=True):
+        masks = {column: missing(column) for column in columns}
+        hit = pd.Series(False, index=linked.index)
+        for mask in masks.values():
+            hit |= mask
+        counted = remaining & hit
+        if counted.any():
+            reasons.append(
+                {
+                    "reason": reason,
+                    "n": int(counted.sum()),
+                    "columns": sorted(c for c, m in masks.items() if (counted & m).any()),
+                }
+            )
+        remaining &= ~hit
+    return {"n_input": len(linked), "n_used": int(n_used), "reasons": reasons}
 
 
 _SUPPLEMENT_ON: ContextVar[bool] = ContextVar("model_supplement_on", default=True)
