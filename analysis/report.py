@@ -38,6 +38,7 @@ import pandas as pd
 from django.template import Context, Engine
 from django.utils.safestring import mark_safe
 
+from analysis.plan import ROBUST_P_METHOD
 from analysis.report_arm import arm_contrast_html, look_html, multiplicity_html
 from analysis.supplement import DOSE_RULE, EXCLUSION_REASONS, dose_rows, exclusion_rows
 
@@ -443,6 +444,16 @@ def _primary_table(results: Mapping[str, Any]) -> dict[str, Any]:
 def _inference_detail(method: str) -> str:
     if method == LEGACY_P_METHOD:
         return "normal approximation, no degrees-of-freedom correction (an older run)"
+    if method == ROBUST_P_METHOD:
+        # The lagged primary model's tests are the sandwich ones (analysis.plan.cluster_robust);
+        # describing them as Satterthwaite tests would misstate the primary inference.
+        return (
+            "the primary model's tests use CR2 cluster-robust standard errors clustered by "
+            "participant (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) and a t "
+            "distribution with participants − 1 degrees of freedom; the other models' tests "
+            "are t tests with Satterthwaite degrees of freedom, as lmerTest computes them "
+            "(Kuznetsova et al. 2017)"
+        )
     return (
         "t tests with Satterthwaite degrees of freedom, as lmerTest computes them "
         "(Kuznetsova et al. 2017); random-effect structures the data cannot identify are "
