@@ -60,6 +60,15 @@ def cohort(n: int = 30, waves: int = 5, seed: int = 4, outcome: str = "who5.perc
     return participants, linked
 
 
+def with_lags(linked: pd.DataFrame, outcome: str = "who5.percentage") -> pd.DataFrame:
+    """The columns the linking step adds for the lagged (primary) model: the occasion index and
+    ``<c>_lag`` (previous occasion) of usage, the window flag and the outcome."""
+    linked = linked.assign(occasion=linked["wave"], window_before_enrollment=linked["wave"] == 0)
+    for column in ("messages_sent", "window_before_enrollment", outcome):
+        linked[f"{column}_lag"] = linked.groupby("participant")[column].shift(1)
+    return linked
+
+
 def test_no_dose_bin_includes_rows_without_a_usage_window():
     # given: every baseline window starts before enrolment (usage 0 there, by the old rule)
     participants, linked = cohort()
@@ -95,6 +104,7 @@ def test_hostile_outcome_arm_and_analysis_names_are_escaped():
     # given: names a study designer typed, with markup in them
     hostile = '<img src=x onerror="alert(1)">.total'
     participants, linked = cohort(outcome=hostile)
+    linked = with_lags(linked, hostile)
     linked["arm"] = linked["arm"].map({"legacy": "<b>legacy</b>", "current": "current"})
     linked["usage_window_observed"] = usage_window_observed(linked, participants)
     results = run_plan(linked, {**PLAN, "outcomes": [hostile]})
@@ -119,12 +129,17 @@ def test_hostile_outcome_arm_and_analysis_names_are_escaped():
     for raw in (hostile, "<b>legacy</b>", "<script>", "<i>d</i>", "<u>bad</u>", "<em>x</em>"):
         assert raw not in html
     assert escape_html(hostile) in html
-    assert f'data-table="usage_model:{escape_html(hostile)}"' in html
+    primary = results["primary"]["model"]
+    assert f'data-table="{primary}:{escape_html(hostile)}"' in html
+    # (the lagged model reached the formula parser: it had every column it needs)
+    assert "formula" in results["outcomes"][hostile][primary]["error"]
     # (the formula parser refuses such a column name: the refusal is shown, escaped)
     assert "not fitted: ~1: formula &#x27;&lt;img src=x" in html
     assert escape_html("<script>alert('s')</script>") in html
     # when: a plain outcome, but the hostile arm name in fitted models' tables and figures
-    linked = linked.rename(columns={hostile: "who5.percentage"})
+    linked = linked.rename(
+        columns={hostile: "who5.percentage", f"{hostile}_lag": "who5.percentage_lag"}
+    )
     html = render_report(run_plan(linked, PLAN), {"linked": linked}, {"title": "T", "study": "s"})
     assert "<b>legacy</b>" not in html
     assert "<td>&lt;b&gt;legacy&lt;/b&gt;</td>" in html  # a row of the model-based means
@@ -220,28 +235,38 @@ def test_a_report_from_a_simulated_study_has_every_supplement_section(simulated_
     assert table1["rows"][0]["values"]["All"]["n"] == 60
     # and per model: R², standardised effects, variance CIs containing the estimates,
     # diagnostics and the rows left out (offered = used + left out)
+    primary, term = results["primary"]["model"], results["primary"]["term"]
+    assert (primary, term) == ("lagged_model", "messages_sent_lag_within")
     for outcome in results["plan"]["outcomes"]:
-        for key in ("usage_model", "arm_time_model", "null_model"):
+        for key in (primary, "association_model", "arm_time_model", "null_model"):
             model = results["outcomes"][outcome][key]
             assert 0 <= model["r2"]["marginal"] <= model["r2"]["conditional"] <= 1
             for sd in model["variance_ci"]["sd"].values():
                 assert sd["ci_low"] <= sd["estimate"] <= sd["ci_high"]
             excluded = sum(r["n"] for r in model["exclusions"]["reasons"])
             assert model["exclusions"]["n_input"] == model["exclusions"]["n_used"] + excluded
+            assert model["exclusions"]["n_used"] == model["n_obs"]
             assert model["diagnostics"]["n_obs"] == model["n_obs"]
-        usage = results["outcomes"][outcome]["usage_model"]
-        assert usage["standardised"]["messages_sent_within"]["scale"] == "within-person SDs"
+        usage = results["outcomes"][outcome][primary]
+        assert usage["standardised"][term]["scale"] == "within-person SDs"
+        association = results["outcomes"][outcome]["association_model"]
+        assert association["standardised"]["messages_sent_within"]["scale"] == "within-person SDs"
+        # the usage models are offered every linked row; the baseline (usage window before
+        # enrolment; for the lagged model also no previous occasion) is left out
+        assert usage["exclusions"]["n_input"] == results["data"]["n_rows"]
+        assert usage["exclusions"]["reasons"]
         means = results["outcomes"][outcome]["arm_time_model"]["trajectories"]
         assert {m["arm"] for m in means} == {"current", "legacy"}
         # and the report shows each of them
         for marker in (
-            f'data-table="usage_model:{outcome}"',
-            f'data-table="variance_ci:usage_model:{outcome}"',
-            f'data-r2="usage_model:{outcome}"',
+            f'data-table="{primary}:{outcome}"',
+            f'data-table="association_model:{outcome}"',
+            f'data-table="variance_ci:{primary}:{outcome}"',
+            f'data-r2="{primary}:{outcome}"',
             # model-based means per arm and wave: the arm contrast's table (cLDA by default)
             f'data-table="arm_contrast:{outcome}:means"',
             f'data-table="dose_response:{outcome}"',
-            f'data-figure="diagnostics:usage_model:{outcome}"',
+            f'data-figure="diagnostics:{primary}:{outcome}"',
             f'data-figure="diagnostics:arm_time_model:{outcome}"',
             f'data-figure="model_trajectories:{outcome}"',
         ):
@@ -250,49 +275,71 @@ def test_a_report_from_a_simulated_study_has_every_supplement_section(simulated_
         assert f"marginal {r2:.3f}" in html
     for marker in ('data-table="table1"', 'data-table="exclusions"', 'id="sensitivity"'):
         assert marker in html
-    assert 'data-p-method="Satterthwaite t"' in html
+    # the primary (lagged) model's tests are cluster-robust, and the report says so
+    from analysis.plan import ROBUST_P_METHOD
+
+    assert results["primary"]["p_method"] == ROBUST_P_METHOD
+    assert f'data-p-method="{escape_html(ROBUST_P_METHOD)}"' in html
+    assert "CR2 cluster-robust standard errors clustered by participant" in html
     assert "<th>standardised (scale)</th>" in html
 
 
 def test_rows_left_out_are_counted_once_under_their_first_reason():
-    # given: 30 people x 5 occasions; usage missing at baseline (window before enrolment), the
-    # lagged outcome missing at baseline and at wave 2 for everyone, 7 outcomes missing
+    # given: 30 people x 5 occasions; usage missing at baseline (window before enrolment), so the
+    # lagged usage is missing at baseline (no previous occasion) and at wave 1 (the previous
+    # window precedes enrolment); the previous outcome missing at wave 2 for everyone; 7
+    # outcomes missing
     _, linked = cohort()
-    linked.loc[linked["wave"] == 0, ["messages_sent_within", "messages_sent_between"]] = np.nan
+    linked.loc[linked["wave"] == 0, ["messages_sent", "messages_sent_within"]] = np.nan
     linked.loc[linked.index[[6, 7, 11, 12, 16, 21, 26]], "who5.percentage"] = np.nan
-    linked["who5_lag"] = linked.groupby("participant")["who5.percentage"].shift(1)
-    linked.loc[linked["wave"] == 2, "who5_lag"] = np.nan
-    plan = {**PLAN, "covariates": ["who5_lag"], "arm_by_time": False}
+    linked = with_lags(linked)
+    linked.loc[linked["wave"] == 2, "who5.percentage_lag"] = np.nan
+    plan = {**PLAN, "arm_by_time": False}
     # when
     results = run_plan(linked, plan)
-    model = results["outcomes"]["who5.percentage"]["usage_model"]
-    # then: baselines count as "no usage window" (not as "no previous occasion"), the wave-2
-    # rows as lag, and each missing outcome once, whatever else its row misses
+    model = results["outcomes"]["who5.percentage"][results["primary"]["model"]]
+    # then: baselines and wave 1 count as "no usage window" (baselines not as "no previous
+    # occasion"), the wave-2 rows as lag, and each missing outcome once, whatever else its row
+    # misses
     reasons = {r["reason"]: r["n"] for r in model["exclusions"]["reasons"]}
-    # missing outcomes at p1 w1-2, p2 w1-2, p3-p5 w1 (none at baseline); lag: the 28 other
-    # wave-2 rows plus p1 w3 and p2 w3 (their previous outcome is missing)
+    # missing outcomes at p1 w1-2, p2 w1-2, p3-p5 w1 (none at baseline); usage: 30 baselines
+    # and the 25 other wave-1 rows; lag: the 28 other wave-2 rows plus p1 w3 and p2 w3 (their
+    # previous outcome is missing)
     assert reasons == {
         "missing outcome": 7,
-        "no usage window (before enrolment) or usage undefined": 30,
+        "no usage window (before enrolment) or usage undefined": 55,
         "no previous occasion (lagged term)": 30,
     }
     assert model["exclusions"]["n_input"] == 150
-    assert model["exclusions"]["n_used"] == model["n_obs"] == 83
+    assert model["exclusions"]["n_used"] == model["n_obs"] == 58
+    # and the same-period model loses only the missing outcomes and the baselines
+    association = results["outcomes"]["who5.percentage"]["association_model"]
+    reasons = {r["reason"]: r["n"] for r in association["exclusions"]["reasons"]}
+    assert reasons == {
+        "missing outcome": 7,
+        "no usage window (before enrolment) or usage undefined": 30,
+    }
+    assert association["exclusions"]["n_used"] == association["n_obs"] == 113
     html = render_report(results, {}, {"title": "T", "study": "s"})
     row = html.split('data-table="exclusions">', 1)[1].split("</table>", 1)[0]
-    assert "<td>who5.percentage</td><td>Within/between-person usage model</td><td>150</td>" in row
+    caption = escape_html(model["label"])
+    assert (
+        f"<td>who5.percentage</td><td>{caption}</td><td>150</td><td>58</td><td>7</td>"
+        "<td>55</td><td>30</td>" in row
+    )
 
 
 def test_refits_inside_without_model_supplement_carry_no_extras():
     from analysis.supplement import without_model_supplement
 
-    _, linked = cohort()
+    linked = with_lags(cohort()[1])
+    key = run_plan(linked, PLAN)["primary"]["model"]
     with without_model_supplement():
-        bare = run_plan(linked, PLAN)["outcomes"]["who5.percentage"]["usage_model"]
-    full = run_plan(linked, PLAN)["outcomes"]["who5.percentage"]["usage_model"]
-    assert "variance_ci" not in bare and "r2" not in bare
-    assert "variance_ci" in full and "r2" in full
-    assert bare["fixed"] == full["fixed"]
+        bare = run_plan(linked, PLAN)["outcomes"]["who5.percentage"][key]
+    full = run_plan(linked, PLAN)["outcomes"]["who5.percentage"][key]
+    assert "variance_ci" not in bare and "r2" not in bare and "exclusions" not in bare
+    assert "variance_ci" in full and "r2" in full and "exclusions" in full
+    assert bare["fixed"] and bare["fixed"] == full["fixed"]
 
 
 def test_the_within_person_figure_draws_only_observed_usage_windows():
