@@ -531,12 +531,16 @@ class _FixedThetaRefit:
             if base != outcome and base.startswith(outcome):
                 self.dependent.append((column, base))
         self.reml = reference.method == "REML"
+        # A lagged model of the change since the previous occasion (y(t) − y(t−1), the plan's
+        # default "lagged_outcome: change") has a response built from the outcome too: it is
+        # recomputed from the completed outcome, else the refit would model the level.
+        self.change = self.fixed_f.response == f"{outcome}_change"
 
     def __call__(self, y_full: np.ndarray, j: int) -> tuple[float, float]:
         """Estimate and variance of fixed effect ``j`` with the outcome ``y_full`` (all rows)."""
         X = self.X
+        lag = np.where(self.prev >= 0, y_full[np.maximum(self.prev, 0)], np.nan)[self.rows]
         if self.dependent:
-            lag = np.where(self.prev >= 0, y_full[np.maximum(self.prev, 0)], np.nan)[self.rows]
             size = np.bincount(self.codes, minlength=self.n_groups)
             mean = (np.bincount(self.codes, weights=lag, minlength=self.n_groups) / size)[
                 self.codes
@@ -549,7 +553,7 @@ class _FixedThetaRefit:
                 else:
                     self.part[column] = lag
             X, _ = model_matrix(self.fixed_f, self.part)
-        y = y_full[self.rows]
+        y = y_full[self.rows] - lag if self.change else y_full[self.rows]
         objective = ProfiledDeviance(sufficient_stats(X, y, self.Z, self.codes), reml=self.reml)
         ev = objective.evaluate(self.reference.theta, gradient=False)
         n, p = X.shape
