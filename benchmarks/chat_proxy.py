@@ -96,9 +96,9 @@ from benchmarks import lean_relay  # noqa: E402
 from benchmarks.loopback_client import LoopbackClient, Reply  # noqa: E402
 from benchmarks.support import (  # noqa: E402
     Postgres,
-    django_setup,
     fake_upstream_command,
     machine_info,
+    migrate_and_setup,
     recruiting_study,
 )
 
@@ -1053,19 +1053,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         os.environ["MODEL_ENDPOINTS"] = env["MODEL_ENDPOINTS"]
 
-        print(f"set-up: migrating ({database.split(' ')[0]}) ...", flush=True)
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            print(migrate.stdout[-3000:], migrate.stderr[-3000:], file=sys.stderr)
-            raise RuntimeError("manage.py migrate failed")
+        migrate_and_setup(env, f"{database.split(' ')[0]}")
         lean_relay.create_table(env["DATABASE_URL"])
-        django_setup()
         django_ready = True
         print(f"set-up: seeding {args.participants} participants ...", flush=True)
         people = seed(participants=args.participants)

@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import (  # noqa: E402
     Postgres,
-    django_setup,
     fake_upstream_command,
     machine_info,
+    migrate_and_setup,
 )
 
 ENDPOINT = "bench-judge"
@@ -238,18 +238,10 @@ def main() -> int:
             start_new_session=True,
         )
         wait_up(f"http://127.0.0.1:{port}/v1/models", upstream)
-        print(f"set-up: migrating ({database}) ...", flush=True)
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            print(migrate.stdout[-3000:], migrate.stderr[-3000:], file=sys.stderr)
+        try:
+            migrate_and_setup(env, f"{database}")
+        except RuntimeError:
             return 2
-        django_setup()
         messages = args.participants * args.messages_each
         print(
             f"set-up: {args.participants} participants x {args.messages_each} messages", flush=True

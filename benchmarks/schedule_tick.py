@@ -69,7 +69,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,7 +81,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Postgres, django_setup, machine_info  # noqa: E402
+from benchmarks.support import Postgres, machine_info, migrate_and_setup  # noqa: E402
 
 TARGET_S = 2.0
 START = dt.datetime(2025, 6, 2, tzinfo=dt.UTC)  # a Monday; no DST change in the zones near it
@@ -739,18 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             CACHE_KEY_PREFIX=f"tick{os.getpid()}",
         )
         os.environ.update(env)
-        print(f"set-up: migrating ({database}) ...", flush=True)
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            print(migrate.stdout[-3000:], migrate.stderr[-3000:], file=sys.stderr)
-            raise RuntimeError("manage.py migrate failed")
-        django_setup()
+        migrate_and_setup(env, f"{database}")
         django_ready = True
 
         from surveys import engine, tasks

@@ -87,9 +87,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.chat_proxy import free_port, stop_process, tail, wait_http  # noqa: E402
 from benchmarks.support import (  # noqa: E402
     Postgres,
-    django_setup,
     fake_upstream_command,
     machine_info,
+    migrate_and_setup,
     recruiting_study,
 )
 
@@ -854,18 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             }
         )
-        print(f"set-up: migrating ({env['DATABASE_URL'].split(':')[0]}) ...", flush=True)
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if migrate.returncode != 0:
-            print(migrate.stdout[-3000:], migrate.stderr[-3000:], file=sys.stderr)
-            raise RuntimeError("manage.py migrate failed")
-        django_setup()
+        migrate_and_setup(env, f"{env['DATABASE_URL'].split(':')[0]}")
         django_ready = True
         web_port = free_port()
         stack.web = stack.spawn(

@@ -51,6 +51,23 @@ def fake_upstream_command(port: int) -> list[str]:
     return command
 
 
+def migrate_and_setup(env: dict[str, str], label: str) -> None:
+    """`manage.py migrate` on the benchmark's throwaway database (in a subprocess, with `env`),
+    then Django set up in this process; RuntimeError with the command's output tail if it fails."""
+    print(f"set-up: migrating ({label}) ...", flush=True)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if migrate.returncode != 0:
+        print(migrate.stdout[-3000:], migrate.stderr[-3000:], file=sys.stderr)
+        raise RuntimeError("manage.py migrate failed")
+    django_setup()
+
+
 def django_setup() -> None:
     import django
 
