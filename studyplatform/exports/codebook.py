@@ -639,6 +639,17 @@ def build_codebook(
     }
 
 
+# How to open each statistical-package format (README.md of the export; docs/exports.md).
+FORMAT_OPENING = {
+    "sav": "Open in SPSS with File > Open > Data, or `GET FILE='participants.sav'.`; in R with "
+    "`haven::read_sav()`; in Python with `pyreadstat.read_sav()`.",
+    "dta": "Open in Stata with `use participants.dta, clear` (`label list` shows the codes); "
+    "in R with `haven::read_dta()`; in Python with `pyreadstat.read_dta()`.",
+    "r": 'In R, with the unzipped folder as the working directory: `source("load.R")`, then '
+    "`export$participants` and so on (base R only; no packages needed).",
+}
+
+
 def readme_text(codebook: Mapping[str, Any]) -> str:
     """The human-readable README.md for the export."""
     anon = codebook["anonymization"]
@@ -656,6 +667,11 @@ def readme_text(codebook: Mapping[str, Any]) -> str:
     ]
     for info in codebook["tables"].values():
         lines.append(f"| `{info['file']}` | {info['rows']} | {info['consent_basis']} |")
+    file_format = codebook.get("file_format")
+    if file_format:
+        # Statistical-package formats (statfiles.py): how codes, labels and missing values work.
+        lines += ["", "## File format", "", file_format["notes"]]
+        lines += ["", FORMAT_OPENING[file_format["format"]]]
     lines += [
         "",
         "## How the data were de-identified",

@@ -651,7 +651,7 @@ def test_an_invalid_option_is_refused_with_a_message_and_nothing_is_written(worl
             study=study, user=owner, options={"format": "xlsx", "tables": "messages,emails", "k": 1}
         )
     assert caught.value.errors == {
-        "format": "must be one of csv, parquet, jsonl",
+        "format": "must be one of csv, parquet, jsonl, sav, dta, r",
         "tables": "unknown table(s) emails",
         "k": "must be a whole number from 2 to 100",
     }

@@ -33,6 +33,7 @@ from surveys.instruments import Instrument, get_instrument, load_instrument_dict
 from surveys.models import Response
 
 from .. import codebook as cb
+from .. import statfiles
 from ..anonymize import Anonymizer, KnownIdentifiers
 from ..disclosure import (
     DisclosureLeak,
@@ -117,6 +118,8 @@ class Builder:
         self.instrument_entries: dict[tuple[str, str], dict[str, Any]] = {}
         # Decided from the k-anonymized participants table before any file is written.
         self.plan = DisclosurePlan()
+        # What the SPSS/Stata writers had to note per file (statfiles.WriteNotes).
+        self.format_notes: dict[str, statfiles.WriteNotes] = {}
 
     # ---- shape and people
 
@@ -398,10 +401,18 @@ class Builder:
         answer_columns = cb.table_columns("answers", shape)
         ext = EXTENSIONS[self.fmt]
         response_writer = open_writer(
-            self.fmt, self.directory / f"responses{ext}", response_columns, disclosure=self.plan
+            self.fmt,
+            self.directory / f"responses{ext}",
+            response_columns,
+            disclosure=self.plan,
+            file_label=f"{self.study.title}: responses",
         )
         answer_writer = open_writer(
-            self.fmt, self.directory / f"answers{ext}", answer_columns, disclosure=self.plan
+            self.fmt,
+            self.directory / f"answers{ext}",
+            answer_columns,
+            disclosure=self.plan,
+            file_label=f"{self.study.title}: answers",
         )
         counts = {"responses": 0, "answers": 0}
         qs = (
@@ -457,6 +468,9 @@ class Builder:
         finally:
             response_writer.close()
             answer_writer.close()
+        for name, writer in (("responses", response_writer), ("answers", answer_writer)):
+            if getattr(writer, "notes", None) is not None:
+                self.format_notes[name] = writer.notes
         return counts
 
     def message_batches(self, people, *, imported: bool) -> Iterator[list[dict]]:
@@ -578,6 +592,8 @@ class Builder:
                 columns[name],
                 batches,
                 disclosure=self.plan,
+                file_label=f"{self.study.title}: {name}",
+                notes=self.format_notes,
             )
             written[name] = {"file": f"{name}{ext}", "rows": rows}
 
@@ -602,6 +618,14 @@ class Builder:
             self.report(int(90 * done / steps), table)
 
         checked = self.verify_disclosure(columns, written)
+        extra_files = []
+        if self.fmt == "r":
+            # Written after the check: it holds the codebook's labels and levels, no data.
+            script = statfiles.r_script(
+                self.study.title, {name: info["file"] for name, info in written.items()}, columns
+            )
+            (self.directory / statfiles.R_SCRIPT).write_text(script, encoding="utf-8")
+            extra_files.append(statfiles.R_SCRIPT)
         anonymization = {
             "dates": self.options["dates"],
             "include_time_of_day": self.options["include_time_of_day"],
@@ -644,9 +668,14 @@ class Builder:
             ],
             anonymization=anonymization,
         )
+        statfiles.annotate_codebook(codebook, self.fmt, columns, self.format_notes)
         (self.directory / "codebook.json").write_text(cb.dumps(codebook), encoding="utf-8")
         (self.directory / "README.md").write_text(cb.readme_text(codebook), encoding="utf-8")
-        files = [info["file"] for info in written.values()] + ["codebook.json", "README.md"]
+        files = [info["file"] for info in written.values()] + [
+            *extra_files,
+            "codebook.json",
+            "README.md",
+        ]
         (self.directory / "manifest.json").write_text(
             cb.dumps(cb.manifest(self.directory, files)), encoding="utf-8"
         )
