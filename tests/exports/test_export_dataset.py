@@ -288,13 +288,31 @@ def columns_of(name: str, data: bytes) -> list[str]:
     return pq.read_schema(io.BytesIO(data)).names
 
 
+def stat_rows_of(name: str, data: bytes) -> list[dict]:
+    """The rows of a .sav/.dta file as SPSS/Stata store them (codes, file variable names)."""
+    import tempfile
+    from pathlib import Path
+
+    import pyreadstat
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / name
+        path.write_bytes(data)
+        reader = pyreadstat.read_sav if name.endswith(".sav") else pyreadstat.read_dta
+        frame, _ = reader(str(path))
+    return frame.to_dict("records")
+
+
 def texts_of(files: dict[str, bytes]) -> dict[str, str]:
-    """Every file as text: raw bytes decoded, plus decoded values for (compressed) Parquet."""
+    """Every file as text: raw bytes decoded, plus decoded values for (compressed) Parquet and
+    for SPSS/Stata files (which store long text in segments)."""
     out = {}
     for name, data in files.items():
         text = data.decode("utf-8", errors="replace")
         if name.endswith(".parquet"):
             text += "\n" + json.dumps(rows_of(name, data), ensure_ascii=False, default=str)
+        if name.endswith((".sav", ".dta")):
+            text += "\n" + json.dumps(stat_rows_of(name, data), ensure_ascii=False, default=str)
         out[name] = text
     return out
 
@@ -303,7 +321,7 @@ def pid_of(export: DatasetExport, person: Person) -> str:
     return Pseudonymizer(bytes.fromhex(export.key))("participant", person.participant.pk)
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl", "sav", "dta", "r"])
 @pytest.mark.parametrize("dates", ["relative", "shifted"])
 def test_no_identifier_timestamp_or_database_id_appears_anywhere_in_the_zip(
     world, owner, fmt, dates
@@ -323,7 +341,8 @@ def test_no_identifier_timestamp_or_database_id_appears_anywhere_in_the_zip(
     )
     files = texts_of(unzip(export))
     # then: no file contains any of it, in any case
-    assert {f"usage_daily.{fmt}", f"usage_waves.{fmt}"} <= set(files)
+    ext = "csv" if fmt == "r" else fmt
+    assert {f"usage_daily.{ext}", f"usage_waves.{ext}"} <= set(files)
     for person in people.values():
         # The real dates of everything in the fixture (enrollment, surveys, chats on days 1
         # and 2), in UTC and local calendars.
