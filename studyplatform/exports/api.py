@@ -22,7 +22,7 @@ from .models import DatasetExport
 from .selectors import exports_for_study
 from .services import ExportError, ExportGone, ExportNotReady, export_create, export_download
 from .services.options import BASE_QUASI_IDENTIFIERS, CHAT_MODES, DATE_MODES
-from .writers import FORMATS
+from .writers import FORMAT_LABELS, FORMATS
 
 
 class ExportOptionsSerializer(serializers.Serializer):
@@ -32,7 +32,11 @@ class ExportOptionsSerializer(serializers.Serializer):
     tables = serializers.ListField(
         child=serializers.ChoiceField(choices=codebook.TABLES), required=False
     )
-    format = serializers.ChoiceField(choices=FORMATS, required=False)
+    format = serializers.ChoiceField(
+        choices=[(f, FORMAT_LABELS[f]) for f in FORMATS],
+        required=False,
+        help_text="File format of the tables (docs/exports.md, 'Statistical packages').",
+    )
     dates = serializers.ChoiceField(choices=DATE_MODES, required=False)
     chat_mode = serializers.ChoiceField(choices=CHAT_MODES, required=False)
     include_time_of_day = serializers.BooleanField(required=False)

@@ -33,6 +33,14 @@ from .codebook import Column
 from .disclosure import DisclosurePlan
 
 FORMATS = ("csv", "parquet", "jsonl", *statfiles.STAT_FORMATS)
+FORMAT_LABELS = {
+    "csv": "CSV",
+    "parquet": "Parquet (zstd)",
+    "jsonl": "JSON Lines",
+    "sav": "SPSS .sav with variable and value labels",
+    "dta": "Stata .dta with variable and value labels",
+    "r": "CSV with load.R (R labels and factor levels)",
+}
 # "r" is CSV plus the load.R script the builder writes beside the tables.
 EXTENSIONS = {
     "csv": ".csv",
