@@ -223,8 +223,10 @@ def write_frame(
                 if fmt == "sav":
                     labelled[float(SPSS_SUPPRESSED)] = SUPPRESSED_LABEL
             value_labels[name] = labelled
-            # Stata's .s sits in a numeric column as a letter, so that column is mixed.
-            frame[name] = pd.Series(coded, dtype=object if fmt == "dta" else "float64")
+            # Stata's .s sits in a numeric column as a letter, so that column is mixed; only
+            # then, as pyreadstat takes a mixed column without a letter for text.
+            mixed = fmt == "dta" and STATA_SUPPRESSED in coded
+            frame[name] = pd.Series(coded, dtype=object if mixed else "float64")
             measure[name], formats[name] = "nominal", "F8.0"
         elif kind == "boolean":
             frame[name] = pd.Series(

@@ -247,3 +247,31 @@ def test_the_r_script_reads_the_csv_with_labels_factor_levels_and_na_codes(tmp_p
     assert out["model"].split() == ["gpt-x", "NA", "NA"]
     assert int(out["text_nchar"]) == len(ROWS[0]["text"])
     assert out["text_start"].strip() == "Olá, [PERSON"
+
+
+@pytest.mark.parametrize("fmt", ["sav", "dta"])
+@pytest.mark.parametrize(
+    "rows",
+    [[], [dict.fromkeys(ROWS[0])], [{**dict.fromkeys(ROWS[0]), "participant_id": "p_3"}]],
+    ids=["no-rows", "all-empty", "only-suppressed"],
+)
+def test_an_empty_table_still_has_its_variables_labels_and_codes(tmp_path, fmt, rows):
+    # given / when: a table without rows, or with one row of nothing but empty cells (but for a
+    # participant whose arm is suppressed: '*' is then the only value the arm has)
+    path, count, _ = write(fmt, tmp_path, rows)
+    frame, meta = read_with_metadata(fmt, path)
+    # then: every variable is there with its label and its value labels
+    names = file_names(COLUMNS, fmt)
+    assert count == len(rows) == len(frame)
+    assert meta.column_names == [names[c.name] for c in COLUMNS]
+    assert meta.column_labels == [c.meaning for c in COLUMNS]
+    assert set(meta.variable_value_labels[names["arm"]].values()) >= {"control", "companion"}
+    expected = [dict.fromkeys(c.name for c in COLUMNS)] * len(rows)
+    if rows and rows[0]["participant_id"] == "p_3":
+        expected = [{**expected[0], "participant_id": "p_3", "arm": "*", "model_requested": "*"}]
+    assert list(read_rows(fmt, path, COLUMNS)) == expected
+
+
+def read_with_metadata(fmt, path):
+    reader = pyreadstat.read_sav if fmt == "sav" else pyreadstat.read_dta
+    return reader(str(path), user_missing=True)
