@@ -49,6 +49,7 @@ CONSENT_BASIS: dict[str, str] = {
     "responses": "Consent to take part (questionnaires are part of the protocol). Free-text "
     "answers are passed through the text anonymizer.",
     "answers": "As responses.",
+    "items": "As responses (the same answers, one row per response and one column per item).",
     "messages": "Only participants whose latest consent has share_chats = true contribute "
     "message text; the text is passed through the text anonymizer.",
     "imported": "As messages: imported ChatGPT history of participants whose latest consent has "
@@ -75,6 +76,9 @@ class Column:
     carries: tuple[str, ...] = ()
     # Text typed by a participant or produced by the model (anonymized, never a category).
     free_text: bool = False
+    # What the values mean where a value alone does not say it: an instrument item's options,
+    # value -> English label (value labels in the SPSS/Stata/R files).
+    labels: tuple[tuple[Any, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -86,6 +90,8 @@ class Column:
         }
         if self.carries:
             out["suppressed_with"] = list(self.carries)
+        if self.labels:
+            out["labels"] = {str(value): label for value, label in self.labels}
         return out
 
 

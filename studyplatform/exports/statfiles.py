@@ -98,6 +98,9 @@ class Variable:
     file_name: str
     kind: str  # "code", "boolean", "number" or "string"
     codes: dict[str, int] = field(default_factory=dict)  # value -> code, for "code"
+    # Value labels: code -> label for "code", the value itself -> label for a "number" with
+    # labelled values (an instrument item's options).
+    labels: dict[float, str] = field(default_factory=dict)
 
     @property
     def suppressible(self) -> bool:
@@ -143,11 +146,16 @@ def layout(columns: Sequence[Column], fmt: str) -> list[Variable]:
         if column.type == "string" and column.allowed:
             listed = [str(v) for v in column.allowed if v != SUPPRESSED]
             codes = {value: number for number, value in enumerate(listed, start=1)}
-            variables.append(Variable(column, names[column.name], "code", codes))
+            # A value's own label where the codebook has one (an option's text), else the value.
+            named = {str(value): label for value, label in column.labels}
+            labels = {float(code): named.get(value, value) for value, code in codes.items()}
+            variables.append(Variable(column, names[column.name], "code", codes, labels))
         elif column.type == "boolean":
-            variables.append(Variable(column, names[column.name], "boolean"))
+            labels = {0.0: "false", 1.0: "true"}
+            variables.append(Variable(column, names[column.name], "boolean", labels=labels))
         elif column.type in ("integer", "number"):
-            variables.append(Variable(column, names[column.name], "number"))
+            labels = {float(value): label for value, label in column.labels}
+            variables.append(Variable(column, names[column.name], "number", labels=labels))
         else:
             variables.append(Variable(column, names[column.name], "string"))
     return variables
@@ -215,9 +223,7 @@ def write_frame(
                     coded.append(_missing_code(fmt))
                 else:
                     coded.append(float(var.codes[str(value)]))
-            labelled = {float(code): value for value, code in var.codes.items()}
-            if fmt == "sav":
-                labelled = {k: _cut_bytes(v, SPSS_VALUE_LABEL_BYTES) for k, v in labelled.items()}
+            labelled = dict(var.labels)
             if var.suppressible:
                 missing[name] = [_missing_code(fmt)]
                 if fmt == "sav":
@@ -232,7 +238,7 @@ def write_frame(
             frame[name] = pd.Series(
                 [math.nan if v is None else float(bool(v)) for v in values], dtype="float64"
             )
-            value_labels[name] = {0.0: "false", 1.0: "true"}
+            value_labels[name] = dict(var.labels)
             measure[name], formats[name] = "nominal", "F1.0"
         elif kind == "number":
             frame[name] = pd.Series(
@@ -241,6 +247,10 @@ def write_frame(
             measure[name] = "scale"
             if var.column.type == "integer":
                 formats[name] = "F12.0"
+            if var.labels:
+                # Labelled values are answer options: SPSS and Stata show the option text.
+                value_labels[name] = dict(var.labels)
+                measure[name] = "ordinal"
         else:
             texts = ["" if v is None else str(v) for v in values]
             if fmt == "sav":
@@ -253,6 +263,11 @@ def write_frame(
             measure[name] = "nominal"
     df = pd.DataFrame(frame, columns=[v.file_name for v in layout(columns, fmt)])
     if fmt == "sav":
+        # SPSS keeps 120 bytes of a value label; cut here so the cut is on a character boundary.
+        value_labels = {
+            name: {k: _cut_bytes(v, SPSS_VALUE_LABEL_BYTES) for k, v in by_value.items()}
+            for name, by_value in value_labels.items()
+        }
         pyreadstat.write_sav(
             df,
             str(path),
@@ -325,6 +340,11 @@ def _decoder(var: Variable | None, stored: str):
     return lambda value: None if _is_empty(value) else float(value)
 
 
+def _key(value: float) -> str:
+    """A JSON key for a labelled value: 1.0 -> "1", 0.5 stays "0.5"."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def codebook_entry(var: Variable, fmt: str, notes: WriteNotes | None) -> dict[str, Any]:
     """What the codebook adds to a column for this format: its name in the file, the value
     labels by code and the missing-value codes."""
@@ -337,13 +357,16 @@ def codebook_entry(var: Variable, fmt: str, notes: WriteNotes | None) -> dict[st
         if fmt == "r":
             out["factor_levels"] = list(var.codes)
         else:
-            out["value_labels"] = {str(code): value for value, code in var.codes.items()}
+            out["value_labels"] = {_key(code): label for code, label in var.labels.items()}
     elif var.kind == "code":
         out["coding_note"] = (
             "Written as text: the data held a value the codebook does not list, so no codes."
         )
     if var.kind == "boolean" and fmt in ("sav", "dta"):
-        out["value_labels"] = {"0": "false", "1": "true"}
+        out["value_labels"] = {_key(code): label for code, label in var.labels.items()}
+    if var.kind == "number" and var.labels:
+        # The same in R, as attr(x, "labels") (the convention haven and labelled read).
+        out["value_labels"] = {_key(value): label for value, label in var.labels.items()}
     if var.suppressible and (var.kind == "code" and not uncoded):
         code = {"sav": str(SPSS_SUPPRESSED), "dta": ".s", "r": "NA"}[fmt]
         out["missing_codes"] = {code: SUPPRESSED_LABEL}
@@ -397,6 +420,66 @@ def annotate_codebook(
         codebook["file_format"]["script"] = R_SCRIPT
 
 
+# ---- the items table: one row per response, one column per instrument item
+
+
+def _english(label: Mapping[str, str] | None, fallback: Any) -> str:
+    label = dict(label or {})
+    return label.get("en") or next(iter(label.values()), None) or str(fallback)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def items_columns(
+    instruments: Mapping[str, Sequence[Any]],
+    texts: Mapping[tuple[str, str], str],
+) -> tuple[list[Column], dict[tuple[str, str], str]]:
+    """The columns of the wide items table, and (instrument key, item id) -> column name.
+
+    `instruments` maps each instrument key to its items (surveys.instruments.Item); `texts`
+    holds the item wording only where its licence lets us redistribute it. An item
+    column is named after the item id, or `<instrument>.<item id>` where two instruments share
+    an id. Items with numeric answers are numbers, labelled with their options' text where they
+    have options; single choices with text values are categories (coded in SPSS/Stata);
+    anything else (multiple choice as a JSON list, free text through the anonymizer) is text."""
+    head = [
+        Column("response_id", "string", "Response pseudonym (joins responses and answers)."),
+        Column("participant_id", "string", "Participant pseudonym."),
+        Column("instrument", "string", "Instrument key (see instruments)."),
+    ]
+    seen: dict[str, int] = {}
+    for items in instruments.values():
+        for item in items:
+            seen[item.id] = seen.get(item.id, 0) + 1
+    taken = {c.name for c in head}
+    columns = list(head)
+    names: dict[tuple[str, str], str] = {}
+    for key in sorted(instruments):
+        for item in instruments[key]:
+            name = item.id
+            if seen[item.id] > 1 or name in taken:
+                name = f"{key}.{item.id}"
+            taken.add(name)
+            names[(key, item.id)] = name
+            text = texts.get((key, item.id), "")
+            meaning = f"{key} item {item.id} ({item.type})" + (f": {text}" if text else ".")
+            options = tuple(item.options)
+            if item.is_numeric:
+                labels = tuple(
+                    (o.value, _english(o.label, o.value)) for o in options if _is_number(o.value)
+                )
+                columns.append(Column(name, "number", meaning, labels=labels))
+            elif item.type == "single_choice" and options:
+                allowed = tuple(str(o.value) for o in options)
+                labels = tuple((str(o.value), _english(o.label, o.value)) for o in options)
+                columns.append(Column(name, "string", meaning, allowed=allowed, labels=labels))
+            else:
+                columns.append(Column(name, "string", meaning, free_text=True))
+    return columns, names
+
+
 # ---- R
 
 R_SCRIPT = "load.R"
@@ -420,6 +503,10 @@ def _r_string(text: str) -> str:
         else:
             out.append(char)
     return '"' + "".join(out) + '"'
+
+
+def _r_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _r_vector(values: Sequence[str]) -> str:
@@ -488,6 +575,12 @@ def r_script(
                 lines.append(f"{ref} <- .export_logical({ref})")
             elif var.kind == "string" and var.suppressible and not var.column.free_text:
                 lines.append(f"{ref} <- .export_suppressed({ref})")
+            elif var.kind == "number" and var.labels:
+                values = ", ".join(_r_number(v) for v in var.labels)
+                lines.append(
+                    f'attr({ref}, "labels") <- setNames(c({values}), '
+                    f"{_r_vector(list(var.labels.values()))})"
+                )
             lines.append(f'attr({ref}, "label") <- {_r_string(var.column.meaning)}')
         lines.append(f"export[[{_r_string(table)}]] <- d")
     lines += ["rm(d)", ""]

@@ -83,19 +83,51 @@ def test_an_spss_or_stata_export_holds_the_same_data_with_the_codebooks_labels(
         # and decoding the codes gives exactly the rows of the JSON Lines export
         columns = [_column(c) for c in described]
         decoded = list(read_rows(fmt, path, columns))
-        expected_rows = rows_of(
-            f"{table}.jsonl", reference_files[info["file"].rsplit(".", 1)[0] + ".jsonl"]
-        )
+        if table == "items":
+            expected_rows = items_from_answers(
+                rows_of("answers.jsonl", reference_files["answers.jsonl"]), described
+            )
+        else:
+            expected_rows = rows_of(f"{table}.jsonl", reference_files[f"{table}.jsonl"])
         assert decoded == expected_rows, table
     # the fixture's small cohort forces suppression, so the missing code was exercised
     assert suppression_seen
     participants = {c["name"]: c for c in codebook["tables"]["participants"]["columns"]}
     assert set(participants["arm"]["value_labels"].values()) == {a.key for a in study.arms.all()}
     assert participants["shares_chats"]["value_labels"] == {"0": "false", "1": "true"}
+    # and the items table labels each answer with its option's text (UCLA-3's published key)
+    items = {c["name"]: c for c in codebook["tables"]["items"]["columns"]}
+    assert items["ucla3_1"]["value_labels"] == {
+        "1": "Hardly ever",
+        "2": "Some of the time",
+        "3": "Often",
+    }
+    assert "comment" not in items  # not an item of the instrument: in answers only
     # and the export README says how to open the files
     readme = files["README.md"].decode()
     assert "## File format" in readme
     assert ("GET FILE" if fmt == "sav" else "use participants.dta") in readme
+
+
+def items_from_answers(answers, described):
+    """The wide items rows the long answers table implies (one row per response)."""
+    names = [c["name"] for c in described]
+    numeric = {c["name"] for c in described if c["type"] == "number"}
+    rows: dict[str, dict] = {}
+    for answer in answers:
+        row = rows.setdefault(
+            answer["response_id"],
+            {
+                **dict.fromkeys(names),
+                "response_id": answer["response_id"],
+                "participant_id": answer["participant_id"],
+                "instrument": answer["instrument"],
+            },
+        )
+        item = answer["item_id"]
+        if item in names:
+            row[item] = answer["value_number"] if item in numeric else answer["value_text"]
+    return list(rows.values())
 
 
 def _column(entry):
@@ -103,7 +135,15 @@ def _column(entry):
 
     allowed = tuple(entry["allowed"])
     carries = tuple(entry.get("suppressed_with", ()))
-    return Column(entry["name"], entry["type"], entry["meaning"], allowed=allowed, carries=carries)
+    labels = tuple(entry.get("labels", {}).items())
+    return Column(
+        entry["name"],
+        entry["type"],
+        entry["meaning"],
+        allowed=allowed,
+        carries=carries,
+        labels=labels,
+    )
 
 
 def test_a_usage_score_with_a_dot_is_renamed_for_stata_and_the_rename_documented(

@@ -17,6 +17,7 @@ from studyplatform.exports.statfiles import (
     R_SCRIPT,
     SPSS_STRING_BYTES,
     file_names,
+    items_columns,
     r_script,
 )
 from studyplatform.exports.writers import read_rows, write_table
@@ -275,3 +276,40 @@ def test_an_empty_table_still_has_its_variables_labels_and_codes(tmp_path, fmt, 
 def read_with_metadata(fmt, path):
     reader = pyreadstat.read_sav if fmt == "sav" else pyreadstat.read_dta
     return reader(str(path), user_missing=True)
+
+
+def test_the_items_table_labels_options_and_keeps_shared_item_ids_apart(tmp_path):
+    # given: two instruments that share an item id, a text-valued choice and a free-text item
+    from surveys.instruments import Item, Option
+
+    freq = (Option(1, {"en": "Hardly ever"}), Option(2, {"en": "Often", "pt-BR": "Frequente"}))
+    instruments = {
+        "mood": [
+            Item("q1", "likert", None, freq),
+            Item("where", "single_choice", None, (Option("home", {"en": "At home"}),)),
+            Item("note", "free_text", None),
+        ],
+        "sleep": [Item("q1", "likert", None, freq)],
+    }
+    # when
+    columns, names = items_columns(instruments, {("mood", "q1"): "Licensed wording"})
+    # then: a shared id is prefixed with its instrument, a unique one kept
+    assert names == {
+        ("mood", "q1"): "mood.q1",
+        ("mood", "where"): "where",
+        ("mood", "note"): "note",
+        ("sleep", "q1"): "sleep.q1",
+    }
+    by_name = {c.name: c for c in columns}
+    assert by_name["mood.q1"].meaning == "mood item q1 (likert): Licensed wording"
+    assert by_name["sleep.q1"].meaning == "sleep item q1 (likert)."  # no wording without licence
+    # and written to SPSS, options are value labels in their English text
+    rows = [{"response_id": "r_1", "mood.q1": 2.0, "where": "home", "note": "[PERSON_1] ok"}]
+    path = tmp_path / "items.sav"
+    write_table("sav", path, columns, [rows], disclosure=None)
+    _, meta = pyreadstat.read_sav(str(path))
+    sav = file_names(columns, "sav")
+    assert meta.variable_value_labels[sav["mood.q1"]] == {1.0: "Hardly ever", 2.0: "Often"}
+    assert meta.variable_value_labels[sav["where"]] == {1.0: "At home"}
+    assert sav["note"] not in meta.variable_value_labels
+    assert next(read_rows("sav", path, columns))["where"] == "home"

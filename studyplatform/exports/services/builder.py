@@ -120,6 +120,8 @@ class Builder:
         self.plan = DisclosurePlan()
         # What the SPSS/Stata writers had to note per file (statfiles.WriteNotes).
         self.format_notes: dict[str, statfiles.WriteNotes] = {}
+        # Columns of tables that depend on the data rather than the study's shape (items).
+        self.extra_columns: dict[str, list[cb.Column]] = {}
 
     # ---- shape and people
 
@@ -395,8 +397,36 @@ class Builder:
             "value_text": text,
         }
 
+    def items_layout(self, responses) -> tuple[list[cb.Column], dict[tuple[str, str], str]]:
+        """The wide items table's columns: every item of every instrument answered (the latest
+        version's definition of an item wins), wording only where licensed (as the codebook)."""
+        pairs = set(
+            responses.order_by().values_list("instrument_key", "protocol_version_id").distinct()
+        )
+        by_key: dict[str, dict[str, Any]] = {}
+        for key, version_id in sorted(pairs, key=lambda pair: (pair[0], pair[1] or 0)):
+            instrument = self.instrument(key, version_id)
+            if instrument is None:
+                continue
+            items = by_key.setdefault(key, {})
+            for item in instrument.items:
+                items[item.id] = item
+        texts: dict[tuple[str, str], str] = {}
+        for entry in self.instrument_entries.values():
+            for item in entry["items"]:
+                wording = item["text"] or {}
+                if wording:
+                    texts[(entry["key"], item["id"])] = wording.get("en") or next(
+                        iter(wording.values())
+                    )
+        return statfiles.items_columns(
+            {key: list(items.values()) for key, items in by_key.items()}, texts
+        )
+
     def write_responses(self, people, shape) -> dict[str, int]:
-        """responses and answers in one pass over the responses (two files, bounded batches)."""
+        """responses and answers in one pass over the responses (two files, bounded batches);
+        for the statistical packages also `items`, one row per response and a column per item
+        (what SPSS, Stata and R users analyse, with the options as value labels)."""
         response_columns = cb.table_columns("responses", shape)
         answer_columns = cb.table_columns("answers", shape)
         ext = EXTENSIONS[self.fmt]
@@ -424,8 +454,24 @@ class Builder:
             .select_related("invitation")
             .order_by("participant_id", "started_at", "pk")
         )
+        items_writer = None
+        item_names: dict[tuple[str, str], str] = {}
+        numeric: set[str] = set()
+        if self.fmt in statfiles.STAT_FORMATS:
+            item_columns, item_names = self.items_layout(qs)
+            numeric = {c.name for c in item_columns if c.type == "number"}
+            self.extra_columns["items"] = item_columns
+            items_writer = open_writer(
+                self.fmt,
+                self.directory / f"items{ext}",
+                item_columns,
+                disclosure=self.plan,
+                file_label=f"{self.study.title}: items",
+            )
+            counts["items"] = 0
         responses: list[dict] = []
         answers: list[dict] = []
+        wide: list[dict] = []
         try:
             for response in qs.iterator(chunk_size=BATCH):
                 person = people.get(response.participant_id)
@@ -449,26 +495,48 @@ class Builder:
                 row.update(self.when(person, "started", response.started_at))
                 row.update(self.when(person, "submitted", response.submitted_at))
                 responses.append(row)
+                item_row = {
+                    "response_id": rid,
+                    "participant_id": person.pid,
+                    "instrument": response.instrument_key,
+                }
                 for item_id, value in (response.answers or {}).items():
-                    answers.append(
-                        self.answer_row(
-                            person, rid, response.instrument_key, instrument, item_id, value
-                        )
+                    answer = self.answer_row(
+                        person, rid, response.instrument_key, instrument, item_id, value
                     )
+                    answers.append(answer)
+                    # Answers to keys that are not items of the instrument stay in answers only.
+                    column = item_names.get((response.instrument_key, item_id))
+                    if column is not None:
+                        item_row[column] = (
+                            answer["value_number"] if column in numeric else answer["value_text"]
+                        )
+                wide.append(item_row)
                 if len(responses) >= BATCH or len(answers) >= BATCH:
                     response_writer.write_batch(responses)
                     answer_writer.write_batch(answers)
                     counts["responses"] += len(responses)
                     counts["answers"] += len(answers)
-                    responses, answers = [], []
+                    if items_writer is not None:
+                        items_writer.write_batch(wide)
+                        counts["items"] += len(wide)
+                    responses, answers, wide = [], [], []
             response_writer.write_batch(responses)
             answer_writer.write_batch(answers)
             counts["responses"] += len(responses)
             counts["answers"] += len(answers)
+            if items_writer is not None:
+                items_writer.write_batch(wide)
+                counts["items"] += len(wide)
         finally:
             response_writer.close()
             answer_writer.close()
-        for name, writer in (("responses", response_writer), ("answers", answer_writer)):
+            if items_writer is not None:
+                items_writer.close()
+        writers = [("responses", response_writer), ("answers", answer_writer)]
+        if items_writer is not None:
+            writers.append(("items", items_writer))
+        for name, writer in writers:
             if getattr(writer, "notes", None) is not None:
                 self.format_notes[name] = writer.notes
         return counts
@@ -606,8 +674,8 @@ class Builder:
                 write("allocation", self.allocation_rows(people, published))
             elif table == "responses":
                 counts = self.write_responses(people, shape)
-                for name in ("responses", "answers"):
-                    columns[name] = cb.table_columns(name, shape)
+                for name in counts:  # responses, answers (and items for SPSS, Stata, R)
+                    columns[name] = self.extra_columns.get(name) or cb.table_columns(name, shape)
                     written[name] = {"file": f"{name}{ext}", "rows": counts[name]}
             elif table in ("messages", "imported"):
                 write(table, self.message_batches(people, imported=table == "imported"))
