@@ -256,3 +256,33 @@ def test_the_api_builds_an_spss_export_and_refuses_an_unknown_format_naming_the_
     assert export.status == DatasetExport.Status.DONE, export.error
     names = set(unzip(export))
     assert {"participants.sav", "messages.sav", "codebook.json", "manifest.json"} <= names
+
+
+def test_the_console_export_form_offers_the_statistical_formats_and_builds_one(
+    recruiting_study, owner, client, enroll, django_capture_on_commit_callbacks
+):
+    # given: a study with a participant, and its owner on the console's exports page
+    enroll(recruiting_study)
+    client.force_login(owner)
+    page = client.get(f"/console/{recruiting_study.slug}/exports/").content.decode()
+    # then: the format list has SPSS, Stata and R
+    for fmt in ("sav", "dta", "r"):
+        assert f"<option>{fmt}</option>" in page
+    # when: they ask for Stata
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            f"/console/{recruiting_study.slug}/exports/",
+            {
+                "tables": ["participants"],
+                "format": "dta",
+                "dates": "relative",
+                "chat_mode": "exclude",
+                "k": "2",
+            },
+        )
+    # then: the export job wrote a labelled .dta into the zip
+    export = DatasetExport.objects.get(study=recruiting_study)
+    assert export.status == "done", export.error
+    files = unzip(export)
+    assert {"participants.dta", "codebook.json", "README.md", "manifest.json"} == set(files)
+    assert json.loads(files["codebook.json"])["file_format"]["format"] == "dta"
