@@ -155,6 +155,9 @@ def layout(columns: Sequence[Column], fmt: str) -> list[Variable]:
             variables.append(Variable(column, names[column.name], "boolean", labels=labels))
         elif column.type in ("integer", "number"):
             labels = {float(value): label for value, label in column.labels}
+            if not all(value.is_integer() for value in labels):
+                # Stata labels whole numbers only; such options stay in the codebook's labels.
+                labels = {}
             variables.append(Variable(column, names[column.name], "number", labels=labels))
         else:
             variables.append(Variable(column, names[column.name], "string"))

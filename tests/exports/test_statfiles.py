@@ -313,3 +313,16 @@ def test_the_items_table_labels_options_and_keeps_shared_item_ids_apart(tmp_path
     assert meta.variable_value_labels[sav["where"]] == {1.0: "At home"}
     assert sav["note"] not in meta.variable_value_labels
     assert next(read_rows("sav", path, columns))["where"] == "home"
+
+
+def test_options_with_fractional_values_are_not_value_labels_in_any_format(tmp_path):
+    # given: a numeric item whose options are halves (Stata labels whole numbers only)
+    column = Column("dose", "number", "Dose.", labels=((0.5, "half"), (1, "one")))
+    for fmt in ("sav", "dta"):
+        path = tmp_path / f"t.{fmt}"
+        # when
+        write_table(fmt, path, [column], [[{"dose": 0.5}]], disclosure=None)
+        frame, meta = read_with_metadata(fmt, path)
+        # then: the file is written, the value intact, no labels
+        assert frame["dose"].tolist() == [0.5]
+        assert meta.variable_value_labels == {}
