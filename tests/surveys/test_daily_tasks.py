@@ -325,7 +325,13 @@ def test_the_card_button_opens_a_conversation_that_shows_the_task(owner, rct_doc
     assert response.url == f"/p/chat/c/{conversation.pk}/"
     page = client.get(response.url).content.decode()
     assert 'data-testid="task-note"' in page
-    assert "This conversation is about today" in page
+    assert 'data-testid="task-card"' not in page  # the note says it already
+    # another conversation shows the card with a link back to the task's conversation
+    client.post("/p/chat/new/")
+    other = Conversation.objects.filter(participant=participant).exclude(pk=conversation.pk).get()
+    page = client.get(f"/p/chat/c/{other.pk}/").content.decode()
+    assert 'data-testid="task-card"' in page
+    assert f'href="/p/chat/c/{conversation.pk}/"' in page
 
 
 @pytest.mark.django_db
