@@ -368,3 +368,24 @@ def test_withdrawal_with_deletion_deletes_the_task_log(owner, rct_doc, enroll):
     participant_withdraw(participant=participant, mode="delete", by="participant")
     assert not TaskAssignment.objects.filter(participant=participant).exists()
     assert task_show(participant=participant, now=timezone.now()) is None
+
+
+@pytest.mark.django_db
+def test_the_participants_own_data_download_lists_the_tasks_they_were_shown(owner, rct_doc, enroll):
+    from studyplatform.core.events import ParticipantDownloadRequested, publish
+
+    study = tasks_study(
+        owner, rct_doc, [five_items("in_order")], {"legacy": "five", "current": "five"}
+    )
+    participant = enroll(study, now=T0)
+    task_show(participant=participant, now=T0 + dt.timedelta(hours=1))
+    task_show(participant=participant, now=T0 + dt.timedelta(days=1, hours=1))
+    tables: dict = {}
+    for section in publish(ParticipantDownloadRequested(participant=participant)):
+        tables.update(section)
+    rows = tables["conversation_tasks"]
+    assert [(r["study_day"], r["task"], r["text"]) for r in rows] == [
+        (0, "t0", "task 0"),
+        (1, "t1", "task 1"),
+    ]
+    assert rows[0]["shown_at"] == (T0 + dt.timedelta(hours=1)).isoformat()
