@@ -369,8 +369,9 @@ def _branch_and_memory(
 
 
 def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:
-    """The model request: pinned model, system prompt + memory notes, the active branch up to
-    this message, truncated oldest-first to the model's context budget."""
+    """The model request: pinned model, system prompt + the daily task the conversation was
+    opened from (if it was) + memory notes, the active branch up to this message, truncated
+    oldest-first to the model's context budget."""
     system = arm.system_prompt.strip()
     branch, memory, task = _branch_and_memory(user_message, participant.pk)
     if task:
