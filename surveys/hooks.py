@@ -12,6 +12,7 @@ from django.db import transaction
 
 from studyplatform.core.events import (
     MessageStored,
+    ParticipantChatRequested,
     ParticipantContentDeletion,
     ParticipantDownloadRequested,
     ParticipantEnrolled,
@@ -24,8 +25,8 @@ from studyplatform.core.events import (
 from studyplatform.safety.services import alert_source_register
 from studyplatform.studies.protocol.validate import InstrumentLibrary, instrument_library_register
 
-from . import engine, instruments, services
-from .models import Invitation, Response
+from . import daily_tasks, engine, instruments, services
+from .models import Invitation, Response, TaskAssignment
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,62 @@ def after_message(event: MessageStored) -> None:
     transaction.on_commit(lambda: engine.on_chat_message(participant))
 
 
+def _task_card(participant) -> dict[str, object]:
+    """Today's conversation task as the home and chat pages show it (None: no task today)."""
+    from django.utils import translation
+
+    assignment = daily_tasks.task_show(participant=participant)
+    if assignment is None:
+        return {"task": None}
+    return {
+        "task": {
+            "text": daily_tasks.task_text(
+                assignment, translation.get_language() or participant.language
+            ),
+            "study_day": assignment.study_day,
+            "can_start": assignment.open_new_conversation,
+            "conversation_id": assignment.conversation_id,
+        }
+    }
+
+
+def home_task(event: ParticipantHomeRequested) -> dict[str, object]:
+    return _task_card(event.participant)
+
+
+def chat_task(event: ParticipantChatRequested) -> dict[str, object]:
+    return _task_card(event.participant)
+
+
+def task_after_message(event: MessageStored) -> None:
+    """The first study-chat message after the day's task was shown ("chatted after it")."""
+    if event.participant.study.protocol.get("tasks"):
+        daily_tasks.task_message_record(participant=event.participant, message=event.message)
+
+
+def delete_task_log(event: ParticipantContentDeletion) -> dict[str, int]:
+    count, _ = TaskAssignment.objects.filter(participant=event.participant).delete()
+    return {"task_assignments": count}
+
+
+def task_download(event: ParticipantDownloadRequested) -> dict[str, list]:
+    rows = [
+        {
+            "study_day": a.study_day,
+            "task_list": a.list_key,
+            "task": a.task_key,
+            "text": a.text,
+            "shown_at": a.shown_at.isoformat(),
+            "conversation_started_at": a.conversation_started_at.isoformat()
+            if a.conversation_started_at
+            else None,
+            "first_message_at": a.first_message_at.isoformat() if a.first_message_at else None,
+        }
+        for a in TaskAssignment.objects.filter(participant=event.participant).order_by("study_day")
+    ]
+    return {"conversation_tasks": rows}
+
+
 def subscribe_all() -> None:
     """Called from ``SurveysConfig.ready()``."""
     subscribe(ParticipantEnrolled, schedule_new_participant)
@@ -126,6 +183,12 @@ def subscribe_all() -> None:
     subscribe(ParticipantHomeRequested, home_due)
     subscribe(ProtocolChanged, reschedule)
     subscribe(MessageStored, after_message)
+    # Daily conversation tasks (daily_tasks.py).
+    subscribe(ParticipantHomeRequested, home_task)
+    subscribe(ParticipantChatRequested, chat_task)
+    subscribe(MessageStored, task_after_message)
+    subscribe(ParticipantContentDeletion, delete_task_log)
+    subscribe(ParticipantDownloadRequested, task_download)
     # A survey alert that failed to be raised is retried by the safety app (task and beat
     # sweep), which does not import surveys: it asks this resolver for the alert a response owes.
     alert_source_register(

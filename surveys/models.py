@@ -171,3 +171,52 @@ class Response(models.Model):
             if stored == self.Status.SUBMITTED:
                 raise ValueError("A submitted response is immutable; submit a correction.")
         super().save(*args, **kwargs)
+
+
+class TaskAssignment(models.Model):
+    """The daily conversation task one participant was shown on one study day.
+
+    Created the first time the day's task is shown (home or chat page), at most once per
+    participant and study day (the unique constraint makes two tabs opening at the same moment
+    create one row). Whether the participant chatted after seeing it is `first_message_at`
+    (the first study-chat message sent that study day at or after `shown_at`); whether they
+    opened a conversation from it is `conversation`.
+    """
+
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="task_assignments", db_index=False
+    )
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    # Days since enrollment in the participant's local calendar (0 = the enrollment day).
+    study_day = models.PositiveSmallIntegerField()
+    local_date = models.DateField()
+    list_key = models.CharField(max_length=40)
+    task_key = models.CharField(max_length=40)
+    # The task as the protocol wrote it ({language: text} or one string) when it was shown, so
+    # a later protocol change does not rewrite what a participant saw.
+    text = models.JSONField()
+    open_new_conversation = models.BooleanField(default=False)
+    protocol_version = models.ForeignKey(
+        ProtocolVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    shown_at = models.DateTimeField()
+    conversation = models.ForeignKey(
+        "chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    conversation_started_at = models.DateTimeField(null=True, blank=True)
+    first_message = models.ForeignKey(
+        "chat.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first_message_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["participant", "study_day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "study_day"], name="unique_task_per_participant_day"
+            )
+        ]
+        indexes = [models.Index(fields=["study", "study_day"])]
+
+    def __str__(self) -> str:
+        return f"{self.participant.code} day {self.study_day}: {self.list_key}.{self.task_key}"

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Study
 
-from .models import Invitation, Response
+from .models import Invitation, Response, TaskAssignment
 
 # Invitations that actually reached the participant. Scheduled/sending rows have not been sent
 # yet, and skipped/cancelled ones never will be, so none of those count as "invited".
@@ -122,3 +122,20 @@ def compliance_for_study(study: Study) -> dict[str, list[dict[str, Any]]]:
         for row in base.values("entry_key", "wave").annotate(**counts).order_by("entry_key", "wave")
     ]
     return {"participants": per_participant, "waves": per_wave}
+
+
+def task_day_counts(study: Study) -> list[dict[str, int]]:
+    """Per study day: how many participants (pilots left out) were shown their daily
+    conversation task, opened a conversation from it, and chatted after seeing it. One query;
+    no arm, so any role that follows compliance may see it."""
+    rows = (
+        TaskAssignment.objects.filter(study=study, participant__is_pilot=False)
+        .values("study_day")
+        .annotate(
+            shown=Count("id"),
+            started=Count("id", filter=Q(conversation_started_at__isnull=False)),
+            chatted=Count("id", filter=Q(first_message_at__isnull=False)),
+        )
+        .order_by("study_day")
+    )
+    return [dict(r) for r in rows]

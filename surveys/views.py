@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from studyplatform.participants.session import participant_required
 from studyplatform.safety.services import crisis_resources_html
 
-from . import selectors
+from . import daily_tasks, selectors
 from .forms import InstrumentForm, shown_instrument
 from .instruments import UnknownInstrumentError
 from .models import Invitation, Response
@@ -179,3 +179,17 @@ def survey_thanks(request: HttpRequest, invitation_id: int) -> HttpResponse:
             "home_url": reverse("participants:home"),
         },
     )
+
+
+@participant_required
+@require_http_methods(["POST"])
+def task_start(request: HttpRequest) -> HttpResponse:
+    """The task card's button: a new conversation about today's task (the same one on a second
+    click)."""
+    try:
+        conversation = daily_tasks.task_conversation_start(participant=request.participant)
+    except daily_tasks.TaskError:
+        # The day changed or the protocol stopped offering it since the card was shown.
+        messages.info(request, _("There is no conversation task to start today."))
+        return redirect("chat:list")
+    return redirect("chat:conversation", conversation.pk)

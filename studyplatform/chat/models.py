@@ -31,6 +31,10 @@ class Conversation(models.Model):
     import_source = models.CharField(max_length=20, blank=True, default="")
     external_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     has_custom_instructions = models.BooleanField(default=False)
+    # The daily conversation task this conversation was opened from (its text in the
+    # participant's language, as shown), sent to the model with the system prompt. Protocol
+    # text, not something the participant typed, so it is stored in the clear.
+    task_text = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-updated_at"]

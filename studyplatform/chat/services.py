@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q, Subquery, Sum, TextField
+from django.db.models import F, Q, Subquery, Sum, TextField
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -46,11 +46,18 @@ def limits_for(participant: Participant) -> dict[str, int]:
 
 
 def conversation_create(
-    *, participant: Participant, now: dt.datetime | None = None
+    *, participant: Participant, now: dt.datetime | None = None, task_text: str = ""
 ) -> Conversation:
+    """A new conversation in the participant's arm; `task_text` when it is opened from a daily
+    conversation task (surveys.daily_tasks), whose text then goes to the model with the
+    system prompt."""
     now = now or timezone.now()
     return Conversation.objects.create(
-        participant=participant, arm=participant.allocation.arm, created_at=now, updated_at=now
+        participant=participant,
+        arm=participant.allocation.arm,
+        created_at=now,
+        updated_at=now,
+        task_text=task_text,
     )
 
 
@@ -174,7 +181,7 @@ def message_send(
         return stored
     try:
         # Surveys' "after N messages" rules (surveys imports chat, so chat cannot call it).
-        publish(MessageStored(participant=participant))
+        publish(MessageStored(participant=participant, message=stored.message))
     except (DatabaseError, RedisError) as exc:
         raise ChatUnavailable(message=stored.message) from exc
     return stored
@@ -335,32 +342,48 @@ def arm_target(arm) -> Endpoint | EndpointUnavailable:
         return exc
 
 
-def _branch_and_memory(user_message: Message, participant_id: int) -> tuple[list[Message], str]:
-    """branch_path(user_message) and memory_text() in one query (two round trips were a tenth
-    of the work before the model call): the memory note rides along on every row as a scalar
-    subquery, still encrypted, and is decrypted once here."""
+def _branch_and_memory(
+    user_message: Message, participant_id: int
+) -> tuple[list[Message], str, str]:
+    """branch_path(user_message), memory_text() and the conversation's task text in one query
+    (two round trips were a tenth of the work before the model call): the memory note rides
+    along on every row as a scalar subquery, still encrypted, and is decrypted once here."""
     note = MemoryNote.objects.filter(participant_id=participant_id).values("text")[:1]
     rows = list(
         Message.objects.filter(conversation_id=user_message.conversation_id)
         .only("id", "parent_id", "role", "content", "status", "created_at", "imported")
-        .annotate(memory_token=Subquery(note, output_field=TextField()))
+        .annotate(
+            memory_token=Subquery(note, output_field=TextField()),
+            conversation_task=F("conversation__task_text"),
+        )
     )
     if not rows:  # the message itself is gone (a withdrawal with deletion raced the send)
-        return [], ""
+        return [], "", ""
     token = rows[0].memory_token
     by_id = {m.pk: m for m in rows}
     path, node = [], by_id.get(user_message.pk)
     while node is not None:
         path.append(node)
         node = by_id.get(node.parent_id)
-    return path[::-1], decrypt_str(token) if token else ""
+    return path[::-1], decrypt_str(token) if token else "", rows[0].conversation_task or ""
 
 
 def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:
-    """The model request: pinned model, system prompt + memory notes, the active branch up to
-    this message, truncated oldest-first to the model's context budget."""
+    """The model request: pinned model, system prompt + the daily task the conversation was
+    opened from (if it was) + memory notes, the active branch up to this message, truncated
+    oldest-first to the model's context budget."""
     system = arm.system_prompt.strip()
-    branch, memory = _branch_and_memory(user_message, participant.pk)
+    branch, memory, task = _branch_and_memory(user_message, participant.pk)
+    if task:
+        # The participant opened this conversation from the day's task card and saw the task
+        # as the conversation's first note; the model gets it as context, not as a message the
+        # participant wrote.
+        system = (
+            (system + "\n\n" if system else "")
+            + "The user started this conversation from today's conversation task, which they "
+            + "were shown:\n"
+            + task
+        )
     if memory:
         system = (
             (system + "\n\n" if system else "")

@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from redis.exceptions import RedisError
 
 from studyplatform.core import input_limits
+from studyplatform.core.events import ParticipantChatRequested, publish
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
 from studyplatform.participants.session import participant_gate, participant_required
@@ -154,8 +155,18 @@ def conversation_list(request):
             "can_import": (
                 participant.consent_records.order_by("-signed_at").first().allows("import_history")
             ),
+            **_page_sections(participant),
         },
     )
+
+
+def _page_sections(participant) -> dict:
+    """What higher apps add to the chat pages (surveys: today's conversation task), which chat
+    cannot import."""
+    context: dict = {}
+    for section in publish(ParticipantChatRequested(participant=participant)):
+        context.update(section)
+    return context
 
 
 @participant_required
@@ -221,6 +232,7 @@ def conversation_detail(request, conversation_id: int):
             "crisis_html": crisis_resources_html(participant.study.protocol, get_language())
             if recent_alert
             else "",
+            **_page_sections(participant),
             "chat_strings": {
                 "interrupted": _(
                     "The reply was interrupted. Your message is saved; you can retry."

@@ -91,7 +91,18 @@ class ParticipantHomeRequested:
 @dataclass(frozen=True)
 class MessageStored:
     """A participant's chat message was stored (not published for a replayed request).
-    Surveys evaluate their "after N messages" rules."""
+    Surveys evaluate their "after N messages" rules and log the first message after the day's
+    conversation task was shown (``message``: the stored Message)."""
+
+    participant: Any
+    message: Any = None
+
+
+@dataclass(frozen=True)
+class ParticipantChatRequested:
+    """A participant chat page (conversation list or a conversation) is being rendered: each
+    app returns ``{name: value}`` to add to the page's template context (surveys: ``task``,
+    today's conversation task)."""
 
     participant: Any
 
@@ -114,6 +125,7 @@ EVENT_TYPES: tuple[type, ...] = (
     ParticipantHomeRequested,
     MessageStored,
     ProtocolChanged,
+    ParticipantChatRequested,
 )
 
 # -- registry ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ TABLE_FILES: dict[str, tuple[str, ...]] = {
     "imported": ("imported",),
     "usage_daily": ("usage_daily",),
     "usage_waves": ("usage_waves",),
+    "tasks": ("tasks",),
 }
 TABLES = tuple(TABLE_FILES)
 # Exported when no tables are named. The usage-feature tables are on request: they are derived
@@ -60,6 +61,9 @@ CONSENT_BASIS: dict[str, str] = {
     "messages, never any text. Imported history is not counted.",
     "usage_waves": "As usage_daily, linked to the scores of submitted surveys (questionnaires are "
     "part of the protocol).",
+    "tasks": "Consent to take part (the daily conversation tasks are part of the protocol). Every "
+    "exported participant, including those whose consent has share_chats = false: the rows say "
+    "which task was shown and whether the participant chatted afterwards, never any text.",
 }
 
 
@@ -269,6 +273,8 @@ CARRIES: dict[str, dict[str, tuple[str, ...]]] = {
     "imported": {"arm": ARM_MESSAGE_COLUMNS},
     "usage_daily": {"arm": ARM_USAGE_FEATURES},
     "usage_waves": {"arm": ("arm", *ARM_USAGE_FEATURES)},
+    # Each arm names its own task list, so the list (and its tasks) tells the arm.
+    "tasks": {"arm": ("task_list", "task", "conversation_offered")},
 }
 
 
@@ -568,6 +574,42 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
             for lagged in (*shape.usage_scores, *shape.usage_predictors)
         ]
         return columns
+    if name == "tasks":
+        return [
+            pid,
+            *day_columns("", "The study day the task was for (local calendar)", shape),
+            Column("task_list", "string", "Key of the protocol's task list the task came from."),
+            Column("task", "string", "Key of the task (item) in that list (see the protocol)."),
+            Column(
+                "conversation_offered",
+                "boolean",
+                "The task card offered a button that opens a new conversation about the task.",
+            ),
+            *time_columns("shown", "Task first shown (home or chat page)", shape),
+            Column(
+                "conversation_started",
+                "boolean",
+                "The participant opened a conversation from the task card.",
+            ),
+            Column(
+                "conversation_id",
+                "string",
+                "Pseudonym of that conversation ('c_' + 16 hex; joins messages); empty if none.",
+            ),
+            Column(
+                "chatted_after",
+                "boolean",
+                "The participant sent a study-chat message on the same study day at or after the "
+                "task was first shown (in any conversation).",
+            ),
+            Column(
+                "minutes_to_first_message",
+                "integer",
+                "From the task's first showing to that first message, rounded to whole "
+                "minutes; empty if none.",
+                unit="minutes",
+            ),
+        ]
     raise ValueError(f"unknown table {name!r}")
 
 

@@ -11,6 +11,7 @@ from studyplatform.chat.services import conversation_create, message_send
 from studyplatform.core import events
 from studyplatform.core.events import (
     MessageStored,
+    ParticipantChatRequested,
     ParticipantContentDeletion,
     ParticipantDownloadRequested,
     ParticipantEnrolled,
@@ -45,13 +46,19 @@ def test_every_event_type_has_the_subscribers_the_platform_needs():
         "studyplatform.chat.participant_data.chat_delete",
         "studyplatform.exports.participant_data.exports_delete",
         "surveys.hooks.delete_responses",
+        "surveys.hooks.delete_task_log",
     ]
     assert names(ParticipantDownloadRequested) == [
         "studyplatform.chat.participant_data.chat_download",
         "surveys.hooks.survey_download",
+        "surveys.hooks.task_download",
     ]
-    assert names(ParticipantHomeRequested) == ["surveys.hooks.home_due"]
-    assert names(MessageStored) == ["surveys.hooks.after_message"]
+    assert names(ParticipantHomeRequested) == ["surveys.hooks.home_due", "surveys.hooks.home_task"]
+    assert names(ParticipantChatRequested) == ["surveys.hooks.chat_task"]
+    assert names(MessageStored) == [
+        "surveys.hooks.after_message",
+        "surveys.hooks.task_after_message",
+    ]
     assert names(ProtocolChanged) == ["surveys.hooks.reschedule"]
     assert set(events.EVENT_TYPES) == {
         ParticipantEnrolled,
@@ -62,6 +69,7 @@ def test_every_event_type_has_the_subscribers_the_platform_needs():
         ParticipantHomeRequested,
         MessageStored,
         ProtocolChanged,
+        ParticipantChatRequested,
     }
 
 

@@ -36,7 +36,7 @@ from studyplatform.participants.models import (
     Participant,
 )
 from studyplatform.participants.services import JoinContext, participant_withdraw
-from surveys.models import Invitation, Response
+from surveys.models import Invitation, Response, TaskAssignment
 
 pytestmark = pytest.mark.django_db
 
@@ -173,6 +173,31 @@ def add_chat(person: Person, study, *, imported: bool) -> list[int]:
     return ids
 
 
+def add_task(person: Person, study) -> list[int]:
+    """The daily conversation task shown to the participant an hour after enrolling (the
+    tasks table must carry no real date or database id either)."""
+    conversation = Conversation.objects.filter(participant=person.participant, imported=False)
+    first = Message.objects.filter(conversation__in=conversation, role="user").order_by("pk")
+    message = first.first()
+    row = TaskAssignment.objects.create(
+        participant=person.participant,
+        study=study,
+        study_day=0,
+        local_date=person.enrolled_at.date(),
+        list_key="personal",
+        task_key="grateful",
+        text={"en": "Talk about something you are grateful for."},
+        open_new_conversation=True,
+        protocol_version=study.current_version,
+        shown_at=person.enrolled_at + dt.timedelta(hours=1),
+        conversation=message.conversation if message else None,
+        conversation_started_at=person.enrolled_at + dt.timedelta(hours=1) if message else None,
+        first_message=message,
+        first_message_at=message.created_at if message else None,
+    )
+    return [row.pk]
+
+
 def add_response(person: Person, study) -> list[int]:
     participant = person.participant
     invitation = Invitation.objects.create(
@@ -223,6 +248,7 @@ def world(recruiting_study, enroll, settings, tmp_path):
         Message,
         Invitation,
         Response,
+        TaskAssignment,
     )
     people: dict[str, Person] = {}
     for index, (name, email, pid, age, gender, shares, _withdrawal) in enumerate(PEOPLE):
@@ -248,6 +274,7 @@ def world(recruiting_study, enroll, settings, tmp_path):
         person.db_ids += add_chat(person, recruiting_study, imported=False)
         person.db_ids += add_chat(person, recruiting_study, imported=True)
         person.db_ids += add_response(person, recruiting_study)
+        person.db_ids += add_task(person, recruiting_study)
         people[name.split()[0].lower()] = person
     for person, (*_, withdrawal) in zip(people.values(), PEOPLE, strict=True):
         if withdrawal:
@@ -581,7 +608,7 @@ def test_every_column_of_every_file_is_in_the_codebook_and_the_manifest_hashes_m
     documented = {t["file"]: t for t in codebook["tables"].values()}
     data_files = [n for n in files if n.endswith("." + fmt)]
     assert sorted(data_files) == sorted(documented)
-    assert len(data_files) == 9
+    assert len(data_files) == 10  # tasks (daily conversation tasks) is the tenth
     for name in data_files:
         described = documented[name]["columns"]
         assert all(c["meaning"] and c["type"] for c in described)

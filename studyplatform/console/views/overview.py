@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from studyplatform.studies.models import Study
 from studyplatform.studies.permissions import get_study_for, user_perms
 from studyplatform.studies.roles import Perm
+from surveys.selectors import task_day_counts
 
 from .. import selectors as sel
 
@@ -93,5 +94,9 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
         "target": study.protocol.get("study", {}).get("target_enrollment"),
         "alerts": counts if Perm.REVIEW_SAFETY in perms else None,
         "next_steps": _next_steps(study, perms, counts),
+        # Daily conversation tasks: shown / conversation opened / chatted after, per study day.
+        "task_days": task_day_counts(study)
+        if Perm.VIEW_PARTICIPANTS in perms and study.protocol.get("tasks")
+        else None,
     }
     return render(request, "console/overview.html", context)

@@ -46,6 +46,7 @@ from ..models import DatasetExport
 from ..pseudonyms import Pseudonymizer
 from ..writers import EXTENSIONS, open_writer, read_rows, write_table
 from .options import screener_export_questions
+from .tasks import task_rows
 from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
 
 log = logging.getLogger(__name__)
@@ -683,6 +684,8 @@ class Builder:
                 write(table, usage_daily_rows(self, usage, by_code, shape))
             elif table == "usage_waves":
                 write(table, usage_waves_rows(self, usage, by_code, shape, published))
+            elif table == "tasks":
+                write(table, task_rows(self, people))
             self.report(int(90 * done / steps), table)
 
         checked = self.verify_disclosure(columns, written)
