@@ -147,6 +147,15 @@ def compliance_recompute_study(*, study: Study, now: dt.datetime | None = None) 
     return written
 
 
+def daily_usage_of(participant: Participant) -> dict[dt.date, tuple[float, int]]:
+    """Local date -> (active minutes, messages sent), computed now from all the messages
+    (what an export reports; the cached ComplianceDay rows are the same numbers)."""
+    return {
+        record["date"].date(): (float(record["active_minutes"]), int(record["messages_sent"]))
+        for record in _daily_frame(participant, since=None).to_dict("records")
+    }
+
+
 def usage_by_date(participant: Participant) -> dict[dt.date, tuple[float, int]]:
     return {
         d: (m, n)

@@ -34,6 +34,7 @@ TABLE_FILES: dict[str, tuple[str, ...]] = {
     "imported": ("imported",),
     "usage_daily": ("usage_daily",),
     "usage_waves": ("usage_waves",),
+    "compliance": ("compliance",),
 }
 TABLES = tuple(TABLE_FILES)
 # Exported when no tables are named. The usage-feature tables are on request: they are derived
@@ -59,6 +60,8 @@ CONSENT_BASIS: dict[str, str] = {
     "messages, never any text. Imported history is not counted.",
     "usage_waves": "As usage_daily, linked to the scores of submitted surveys (questionnaires are "
     "part of the protocol).",
+    "compliance": "As usage_daily: the protocol's usage requirement, checked per local day from "
+    "the study chats of every exported participant (counts and durations, never text).",
 }
 
 
@@ -503,6 +506,37 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
             pid,
             *day_columns("", "The local calendar day of the row", shape),
             *(_usage_column(f, "the local day of the row") for f in USAGE_DAILY_FEATURES),
+        ]
+    if name == "compliance":
+        return [
+            pid,
+            *day_columns("", "The local calendar day of the row", shape),
+            Column(
+                "period",
+                "integer",
+                "The requirement period the day belongs to: the study day (daily minimum) or "
+                "the study week, 0 = the week starting on the enrollment day (weekly minimum).",
+            ),
+            Column(
+                "active_minutes",
+                "number",
+                "Active chat minutes of sessions starting that local day, as usage_daily."
+                "active_minutes: summed duration of those sessions (at least 1 each).",
+                unit="minutes",
+            ),
+            Column(
+                "messages",
+                "integer",
+                "Messages the participant sent that local day (usage_daily.messages_sent).",
+                unit="messages",
+            ),
+            Column(
+                "period_met",
+                "boolean",
+                "Whether the day's period reached every minimum of the protocol's requirements "
+                "(active minutes and/or messages, summed over the period); empty while the "
+                "period was still in progress when the export was built.",
+            ),
         ]
     if name == "usage_waves":
         columns = [

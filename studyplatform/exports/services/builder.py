@@ -44,6 +44,7 @@ from ..disclosure import (
 from ..models import DatasetExport
 from ..pseudonyms import Pseudonymizer
 from ..writers import EXTENSIONS, open_writer, read_rows, write_table
+from .compliance import compliance_rows
 from .options import screener_export_questions
 from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
 
@@ -599,6 +600,8 @@ class Builder:
                 write(table, usage_daily_rows(self, usage, by_code, shape))
             elif table == "usage_waves":
                 write(table, usage_waves_rows(self, usage, by_code, shape, published))
+            elif table == "compliance":
+                write(table, compliance_rows(self, participants, people, shape))
             self.report(int(90 * done / steps), table)
 
         checked = self.verify_disclosure(columns, written)
