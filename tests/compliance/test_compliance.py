@@ -165,3 +165,34 @@ def test_both_minimums_must_be_met_when_both_are_set():
     )
     assert [p.met for p in result.periods] == [True, False]
     assert result.counted == 28 and not result.requirement.has_completion
+
+
+def test_the_recompute_command_rebuilds_the_days_from_the_messages(req_study, enroll, chat):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    participant = enroll(req_study, now=T0)
+    chat(participant, local(0, 12), 5)
+    chat(participant, local(1, 12), 2)
+    ComplianceDay.objects.filter(participant=participant).delete()
+    out = StringIO()
+    call_command("compliance_recompute", req_study.slug, stdout=out)
+    assert out.getvalue().strip() == "participants=1 days=2"
+    assert days(participant) == {"2026-03-02": (5.03, 6, 0), "2026-03-03": (2.03, 3, 1)}
+    with pytest.raises(CommandError, match="slug: no study 'nope'"):
+        call_command("compliance_recompute", "nope")
+
+
+def test_withdrawal_with_deletion_removes_the_days_and_nudges(req_study, enroll, chat):
+    from studyplatform.compliance.models import UsageNudge
+    from studyplatform.participants.services import participant_withdraw
+
+    participant = enroll(req_study, now=T0)
+    chat(participant, local(0, 12), 5)
+    services.compliance_refresh(participant=participant, now=local(1, 1), since=dt.date.min)
+    assert ComplianceDay.objects.filter(participant=participant).exists()
+    participant_withdraw(participant=participant, mode="delete", by="participant")
+    assert not ComplianceDay.objects.filter(participant=participant).exists()
+    assert not UsageNudge.objects.filter(participant=participant).exists()
