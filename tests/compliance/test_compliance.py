@@ -196,3 +196,17 @@ def test_withdrawal_with_deletion_removes_the_days_and_nudges(req_study, enroll,
     participant_withdraw(participant=participant, mode="delete", by="participant")
     assert not ComplianceDay.objects.filter(participant=participant).exists()
     assert not UsageNudge.objects.filter(participant=participant).exists()
+
+
+def test_download_my_data_includes_the_participants_days(req_study, enroll, chat):
+    from studyplatform.core.events import ParticipantDownloadRequested, publish
+
+    participant = enroll(req_study, now=T0)
+    chat(participant, local(0, 12), 5)
+    services.compliance_refresh(participant=participant, now=local(1, 1), since=dt.date.min)
+    tables = {}
+    for section in publish(ParticipantDownloadRequested(participant=participant)):
+        tables.update(section)
+    assert tables["usage_compliance"] == [
+        {"date": "2026-03-02", "study_day": 0, "active_minutes": 5.03, "messages": 6}
+    ]
