@@ -41,6 +41,8 @@ NUDGE_BATCH = 500
 NUDGE_LATE_AFTER = dt.timedelta(hours=12)
 STUCK_AFTER = dt.timedelta(minutes=5)
 _MIDNIGHT = dt.time(0, 0)
+# A closed (or paused) study nudges nobody.
+LIVE_STUDY = (Study.Status.PILOTING, Study.Status.RECRUITING, Study.Status.RUNNING)
 
 
 def requirement_for(study: Study) -> Requirement | None:
@@ -231,8 +233,10 @@ def nudges_resync(*, participant: Participant, now: dt.datetime | None = None) -
     """After a protocol or time-zone change: future nudges re-planned from the current rule."""
     now = now or timezone.now()
     with transaction.atomic():
+        # Only nudges still ahead: one whose time has come is the tick's to decide, under the
+        # rule in force when it came due.
         UsageNudge.objects.filter(
-            participant=participant, status=UsageNudge.Status.SCHEDULED
+            participant=participant, status=UsageNudge.Status.SCHEDULED, due_at__gt=now
         ).delete()
         return nudges_schedule(participant=participant, now=now)
 
@@ -264,7 +268,8 @@ def _period_totals(nudge: UsageNudge) -> tuple[float, int]:
 def _decide(nudge: UsageNudge, now: dt.datetime) -> None:
     participant = nudge.participant
     requirement = requirement_for(participant.study)
-    if participant.status != Participant.Status.ACTIVE or requirement is None:
+    live = participant.study.status in LIVE_STUDY
+    if participant.status != Participant.Status.ACTIVE or requirement is None or not live:
         nudge.status = UsageNudge.Status.CANCELLED
         return
     if now - nudge.due_at > NUDGE_LATE_AFTER:

@@ -121,3 +121,41 @@ def test_a_worker_killed_while_checking_leaves_the_nudge_to_the_next_tick(
     assert status(participant)[0] == UsageNudge.Status.SENDING  # another worker may hold it
     tick(local(1, 19, 6), django_capture_on_commit_callbacks)
     assert status(participant)[0] == UsageNudge.Status.SENT
+
+
+def test_a_protocol_change_replans_only_the_nudges_still_ahead(
+    req_study, enroll, owner, rct_doc, django_capture_on_commit_callbacks
+):
+    from conftest import requirement_doc
+
+    from studyplatform.studies.services import protocol_version_create
+
+    participant = enroll(req_study, now=T0)
+    # when: on day 1 at 20:00 the nudge moves to 08:00 (day 0's nudge, due 19:00, not yet ticked)
+    doc = requirement_doc(rct_doc)
+    doc["requirements"]["nudge"]["local_time"] = "08:00"
+    protocol_version_create(study=req_study, doc=doc, author=owner, change_note="earlier nudge")
+    req_study.refresh_from_db()
+    services.nudges_resync_study(study=req_study, now=local(1, 20))
+    # then: day 0's nudge keeps its time (its time had come); the later ones move to 08:00
+    due = {n.period: n.due_at for n in UsageNudge.objects.filter(participant=participant)}
+    assert due == {0: local(1, 19), 1: local(2, 8), 2: local(3, 8), 3: local(4, 8)}
+    # when: the requirement is removed altogether
+    del doc["requirements"]
+    protocol_version_create(study=req_study, doc=doc, author=owner, change_note="no goal")
+    req_study.refresh_from_db()
+    services.nudges_resync_study(study=req_study, now=local(1, 21))
+    # then: nothing ahead is planned, and the one already due is cancelled by the tick
+    tick(local(1, 21), django_capture_on_commit_callbacks)
+    assert status(participant) == {0: UsageNudge.Status.CANCELLED}
+
+
+def test_a_closed_study_nudges_nobody(req_study, enroll, owner, django_capture_on_commit_callbacks):
+    from studyplatform.studies.services import study_transition
+
+    participant = enroll(req_study, now=T0)
+    mail.outbox.clear()
+    study_transition(study=req_study, to="closed", actor=owner)
+    tick(local(1, 19), django_capture_on_commit_callbacks)
+    assert status(participant)[0] == UsageNudge.Status.CANCELLED
+    assert mail.outbox == []
