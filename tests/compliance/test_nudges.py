@@ -159,3 +159,41 @@ def test_a_closed_study_nudges_nobody(req_study, enroll, owner, django_capture_o
     tick(local(1, 19), django_capture_on_commit_callbacks)
     assert status(participant)[0] == UsageNudge.Status.CANCELLED
     assert mail.outbox == []
+
+
+def test_a_weekly_requirement_is_checked_the_morning_after_each_week(
+    weekly_study, enroll, chat, django_capture_on_commit_callbacks
+):
+    # given: 09:00 in-app nudges; week 0 met (3 x 10 minutes, 4+ messages), week 1 not
+    participant = enroll(weekly_study, now=T0)
+    nudges = UsageNudge.objects.filter(participant=participant).order_by("period")
+    # weeks 0-2; week 3's check (day 28) would fall after the 28-day study has ended
+    assert [(n.period, n.due_at) for n in nudges] == [
+        (0, local(7, 9)),
+        (1, local(14, 9)),
+        (2, local(21, 9)),
+    ]
+    for day in (0, 3, 6):
+        chat(participant, local(day, 12), 10)
+    chat(participant, local(8, 12), 10)
+    mail.outbox.clear()
+    for day in (7, 14):
+        tick(local(day, 9), django_capture_on_commit_callbacks)
+    # then: only week 1 is nudged, in-app only (no email channel)
+    assert status(participant) == {
+        0: UsageNudge.Status.NOT_NEEDED,
+        1: UsageNudge.Status.SENT,
+        2: UsageNudge.Status.SCHEDULED,
+    }
+    assert mail.outbox == []
+
+
+def test_the_nudge_email_is_in_the_participants_language(
+    req_study, enroll, django_capture_on_commit_callbacks
+):
+    enroll(req_study, now=T0, language="pt-br")
+    mail.outbox.clear()
+    tick(local(1, 19), django_capture_on_commit_callbacks)
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject.startswith("Um lembrete de ")
+    assert "Ontem você usou o chat do estudo menos do que o estudo pede" in mail.outbox[0].body
