@@ -27,7 +27,10 @@ def refresh_after_message(event: MessageStored) -> None:
     from .tasks import compliance_refresh_task
 
     participant_id = event.participant.pk
-    transaction.on_commit(lambda: compliance_refresh_task.delay(participant_id))
+    # robust: a broker outage must not fail a send whose message is already stored. A lost
+    # refresh costs little: the next message queues another, and a nudge recomputes its period
+    # from the messages before deciding.
+    transaction.on_commit(lambda: compliance_refresh_task.delay(participant_id), robust=True)
 
 
 def plan_nudges(event: ParticipantEnrolled) -> None:
