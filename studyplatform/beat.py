@@ -20,6 +20,14 @@ BEAT_SCHEDULE = {
     # has not published anything for HEALTH_BEAT_MAX_AGE_S; every 30 s lets two ticks be missed
     # before either fails, and gives a fresh `make run` a healthy page within its first minute.
     # The task is trivial (one Redis SET), so the period costs nothing.
+    # Usage nudges go out at a local time of day the protocol sets (e.g. 19:00): every minute
+    # keeps them on time like survey invitations; a tick is a bounded batch of claimed rows and
+    # expires before the next one.
+    "compliance-nudge-tick": {
+        "task": "studyplatform.compliance.tasks.nudge_tick",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "core-worker-heartbeat": {
         "task": "studyplatform.core.tasks.worker_heartbeat",
         "schedule": 30.0,

@@ -28,6 +28,8 @@ app.conf.task_routes = {
     "studyplatform.safety.tasks.safety_digest": {"queue": "default"},
     "studyplatform.safety.tasks.*": {"queue": "chat"},
     "studyplatform.chat.tasks.*": {"queue": "chat"},
+    # Recomputing a participant's usage day after a message is chat post-processing.
+    "studyplatform.compliance.tasks.compliance_refresh": {"queue": "chat"},
     "analysis.tasks.*": {"queue": "analysis"},
     # Classification runs are long, batched jobs like analyses: the same low-concurrency workers.
     "studyplatform.classifiers.tasks.*": {"queue": "analysis"},

@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "studyplatform.console",
     "surveys",
     "analysis",
+    "studyplatform.compliance",
 ]
 
 MIDDLEWARE = [

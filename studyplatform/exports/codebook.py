@@ -35,6 +35,8 @@ TABLE_FILES: dict[str, tuple[str, ...]] = {
     "usage_daily": ("usage_daily",),
     "usage_waves": ("usage_waves",),
     "tasks": ("tasks",),
+
+    "compliance": ("compliance",),
 }
 TABLES = tuple(TABLE_FILES)
 # Exported when no tables are named. The usage-feature tables are on request: they are derived
@@ -64,6 +66,9 @@ CONSENT_BASIS: dict[str, str] = {
     "tasks": "Consent to take part (the daily conversation tasks are part of the protocol). Every "
     "exported participant, including those whose consent has share_chats = false: the rows say "
     "which task was shown and whether the participant chatted afterwards, never any text.",
+
+    "compliance": "As usage_daily: the protocol's usage requirement, checked per local day from "
+    "the study chats of every exported participant (counts and durations, never text).",
 }
 
 
@@ -515,6 +520,37 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
             pid,
             *day_columns("", "The local calendar day of the row", shape),
             *(_usage_column(f, "the local day of the row") for f in USAGE_DAILY_FEATURES),
+        ]
+    if name == "compliance":
+        return [
+            pid,
+            *day_columns("", "The local calendar day of the row", shape),
+            Column(
+                "period",
+                "integer",
+                "The requirement period the day belongs to: the study day (daily minimum) or "
+                "the study week, 0 = the week starting on the enrollment day (weekly minimum).",
+            ),
+            Column(
+                "active_minutes",
+                "number",
+                "Active chat minutes of sessions starting that local day, as usage_daily."
+                "active_minutes: summed duration of those sessions (at least 1 each).",
+                unit="minutes",
+            ),
+            Column(
+                "messages",
+                "integer",
+                "Messages the participant sent that local day (usage_daily.messages_sent).",
+                unit="messages",
+            ),
+            Column(
+                "period_met",
+                "boolean",
+                "Whether the day's period reached every minimum of the protocol's requirements "
+                "(active minutes and/or messages, summed over the period); empty while the "
+                "period was still in progress when the export was built.",
+            ),
         ]
     if name == "usage_waves":
         columns = [

@@ -39,27 +39,46 @@ def names(event_type: type) -> list[str]:
 
 def test_every_event_type_has_the_subscribers_the_platform_needs():
     # The order is INSTALLED_APPS order (chat, exports, surveys), as with the old hook lists.
-    assert names(ParticipantEnrolled) == ["surveys.hooks.schedule_new_participant"]
-    assert names(ParticipantTimezoneChanged) == ["surveys.hooks.reschedule_in_new_zone"]
-    assert names(ParticipantWithdrew) == ["surveys.hooks.stop_invitations"]
+    assert names(ParticipantEnrolled) == [
+        "surveys.hooks.schedule_new_participant",
+        "studyplatform.compliance.hooks.plan_nudges",
+    ]
+    assert names(ParticipantTimezoneChanged) == [
+        "surveys.hooks.reschedule_in_new_zone",
+        "studyplatform.compliance.hooks.replan_nudges",
+    ]
+    assert names(ParticipantWithdrew) == [
+        "surveys.hooks.stop_invitations",
+        "studyplatform.compliance.hooks.cancel_nudges",
+    ]
     assert names(ParticipantContentDeletion) == [
         "studyplatform.chat.participant_data.chat_delete",
         "studyplatform.exports.participant_data.exports_delete",
         "surveys.hooks.delete_responses",
         "surveys.hooks.delete_task_log",
+        "studyplatform.compliance.hooks.delete_compliance",
     ]
     assert names(ParticipantDownloadRequested) == [
         "studyplatform.chat.participant_data.chat_download",
         "surveys.hooks.survey_download",
         "surveys.hooks.task_download",
+        "studyplatform.compliance.hooks.compliance_download",
     ]
-    assert names(ParticipantHomeRequested) == ["surveys.hooks.home_due", "surveys.hooks.home_task"]
+    assert names(ParticipantHomeRequested) == [
+        "surveys.hooks.home_due",
+        "surveys.hooks.home_task",
+        "studyplatform.compliance.hooks.home_requirements",
+    ]
     assert names(ParticipantChatRequested) == ["surveys.hooks.chat_task"]
     assert names(MessageStored) == [
         "surveys.hooks.after_message",
         "surveys.hooks.task_after_message",
+        "studyplatform.compliance.hooks.refresh_after_message",
     ]
-    assert names(ProtocolChanged) == ["surveys.hooks.reschedule"]
+    assert names(ProtocolChanged) == [
+        "surveys.hooks.reschedule",
+        "studyplatform.compliance.hooks.resync_nudges",
+    ]
     assert set(events.EVENT_TYPES) == {
         ParticipantEnrolled,
         ParticipantTimezoneChanged,

@@ -31,6 +31,8 @@ LAYERS: list[list[str]] = [
     # export anonymizer it uses is registered by exports (classifiers/anonymization.py).
     ["classifiers"],
     ["analysis"],
+    # Usage requirements: compliance computed with analysis.features.usage, nudges mailed.
+    ["compliance"],
     ["exports"],
     ["console"],
 ]

@@ -28,6 +28,8 @@ READ_ONLY = {
     "surveys.invitation": "one invitation per occurrence, made by the engine",
     "surveys.response": "submissions are immutable; corrections are audited",
     "analysis.analysisrun": "created through the API or the CLI",
+    "compliance.complianceday": "computed from the messages",
+    "compliance.usagenudge": "planned at enrollment, decided by the nudge tick",
 }
 
 

@@ -69,6 +69,7 @@ from studyplatform.studies.services import (
 
 from .. import charts
 from .. import selectors as sel
+from .requirements import requirements_context
 
 PARTICIPANTS_PER_PAGE = 50
 
@@ -187,6 +188,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "model_stats": sel.model_stats(study, by_arm=unblinded),
         "safety": sel.safety_summary(study, now=now),
     }
+    context.update(requirements_context(study, now=now))
     return _render(request, "dashboard.html", study, "dashboard", context)
 
 

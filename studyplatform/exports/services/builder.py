@@ -45,6 +45,7 @@ from ..disclosure import (
 from ..models import DatasetExport
 from ..pseudonyms import Pseudonymizer
 from ..writers import EXTENSIONS, open_writer, read_rows, write_table
+from .compliance import compliance_rows
 from .options import screener_export_questions
 from .tasks import task_rows
 from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
@@ -686,6 +687,9 @@ class Builder:
                 write(table, usage_waves_rows(self, usage, by_code, shape, published))
             elif table == "tasks":
                 write(table, task_rows(self, people))
+
+            elif table == "compliance":
+                write(table, compliance_rows(self, participants, people, shape))
             self.report(int(90 * done / steps), table)
 
         checked = self.verify_disclosure(columns, written)

@@ -586,12 +586,16 @@ def validate_document(doc: Any) -> list[ProtocolError]:
         check_value(doc, max_depth=MAX_PROTOCOL_DEPTH, max_items=MAX_PROTOCOL_ITEMS)
     except InputRejected as exc:
         return [ProtocolError(exc.parts, exc.message)]
+    from .requirements import requirements_errors  # imports this module: import when used
+
     return _dedupe(
         _semantic_errors(doc)
         + _retention_errors(doc)
         + _model_endpoint_errors(doc)
         + _classifier_errors(doc)
         + [ProtocolError(parts, message) for parts, message in task_errors(doc, _languages(doc))]
+
+        + requirements_errors(doc)
     )
 
 
