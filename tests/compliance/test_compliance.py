@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import T0, local
+from tests.compliance.conftest import T0, local
 
 from analysis.data import load_study_frames
 from analysis.features import daily_features

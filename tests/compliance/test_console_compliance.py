@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import T0, local, requirement_doc
+from tests.compliance.conftest import T0, local, requirement_doc
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 

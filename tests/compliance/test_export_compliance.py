@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import T0, local
+from tests.compliance.conftest import T0, local
 
 from studyplatform.exports.pseudonyms import Pseudonymizer
 from studyplatform.participants.services import participant_withdraw

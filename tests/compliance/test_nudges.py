@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import T0, local
+from tests.compliance.conftest import T0, local
 from django.core import mail
 
 from studyplatform.compliance import services
@@ -126,7 +126,7 @@ def test_a_worker_killed_while_checking_leaves_the_nudge_to_the_next_tick(
 def test_a_protocol_change_replans_only_the_nudges_still_ahead(
     req_study, enroll, owner, rct_doc, django_capture_on_commit_callbacks
 ):
-    from conftest import requirement_doc
+    from tests.compliance.conftest import requirement_doc
 
     from studyplatform.studies.services import protocol_version_create
 
