@@ -46,6 +46,8 @@ RESERVED_FACTOR_KEYS = frozenset(
         "protocol_version",
     }
 )
+# ... and the prefixes of its per-question and per-event columns (screener_age, enrolled_day).
+RESERVED_FACTOR_PREFIXES = ("screener_", "enrolled_", "completed_", "withdrawn_", "allocated_")
 # Between the level labels of a generated arm's label ("Text · Personal").
 LABEL_SEPARATOR = " · "
 
@@ -261,7 +263,9 @@ def factor_errors(doc: dict, languages: list[str]) -> list:
     levels_of: dict[str, list[str]] = {}
     for fi, factor in enumerate(factors):
         path = ("factors", fi)
-        if factor["key"] in RESERVED_FACTOR_KEYS:
+        if factor["key"] in RESERVED_FACTOR_KEYS or factor["key"].startswith(
+            RESERVED_FACTOR_PREFIXES
+        ):
             errors.append(
                 _error(
                     (*path, "key"),
