@@ -8,6 +8,7 @@ import pytest
 
 from studyplatform.studies.models import Arm
 from studyplatform.studies.protocol import ProtocolInvalid, parse_protocol_text, to_yaml
+from studyplatform.studies.protocol.factors import analysis_design
 from studyplatform.studies.services import study_create_from_protocol
 
 FACTORS = [
@@ -238,3 +239,23 @@ def test_a_factor_key_may_not_clash_with_an_exported_column(listed_doc):
         "factors[0].key: 'arm' is already a column of the exported participants table; choose "
         f"another factor key (line {line_of(text, 'key: arm')})"
     )
+
+
+def test_a_factorial_analysis_names_declared_factors(listed_doc):
+    listed_doc["analysis"]["factorial"] = {"factors": ["tone", "voice"], "interaction": True}
+    text = to_yaml(listed_doc)
+    assert errors_of(text) == [
+        "analysis.factorial.factors[1]: no factor 'voice' (tone, task) "
+        f"(line {line_of(text, '- voice')})"
+    ]
+
+
+def test_the_analysis_gets_the_design_of_the_saved_version(listed_doc):
+    listed_doc["analysis"]["factorial"] = {"factors": ["tone"]}
+    design = analysis_design(parse_protocol_text(to_yaml(listed_doc)))
+    assert design["factors"] == ["tone"]
+    assert design["design"] == [
+        {"key": "tone", "levels": ["neutral", "warm"]},
+        {"key": "task", "levels": ["open", "personal", "impersonal"]},
+    ]
+    assert design["arm_levels"]["warm_open"] == {"tone": "warm", "task": "open"}

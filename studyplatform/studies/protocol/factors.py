@@ -247,6 +247,13 @@ def factor_errors(doc: dict, languages: list[str]) -> list:
     factors = doc.get("factors")
     errors = []
     if not factors:
+        if "factorial" in (doc.get("analysis") or {}):
+            errors.append(
+                _error(
+                    ("analysis", "factorial"),
+                    "a factorial analysis needs the protocol's `factors`",
+                )
+            )
         for i, arm in enumerate(arms):
             if "levels" in arm:
                 errors.append(
@@ -282,6 +289,12 @@ def factor_errors(doc: dict, languages: list[str]) -> list:
         levels_of.setdefault(factor["key"], [level["key"] for level in factor["levels"]])
 
     names = ", ".join(levels_of)
+    plan = (doc.get("analysis") or {}).get("factorial") or {}
+    for i, name in enumerate(plan.get("factors", [])):
+        if name not in levels_of:
+            errors.append(
+                _error(("analysis", "factorial", "factors", i), f"no factor {name!r} ({names})")
+            )
     cells: dict[tuple, int] = {}
     for i, arm in enumerate(arms):
         path = ("arms", i, "levels")
@@ -356,6 +369,23 @@ def arm_levels(doc: Mapping) -> dict[str, dict[str, str]]:
         arm["key"]: dict(arm.get("levels") or {})
         for arm in doc.get("arms", []) or []
         if isinstance(arm, Mapping) and "key" in arm
+    }
+
+
+def analysis_design(doc: Mapping) -> dict[str, Any] | None:
+    """What the analysis needs besides the plan's `factorial` section: the factors' level keys
+    in protocol order and each arm's levels (None when the plan asks for no factorial
+    analysis)."""
+    section = (doc.get("analysis") or {}).get("factorial")
+    if not isinstance(section, Mapping):
+        return None
+    return {
+        **section,
+        "design": [
+            {"key": f["key"], "levels": [lv["key"] for lv in f["levels"]]}
+            for f in factor_definitions(doc)
+        ],
+        "arm_levels": arm_levels(doc),
     }
 
 
