@@ -259,3 +259,11 @@ def test_the_analysis_gets_the_design_of_the_saved_version(listed_doc):
         {"key": "task", "levels": ["open", "personal", "impersonal"]},
     ]
     assert design["arm_levels"]["warm_open"] == {"tone": "warm", "task": "open"}
+
+
+def test_a_translated_title_needs_every_study_language(rct_doc):
+    rct_doc["study"]["title"] = {"en": "Everyday conversations"}
+    text = to_yaml(rct_doc)
+    assert errors_of(text) == [
+        f"study.title: missing text for: pt-br (line {line_of(text, 'title:')})"
+    ]

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from studyplatform.core.input_limits import InputRejected, check_value
 from studyplatform.core.schema_errors import schema_error_messages
 
-from . import factors
+from . import factors, translations
 from .yaml_lines import (
     MAX_PROTOCOL_BYTES,
     MAX_PROTOCOL_DEPTH,
@@ -438,6 +438,7 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
             )
     errors += _analysis_plan_errors(doc, method)
     errors += factors.factor_errors(doc, languages)
+    errors += translations.translation_errors(doc, languages)
     return errors
 
 
