@@ -9,6 +9,7 @@ import pytest
 from studyplatform.studies.models import Arm
 from studyplatform.studies.protocol import ProtocolInvalid, parse_protocol_text, to_yaml
 from studyplatform.studies.protocol.factors import analysis_design
+from studyplatform.studies.protocol.yaml_lines import path_text
 from studyplatform.studies.services import study_create_from_protocol
 
 FACTORS = [
@@ -267,3 +268,24 @@ def test_a_translated_title_needs_every_study_language(rct_doc):
     assert errors_of(text) == [
         f"study.title: missing text for: pt-br (line {line_of(text, 'title:')})"
     ]
+
+
+@pytest.mark.parametrize(
+    ("place", "needle"),
+    [
+        (("study", "description"), "description:"),
+        (("screener", "eligibility", 0, "message"), "message:"),
+        (("screener", "questions", 2, "options", 0, "label"), "value: woman"),
+    ],
+)
+def test_every_translated_participant_text_needs_every_study_language(rct_doc, place, needle):
+    # given: a per-language text that gives English only
+    target = rct_doc
+    for part in place[:-1]:
+        target = target[part]
+    target[place[-1]] = {"en": "Only in English"}
+    text = to_yaml(rct_doc)
+    path = path_text(place)
+    # then: the place and the missing language are named
+    errors = errors_of(text)
+    assert len(errors) == 1 and errors[0].startswith(f"{path}: missing text for: pt-br (line ")
