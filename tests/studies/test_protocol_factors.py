@@ -289,3 +289,12 @@ def test_every_translated_participant_text_needs_every_study_language(rct_doc, p
     # then: the place and the missing language are named
     errors = errors_of(text)
     assert len(errors) == 1 and errors[0].startswith(f"{path}: missing text for: pt-br (line ")
+
+
+def test_a_bad_level_key_is_reported_once_at_the_level(generated_doc):
+    generated_doc["factors"][1]["levels"][0]["key"] = "Open"
+    text = to_yaml(generated_doc)
+    assert errors_of(text) == [
+        "factors[1].levels[0].key: must start with a lowercase letter and contain only lowercase "
+        f"letters, digits and underscores (at most 40) (line {line_of(text, 'key: Open')})"
+    ]

@@ -226,6 +226,12 @@ def for_storage(doc: dict) -> dict:
     return {k: v for k, v in expanded.items() if k != GENERATOR}
 
 
+def from_levels(error) -> bool:
+    """True for an error in a generated arm's key, label or levels (made from the factors)."""
+    parts = error.parts
+    return len(parts) > 2 and parts[0] == "arms" and parts[2] in GENERATED_FIELDS
+
+
 def remap_generated(error, provenance: list[dict[str, PathParts]] | None, arms: list):
     """An error found in a generated arm, moved to the setting in the document that wrote it."""
     parts = error.parts

@@ -588,6 +588,10 @@ def validate_document(doc: Any) -> list[ProtocolError]:
         # The generator could not run (the schema says why); the arms it stands for are not
         # missing.
         errors = [e for e in errors if e.parts != ("arms",)]
+    if provenance is not None and any(e.parts[:1] == ("factors",) for e in errors):
+        # A generated arm's key, label and levels are the factors' own: their errors are the
+        # factors' errors, reported there once rather than again for every generated arm.
+        errors = [e for e in errors if not factors.from_levels(e)]
     if errors:
         # Meaning checks assume the structure is right; report structure first.
         return _dedupe(_remapped(_with_endpoint_names(errors), provenance, doc))
