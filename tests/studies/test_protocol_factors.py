@@ -298,3 +298,21 @@ def test_a_bad_level_key_is_reported_once_at_the_level(generated_doc):
         "factors[1].levels[0].key: must start with a lowercase letter and contain only lowercase "
         f"letters, digits and underscores (at most 40) (line {line_of(text, 'key: Open')})"
     ]
+
+
+def test_more_combinations_than_a_protocol_may_have_arms_are_refused(generated_doc):
+    # given: 2 x 3 x 4 = 24 cells, more than the 20 arms a protocol may have
+    generated_doc["factors"].append(
+        {"key": "length", "levels": [{"key": f"l{i}"} for i in range(4)]}
+    )
+    text = to_yaml(generated_doc)
+    assert errors_of(text) == [
+        "factors: the levels make 24 combinations, and a protocol has at most 20 arms; use fewer "
+        f"factors or levels (line {line_of(text, 'factors:')})"
+    ]
+
+
+def test_a_shared_prompt_that_is_not_text_is_named(generated_doc):
+    generated_doc["arms_from_factors"]["system_prompt"] = 5
+    errors = errors_of(to_yaml(generated_doc))
+    assert errors and all(e.startswith("arms_from_factors.system_prompt: ") for e in errors)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -142,15 +143,18 @@ def generate_arms(doc: Mapping) -> tuple[list[dict], list[dict[str, PathParts]],
                 arm[name] = copy.deepcopy(value)
                 source[name] = (GENERATOR, name)
         shared_prompt = template.get("system_prompt")
+        # A shared prompt that is not text is left for the schema to name.
         prompts = [shared_prompt] if isinstance(shared_prompt, str) else []
+        can_append = shared_prompt is None or isinstance(shared_prompt, str)
         for (li, level), (fi, _) in zip(combination, enumerate(factors), strict=True):
             for name, value in level.get("arm", {}).items():
                 where = ("factors", fi, "levels", li, "arm", name)
                 if name in GENERATED_FIELDS:
                     continue
                 if name in APPENDED_FIELDS and isinstance(value, str):
-                    prompts.append(value)
-                    source.setdefault(name, where)
+                    if can_append:
+                        prompts.append(value)
+                        source.setdefault(name, where)
                 else:
                     arm[name] = copy.deepcopy(value)
                     source[name] = where
@@ -212,10 +216,31 @@ def expand(doc: Any) -> tuple[Any, list[dict[str, PathParts]] | None, list]:
         )
     if not isinstance(doc[GENERATOR], Mapping) or not _factors_shaped(doc["factors"]):
         return doc, None, []  # the schema names what is wrong with the shape
+    # Counted before anything is built: five factors of ten levels would be 100,000 arms.
+    cells = math.prod(len(f["levels"]) for f in doc["factors"])
+    most = _max_arms()
+    if cells > most:
+        return (
+            doc,
+            None,
+            [
+                _error(
+                    ("factors",),
+                    f"the levels make {cells} combinations, and a protocol has at most {most} "
+                    "arms; use fewer factors or levels",
+                )
+            ],
+        )
     arms, provenance, errors = generate_arms(doc)
     out = dict(doc)
     out["arms"] = arms
     return out, provenance, errors
+
+
+def _max_arms() -> int:
+    from .validate import schema
+
+    return int(schema()["properties"]["arms"].get("maxItems", 20))
 
 
 def for_storage(doc: dict) -> dict:
@@ -347,6 +372,15 @@ def factor_errors(doc: dict, languages: list[str]) -> list:
                 )
             )
         cells.setdefault(cell, i)
+    total = math.prod(len(levels) for levels in levels_of.values())
+    if not errors and total > _max_arms():
+        errors.append(
+            _error(
+                ("factors",),
+                f"the levels make {total} combinations, and a protocol has at most "
+                f"{_max_arms()} arms; use fewer factors or levels",
+            )
+        )
     if not errors:
         absent = [
             _combination_text(tuple(zip(levels_of, combo, strict=True)))
