@@ -690,6 +690,10 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
     from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
 
     results["arm_contrast"] = arm_contrasts(linked, plan)
+    if plan.get("factorial"):
+        from analysis.factorial import factorial_effects  # imports arm_contrast in turn
+
+        results["factorial"] = factorial_effects(linked, plan)
     # Last: labels every p-value above as primary-family or exploratory.
     results["multiplicity"] = apply_multiplicity(results, plan)
     return results

@@ -40,6 +40,7 @@ from django.utils.safestring import mark_safe
 
 from analysis.plan import ROBUST_P_METHOD
 from analysis.report_arm import arm_contrast_html, look_html, multiplicity_html
+from analysis.report_factorial import factorial_html
 from analysis.supplement import DOSE_RULE, EXCLUSION_REASONS, dose_rows, exclusion_rows
 
 __all__ = ["FIGURES", "render_report"]
@@ -720,6 +721,7 @@ def render_report(
         # The arm contrast's own tables (means, end-of-study contrast) when it was fitted; the
         # model-based means table below is then not repeated (its figure still is).
         view["arm_contrast"] = mark_safe(arm_contrast_html(outcome, results))  # noqa: S308
+        view["factorial"] = mark_safe(factorial_html(outcome, results))  # noqa: S308
         means = _means_view(outcome, results, entry)
         if means is not None:
             rows = [

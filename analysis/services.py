@@ -30,6 +30,7 @@ from studyplatform.core.leases import (
     job_claim,
 )
 from studyplatform.studies.models import Study
+from studyplatform.studies.protocol.factors import analysis_design
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,12 @@ def _progress(
 
 
 def _plan_of(run: AnalysisRun) -> dict[str, Any]:
-    plan = dict((run.protocol_version.content or {}).get("analysis") or {})
+    content = run.protocol_version.content or {}
+    plan = dict(content.get("analysis") or {})
     plan.update(run.params.get("plan") or {})
+    if isinstance(plan.get("factorial"), dict):
+        # The pure analysis knows arms, not factors: give it the design the version defines.
+        plan["factorial"] = analysis_design({**content, "analysis": plan})
     return plan
 
 

@@ -57,7 +57,7 @@ def send_notifications(kind: str, invitation_ids: list[int]) -> int:
                 _("Reminder: a short questionnaire for %(title)s")
                 if kind == "reminder"
                 else _("A short questionnaire for %(title)s")
-            ) % {"title": participant.study.title}
+            ) % {"title": participant.study.title_in()}
             body = render_to_string(
                 "surveys/email/invitation.txt",
                 {

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from studyplatform.chat.services import DEFAULT_LIMITS
+from studyplatform.core.i18n import localized
 from studyplatform.core.model_endpoints import endpoints_all
 from studyplatform.studies.protocol.yaml_lines import (
     MAX_PROTOCOL_BYTES,
@@ -38,7 +39,7 @@ def template_choices() -> list[tuple[str, str]]:
             title = yaml.safe_load(path.read_text())["study"]["title"]
         except (yaml.YAMLError, KeyError, TypeError):
             continue
-        out.append((path.stem, f"{title} ({path.stem})"))
+        out.append((path.stem, f"{localized(title, 'en')} ({path.stem})"))
     return out
 
 

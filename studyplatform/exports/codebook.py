@@ -35,7 +35,6 @@ TABLE_FILES: dict[str, tuple[str, ...]] = {
     "usage_daily": ("usage_daily",),
     "usage_waves": ("usage_waves",),
     "tasks": ("tasks",),
-
     "compliance": ("compliance",),
 }
 TABLES = tuple(TABLE_FILES)
@@ -66,7 +65,6 @@ CONSENT_BASIS: dict[str, str] = {
     "tasks": "Consent to take part (the daily conversation tasks are part of the protocol). Every "
     "exported participant, including those whose consent has share_chats = false: the rows say "
     "which task was shown and whether the participant chatted afterwards, never any text.",
-
     "compliance": "As usage_daily: the protocol's usage requirement, checked per local day from "
     "the study chats of every exported participant (counts and durations, never text).",
 }
@@ -85,9 +83,17 @@ class Column:
     carries: tuple[str, ...] = ()
     # Text typed by a participant or produced by the model (anonymized, never a category).
     free_text: bool = False
-    # What the values mean where a value alone does not say it: an instrument item's options,
-    # value -> English label (value labels in the SPSS/Stata/R files).
-    labels: tuple[tuple[Any, str], ...] = ()
+    # What each allowed value means, per language: ((value, {"en": ..., "pt-br": ...}), ...).
+    # Written as the instruments' options are ({"value", "label"}), so the SPSS/Stata/R writer
+    # (statfiles.py) turns arms, factor levels and answer options into value labels the same way.
+    value_labels: tuple[tuple[Any, Mapping[str, str]], ...] = ()
+
+    def english_labels(self) -> dict[str, str]:
+        """value (as text) -> its English label (or the first language given)."""
+        return {
+            str(value): label.get("en") or next(iter(label.values()), str(value))
+            for value, label in self.value_labels
+        }
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -99,9 +105,20 @@ class Column:
         }
         if self.carries:
             out["suppressed_with"] = list(self.carries)
-        if self.labels:
-            out["labels"] = {str(value): label for value, label in self.labels}
+        if self.value_labels:
+            out["value_labels"] = [
+                {"value": value, "label": dict(label)} for value, label in self.value_labels
+            ]
         return out
+
+
+@dataclass(frozen=True)
+class FactorShape:
+    """One factor of a factorial design: its key (the column name), label and levels."""
+
+    key: str
+    label: Mapping[str, str]
+    levels: tuple[tuple[str, Mapping[str, str]], ...]
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,10 @@ class StudyShape:
     # ("<instrument>.<score>") and the predictors split into within/between parts.
     usage_scores: tuple[str, ...] = ()
     usage_predictors: tuple[str, ...] = ()
+    # Each arm's label per language (value labels of the arm column).
+    arm_labels: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    # Factorial designs: one column per factor wherever the arm is exported.
+    factors: tuple[FactorShape, ...] = ()
 
 
 def time_columns(event: str, what: str, shape: StudyShape) -> list[Column]:
@@ -283,12 +304,20 @@ CARRIES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+def _carries(table: str, shape: StudyShape) -> dict[str, tuple[str, ...]]:
+    carries = dict(CARRIES.get(table, {}))
+    if table in FACTOR_TABLES and shape.factors:
+        # A factor's level is part of what the arm is.
+        carries["arm"] = (*carries.get("arm", ()), *(f.key for f in shape.factors))
+    return carries
+
+
 def _carried(table: str, column: Column, shape: StudyShape) -> Column:
     """`column` with the quasi-identifiers of this export it carries, and a note saying so."""
     qis = []
     if column.name in shape.quasi_identifiers and table == "participants":
         qis.append(column.name)
-    for qi, names in CARRIES.get(table, {}).items():
+    for qi, names in _carries(table, shape).items():
         if qi not in shape.quasi_identifiers or qi in qis:
             continue
         base = column.name
@@ -315,6 +344,38 @@ def _carried(table: str, column: Column, shape: StudyShape) -> Column:
     return dataclasses.replace(
         column, carries=tuple(qis), meaning=column.meaning + note, allowed=allowed
     )
+
+
+# The tables that carry one column per factor next to the arm.
+FACTOR_TABLES = ("participants", "allocation")
+
+
+def arm_column(meaning: str, shape: StudyShape) -> Column:
+    return Column(
+        "arm",
+        "string",
+        meaning,
+        allowed=_maybe_star("arm", shape.arms, shape),
+        value_labels=tuple((key, label) for key, label in shape.arm_labels if key in shape.arms),
+    )
+
+
+def factor_columns(shape: StudyShape) -> list[Column]:
+    """One column per factor of a factorial design: the level key of the participant's arm."""
+    columns = []
+    for factor in shape.factors:
+        label = factor.label.get("en") or next(iter(factor.label.values()), factor.key)
+        columns.append(
+            Column(
+                factor.key,
+                "string",
+                f"Factor '{factor.key}' ({label}) of the factorial design: the level of the "
+                "randomized arm (level keys; labels in value_labels).",
+                allowed=tuple(key for key, _ in factor.levels),
+                value_labels=factor.levels,
+            )
+        )
+    return columns
 
 
 def table_columns(name: str, shape: StudyShape) -> list[Column]:
@@ -357,12 +418,8 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
                 "Screener gender answer." + _qi_note("gender", shape),
                 allowed=_maybe_star("gender", shape.genders, shape),
             ),
-            Column(
-                "arm",
-                "string",
-                "Randomized arm (condition)." + _qi_note("arm", shape),
-                allowed=_maybe_star("arm", shape.arms, shape),
-            ),
+            arm_column("Randomized arm (condition)." + _qi_note("arm", shape), shape),
+            *factor_columns(shape),
         ]
         for key, values, text in shape.screener:
             column = f"screener_{key}"
@@ -404,12 +461,11 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
     if name == "allocation":
         return [
             pid,
-            Column(
-                "arm",
-                "string",
+            arm_column(
                 "Randomized arm; suppressed here wherever it is suppressed in participants.",
-                allowed=_maybe_star("arm", shape.arms, shape),
+                shape,
             ),
+            *factor_columns(shape),
             Column("method", "string", "Allocation method (from the protocol)."),
             Column("block_number", "integer", "Randomization block number (block methods only)."),
             *time_columns("allocated", "Allocation", shape),

@@ -146,15 +146,22 @@ def layout(columns: Sequence[Column], fmt: str) -> list[Variable]:
         if column.type == "string" and column.allowed:
             listed = [str(v) for v in column.allowed if v != SUPPRESSED]
             codes = {value: number for number, value in enumerate(listed, start=1)}
-            # A value's own label where the codebook has one (an option's text), else the value.
-            named = {str(value): label for value, label in column.labels}
-            labels = {float(code): named.get(value, value) for value, code in codes.items()}
+            # A value's own label where the codebook has one (an option's text, a factor level's
+            # label), else the value. Labels that do not tell values apart (arms a participant
+            # sees under one blinded label, "Assistant") keep the value in front.
+            named = column.english_labels()
+            given = [named.get(value, value) for value in codes]
+            distinct = len(set(given)) == len(given)
+            labels = {
+                float(code): _code_label(value, named.get(value, value), distinct)
+                for value, code in codes.items()
+            }
             variables.append(Variable(column, names[column.name], "code", codes, labels))
         elif column.type == "boolean":
             labels = {0.0: "false", 1.0: "true"}
             variables.append(Variable(column, names[column.name], "boolean", labels=labels))
         elif column.type in ("integer", "number"):
-            labels = {float(value): label for value, label in column.labels}
+            labels = {float(value): label for value, label in column.english_labels().items()}
             if not all(value.is_integer() for value in labels):
                 # Stata labels whole numbers only; such options stay in the codebook's labels.
                 labels = {}
@@ -343,6 +350,12 @@ def _decoder(var: Variable | None, stored: str):
     return lambda value: None if _is_empty(value) else float(value)
 
 
+def _code_label(value: str, label: str, distinct: bool) -> str:
+    if label == value or distinct:
+        return label
+    return f"{value} ({label})"
+
+
 def _key(value: float) -> str:
     """A JSON key for a labelled value: 1.0 -> "1", 0.5 stays "0.5"."""
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -360,16 +373,16 @@ def codebook_entry(var: Variable, fmt: str, notes: WriteNotes | None) -> dict[st
         if fmt == "r":
             out["factor_levels"] = list(var.codes)
         else:
-            out["value_labels"] = {_key(code): label for code, label in var.labels.items()}
+            out["codes"] = {_key(code): label for code, label in var.labels.items()}
     elif var.kind == "code":
         out["coding_note"] = (
             "Written as text: the data held a value the codebook does not list, so no codes."
         )
     if var.kind == "boolean" and fmt in ("sav", "dta"):
-        out["value_labels"] = {_key(code): label for code, label in var.labels.items()}
+        out["codes"] = {_key(code): label for code, label in var.labels.items()}
     if var.kind == "number" and var.labels:
         # The same in R, as attr(x, "labels") (the convention haven and labelled read).
-        out["value_labels"] = {_key(value): label for value, label in var.labels.items()}
+        out["codes"] = {_key(value): label for value, label in var.labels.items()}
     if var.suppressible and (var.kind == "code" and not uncoded):
         code = {"sav": str(SPSS_SUPPRESSED), "dta": ".s", "r": "NA"}[fmt]
         out["missing_codes"] = {code: SUPPRESSED_LABEL}
@@ -382,7 +395,7 @@ def codebook_entry(var: Variable, fmt: str, notes: WriteNotes | None) -> dict[st
 
 FORMAT_NOTES = {
     "sav": (
-        "SPSS .sav files. Categories are numeric codes with value labels (value_labels); "
+        "SPSS .sav files. Categories are numeric codes with value labels (codes); "
         f"{SPSS_SUPPRESSED} is a declared user-missing value meaning '{SUPPRESSED_LABEL}'; "
         "booleans are 0/1; an empty number is system-missing and an empty text is blank. "
         "Variables renamed to fit SPSS naming rules list their name_in_file. Text longer than "
@@ -390,7 +403,7 @@ FORMAT_NOTES = {
     ),
     "dta": (
         "Stata .dta files (version 15). Categories are numeric codes with value labels "
-        f"(value_labels); .s is the extended missing value meaning '{SUPPRESSED_LABEL}'; "
+        f"(codes); .s is the extended missing value meaning '{SUPPRESSED_LABEL}'; "
         "booleans are 0/1; an empty number is '.', an empty text is \"\". Text longer than 2045 "
         "bytes is stored as strL. Variables renamed to fit Stata naming rules (32 characters, "
         "letters, digits and _) list their name_in_file. Variable labels are cut at 80 "
@@ -471,13 +484,17 @@ def items_columns(
             options = tuple(item.options)
             if item.is_numeric:
                 labels = tuple(
-                    (o.value, _english(o.label, o.value)) for o in options if _is_number(o.value)
+                    (o.value, {"en": _english(o.label, o.value)})
+                    for o in options
+                    if _is_number(o.value)
                 )
-                columns.append(Column(name, "number", meaning, labels=labels))
+                columns.append(Column(name, "number", meaning, value_labels=labels))
             elif item.type == "single_choice" and options:
                 allowed = tuple(str(o.value) for o in options)
-                labels = tuple((str(o.value), _english(o.label, o.value)) for o in options)
-                columns.append(Column(name, "string", meaning, allowed=allowed, labels=labels))
+                labels = tuple((str(o.value), {"en": _english(o.label, o.value)}) for o in options)
+                columns.append(
+                    Column(name, "string", meaning, allowed=allowed, value_labels=labels)
+                )
             else:
                 columns.append(Column(name, "string", meaning, free_text=True))
     return columns, names

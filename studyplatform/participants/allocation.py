@@ -97,3 +97,22 @@ def max_imbalance(block_sizes: list[int], arms: list[ArmWeight]) -> int:
     """
     total = sum(a.weight for a in arms)
     return min(max(block_sizes), MAX_BLOCK_SIZE) * max(a.weight for a in arms) // total
+
+
+def max_level_imbalance(
+    block_sizes: list[int], arms: list[ArmWeight], arm_levels: dict[str, dict[str, str]]
+) -> int:
+    """How far two equally weighted levels of one factor can drift apart in a factorial design.
+
+    In a factorial protocol every arm is one cell (a combination of levels), so a block that
+    holds every arm in proportion to its weight holds every level of every factor in proportion
+    to the summed weight of its cells: level counts are equal at every block boundary, and inside
+    a block a level can be at most its whole share of the block ahead of another.
+    """
+    total = sum(a.weight for a in arms)
+    reps = max(1, min(max(block_sizes), MAX_BLOCK_SIZE) // total)
+    shares: dict[tuple[str, str], int] = {}
+    for arm in arms:
+        for factor, level in arm_levels.get(arm.key, {}).items():
+            shares[(factor, level)] = shares.get((factor, level), 0) + arm.weight
+    return reps * max(shares.values(), default=0)

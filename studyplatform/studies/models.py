@@ -11,6 +11,7 @@ import secrets
 
 from django.conf import settings
 from django.db import models
+from django.utils import translation
 
 from studyplatform.core.i18n import localized
 
@@ -74,6 +75,23 @@ class Study(models.Model):
     @property
     def protocol(self) -> dict:
         return self.current_version.content if self.current_version_id else {}
+
+    def title_in(self, language: str | None = None) -> str:
+        """The title a participant sees: the protocol's title in `language` (default: the
+        active language, which the participant pages and emails set to the participant's), its
+        English text when that language has none, else the stored title.
+
+        `title` holds the English (or only) title for researchers' pages; the protocol may give
+        a title per language, so everything participant-facing reads it through here.
+        """
+        wanted = language or translation.get_language()
+        meta = self.protocol.get("study") or {}
+        return localized(meta.get("title"), wanted, default=self.title) or self.title
+
+    @property
+    def localized_title(self) -> str:
+        """`title_in` the active language, for templates."""
+        return self.title_in()
 
     def can_move_to(self, status: str) -> bool:
         return status in self.TRANSITIONS[self.Status(self.status)]

@@ -46,7 +46,9 @@ def consent_text_hash(doc: dict[str, Any]) -> str:
 
 def _apply_study_fields(study: Study, doc: dict[str, Any]) -> None:
     meta = doc["study"]
-    study.title = meta["title"]
+    # Researchers' pages show one title: the English one (a per-language title has one, the
+    # validator requires every study language); participants read Study.title_in.
+    study.title = _text(meta["title"])[:200]
     study.description = _text(meta.get("description"))
     study.timezone = meta["timezone"]
     study.target_enrollment = meta.get("target_enrollment")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tests.compliance.conftest import T0, local
 
 from analysis.data import load_study_frames
 from analysis.features import daily_features
 from studyplatform.compliance import services
 from studyplatform.compliance.models import ComplianceDay
 from studyplatform.compliance.rules import Requirement, progress
+from tests.compliance.conftest import T0, local
 
 pytestmark = pytest.mark.django_db
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tests.compliance.conftest import T0, local, requirement_doc
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from studyplatform.compliance import services
 from studyplatform.studies.services import study_create_from_protocol
+from tests.compliance.conftest import T0, local, requirement_doc
 
 pytestmark = pytest.mark.django_db
 

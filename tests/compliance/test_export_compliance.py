@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.compliance.conftest import T0, local
 
 from studyplatform.exports.pseudonyms import Pseudonymizer
 from studyplatform.participants.services import participant_withdraw
+from tests.compliance.conftest import T0, local
 from tests.exports.test_export_dataset import build, rows_of, unzip
 
 pytestmark = pytest.mark.django_db

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tests.compliance.conftest import T0, local
 from django.core import mail
 
 from studyplatform.compliance import services
 from studyplatform.compliance.models import UsageNudge
 from studyplatform.participants.services import participant_withdraw
+from tests.compliance.conftest import T0, local
 
 pytestmark = pytest.mark.django_db
 
@@ -126,9 +126,8 @@ def test_a_worker_killed_while_checking_leaves_the_nudge_to_the_next_tick(
 def test_a_protocol_change_replans_only_the_nudges_still_ahead(
     req_study, enroll, owner, rct_doc, django_capture_on_commit_callbacks
 ):
-    from tests.compliance.conftest import requirement_doc
-
     from studyplatform.studies.services import protocol_version_create
+    from tests.compliance.conftest import requirement_doc
 
     participant = enroll(req_study, now=T0)
     # when: on day 1 at 20:00 the nudge moves to 08:00 (day 0's nudge, due 19:00, not yet ticked)

@@ -69,7 +69,7 @@ def test_an_spss_or_stata_export_holds_the_same_data_with_the_codebooks_labels(
             else:
                 assert label == column["meaning"], (table, name)
             # value labels and missing codes are the codebook's
-            expected = {float(k): v for k, v in column.get("value_labels", {}).items()}
+            expected = {float(k): v for k, v in column.get("codes", {}).items()}
             missing = column.get("missing_codes", {})
             if fmt == "sav" and "-9" in missing:
                 expected[-9.0] = missing["-9"]
@@ -93,11 +93,13 @@ def test_an_spss_or_stata_export_holds_the_same_data_with_the_codebooks_labels(
     # the fixture's small cohort forces suppression, so the missing code was exercised
     assert suppression_seen
     participants = {c["name"]: c for c in codebook["tables"]["participants"]["columns"]}
-    assert set(participants["arm"]["value_labels"].values()) == {a.key for a in study.arms.all()}
-    assert participants["shares_chats"]["value_labels"] == {"0": "false", "1": "true"}
+    # arms share the label participants see ("Assistant"), so each code's label keeps its key
+    arm_codes = participants["arm"]["codes"].values()
+    assert {label.split(" (")[0] for label in arm_codes} == {a.key for a in study.arms.all()}
+    assert participants["shares_chats"]["codes"] == {"0": "false", "1": "true"}
     # and the items table labels each answer with its option's text (UCLA-3's published key)
     items = {c["name"]: c for c in codebook["tables"]["items"]["columns"]}
-    assert items["ucla3_1"]["value_labels"] == {
+    assert items["ucla3_1"]["codes"] == {
         "1": "Hardly ever",
         "2": "Some of the time",
         "3": "Often",
@@ -135,14 +137,14 @@ def _column(entry):
 
     allowed = tuple(entry["allowed"])
     carries = tuple(entry.get("suppressed_with", ()))
-    labels = tuple(entry.get("labels", {}).items())
+    labels = tuple((item["value"], item["label"]) for item in entry.get("value_labels", ()))
     return Column(
         entry["name"],
         entry["type"],
         entry["meaning"],
         allowed=allowed,
         carries=carries,
-        labels=labels,
+        value_labels=labels,
     )
 
 

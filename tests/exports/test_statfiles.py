@@ -317,7 +317,8 @@ def test_the_items_table_labels_options_and_keeps_shared_item_ids_apart(tmp_path
 
 def test_options_with_fractional_values_are_not_value_labels_in_any_format(tmp_path):
     # given: a numeric item whose options are halves (Stata labels whole numbers only)
-    column = Column("dose", "number", "Dose.", labels=((0.5, "half"), (1, "one")))
+    halves = ((0.5, {"en": "half"}), (1, {"en": "one"}))
+    column = Column("dose", "number", "Dose.", value_labels=halves)
     for fmt in ("sav", "dta"):
         path = tmp_path / f"t.{fmt}"
         # when

@@ -38,7 +38,11 @@ def section_initial(doc: Mapping, section: str) -> Any:
         meta = doc.get("study", {})
         recruitment = meta.get("recruitment", {})
         initial = {
-            "title": meta.get("title", ""),
+            # One field edits the title in the study's first language; a per-language title's
+            # other translations are kept as they are (edited in the YAML).
+            "title": text_split(meta.get("title", ""), study_languages(doc))[
+                study_languages(doc)[0]
+            ],
             "timezone": meta.get("timezone", ""),
             "languages": study_languages(doc),
             "duration_days": meta.get("duration_days"),
@@ -171,7 +175,10 @@ def apply_section(doc: Mapping, section: str, data: Any) -> dict:
     languages = platform_languages()
     if section == "study":
         meta = new.setdefault("study", {})
-        meta["title"] = data["title"]
+        if isinstance(meta.get("title"), dict):
+            meta["title"] = {**meta["title"], study_languages(doc)[0]: data["title"]}
+        else:
+            meta["title"] = data["title"]
         meta["timezone"] = data["timezone"]
         meta["languages"] = list(data["languages"])
         meta["duration_days"] = data["duration_days"]

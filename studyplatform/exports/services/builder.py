@@ -29,6 +29,7 @@ from studyplatform.participants.models import (
     Participant,
 )
 from studyplatform.studies.models import ProtocolVersion
+from studyplatform.studies.protocol.factors import arm_levels, factor_definitions
 from surveys.instruments import Instrument, get_instrument, load_instrument_dict
 from surveys.models import Response
 
@@ -100,6 +101,13 @@ def _zone(name: str, fallback: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
+def _labels(value: Any) -> dict[str, str]:
+    """A protocol text as {language: text} (a plain string is the English text)."""
+    if isinstance(value, dict):
+        return {lang: str(text) for lang, text in value.items()}
+    return {"en": str(value)}
+
+
 class Builder:
     """Writes every requested table of one export into `directory` and zips them."""
 
@@ -116,6 +124,12 @@ class Builder:
             v.pk: v for v in ProtocolVersion.objects.filter(study=self.study).order_by("number")
         }
         self.arms = {arm.pk: arm.key for arm in self.study.arms.all()}
+        # {arm key: {factor: level}}; a version's arms as it defined them (the latest wins), so
+        # an arm a later version removed keeps its levels.
+        self.arm_levels: dict[str, dict[str, str]] = {}
+        for v in self.versions.values():
+            self.arm_levels.update(arm_levels(v.content or {}))
+        self.factors = factor_definitions(self.study.protocol)
         self.instruments: dict[tuple[str, int], Instrument | None] = {}
         self.instrument_entries: dict[tuple[str, str], dict[str, Any]] = {}
         # Decided from the k-anonymized participants table before any file is written.
@@ -146,7 +160,19 @@ class Builder:
             for box in document.checkboxes:
                 if box["key"] not in consent_keys:
                     consent_keys.append(box["key"])
+        factors = tuple(
+            cb.FactorShape(
+                key=f["key"],
+                label=_labels(f["label"]),
+                levels=tuple((lv["key"], _labels(lv["label"])) for lv in f["levels"]),
+            )
+            for f in self.factors
+        )
         return cb.StudyShape(
+            factors=factors,
+            arm_labels=tuple(
+                (arm.key, _labels(arm.label or arm.key)) for arm in self.study.arms.all()
+            ),
             dates=self.options["dates"],
             include_time_of_day=self.options["include_time_of_day"],
             arms=tuple(sorted(self.arms.values())),
@@ -265,6 +291,9 @@ class Builder:
                 "gender": answers.get("gender"),
                 "arm": self.arms.get(allocation.arm_id) if allocation else None,
             }
+            levels = self.arm_levels.get(row["arm"], {})
+            for factor in self.factors:
+                row[factor["key"]] = levels.get(factor["key"])
             for question in screener_export_questions(self.study):
                 value = answers.get(question["key"])
                 if isinstance(value, bool):
@@ -328,6 +357,7 @@ class Builder:
                 "participant_id": person.pid,
                 # The arm as published in participants, so a suppressed arm stays suppressed.
                 "arm": published[person.pid]["arm"],
+                **{f["key"]: published[person.pid].get(f["key"]) for f in self.factors},
                 "method": allocation.method,
                 "block_number": allocation.block_number,
                 "protocol_version": self.version_number(allocation.protocol_version_id),

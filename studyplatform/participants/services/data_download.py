@@ -181,7 +181,7 @@ def _readme(participant: Participant, tables: dict[str, list], now: dt.datetime)
     """The archive's README, in the participant's language (the one they use the study in)."""
     with translation.override(participant.language or settings.LANGUAGE_CODE):
         lines = [
-            _("Your data from the study: %(title)s") % {"title": participant.study.title},
+            _("Your data from the study: %(title)s") % {"title": participant.study.title_in()},
             _("Participant code: %(code)s") % {"code": participant.code},
             _("Prepared on %(when)s UTC.") % {"when": f"{now:%Y-%m-%d %H:%M}"},
             "",

@@ -497,7 +497,7 @@ def participant_join(
 def _email_joined(*, participant: Participant, email: str) -> None:
     """Welcome a new participant and say how to come back (the page says an email was sent)."""
     with translation.override(participant.language):
-        subject = _("You joined %(title)s") % {"title": participant.study.title}
+        subject = _("You joined %(title)s") % {"title": participant.study.title_in()}
         body = render_to_string(
             "participants/email/joined.txt",
             {"study": participant.study, "signin_url": site_url("participants:signin")},
@@ -539,7 +539,7 @@ def _email_already_joined(*, study: Study, email: str, language: str) -> None:
         return
     with translation.override(existing.participant.language or language):
         subject = _("Someone tried to join %(title)s with your email address") % {
-            "title": study.title
+            "title": study.title_in()
         }
         body = render_to_string(
             "participants/email/already_joined.txt",

@@ -114,7 +114,7 @@ def _send_signin_email(identity: Identity, token: str) -> None:
     participant = identity.participant
     url = site_url("participants:signin_token", kwargs={"token": token})
     with translation.override(participant.language):
-        subject = _("Your sign-in link for %(title)s") % {"title": participant.study.title}
+        subject = _("Your sign-in link for %(title)s") % {"title": participant.study.title_in()}
         body = render_to_string(
             "participants/email/signin.txt",
             {

@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from studyplatform.core.input_limits import InputRejected, check_value
 from studyplatform.core.schema_errors import schema_error_messages
 
+from . import factors, translations
 from .tasks import task_errors
 from .yaml_lines import (
     MAX_PROTOCOL_BYTES,
@@ -437,6 +438,8 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
                 )
             )
     errors += _analysis_plan_errors(doc, method)
+    errors += factors.factor_errors(doc, languages)
+    errors += translations.translation_errors(doc, languages)
     return errors
 
 
@@ -576,10 +579,23 @@ def validate_document(doc: Any) -> list[ProtocolError]:
                 "arms, consent, safety, ...)",
             )
         ]
+    # Generated arms (arms_from_factors) are checked like listed ones; their errors are moved
+    # to the setting that wrote them.
+    doc, provenance, generation_errors = factors.expand(doc)
+    if generation_errors:
+        return _dedupe(generation_errors)
     errors = _structural_errors(doc)
+    if factors.GENERATOR in doc and provenance is None:
+        # The generator could not run (the schema says why); the arms it stands for are not
+        # missing.
+        errors = [e for e in errors if e.parts != ("arms",)]
+    if provenance is not None and any(e.parts[:1] == ("factors",) for e in errors):
+        # A generated arm's key, label and levels are the factors' own: their errors are the
+        # factors' errors, reported there once rather than again for every generated arm.
+        errors = [e for e in errors if not factors.from_levels(e)]
     if errors:
         # Meaning checks assume the structure is right; report structure first.
-        return _dedupe(_with_endpoint_names(errors))
+        return _dedupe(_remapped(_with_endpoint_names(errors), provenance, doc))
     try:
         # Free-form parts (custom instruments) have no schema maxima; no database column holds
         # an integer beyond 64 bits.
@@ -589,14 +605,27 @@ def validate_document(doc: Any) -> list[ProtocolError]:
     from .requirements import requirements_errors  # imports this module: import when used
 
     return _dedupe(
-        _semantic_errors(doc)
-        + _retention_errors(doc)
-        + _model_endpoint_errors(doc)
-        + _classifier_errors(doc)
-        + [ProtocolError(parts, message) for parts, message in task_errors(doc, _languages(doc))]
-
-        + requirements_errors(doc)
+        _remapped(
+            _semantic_errors(doc)
+            + _retention_errors(doc)
+            + _model_endpoint_errors(doc)
+            + _classifier_errors(doc)
+            + _task_errors(doc)
+            + requirements_errors(doc),
+            provenance,
+            doc,
+        )
     )
+
+
+def _task_errors(doc: dict) -> list[ProtocolError]:
+    return [ProtocolError(parts, message) for parts, message in task_errors(doc, _languages(doc))]
+
+
+def _remapped(errors: list[ProtocolError], provenance, doc: dict) -> list[ProtocolError]:
+    if provenance is None:
+        return errors
+    return [factors.remap_generated(e, provenance, doc["arms"]) for e in errors]
 
 
 # Which endpoints exist is platform configuration (environment and database), so these two ask
@@ -682,7 +711,7 @@ def parse_protocol_text(text: str) -> dict[str, Any]:
         raise ProtocolInvalid(
             [ProtocolError(e.parts, e.message, line_for(e.path, lines)) for e in errors]
         )
-    return doc
+    return factors.for_storage(doc)
 
 
 def parse_protocol_data(doc: Any) -> dict[str, Any]:
@@ -691,4 +720,4 @@ def parse_protocol_data(doc: Any) -> dict[str, Any]:
     errors = validate_document(doc)
     if errors:
         raise ProtocolInvalid(errors)
-    return doc
+    return factors.for_storage(doc)
