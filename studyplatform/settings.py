@@ -401,6 +401,12 @@ DEMO_MODEL = env.str("DEMO_MODEL", default="gpt-4o-mini")
 PLATFORM_SECRET_ENV_VARS = env.list("PLATFORM_SECRET_ENV_VARS", default=[])
 LLM_CONNECT_TIMEOUT_S = env.float("LLM_CONNECT_TIMEOUT_S", default=10.0)
 LLM_READ_TIMEOUT_S = env.float("LLM_READ_TIMEOUT_S", default=60.0)
+# Voice arms (chat/voice.py): the largest recording a participant may upload (a minute of
+# browser opus is ~0.5 MB; WAV ~1-2 MB), and the speech models' timeouts (a transcription or
+# a spoken reply takes seconds; past these the participant is told and can retry).
+VOICE_MAX_UPLOAD_BYTES = env.int("VOICE_MAX_UPLOAD_BYTES", default=8 * 1024 * 1024)
+VOICE_CONNECT_TIMEOUT_S = env.float("VOICE_CONNECT_TIMEOUT_S", default=5.0)
+VOICE_READ_TIMEOUT_S = env.float("VOICE_READ_TIMEOUT_S", default=30.0)
 
 LOGGING = {
     "version": 1,

@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from studyplatform.core.input_limits import InputRejected, check_value
 from studyplatform.core.schema_errors import schema_error_messages
 
+from .voice import voice_errors
 from .yaml_lines import (
     MAX_PROTOCOL_BYTES,
     MAX_PROTOCOL_DEPTH,
@@ -590,6 +591,7 @@ def validate_document(doc: Any) -> list[ProtocolError]:
         + _retention_errors(doc)
         + _model_endpoint_errors(doc)
         + _classifier_errors(doc)
+        + voice_errors(doc)
     )
 
 
