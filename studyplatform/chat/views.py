@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from csp.decorators import csp_update
 from django import forms
 from django.conf import settings
 from django.db import DatabaseError
@@ -187,6 +188,9 @@ def _message_view(m: Message, siblings: dict[int, list[int]]) -> dict:
     }
 
 
+# A voice arm plays each spoken reply from a blob: URL the page made from the fetched audio
+# (chat/voice.js); blob URLs come only from this page's own scripts.
+@csp_update({"media-src": ["'self'", "blob:"]})
 @participant_required
 def conversation_detail(request, conversation_id: int):
     participant = request.participant

@@ -5,7 +5,8 @@
 // speech is fetched and played. "Type instead" shows the ordinary text box.
 // Nothing said is lost: a failed upload keeps the clip for "Send the recording again"; a
 // transcript the server could not store is put in the text box.
-(function () {
+// The page includes this script before chat.js; both are deferred, so wait until both ran.
+document.addEventListener("DOMContentLoaded", function () {
   "use strict";
   var root = document.getElementById("voice");
   var chat = window.studyChat;
@@ -211,4 +212,4 @@
   talk.addEventListener("keyup", function (e) {
     if (e.key === " " || e.key === "Enter") { e.preventDefault(); stop(); }
   });
-})();
+});
