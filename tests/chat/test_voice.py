@@ -473,3 +473,40 @@ def test_the_voice_page_has_push_to_talk_and_a_type_instead_switch(client, speak
     html = page.content.decode()
     assert 'id="talk-button"' in html and "chat/voice.js" in html
     assert "Segure para falar" in html and "Digitar em vez disso" in html
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+def test_exports_carry_modality_and_speech_timings_with_codebook_entries(
+    client, speaker, voice_study, owner, upstream
+):
+    from tests.exports.test_export_dataset import build, rows_of, unzip
+
+    conversation = services.conversation_create(participant=speaker)
+    events = consume(send_clip(client, conversation, make_wav(1.5)))
+    client.post(f"/p/chat/m/{events[-1][1]['reply']}/speech/")
+    consume(
+        client.post(
+            f"/p/chat/c/{conversation.pk}/reply/",
+            '{"text": "typed this time"}',
+            content_type="application/json",
+        )
+    )
+    # the modality and speech timings name the arm: suppressed with it for k-anonymity
+    blinded = unzip(build(voice_study, owner, format="jsonl", tables=["messages"]))
+    rows = rows_of("messages.jsonl", blinded["messages.jsonl"])
+    assert {(r["arm"], r["modality"], r["stt_ms"]) for r in rows} == {("*", "*", None)}
+    # with the arm not treated as a quasi-identifier, the values are there
+    export = build(voice_study, owner, format="jsonl", tables=["messages"], quasi_identifiers=[])
+    files = unzip(export)
+    rows = rows_of("messages.jsonl", files["messages.jsonl"])
+    users = [r for r in rows if r["role"] == "user"]
+    assert [(r["modality"], r["audio_ms"]) for r in users] == [("voice", 1500), ("text", None)]
+    assert users[0]["stt_ms"] is not None and users[1]["stt_ms"] is None
+    replies = [r for r in rows if r["role"] == "assistant"]
+    assert replies[0]["tts_ms"] is not None and replies[0]["audio_ms"] > 0
+    assert replies[1]["tts_ms"] is None  # never spoken
+    codebook = files["codebook.json"].decode()
+    for column in ("modality", "audio_ms", "stt_ms", "tts_ms"):
+        assert f'"{column}"' in codebook
