@@ -157,10 +157,17 @@ def _client(endpoint_name: str, model: str):
     return audio_client(endpoint.kind, endpoint.provider_config(), _timeouts())
 
 
-def clip_transcribe(*, voice: VoiceConfig, clip: Clip, language: str) -> tuple[Transcript, int]:
-    """(the transcript, how long it took in ms). Raises AudioError. No database access, so the
-    async view runs it off the request's database thread."""
-    client = _client(voice.stt_endpoint, voice.stt_model)
+def stt_client(voice: VoiceConfig):
+    """The arm's speech-to-text client, its endpoint resolved now (this may read the endpoint
+    registry's table, so the async view calls it in its database round). Raises AudioError."""
+    return _client(voice.stt_endpoint, voice.stt_model)
+
+
+def clip_transcribe(
+    *, client, voice: VoiceConfig, clip: Clip, language: str
+) -> tuple[Transcript, int]:
+    """(the transcript, how long it took in ms) from `client` (stt_client). Raises AudioError.
+    No database access, so the async view runs it off the request's database thread."""
     started = time.monotonic()
     transcript = client.transcribe(
         model=voice.stt_model,

@@ -46,6 +46,7 @@ from .voice import (
     keep_audio_allowed,
     max_upload_bytes,
     reply_speech,
+    stt_client,
 )
 
 logger = logging.getLogger(__name__)
@@ -153,9 +154,13 @@ def _voice_gate(request, conversation_id: int):
             declared_ms=declared_ms,
             voice=voice,
         )
+        client = stt_client(voice)
     except VoiceRefused as exc:
         return voice_refusal(exc.code, status=exc.status, field=exc.field, detail=str(exc))
-    return participant, conversation, voice, clip, fields, get_language() or ""
+    except AudioError as exc:  # the endpoint is no longer registered or allowed
+        logger.warning("transcription for conversation %s refused: %s", conversation_id, exc)
+        return voice_refusal("stt_failed", status=502)
+    return participant, conversation, voice, clip, client, fields, get_language() or ""
 
 
 def _voice_store(participant, conversation, voice: VoiceConfig, clip: Clip, fields, transcript):
@@ -233,11 +238,11 @@ async def message_voice(request, conversation_id: int):
     gate = await db_round(_voice_gate_guarded, request, conversation_id)
     if isinstance(gate, JsonResponse):
         return gate
-    participant, conversation, voice, clip, fields, language = gate
+    participant, conversation, voice, clip, client, fields, language = gate
     try:
         # Off the database thread: a transcription takes seconds and holds no connection.
         transcript, stt_ms = await sync_to_async(clip_transcribe, thread_sensitive=False)(
-            voice=voice, clip=clip, language=language
+            client=client, voice=voice, clip=clip, language=language
         )
     except AudioError as exc:
         logger.warning("transcription for conversation %s failed: %s", conversation_id, exc)

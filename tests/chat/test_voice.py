@@ -313,6 +313,19 @@ def test_a_transcription_timeout_tells_the_participant(client, speaker, upstream
     assert not Message.objects.exists()
 
 
+def test_a_speech_model_withdrawn_from_the_registry_is_not_called(
+    client, speaker, upstream, register_endpoint
+):
+    # the operator removed the speech model from the endpoint after the study launched
+    register_endpoint(
+        "loopback", base_url=upstream.base_url, models=["gpt-test-legacy", "gpt-test-current"]
+    )
+    conversation = services.conversation_create(participant=speaker)
+    response = send_clip(client, conversation, make_wav(1.0))
+    assert response.status_code == 502 and response.json()["code"] == "stt_failed"
+    assert not Message.objects.exists() and stt_requests(upstream) == []
+
+
 def test_a_refused_send_hands_the_transcript_back(client, speaker, upstream, monkeypatch):
     monkeypatch.setattr(
         services,
