@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import sync_to_async
+from django.core.files.uploadhandler import MemoryFileUploadHandler
 from django.http import HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import get_object_or_404
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from studyplatform.participants.session import participant_gate, participant_required
@@ -104,9 +107,32 @@ def _int_field(request, name: str, *, low: int, high: int) -> int | None:
     return value
 
 
+class _InMemoryUpload(MemoryFileUploadHandler):
+    """Keeps the recording in memory whatever its size, never in a temporary file: a recording
+    the participant did not agree to keep must not touch the disk. The view refuses bodies over
+    VOICE_MAX_UPLOAD_BYTES before anything is parsed, which bounds the memory."""
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        self.activated = True
+
+
+def _csrf_refusal(request) -> HttpResponse | None:
+    """The CSRF check the middleware skipped (the view is csrf_exempt so that the body is
+    parsed only after the upload handlers were replaced; the middleware reads request.POST)."""
+    return CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+
+
 def _voice_gate(request, conversation_id: int):
     """Everything before transcription, in one database round: who, which conversation, its
     voice arm, the recording checked. Returns a JsonResponse, or what transcription needs."""
+    # Refuse an oversized body before Django parses it, then parse it in memory only.
+    declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared_length > max_upload_bytes() + MULTIPART_OVERHEAD:
+        return voice_refusal("audio_too_large", status=413, field="audio")
+    request.upload_handlers = [_InMemoryUpload(request)]
+    refused = _csrf_refusal(request)
+    if refused is not None:
+        return refused
     participant, elsewhere = participant_gate(request)
     if participant is None:
         return JsonResponse(
@@ -122,10 +148,6 @@ def _voice_gate(request, conversation_id: int):
     voice = conversation_voice(conversation)
     if voice is None:
         return voice_refusal("not_voice", status=400)
-    # Refuse an oversized body before Django parses it into a temporary file.
-    declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
-    if declared_length > max_upload_bytes() + MULTIPART_OVERHEAD:
-        return voice_refusal("audio_too_large", status=413, field="audio")
     try:
         client_request_id = request.POST.get("client_request_id", "")[:64]
         fields = {
@@ -229,6 +251,7 @@ def _voice_gate_guarded(request, conversation_id: int):
         return _unavailable(None)
 
 
+@csrf_exempt  # checked in _voice_gate, after the in-memory upload handler is installed
 @require_POST
 async def message_voice(request, conversation_id: int):
     """Send a recording (multipart: audio, duration_ms, client_request_id, tz_offset) and
@@ -236,7 +259,7 @@ async def message_voice(request, conversation_id: int):
     transcript; crisis resources when the safety screen fired), then the reply's events, as
     message_reply does. Refusals are JSON 4xx/5xx naming the field at fault."""
     gate = await db_round(_voice_gate_guarded, request, conversation_id)
-    if isinstance(gate, JsonResponse):
+    if isinstance(gate, HttpResponse):  # a refusal (JSON, or the CSRF check's 403)
         return gate
     participant, conversation, voice, clip, client, fields, language = gate
     try:

@@ -469,6 +469,41 @@ def test_voice_endpoints_refuse_other_participants_and_people_without_a_session(
     assert len(stt_requests(upstream)) == 1
 
 
+def test_the_voice_send_needs_the_csrf_token(speaker, upstream):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    login(strict, speaker)
+    conversation = services.conversation_create(participant=speaker)
+    audio = SimpleUploadedFile("a.wav", make_wav(1.0), content_type="audio/wav")
+    response = strict.post(voice_url(conversation), {"audio": audio})
+    assert response.status_code == 403
+    assert not Message.objects.exists() and stt_requests(upstream) == []
+
+
+def test_a_large_recording_is_never_spooled_to_a_temporary_file(
+    client, speaker, upstream, settings, monkeypatch
+):
+    from django.core.files import uploadhandler
+
+    # given: uploads above 1 kB would normally be written to a temporary file on disk
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    spooled = []
+    original = uploadhandler.TemporaryFileUploadHandler.new_file
+    monkeypatch.setattr(
+        uploadhandler.TemporaryFileUploadHandler,
+        "new_file",
+        lambda self, *a, **k: spooled.append(a) or original(self, *a, **k),
+    )
+    conversation = services.conversation_create(participant=speaker)
+    # when: a 48 kB recording is sent by a participant who did not agree to keep recordings
+    consume(send_clip(client, conversation, make_wav(3.0)))
+    # then: it was transcribed from memory; nothing was written anywhere
+    assert Message.objects.get(role="user").audio_ms == 3000
+    assert spooled == [] and not VoiceClip.objects.exists()
+
+
 def test_a_text_arm_refuses_recordings(client, chat_study, enroll, upstream):
     participant = enroll(chat_study)
     login(client, participant)
