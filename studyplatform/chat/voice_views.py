@@ -110,7 +110,8 @@ def _int_field(request, name: str, *, low: int, high: int) -> int | None:
 class _InMemoryUpload(MemoryFileUploadHandler):
     """Keeps the recording in memory whatever its size, never in a temporary file: a recording
     the participant did not agree to keep must not touch the disk. The view refuses bodies over
-    VOICE_MAX_UPLOAD_BYTES before anything is parsed, which bounds the memory."""
+    VOICE_MAX_UPLOAD_BYTES before anything is parsed, which bounds the memory (and the settings
+    keep bodies of that size out of the ASGI handler's spool file too)."""
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         self.activated = True
@@ -126,7 +127,10 @@ def _voice_gate(request, conversation_id: int):
     """Everything before transcription, in one database round: who, which conversation, its
     voice arm, the recording checked. Returns a JsonResponse, or what transcription needs."""
     # Refuse an oversized body before Django parses it, then parse it in memory only.
-    declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    try:
+        declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared_length = 0  # Django's own parsing refuses a malformed length
     if declared_length > max_upload_bytes() + MULTIPART_OVERHEAD:
         return voice_refusal("audio_too_large", status=413, field="audio")
     request.upload_handlers = [_InMemoryUpload(request)]

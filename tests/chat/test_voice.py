@@ -504,6 +504,17 @@ def test_a_large_recording_is_never_spooled_to_a_temporary_file(
     assert spooled == [] and not VoiceClip.objects.exists()
 
 
+def test_a_recording_of_the_largest_allowed_size_is_not_spooled_by_the_asgi_handler():
+    # Django's ASGI handler writes request bodies above FILE_UPLOAD_MAX_MEMORY_SIZE to a
+    # temporary file before any view runs; the settings keep a full-size voice body in memory.
+    from django.conf import settings
+
+    from studyplatform.chat.voice_views import MULTIPART_OVERHEAD
+
+    largest_body = settings.VOICE_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
+    assert largest_body <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+
+
 def test_a_text_arm_refuses_recordings(client, chat_study, enroll, upstream):
     participant = enroll(chat_study)
     login(client, participant)
