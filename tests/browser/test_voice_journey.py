@@ -137,6 +137,7 @@ def test_voice_journey(asgi_server, page_factory, owner, rct_doc, enroll, artifa
         "a => a.played.length > 0 && a.currentTime > 0", arg=audio.element_handle()
     )
     page.screenshot(path=str(artifacts / "voice-journey-reply.png"), full_page=True)
+    expect(page.locator("#voice-stop")).to_be_hidden()  # shown only while a reply streams
 
     spoken = Message.objects.get(role="user", participant=participant)
     assert spoken.modality == "voice" and spoken.audio_ms >= 1000 and spoken.stt_ms is not None

@@ -243,6 +243,10 @@
     release: function () {
       current = null;
       busy(false);
+    },
+    // Stop the reply being streamed (the voice page's own Stop button).
+    stop: function () {
+      if (current && current.stopUrl) { post(current.stopUrl); }
     }
   };
 

@@ -16,6 +16,7 @@ document.addEventListener("DOMContentLoaded", function () {
   var retry = document.getElementById("voice-retry");
   var switcher = document.getElementById("voice-switch");
   var player = document.getElementById("reply-audio");
+  var stopReply = document.getElementById("voice-stop");
   var form = document.getElementById("composer");
   var input = document.getElementById("message-input");
   var text = root.dataset;
@@ -122,10 +123,11 @@ document.addEventListener("DOMContentLoaded", function () {
         lastClip = null;
         say("");
         var typed = input.value;
+        stopReply.hidden = false;  // the text box's Stop button is hidden with it
         return chat.streamReply(response, function (data) {
           chat.showSent(data);
           input.value = typed;  // a draft in the (hidden) text box stays
-        }, speak);
+        }, speak).then(function () { stopReply.hidden = true; });
       }
       return response.json().then(function (data) { refused(response, data, clip); });
     }).catch(function () {
@@ -165,6 +167,8 @@ document.addEventListener("DOMContentLoaded", function () {
     chat.showError(message);
     retry.hidden = !lastClip;
   }
+
+  stopReply.addEventListener("click", function () { chat.stop(); });
 
   retry.addEventListener("click", function () {
     if (!lastClip || !chat.claim()) { return; }
