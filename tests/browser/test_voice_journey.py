@@ -90,12 +90,14 @@ def voice_pilot_doc(rct_doc) -> dict:
     return doc
 
 
-def test_voice_journey(asgi_server, page_factory, owner, rct_doc, enroll, artifacts, settings):
+def test_voice_journey(
+    asgi_server, page_factory, owner, rct_doc, enroll, artifacts, settings, tmp_path
+):
     from studyplatform.participants.services import JoinContext
     from studyplatform.participants.services.enrollment import pilot_invite_create
     from studyplatform.studies.services import study_create_from_protocol, study_transition
 
-    settings.MEDIA_ROOT = artifacts.parent / "var" / "test-media-voice"
+    settings.MEDIA_ROOT = tmp_path / "media"
     study = study_create_from_protocol(doc=voice_pilot_doc(rct_doc), author=owner)
     study = study_transition(study=study, to="piloting", actor=owner)
     _, token = pilot_invite_create(study=study, label="Tester", actor=owner)
@@ -145,6 +147,8 @@ def test_voice_journey(asgi_server, page_factory, owner, rct_doc, enroll, artifa
     assert abs(float(seconds) * 1000 - spoken.audio_ms) < 100
     reply = Message.objects.get(role="assistant", participant=participant)
     assert reply.status == "complete" and reply.tts_ms is not None and reply.audio_ms > 0
+    # no keep-audio checkbox in this study: the recording was never written to disk
+    assert not (tmp_path / "media" / "voice").exists()
 
     # keyboard: hold Space on the focused button to talk again
     talk.focus()
