@@ -152,3 +152,35 @@ def test_an_unknown_modality_is_refused(rct_doc):
     rct_doc["arms"][0]["modality"] = "video"
     errors = errors_of(to_yaml(rct_doc))
     assert len(errors) == 1 and errors[0].startswith("arms[0].modality: ")
+
+
+def test_the_launch_checklist_checks_a_voice_arms_speech_models(rct_doc, register_endpoint):
+    from django.utils import timezone
+
+    from studyplatform.studies import launch
+
+    # given: speech models on an endpoint whose key variable is not set on this server
+    register_endpoint(
+        "speech",
+        base_url="http://127.0.0.1:9/v1",
+        models=["whisper-1", "tts-1"],
+        api_key_env="SPEECH_KEY_NOT_SET",
+        requires_api_key=True,
+    )
+    doc = with_voice(rct_doc)
+    now = timezone.now()
+    checks = {
+        a["key"]: launch.ModelCheck(True, now, a["model"]["endpoint"], a["model"]["name"])
+        for a in doc["arms"]
+    }
+    env = {"OPENAI_API_KEY": "sk-chat"}
+    items = {i.key: i for i in launch.launch_checklist(doc, model_checks=checks, env=env, now=now)}
+    # then: the voice arm's speech item fails and says why; the text arm has none
+    speech = items["speech:legacy"]
+    assert not speech.ok and speech.why.startswith("stt: Endpoint speech has no API key")
+    assert "tts: Endpoint speech has no API key" in speech.why
+    assert "speech:current" not in items
+    # when the key is set, the item passes
+    env["SPEECH_KEY_NOT_SET"] = "sk-speech"
+    items = {i.key: i for i in launch.launch_checklist(doc, model_checks=checks, env=env, now=now)}
+    assert items["speech:legacy"].ok
