@@ -402,6 +402,17 @@ DEMO_MODEL = env.str("DEMO_MODEL", default="gpt-4o-mini")
 PLATFORM_SECRET_ENV_VARS = env.list("PLATFORM_SECRET_ENV_VARS", default=[])
 LLM_CONNECT_TIMEOUT_S = env.float("LLM_CONNECT_TIMEOUT_S", default=10.0)
 LLM_READ_TIMEOUT_S = env.float("LLM_READ_TIMEOUT_S", default=60.0)
+# Voice arms (chat/voice.py): the largest recording a participant may upload (a minute of
+# browser opus is ~0.5 MB; WAV ~1-2 MB), and the speech models' timeouts (a transcription or
+# a spoken reply takes seconds; past these the participant is told and can retry).
+VOICE_MAX_UPLOAD_BYTES = env.int("VOICE_MAX_UPLOAD_BYTES", default=8 * 1024 * 1024)
+# Django's ASGI handler spools every request body over FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary
+# file before any view runs; a voice recording the participant did not agree to keep must never
+# reach the disk, so bodies up to the voice ceiling (plus the multipart framing) stay in memory.
+# Larger uploads (ChatGPT exports) still spool as before.
+FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, VOICE_MAX_UPLOAD_BYTES + 64 * 1024)
+VOICE_CONNECT_TIMEOUT_S = env.float("VOICE_CONNECT_TIMEOUT_S", default=5.0)
+VOICE_READ_TIMEOUT_S = env.float("VOICE_READ_TIMEOUT_S", default=30.0)
 
 LOGGING = {
     "version": 1,

@@ -125,6 +125,23 @@ class Message(models.Model):
     # the row stays for usage analyses, with the text's length kept in place of the text.
     text_deleted_at = models.DateTimeField(null=True, blank=True)
     text_chars = models.PositiveIntegerField(null=True, blank=True)
+    # Voice arms (chat/voice.py): how the participant's turn was made, and what the speech
+    # models took. A participant in a voice arm may still type (modality text).
+    modality = models.CharField(
+        max_length=5, choices=[("text", "Text"), ("voice", "Voice")], default="text"
+    )
+    audio_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Participant's message: length of the recorded clip. Reply: length of its "
+        "spoken audio (first synthesis).",
+    )
+    stt_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Participant's voice message: transcription time."
+    )
+    tts_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Reply: time to synthesise its speech (first synthesis)."
+    )
 
     class Meta:
         ordering = ["conversation", "created_at", "id"]
@@ -172,6 +189,23 @@ class ReplyCode:
     @staticmethod
     def upstream(http_status: int | None) -> str:
         return f"upstream_{http_status}" if http_status else ReplyCode.UPSTREAM_UNREACHABLE
+
+
+class VoiceClip(models.Model):
+    """A participant's recorded voice message, kept (encrypted, core/filecrypt.py) only when
+    their consent ticked the arm's keep_audio_checkbox. The file lives under
+    MEDIA_ROOT/voice/; withdrawal with deletion and chat-text retention remove it."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="voice_clip")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="+")
+    file_name = models.CharField(max_length=100, unique=True)
+    content_type = models.CharField(max_length=100)
+    size_bytes = models.PositiveIntegerField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"voice clip of message {self.message_id}"
 
 
 class MemoryNote(models.Model):

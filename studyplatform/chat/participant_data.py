@@ -13,7 +13,8 @@ from typing import Any
 from studyplatform.core.events import ParticipantContentDeletion, ParticipantDownloadRequested
 from studyplatform.safety.services import participant_alerts_scrub
 
-from .models import Conversation, MemoryNote, Message
+from .models import Conversation, MemoryNote, Message, VoiceClip
+from .voice import clips_delete
 
 
 def chat_delete(event: ParticipantContentDeletion) -> dict[str, int]:
@@ -23,6 +24,9 @@ def chat_delete(event: ParticipantContentDeletion) -> dict[str, int]:
     # other models it cascades to, and the audit event wants exactly these two.
     messages = Message.objects.filter(participant=participant).count()
     conversations = Conversation.objects.filter(participant=participant).count()
+    # Kept voice recordings first: their rows would cascade with the messages, but the
+    # encrypted files on disk must go too.
+    clips = clips_delete(VoiceClip.objects.filter(participant=participant))
     Conversation.objects.filter(participant=participant).delete()
     # A message always belongs to one of the participant's conversations, so this is a no-op
     # kept as a guard: no message text may outlive a deletion request.
@@ -36,6 +40,7 @@ def chat_delete(event: ParticipantContentDeletion) -> dict[str, int]:
         "messages": messages,
         "memory_notes": memory,
         "alerts_scrubbed": alerts,
+        "voice_clips": clips,
     }
 
 
@@ -73,6 +78,8 @@ def chat_download(event: ParticipantDownloadRequested) -> dict[str, list[dict[st
             "imported": m.imported,
             "model_reported": m.model_reported if (disclose or m.imported) else "",
             "content_type": m.content_type,
+            "modality": m.modality,
+            "audio_ms": m.audio_ms,
         }
         for m in Message.objects.filter(participant=participant).order_by(
             "conversation_id", "created_at", "pk"

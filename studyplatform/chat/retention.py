@@ -10,7 +10,9 @@ usage analyses still work. Exactly what goes:
 - conversation titles (written from the first message, so they are chat text);
 - the participants' memory notes (model memory built from their chats): the rows are deleted;
 - the excerpts of chat safety alerts; the alert rows (category, severity, times, who acted
-  and the reviewers' own notes) stay.
+  and the reviewers' own notes) stay;
+- kept voice recordings (rows and their encrypted files); the messages keep their modality
+  and audio durations.
 
 Survey answers are not chat text and are kept. Export zips built earlier expire on their own
 (EXPORT_EXPIRY_DAYS). `keep`, or no `retention` section, keeps the text.
@@ -33,7 +35,8 @@ from studyplatform.core.models import AuditEvent
 from studyplatform.safety.models import SafetyAlert
 from studyplatform.studies.models import Study
 
-from .models import Conversation, MemoryNote, Message
+from .models import Conversation, MemoryNote, Message, VoiceClip
+from .voice import clips_delete
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,13 @@ def chat_text_delete(*, study: Study, now: dt.datetime | None = None) -> dict[st
     now = now or timezone.now()
     due = retention_due_at(study)
     if due is None or due > now:
-        return {"messages": 0, "conversation_titles": 0, "memory_notes": 0, "alert_excerpts": 0}
+        return {
+            "messages": 0,
+            "conversation_titles": 0,
+            "memory_notes": 0,
+            "alert_excerpts": 0,
+            "voice_clips": 0,
+        }
     messages = 0
     while n := _delete_message_batch(study, now):
         messages += n
@@ -126,6 +135,8 @@ def chat_text_delete(*, study: Study, now: dt.datetime | None = None) -> dict[st
             "conversation_titles": conversations.count() if messages else 0,
             "memory_notes": MemoryNote.objects.filter(participant__study=study).delete()[0],
             "alert_excerpts": alerts.count() if messages else 0,
+            # Kept voice recordings are chat content too (the words, spoken).
+            "voice_clips": clips_delete(VoiceClip.objects.filter(participant__study=study)),
         }
         if messages:
             conversations.update(title="")

@@ -129,6 +129,18 @@ def tokens_count(*, participant_id: int, day: dt.datetime, tokens: int) -> None:
             redis_sync().delete(_tokens_key(participant_id, day))
 
 
+@dataclass(frozen=True)
+class VoiceTurn:
+    """A participant message that was spoken: its text is the transcript (screened and sent
+    like typed text); these are the recording's measures (chat/voice.py)."""
+
+    audio_ms: int | None
+    stt_ms: int | None
+
+    def message_fields(self) -> dict[str, Any]:
+        return {"modality": "voice", "audio_ms": self.audio_ms, "stt_ms": self.stt_ms}
+
+
 @dataclass
 class SendResult:
     message: Message
@@ -154,6 +166,7 @@ def message_send(
     client_request_id: str = "",
     tz_offset_minutes: int | None = None,
     now: dt.datetime | None = None,
+    voice: VoiceTurn | None = None,
 ) -> SendResult:
     """Store the participant's message (before any model call) and screen it for crisis language.
 
@@ -173,6 +186,7 @@ def message_send(
             client_request_id=client_request_id,
             tz_offset_minutes=tz_offset_minutes,
             now=now,
+            voice=voice,
         )
     except (DatabaseError, RedisError) as exc:
         # Everything up to the commit failed or rolled back together: nothing is stored.
@@ -203,6 +217,7 @@ def _message_store(
     client_request_id: str,
     tz_offset_minutes: int | None,
     now: dt.datetime,
+    voice: VoiceTurn | None = None,
 ) -> SendResult:
     # Idempotency costs nothing on the common path: no look-up before the INSERT, whose unique
     # key (conversation, client_request_id) refuses a repeat; only a refusal looks the stored
@@ -261,6 +276,7 @@ def _message_store(
                 arm=conversation.arm,
                 protocol_version_id=study.current_version_id,
                 tz_offset_minutes=tz_offset_minutes,
+                **(voice.message_fields() if voice is not None else {}),
             )
             # No title from the message text: the first words often carry an email address,
             # a phone number or a name, and the conversation list shows titles in the clear.

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, voice_views
 
 app_name = "chat"
 
@@ -16,4 +16,6 @@ urlpatterns = [
     path("p/chat/stream/<int:user_message_id>/stop/", views.stream_stop, name="stop"),
     path("p/chat/m/<int:message_id>/regenerate/", views.regenerate, name="regenerate"),
     path("p/chat/m/<int:message_id>/activate/", views.activate, name="activate"),
+    path("p/chat/c/<int:conversation_id>/voice/", voice_views.message_voice, name="voice"),
+    path("p/chat/m/<int:message_id>/speech/", voice_views.reply_speech_view, name="speech"),
 ]

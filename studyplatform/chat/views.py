@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from csp.decorators import csp_update
 from django import forms
 from django.conf import settings
 from django.db import DatabaseError
@@ -39,6 +40,7 @@ from .importers import ImportFormatError, Limits
 from .importing import ImportRefused, chatgpt_import, chatgpt_import_refusal
 from .models import Conversation, Message
 from .streaming import cancel_key, db_round, reply_events, sse
+from .voice import conversation_voice
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +199,9 @@ def _message_view(m: Message, siblings: dict[int, list[int]]) -> dict:
     }
 
 
+# A voice arm plays each spoken reply from a blob: URL the page made from the fetched audio
+# (chat/voice.js); blob URLs come only from this page's own scripts.
+@csp_update({"media-src": ["'self'", "blob:"]})
 @participant_required
 def conversation_detail(request, conversation_id: int):
     participant = request.participant
@@ -228,6 +233,8 @@ def conversation_detail(request, conversation_id: int):
             "conversation": conversation,
             "chat_messages": messages_,
             "simulated": conversation.arm.is_simulated,
+            # A voice arm's page adds push-to-talk (chat/_voice.html); None for text arms.
+            "voice": conversation_voice(conversation),
             "limits": services.limits_for(participant),
             "crisis_html": crisis_resources_html(participant.study.protocol, get_language())
             if recent_alert
@@ -303,20 +310,31 @@ def _store(request, participant, conversation) -> tuple[services.SendResult, dic
             tz_offset_minutes=sent.tz_offset,
         )
     except services.ChatError as exc:
-        message = ERRORS.get(exc.code, ERRORS["not_found"])
-        if exc.code == "too_long":
-            message = message % {"limit": str(exc)}
-        status = 429 if exc.code in ("rate_limited", "daily_tokens") else 400
-        if exc.code in FORBIDDEN_CODES:
-            status = 403
-        return JsonResponse({"error": str(message), "code": exc.code}, status=status)
+        return refusal_response(exc)
+    return result, sent_body(participant, result)
+
+
+def refusal_response(exc: services.ChatError, **extra) -> JsonResponse:
+    """The JSON answer to a send the chat service refused (also used by the voice send)."""
+    message = ERRORS.get(exc.code, ERRORS["not_found"])
+    if exc.code == "too_long":
+        message = message % {"limit": str(exc)}
+    status = 429 if exc.code in ("rate_limited", "daily_tokens") else 400
+    if exc.code in FORBIDDEN_CODES:
+        status = 403
+    return JsonResponse({"error": str(message), "code": exc.code, **extra}, status=status)
+
+
+def sent_body(participant, result: services.SendResult) -> dict:
+    """The page's description of a stored message: its text, and crisis resources when the
+    safety screen fired on it."""
     body = {"message": {"id": result.message.pk, "text": result.message.content}}
     if result.crisis:
         body["crisis"] = {
             "html": crisis_resources_html(participant.study.protocol, get_language()),
             **result.crisis,
         }
-    return result, body
+    return body
 
 
 @outage_as_json(sending=True)

@@ -289,6 +289,11 @@ ARM_MESSAGE_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "latency_ms",
+    # A voice arm's speech models (and whether its participants speak) show in these.
+    "modality",
+    "audio_ms",
+    "stt_ms",
+    "tts_ms",
 )
 ARM_USAGE_FEATURES = ("reply_latency_ms_sum", "median_reply_latency_ms", "mean_reply_latency_ms")
 CARRIES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -554,6 +559,33 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
                 "latency_ms",
                 "integer",
                 "From the participant's message to the first token.",
+                unit="milliseconds",
+            ),
+            Column(
+                "modality",
+                "string",
+                "How the participant's message was made: text (typed) or voice (spoken in a "
+                "voice arm and transcribed; the text is the transcript). Replies: text.",
+                allowed=("text", "voice"),
+            ),
+            Column(
+                "audio_ms",
+                "integer",
+                "Voice arms. Participant's voice message: length of the recording. Reply: "
+                "length of its spoken audio (first synthesis; empty when it was never spoken).",
+                unit="milliseconds",
+            ),
+            Column(
+                "stt_ms",
+                "integer",
+                "Voice arms: time the speech-to-text model took to transcribe the recording.",
+                unit="milliseconds",
+            ),
+            Column(
+                "tts_ms",
+                "integer",
+                "Voice arms: time the text-to-speech model took to speak the finished reply "
+                "(first synthesis).",
                 unit="milliseconds",
             ),
             *time_columns("created", "Message created", shape),

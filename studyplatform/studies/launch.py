@@ -51,6 +51,24 @@ class ModelCheck:
     error: str = ""
 
 
+def _speech_item(arm: Mapping, env: Mapping[str, str]) -> CheckItem:
+    """A voice arm's speech-to-text and text-to-speech models: registered, allowed, keyed."""
+    problems = []
+    for part in ("stt", "tts"):
+        speech = arm["voice"].get(part) or {}
+        ok, why = endpoint_usable(
+            name=speech.get("endpoint", ""), model=speech.get("name", ""), env=env
+        )
+        if not ok:
+            problems.append(f"{part}: {why}")
+    return CheckItem(
+        f"speech:{arm['key']}",
+        _("Speech models configured for voice arm %(arm)s") % {"arm": arm["key"]},
+        not problems,
+        "; ".join(problems) if problems else _("Speech to text and text to speech are usable"),
+    )
+
+
 def launch_checklist(
     doc: Mapping, *, model_checks: Mapping[str, ModelCheck], env: Mapping[str, str], now: datetime
 ) -> list[CheckItem]:
@@ -114,6 +132,8 @@ def launch_checklist(
                 why,
             )
         )
+        if arm.get("modality") == "voice" and isinstance(arm.get("voice"), Mapping):
+            items.append(_speech_item(arm, env))
         check = model_checks.get(arm["key"])
         if check is None:
             ok, why = False, _("No test message yet: use Test models")

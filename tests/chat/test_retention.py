@@ -101,7 +101,13 @@ def test_after_the_delay_the_text_goes_and_the_usage_metadata_stays(deleting_stu
     assert not MemoryNote.objects.filter(participant__study=study).exists()
     # and: one audit event with the counts
     assert result == {
-        "ret": {"messages": 2, "conversation_titles": 2, "memory_notes": 2, "alert_excerpts": 0}
+        "ret": {
+            "messages": 2,
+            "conversation_titles": 2,
+            "memory_notes": 2,
+            "alert_excerpts": 0,
+            "voice_clips": 0,
+        }
     }
     event = AuditEvent.objects.get(action="chat.retention_delete")
     assert event.study_slug == "ret" and event.actor_label == "system"

@@ -8,6 +8,10 @@ Endpoints:
   POST /v1/chat/completions  OpenAI chat completions, streamed (SSE) or not
   POST /v1/messages          Anthropic Messages, streamed (SSE with event names) or not
   POST /v1/moderations       OpenAI moderation ([[moderation: CATEGORY]] flags a category)
+  POST /v1/audio/transcriptions  OpenAI speech-to-text (multipart: file, model, language):
+                             {"text": ..., "duration": seconds when the file is a WAV}
+  POST /v1/audio/speech      OpenAI text-to-speech (JSON: model, voice, input): a WAV of
+                             silence, 200 ms per word of input
   GET  /v1/models            model list (OpenAI shape; Anthropic shape when the request carries
                              an anthropic-version header)
 
@@ -32,13 +36,17 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import email.parser
+import email.policy
 import hashlib
+import io
 import json
 import logging
 import re
 import socket
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,6 +385,9 @@ class FakeUpstream:
         receive,
     ) -> None:
         """Answer one request."""
+        if method == "POST" and path in ("/v1/audio/transcriptions", "/v1/audio/speech"):
+            await self._audio(path, headers, raw, conn, receive)
+            return
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -395,6 +406,86 @@ class FakeUpstream:
         else:
             status = 405 if path in ("/v1/models", "/v1/chat/completions", "/v1/messages") else 404
             await conn.json(status, {"error": {"message": f"{method} {path} not served"}})
+
+    # -- audio ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _multipart(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+        """The fields of a multipart/form-data body; the file as its name, type and bytes."""
+        head = f"Content-Type: {headers.get('content-type', '')}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+        out: dict[str, Any] = {}
+        if not message.is_multipart():
+            return out
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True) or b""
+            if part.get_filename():
+                out[name] = {
+                    "filename": part.get_filename(),
+                    "content_type": part.get_content_type(),
+                    "bytes": payload,
+                }
+            else:
+                out[name] = payload.decode()
+        return out
+
+    @staticmethod
+    def _silence_wav(duration_ms: int) -> bytes:
+        out = io.BytesIO()
+        with wave.open(out, "wb") as writer:
+            writer.setnchannels(1)
+            writer.setsampwidth(2)
+            writer.setframerate(8000)
+            writer.writeframes(b"\x00\x00" * (8 * duration_ms))
+        return out.getvalue()
+
+    async def _audio(self, path: str, headers: dict[str, str], raw: bytes, conn, receive) -> None:
+        """Speech-to-text and text-to-speech. Scripted with script(): fault (an HTTP status or
+        stall), delay_ms, and reply (the transcript to return)."""
+        if path.endswith("/transcriptions"):
+            body: Any = self._multipart(headers, raw)
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                await conn.json(400, {"error": {"message": "body is not JSON"}})
+                return
+        with self._lock:
+            self._log.append(RecordedRequest("POST", path, dict(headers), body))
+            scripted = self._script.pop(0) if self._script else {}
+        behaviour = Behaviour()
+        for name, value in scripted.items():
+            apply_directive(behaviour, name, str(value))
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        if behaviour.stall:
+            await self._hang(receive)
+        if behaviour.status is not None:
+            await self._error(conn, behaviour, anthropic=False)
+            return
+        if path.endswith("/transcriptions"):
+            upload = body.get("file") if isinstance(body, dict) else None
+            if not isinstance(upload, dict) or not body.get("model"):
+                await conn.json(400, {"error": {"message": "file and model are required"}})
+                return
+            answer: dict[str, Any] = {
+                "text": behaviour.reply
+                if behaviour.reply is not None
+                else f"Fake transcript of {len(upload['bytes'])} bytes"
+            }
+            with (
+                contextlib.suppress(wave.Error, EOFError),
+                wave.open(io.BytesIO(upload["bytes"])) as reader,
+            ):
+                answer["duration"] = reader.getnframes() / reader.getframerate()
+            await conn.json(200, answer)
+            return
+        words = len(str(body.get("input") or "").split())
+        audio = self._silence_wav(max(200, 200 * words))
+        head = [(b"content-type", b"audio/wav"), (b"content-length", str(len(audio)).encode())]
+        await conn.send({"type": "http.response.start", "status": 200, "headers": head})
+        await conn.send({"type": "http.response.body", "body": audio})
 
     @staticmethod
     def _moderation(body: dict[str, Any]) -> dict[str, Any]:

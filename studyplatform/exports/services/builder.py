@@ -602,6 +602,10 @@ class Builder:
                 "completion_tokens",
                 "latency_ms",
                 "content_type",
+                "modality",
+                "audio_ms",
+                "stt_ms",
+                "tts_ms",
             )
         )
         pending: list[tuple[Person, Message]] = []
@@ -647,6 +651,10 @@ class Builder:
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
                 "latency_ms": message.latency_ms,
+                "modality": message.modality,
+                "audio_ms": message.audio_ms,
+                "stt_ms": message.stt_ms,
+                "tts_ms": message.tts_ms,
                 # After retention removed the text, its length was kept in text_chars.
                 "n_chars": message.text_chars
                 if message.text_deleted_at

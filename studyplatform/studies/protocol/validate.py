@@ -24,6 +24,7 @@ from studyplatform.core.schema_errors import schema_error_messages
 
 from . import factors, translations
 from .tasks import task_errors
+from .voice import voice_errors
 from .yaml_lines import (
     MAX_PROTOCOL_BYTES,
     MAX_PROTOCOL_DEPTH,
@@ -611,7 +612,8 @@ def validate_document(doc: Any) -> list[ProtocolError]:
             + _model_endpoint_errors(doc)
             + _classifier_errors(doc)
             + _task_errors(doc)
-            + requirements_errors(doc),
+            + requirements_errors(doc)
+            + voice_errors(doc),
             provenance,
             doc,
         )

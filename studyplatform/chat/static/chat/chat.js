@@ -98,7 +98,9 @@
 
   // Stream one reply into a new assistant bubble. `onMessage` receives the stored participant
   // message when the response starts with it (sending); regenerate streams start at "start".
-  function streamReply(response, onMessage) {
+  // `onDone` (the voice page) takes over a completed reply instead of the page reload, so the
+  // reply can be spoken in place.
+  function streamReply(response, onMessage, onDone) {
     var replyBubble = null;
     var finished = false;
     busy(true);
@@ -137,6 +139,13 @@
       },
       done: function (data) {
         body().innerHTML = data.html;  // sanitized on the server
+        if (onDone && !finished) {
+          finished = true;
+          current = null;
+          busy(false);
+          onDone(data);
+          return;
+        }
         finish("");
       },
       error: function (data) {
@@ -213,6 +222,33 @@
       showError(strings.network);  // the text stays in the box; the same request id is reused
     });
   });
+
+  // For chat/voice.js: the voice page sends recordings through the same stream handling.
+  window.studyChat = {
+    csrf: csrf,
+    strings: strings,
+    streamReply: streamReply,
+    showSent: showSent,
+    showError: showError,
+    isEventStream: isEventStream,
+    retryButton: retryButton,
+    bubble: bubble,
+    // One send at a time, typed or spoken: claim() is false while another is under way.
+    claim: function () {
+      if (current) { return false; }
+      current = {stopUrl: null};
+      busy(true);
+      return true;
+    },
+    release: function () {
+      current = null;
+      busy(false);
+    },
+    // Stop the reply being streamed (the voice page's own Stop button).
+    stop: function () {
+      if (current && current.stopUrl) { post(current.stopUrl); }
+    }
+  };
 
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey) {
