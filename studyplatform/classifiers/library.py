@@ -156,6 +156,7 @@ class Definition:
             "generation": self.generation_settings(),
             "definition_hash": self.definition_hash,
             "shipped": self.shipped,
+            "source": self.source,
         }
 
 

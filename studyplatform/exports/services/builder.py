@@ -44,6 +44,7 @@ from ..disclosure import (
 from ..models import DatasetExport
 from ..pseudonyms import Pseudonymizer
 from ..writers import EXTENSIONS, open_writer, read_rows, write_table
+from .labels import classifier_entries, classifier_label_batches
 from .options import screener_export_questions
 from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
 
@@ -599,6 +600,8 @@ class Builder:
                 write(table, usage_daily_rows(self, usage, by_code, shape))
             elif table == "usage_waves":
                 write(table, usage_waves_rows(self, usage, by_code, shape, published))
+            elif table == "classifier_labels":
+                write(table, classifier_label_batches(self, people))
             self.report(int(90 * done / steps), table)
 
         checked = self.verify_disclosure(columns, written)
@@ -643,6 +646,9 @@ class Builder:
                 for v in self.versions.values()
             ],
             anonymization=anonymization,
+            classifiers=classifier_entries(self.study, self.versions.values(), people)
+            if "classifier_labels" in tables
+            else (),
         )
         (self.directory / "codebook.json").write_text(cb.dumps(codebook), encoding="utf-8")
         (self.directory / "README.md").write_text(cb.readme_text(codebook), encoding="utf-8")
