@@ -20,6 +20,7 @@ from django.db.models import F, Max
 from analysis.linking import assign_waves
 from analysis.pipeline import StudyFrames
 from studyplatform.chat.models import Message
+from studyplatform.classifiers.coding import classifier_validation, validation_summary
 from studyplatform.classifiers.library import protocol_classifiers
 from studyplatform.classifiers.models import ClassifierLabel
 from studyplatform.participants.models import Participant
@@ -191,6 +192,33 @@ def load_study_frames(
         invitations = invitations[invitations["entry"].isin(entries)].reset_index(drop=True)
     labels = classifier_label_frame(study, people)
     return StudyFrames(participants, messages, invitations, responses, labels)
+
+
+def classifier_feature_notes(study: Study, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """For each ``cls_...`` column among ``names`` (the plan's predictors and outcomes): the
+    classifier it comes from, its judge, and its validation against human coders (figures and a
+    one-line summary, or a note that none exists), for the report."""
+    section = protocol_classifiers((study.protocol or {}).get("classifiers"))
+    if section is None:
+        return {}
+    validation = classifier_validation(study)
+    notes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for definition in section.definitions:
+            base = f"cls_{definition.key}"
+            if not (name.startswith(base + "_") and name.endswith("_rate")):
+                continue
+            judge = definition.judge.name
+            figures = validation.get(definition.ref)
+            if figures and figures["judge"] != judge:
+                figures = None  # figures hold only for the judge that was coded against
+            notes[name] = {
+                "classifier": definition.ref,
+                "judge": judge,
+                "validation": figures,
+                "summary": validation_summary(figures),
+            }
+    return notes
 
 
 def classifier_label_frame(study: Study, people) -> pd.DataFrame | None:
