@@ -230,3 +230,24 @@ def test_the_agreement_endpoint_returns_the_figures(classified_study, enroll, ch
     assert row["recall"]["value"] == pytest.approx(0.4)
     assert row["averaging"] == "positive level 'yes'"
     assert body["between_coders"] == []
+
+
+def test_withdrawal_with_deletion_removes_the_units_and_their_codes(
+    classified_study, enroll, chat, owner
+):
+    # given: a coded sample of one participant's labels
+    from studyplatform.participants.services import participant_withdraw
+
+    person = labelled_study(classified_study, enroll, chat, owner, answers=["yes", "no"])
+    sample = coding_sample_create(
+        study=classified_study, created_by=owner, data={"classifier": "loneliness"}
+    )
+    for item in sample.items.all():
+        human_label_record(item=item, coder=owner, label="yes")
+    # when: the participant withdraws and asks for deletion
+    participant_withdraw(participant=person, mode="delete", by="participant")
+    # then: no unit, code or classifier label of theirs is left; the sample row stays (empty)
+    assert not sample.items.exists()
+    assert not HumanLabel.objects.exists()
+    assert not ClassifierLabel.objects.filter(participant=person).exists()
+    assert coding_agreement(sample, resamples=50)["units"] == 0
