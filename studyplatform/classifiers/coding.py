@@ -125,25 +125,46 @@ def coding_sample_create(*, study: Study, created_by, data: Mapping[str, Any]) -
     return sample
 
 
+def coding_items_turns(
+    sample: CodingSample, items: list[CodingItem]
+) -> dict[int, list[tuple[str, str]]]:
+    """What the judge read for each item's unit, as (role, text) oldest first: the same scope
+    and window, anonymized when the judge's label was made from anonymized text. An item whose
+    text is gone (deleted since it was labelled) maps to an empty list. One pass over the
+    conversations involved, per text mode (raw / anonymized)."""
+    out: dict[int, list[tuple[str, str]]] = {item.pk: [] for item in items}
+    for anonymized in (False, True):
+        chosen = [i for i in items if i.classifier_label.anonymized == anonymized]
+        if not chosen:
+            continue
+        conversations = {
+            c.pk: c
+            for c in Conversation.objects.filter(
+                pk__in={i.classifier_label.conversation_id for i in chosen}
+            ).only("pk", "participant_id", "active_leaf_id")
+        }
+        turns = conversation_turns(conversations, anonymize=anonymized)
+        wanted = {
+            (i.classifier_label.conversation_id, i.classifier_label.target_key): i.pk
+            for i in chosen
+        }
+        for pk, conversation in conversations.items():
+            for unit in units_for(
+                sample.definition["scope"],
+                pk,
+                turns[pk],
+                window_turns=sample.definition.get("window_turns"),
+                active_leaf_id=conversation.active_leaf_id,
+            ):
+                item_pk = wanted.get((pk, unit.target_key))
+                if item_pk is not None:
+                    out[item_pk] = list(unit.turns)
+    return out
+
+
 def coding_item_turns(item: CodingItem, sample: CodingSample) -> list[tuple[str, str]]:
-    """What the judge read for this item's unit, as (role, text) oldest first: the same scope
-    and window, anonymized when the judge's label was made from anonymized text. Empty when the
-    text is gone (deleted since it was labelled)."""
-    label = item.classifier_label
-    conversation = Conversation.objects.only("pk", "participant_id", "active_leaf_id").get(
-        pk=label.conversation_id
-    )
-    turns = conversation_turns({conversation.pk: conversation}, anonymize=label.anonymized)
-    for unit in units_for(
-        sample.definition["scope"],
-        conversation.pk,
-        turns[conversation.pk],
-        window_turns=sample.definition.get("window_turns"),
-        active_leaf_id=conversation.active_leaf_id,
-    ):
-        if unit.target_key == label.target_key:
-            return list(unit.turns)
-    return []
+    """The turns of one item (see coding_items_turns)."""
+    return coding_items_turns(sample, [item])[item.pk]
 
 
 def human_label_record(*, item: CodingItem, coder, label: Any) -> HumanLabel:

@@ -25,11 +25,12 @@ from .coding import (
     CodingRefused,
     coder_progress,
     coding_agreement,
-    coding_item_turns,
+    coding_items_turns,
     coding_sample_create,
     human_label_record,
 )
 from .models import CodingSample, HumanLabel
+from .selectors import coding_samples_for_study
 
 
 def _samples(study):
@@ -37,12 +38,14 @@ def _samples(study):
 
 
 def sample_row(sample: CodingSample, coder) -> dict[str, Any]:
-    coded, _ = coder_progress(sample, coder)
+    coded = getattr(sample, "coded_by_me", None)
+    if coded is None:
+        coded, _ = coder_progress(sample, coder)
     return {
         "id": sample.pk,
         "classifier": sample.ref,
         "judge": f"{sample.judge_endpoint}/{sample.judge_model}",
-        "size": sample.items.count(),
+        "size": getattr(sample, "n_items", None) or sample.items.count(),
         "seed": sample.seed,
         "created_at": sample.created_at.isoformat(),
         "created_by": sample.created_by.get_username() if sample.created_by else None,
@@ -155,7 +158,8 @@ class CodingSampleListView(APIView):
     @extend_schema(responses=SampleSerializer(many=True))
     def get(self, request, slug):
         study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
-        return Response([sample_row(s, request.user) for s in _samples(study)[:200]])
+        samples = coding_samples_for_study(study, coder=request.user)[:200]
+        return Response([sample_row(s, request.user) for s in samples])
 
     @extend_schema(request=SampleCreateSerializer, responses={201: SampleSerializer})
     def post(self, request, slug):
@@ -179,16 +183,16 @@ class CodingSampleDetailView(APIView):
                 "item_id", "label"
             )
         )
+        rows = list(sample.items.select_related("classifier_label"))
+        turns = coding_items_turns(sample, rows)
         items = [
             {
                 "id": item.pk,
                 "position": item.position,
-                "turns": [
-                    {"role": role, "text": text} for role, text in coding_item_turns(item, sample)
-                ],
+                "turns": [{"role": role, "text": text} for role, text in turns[item.pk]],
                 "my_label": mine.get(item.pk),
             }
-            for item in sample.items.select_related("classifier_label")
+            for item in rows
         ]
         return Response({**sample_row(sample, request.user), "items": items})
 

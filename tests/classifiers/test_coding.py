@@ -139,6 +139,8 @@ def test_recoding_replaces_a_label_and_bad_labels_are_refused(
     assert client.put(label_url, {"label": "yes"}, format="json").json() == {"label": "yes"}
     assert client.put(label_url, {"label": "no"}, format="json").status_code == 200
     assert list(HumanLabel.objects.values_list("label", flat=True)) == ["no"]
+    [listed] = client.get(url(classified_study)).json()
+    assert listed["coded_by_me"] == 1 and listed["size"] == 2
     bad = client.put(label_url, {"label": "maybe"}, format="json")
     assert bad.status_code == 400 and bad.json() == {"label": ["must be one of: yes, no"]}
     extra = client.put(label_url, {"label": "yes", "why": "x"}, format="json")

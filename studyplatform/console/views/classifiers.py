@@ -9,7 +9,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import translation
@@ -25,7 +24,10 @@ from studyplatform.classifiers.coding import (
     human_label_record,
 )
 from studyplatform.classifiers.models import CodingSample, HumanLabel
-from studyplatform.classifiers.selectors import classification_runs_for_study
+from studyplatform.classifiers.selectors import (
+    classification_runs_for_study,
+    coding_samples_for_study,
+)
 from studyplatform.classifiers.services import (
     RunRefused,
     classification_run_create,
@@ -79,17 +81,7 @@ def classifiers(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, _("Classification run %(id)s started.") % {"id": run.pk})
             return redirect("console:classifiers", slug=study.slug)
     runs = list(classification_runs_for_study(study)[:100])
-    samples = list(
-        CodingSample.objects.filter(study=study).select_related("created_by").order_by("-pk")[:50]
-    )
-    coded = dict(
-        HumanLabel.objects.filter(coder=request.user, item__sample__in=samples)
-        .values("item__sample_id")
-        .annotate(n=Count("pk"))
-        .values_list("item__sample_id", "n")
-    )
-    for sample in samples:
-        sample.coded_by_me = coded.get(sample.pk, 0)
+    samples = list(coding_samples_for_study(study, coder=request.user)[:50])
     context = {
         "samples": samples,
         "section": section,
