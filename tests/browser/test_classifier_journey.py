@@ -1,7 +1,7 @@
 """The classifier journey in Chromium: on a demo-like study (the demo's protocol: shipped
-classifiers, simulated judge) a researcher runs classifiers from the Classifiers tab, codes a
-blinded sample of 20 messages, reads the agreement figures, then adds a classifier rate as a
-predictor to an analysis run and finds it in the report."""
+classifiers, simulated judge) a researcher runs the shipped classifiers from the Classifiers
+tab, codes a blinded sample of 20 messages, reads the agreement figures, then adds a classifier
+rate as a predictor to an analysis run and finds it in the report."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def test_a_researcher_runs_codes_and_analyses_classifiers(
     live_server, page_factory, owner, artifacts
 ):
     from analysis.models import AnalysisRun
+    from studyplatform.classifiers.library import shipped_refs
     from studyplatform.classifiers.models import ClassificationRun, HumanLabel
     from studyplatform.console.management.commands.seed_demo import demo_protocol
     from studyplatform.studies.services import study_create_from_protocol
@@ -36,14 +37,13 @@ def test_a_researcher_runs_codes_and_analyses_classifiers(
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Conversation classifiers").wait_for()
 
-    # when: she runs two shipped user-message classifiers with a budget
-    page.get_by_label("loneliness@1", exact=True).check()
-    page.get_by_label("support_seeking@1", exact=True).check()
-    page.get_by_label("Budget: at most this many judge calls").fill("100000")
+    # when: she runs every shipped classifier (no box ticked: all) with a budget
+    page.get_by_label("Budget: at most this many judge calls").fill("1000000")
     page.get_by_role("button", name="Start a run").click()
     page.get_by_text(re.compile(r"Classification run \d+ started")).wait_for()
     run = ClassificationRun.objects.get(study=study)
     assert run.status == "done", run.error
+    assert len(run.classifiers) == len(shipped_refs())
     assert page.locator(f'tr[data-run="{run.pk}"]').get_by_text("Done").count() == 1
 
     # and draws a blinded sample of 20 loneliness labels and codes them
