@@ -12,12 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
+from django.db.models import F, Max
 
 from analysis.linking import assign_waves
 from analysis.pipeline import StudyFrames
 from studyplatform.chat.models import Message
+from studyplatform.classifiers.coding import classifier_validation, validation_summary
+from studyplatform.classifiers.library import protocol_classifiers
+from studyplatform.classifiers.models import ClassifierLabel
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Study
 from surveys.models import Invitation, Response
@@ -185,7 +190,82 @@ def load_study_frames(
         # Only occasions that belong to the analysis count as invitations for compliance.
         entries = set(responses["entry"])
         invitations = invitations[invitations["entry"].isin(entries)].reset_index(drop=True)
-    return StudyFrames(participants, messages, invitations, responses)
+    labels = classifier_label_frame(study, people)
+    return StudyFrames(participants, messages, invitations, responses, labels)
+
+
+def classifier_feature_notes(study: Study, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """For each ``cls_...`` column among ``names`` (the plan's predictors and outcomes): the
+    classifier it comes from, its judge, and its validation against human coders (figures and a
+    one-line summary, or a note that none exists), for the report."""
+    section = protocol_classifiers((study.protocol or {}).get("classifiers"))
+    if section is None:
+        return {}
+    validation = classifier_validation(study)
+    notes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for definition in section.definitions:
+            base = f"cls_{definition.key}"
+            if not (name.startswith(base + "_") and name.endswith("_rate")):
+                continue
+            judge = definition.judge.name
+            figures = validation.get(definition.ref)
+            if figures and figures["judge"] != judge:
+                figures = None  # figures hold only for the judge that was coded against
+            notes[name] = {
+                "classifier": definition.ref,
+                "judge": judge,
+                "validation": figures,
+                "summary": validation_summary(figures),
+            }
+    return notes
+
+
+def classifier_label_frame(study: Study, people) -> pd.DataFrame | None:
+    """``participant, at, feature, hit``: the labels of the classifiers in the study's current
+    protocol (each with its own version and judge), for analysis/features/classifiers.py.
+
+    ``feature`` is ``cls_<key>``: the unit has the first level (binary: "yes" in the shipped
+    set) or any level above the first (ordinal: above "none"). A categorical classifier gives
+    ``cls_<key>_<level>`` per level. A unit a gate left unasked (``gated_out``: the parent said
+    the cue is absent) counts as without the feature; unparseable answers are left out. A
+    message's label is dated by the message, a conversation's by its last message. None when
+    the protocol has no classifiers.
+    """
+    section = protocol_classifiers((study.protocol or {}).get("classifiers"))
+    if section is None:
+        return None
+    records: list[tuple[str, Any, str, bool]] = []
+    for definition in section.definitions:
+        rows = ClassifierLabel.objects.filter(
+            study=study,
+            participant__in=people,
+            classifier_key=definition.key,
+            classifier_version=definition.version,
+            judge_endpoint=definition.judge.endpoint,
+            judge_model=definition.judge.model,
+            outcome__in=(ClassifierLabel.Outcome.LABEL, ClassifierLabel.Outcome.GATED_OUT),
+        )
+        if definition.scope == "conversation":
+            rows = rows.annotate(at=Max("conversation__messages__created_at"))
+        else:
+            rows = rows.annotate(at=F("message__created_at"))
+        codes = list(definition.codes)
+        for code, at, label in rows.values_list("participant__code", "at", "label").order_by("pk"):
+            if at is None:
+                continue
+            base = f"cls_{definition.key}"
+            if definition.output_type == "binary":
+                records.append((code, at, base, label == codes[0]))
+            elif definition.output_type == "ordinal":
+                records.append((code, at, base, label in codes[1:]))
+            else:
+                for level in codes:
+                    records.append((code, at, f"{base}_{level}", label == level))
+    frame = pd.DataFrame(records, columns=["participant", "at", "feature", "hit"])
+    frame["at"] = _utc(frame["at"])
+    frame["hit"] = frame["hit"].astype(bool)
+    return frame
 
 
 def _canonical(frame: pd.DataFrame, keys: list[str]) -> bytes:
@@ -211,6 +291,10 @@ def frames_hash(frames: StudyFrames) -> str:
         ("invitations", frames.invitations, ["participant", "entry", "occurrence"]),
         ("responses", frames.responses, ["participant", "entry", "occurrence", "instrument"]),
     ]
+    if frames.classifier_labels is not None:
+        parts.append(
+            ("classifier_labels", frames.classifier_labels, ["participant", "at", "feature", "hit"])
+        )
     for name, frame, keys in parts:
         digest.update(f"--- {name}\n".encode())
         digest.update(_canonical(frame, keys))

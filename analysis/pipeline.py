@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.arm_contrast import carry_participant_covariates
 from analysis.features import daily_features
+from analysis.features.classifiers import add_classifier_days, classifier_daily_counts
 from analysis.linking import attrition_summary, link_usage_to_outcomes, pre_enrollment_daily
 from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
@@ -35,6 +36,8 @@ class StudyFrames:
     messages: pd.DataFrame
     invitations: pd.DataFrame
     responses: pd.DataFrame
+    # Conversation-classifier labels (analysis/features/classifiers.py); None: no classifiers.
+    classifier_labels: pd.DataFrame | None = None
 
 
 @dataclass
@@ -69,6 +72,11 @@ def analyse(
         session_gap_minutes=float(plan.get("session_gap_minutes", 30)),
         text=text,
     )
+    if frames.classifier_labels is not None and len(frames.classifier_labels):
+        # cls_<key>_rate becomes a window column like any other usage feature.
+        daily = add_classifier_days(
+            daily, classifier_daily_counts(frames.classifier_labels, frames.participants)
+        )
     begin("linking")
     # Imported (pre-enrolment) history is a baseline covariate (<x>_pre), never a window.
     pre_daily = pre_enrollment_daily(

@@ -682,6 +682,16 @@ def _engine() -> Engine:
     return Engine(dirs=[str(TEMPLATES)], autoescape=True, debug=False)
 
 
+def _classifier_methods(results: Mapping[str, Any]) -> list[str]:
+    """One methods line per conversation-classifier rate the plan used: where it comes from and
+    its validation against human coders, or that none exists (docs/classifiers.md)."""
+    return [
+        f"{name}: share of the window's units labelled by classifier {note['classifier']} "
+        f"(judge {note['judge']}). {note['summary']}"
+        for name, note in sorted((results.get("classifiers") or {}).items())
+    ]
+
+
 def render_report(
     results: Mapping[str, Any], figures_data: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> str:
@@ -802,7 +812,7 @@ def render_report(
             usage_figure(figures_data.get("messages_per_day")),
         ],
         "attrition": _attrition_table(figures_data.get("attrition")),
-        "methods": METHODS,
+        "methods": [*METHODS, *_classifier_methods(results)],
     }
     html = _engine().get_template("analysis/report.html").render(Context(context))
     # Blank lines left by template tags carry nothing; a compact file is easier to diff.

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from analysis.data import frames_hash, load_study_frames
+from analysis.data import classifier_feature_notes, frames_hash, load_study_frames
 from analysis.models import AnalysisRun
 from analysis.pipeline import analyse
 from analysis.report import render_report
@@ -260,6 +260,10 @@ def _analysis_run_pipeline(
             step=lambda name: _progress(run, name, steps[name], progress, lease),
         )
         results, linked, daily = analysis.results, analysis.linked, analysis.daily
+        # Classifier rates used by the plan carry their validation figures (or say none exist).
+        results["classifiers"] = classifier_feature_notes(
+            study, [*plan.get("predictors", []), *outcomes]
+        )
         results["look"] = analysis_run_look(run)
         attrition = analysis.attrition
 

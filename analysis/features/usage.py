@@ -697,6 +697,12 @@ def window_features(daily: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
         out["relationship_message_share"] = _ratio(
             sums["relationship_messages"], sums["text_messages"]
         )
+    # Conversation-classifier rates (analysis/features/classifiers.py): share of the window's
+    # labelled units with the feature, from the summed daily counts; NaN without labels.
+    for c in daily.columns:
+        if c.startswith("cls_") and c.endswith("_n"):
+            feature = c[: -len("_n")]
+            out[f"{feature}_rate"] = _ratio(window_sum(f"{feature}_hits"), window_sum(c))
     return out
 
 

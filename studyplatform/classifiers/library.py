@@ -132,6 +132,15 @@ class Definition:
             json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
         ).hexdigest()
 
+    def rate_features(self) -> list[str]:
+        """The analysis usage features this classifier gives (analysis/features/classifiers.py):
+        ``cls_<key>_rate`` (binary: share with the first level; ordinal: above the first), or
+        one ``cls_<key>_<level>_rate`` per level of a categorical classifier."""
+        base = f"cls_{self.key}"
+        if self.output_type == "categorical":
+            return [f"{base}_{code}_rate" for code in self.codes]
+        return [f"{base}_rate"]
+
     def generation_settings(self) -> dict[str, Any]:
         return {**DEFAULT_GENERATION, **dict(self.generation)}
 
@@ -156,6 +165,7 @@ class Definition:
             "generation": self.generation_settings(),
             "definition_hash": self.definition_hash,
             "shipped": self.shipped,
+            "source": self.source,
         }
 
 

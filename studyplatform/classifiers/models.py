@@ -149,3 +149,80 @@ class ClassifierLabel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.classifier_key}@{self.classifier_version} {self.target_key}: {self.label}"
+
+
+class CodingSample(models.Model):
+    """A random sample of one classifier version's labelled units for people to code, blind.
+
+    Drawn once (seeded, the seed stored) and kept as rows, so every coder sees the same units in
+    the same order. The classifier's labels stay on ClassifierLabel and are never shown on the
+    coding page; agreement is computed when someone asks for it.
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="coding_samples")
+    classifier_key = models.CharField(max_length=40)
+    classifier_version = models.PositiveIntegerField()
+    judge_endpoint = models.CharField(max_length=40)
+    judge_model = models.CharField(max_length=200)
+    # The definition as the protocol held it when the sample was drawn (scope, question,
+    # levels): what coders are asked, and what the agreement figures compare against.
+    definition = models.JSONField(default=dict)
+    size = models.PositiveIntegerField()
+    seed = models.PositiveBigIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"coding sample {self.pk} of {self.classifier_key}@{self.classifier_version}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.classifier_key}@{self.classifier_version}"
+
+    @property
+    def level_codes(self) -> list[str]:
+        return [level["code"] for level in self.definition.get("levels", [])]
+
+
+class CodingItem(models.Model):
+    """One unit of a coding sample, in the order coders see it. It points at the classifier's
+    label (which says which message or conversation, and whether the judge read anonymized
+    text); withdrawal with deletion removes the label, and with it the item and its codes."""
+
+    sample = models.ForeignKey(CodingSample, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    classifier_label = models.ForeignKey(
+        ClassifierLabel, on_delete=models.CASCADE, related_name="coding_items"
+    )
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["sample", "position"], name="unique_coding_position"),
+            models.UniqueConstraint(
+                fields=["sample", "classifier_label"], name="unique_coding_label"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.position} of coding sample {self.sample_id}"
+
+
+class HumanLabel(models.Model):
+    """A coder's answer for one unit of a sample (one per coder and unit; recoding replaces it)."""
+
+    item = models.ForeignKey(CodingItem, on_delete=models.CASCADE, related_name="human_labels")
+    coder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    label = models.CharField(max_length=30)
+    labelled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "coder"], name="unique_human_label")]
+
+    def __str__(self) -> str:
+        return f"{self.coder_id} on item {self.item_id}: {self.label}"

@@ -450,16 +450,6 @@ class _Runner:
                 "pk", "participant_id", "active_leaf_id"
             )
         }
-        rows = (
-            Message.objects.filter(
-                conversation_id__in=batch,
-                role__in=(Message.Role.USER, Message.Role.ASSISTANT),
-                text_deleted_at__isnull=True,
-            )
-            .exclude(role=Message.Role.ASSISTANT, status__in=_unfinished())
-            .order_by("conversation_id", "created_at", "pk")
-            .only("pk", "conversation_id", "parent_id", "role", "content", "created_at")
-        )
         # With dates, a unit is labelled when its target message is in range; its context
         # (earlier turns) may be older.
         in_range = (
@@ -471,21 +461,7 @@ class _Runner:
             if self.dated
             else None
         )
-        anonymize = self.params.get("text") == "anonymized"
-        scrub = (
-            text_anonymizers(sorted({c.participant_id for c in conversations.values()}))
-            if anonymize
-            else {}
-        )
-        turns: dict[int, list[Turn]] = {pk: [] for pk in batch}
-        for m in rows:
-            text = m.content or ""
-            if not text.strip():
-                continue
-            participant_id = conversations[m.conversation_id].participant_id
-            if anonymize:
-                text = scrub[participant_id](text)
-            turns[m.conversation_id].append(Turn(m.pk, m.parent_id, m.role, text))
+        turns = conversation_turns(conversations, anonymize=self.params.get("text") == "anonymized")
         out: dict[str, list[tuple[Unit, int, str]]] = {d.key: [] for d in self.definitions}
         for pk in batch:
             conversation = conversations[pk]
@@ -776,6 +752,39 @@ class _Runner:
                         "labelled_at",
                     ],
                 )
+
+
+def conversation_turns(
+    conversations: Mapping[int, Conversation], *, anonymize: bool
+) -> dict[int, list[Turn]]:
+    """The labellable turns of each conversation (user messages and finished replies with text,
+    in order), anonymized with the export anonymizer when asked: what a judge reads, and what
+    a coder is shown of the same unit (studyplatform/classifiers/coding.py)."""
+    batch = list(conversations)
+    rows = (
+        Message.objects.filter(
+            conversation_id__in=batch,
+            role__in=(Message.Role.USER, Message.Role.ASSISTANT),
+            text_deleted_at__isnull=True,
+        )
+        .exclude(role=Message.Role.ASSISTANT, status__in=_unfinished())
+        .order_by("conversation_id", "created_at", "pk")
+        .only("pk", "conversation_id", "parent_id", "role", "content", "created_at")
+    )
+    scrub = (
+        text_anonymizers(sorted({c.participant_id for c in conversations.values()}))
+        if anonymize
+        else {}
+    )
+    turns: dict[int, list[Turn]] = {pk: [] for pk in batch}
+    for m in rows:
+        text = m.content or ""
+        if not text.strip():
+            continue
+        if anonymize:
+            text = scrub[conversations[m.conversation_id].participant_id](text)
+        turns[m.conversation_id].append(Turn(m.pk, m.parent_id, m.role, text))
+    return turns
 
 
 def _unfinished() -> tuple[str, ...]:

@@ -72,6 +72,15 @@ urlpatterns = [
     ),
     path("<slug:slug>/exports/", monitor.exports, name="monitor_exports"),
     path("<slug:slug>/classifiers/", classifiers.classifiers, name="classifiers"),
+    path(
+        "<slug:slug>/classifiers/coding/", classifiers.coding_sample_new, name="coding_sample_new"
+    ),
+    path("<slug:slug>/classifiers/coding/<int:sample_id>/", classifiers.coding, name="coding"),
+    path(
+        "<slug:slug>/classifiers/coding/<int:sample_id>/agreement/",
+        classifiers.coding_agreement_page,
+        name="coding_agreement",
+    ),
     # Where an emailed team invitation leads (it handles signed-out and unverified visitors
     # itself). Last, so a study whose slug is "invitations" keeps its pages: a random token
     # never equals one of their names.

@@ -36,6 +36,7 @@ TABLE_FILES: dict[str, tuple[str, ...]] = {
     "usage_waves": ("usage_waves",),
     "tasks": ("tasks",),
     "compliance": ("compliance",),
+    "classifier_labels": ("classifier_labels",),
 }
 TABLES = tuple(TABLE_FILES)
 # Exported when no tables are named. The usage-feature tables are on request: they are derived
@@ -67,6 +68,10 @@ CONSENT_BASIS: dict[str, str] = {
     "which task was shown and whether the participant chatted afterwards, never any text.",
     "compliance": "As usage_daily: the protocol's usage requirement, checked per local day from "
     "the study chats of every exported participant (counts and durations, never text).",
+    "classifier_labels": "Only participants whose consent allowed their chats to be labelled by a "
+    "judge model (the protocol's classifiers.consent_checkbox) were ever labelled. The rows hold "
+    "the judge's answer codes, never any text, so participants whose consent has share_chats = "
+    "false contribute rows too. Labels of deleted messages are absent.",
 }
 
 
@@ -734,7 +739,77 @@ def _table_columns(name: str, shape: StudyShape) -> list[Column]:
                 unit="minutes",
             ),
         ]
+    if name == "classifier_labels":
+        return [
+            Column(
+                "message_id",
+                "string",
+                "Pseudonym of the labelled message (joins messages); empty for whole-conversation "
+                "classifiers. An exchange's label is on its assistant reply, a window's on its "
+                "last user message.",
+            ),
+            Column("conversation_id", "string", "Conversation pseudonym (joins messages)."),
+            pid,
+            Column("classifier", "string", "Classifier key (see classifiers in codebook.json)."),
+            Column("classifier_version", "integer", "Classifier version."),
+            Column(
+                "scope",
+                "string",
+                "What the judge read.",
+                allowed=("user_message", "assistant_message", "exchange", "window", "conversation"),
+            ),
+            Column(
+                "judge",
+                "string",
+                "The judge that answered, as endpoint/model (see classifiers in codebook.json).",
+            ),
+            Column(
+                "anonymized_text",
+                "boolean",
+                "True when the judge read the anonymized text, false when it read the raw text.",
+            ),
+            Column(
+                "outcome",
+                "string",
+                "label: the judge answered one of the classifier's levels; unparseable: it "
+                "answered twice with something else (no label is guessed); gated_out: not asked, "
+                "because the gating classifier's answer did not open this one.",
+                allowed=("label", "unparseable", "gated_out"),
+            ),
+            Column(
+                "label",
+                "string",
+                "The level code the judge chose (empty unless outcome is label); the levels and "
+                "their labels are under classifiers in codebook.json.",
+            ),
+        ]
     raise ValueError(f"unknown table {name!r}")
+
+
+def classifier_entry(
+    summary: Mapping[str, Any], *, judge: str, validation: Mapping[str, Any] | None, note: str
+) -> dict[str, Any]:
+    """Codebook entry for one classifier version and judge: the question asked, its levels as
+    value labels (the shape instrument items use for options: value and per-language label),
+    and its validation against human coders, or a note that none exists."""
+    return {
+        "key": summary["key"],
+        "version": summary["version"],
+        "title": dict(summary.get("title") or {}),
+        "scope": summary["scope"],
+        "window_turns": summary.get("window_turns"),
+        "question": dict(summary.get("question") or {}),
+        "type": summary["output_type"],
+        "options": [
+            {"value": level["code"], "label": dict(level["label"])} for level in summary["levels"]
+        ],
+        "gate": summary.get("gate"),
+        "judge": judge,
+        "generation": dict(summary.get("generation") or {}),
+        "citation": summary.get("source", ""),
+        "validation": dict(validation) if validation else None,
+        "validation_note": note,
+    }
 
 
 def instrument_entry(instrument: Any, *, custom: bool) -> dict[str, Any]:
@@ -792,9 +867,10 @@ def build_codebook(
     instruments: Sequence[Mapping[str, Any]],
     protocol_versions: Sequence[Mapping[str, Any]],
     anonymization: Mapping[str, Any],
+    classifiers: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The machine-readable codebook (codebook.json)."""
-    return {
+    out = {
         "study": study_title,
         "tables": {
             name: {
@@ -809,6 +885,9 @@ def build_codebook(
         "protocol_versions": list(protocol_versions),
         "anonymization": dict(anonymization),
     }
+    if classifiers:
+        out["classifiers"] = list(classifiers)
+    return out
 
 
 # How to open each statistical-package format (README.md of the export; docs/exports.md).
@@ -844,6 +923,22 @@ def readme_text(codebook: Mapping[str, Any]) -> str:
         # Statistical-package formats (statfiles.py): how codes, labels and missing values work.
         lines += ["", "## File format", "", file_format["notes"]]
         lines += ["", FORMAT_OPENING[file_format["format"]]]
+
+    if codebook.get("classifiers"):
+        lines += [
+            "",
+            "## Conversation classifiers",
+            "",
+            "`classifier_labels` holds a judge model's answer per message (or conversation) for",
+            "each classifier below; `codebook.json` gives each one's question and levels.",
+            "Validation against human coders (Cohen's kappa and F1, 95% bootstrap intervals):",
+            "",
+        ]
+        for entry in codebook["classifiers"]:
+            lines.append(
+                f"- `{entry['key']}@{entry['version']}` ({entry['judge']}): "
+                f"{entry['validation_note']}"
+            )
     lines += [
         "",
         "## How the data were de-identified",

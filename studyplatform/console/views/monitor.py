@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from analysis.models import AnalysisRun
 from analysis.selectors import analysis_run_summaries_for_study
 from analysis.services import LookNotAllowed, analysis_look_default, analysis_run_create
+from studyplatform.classifiers.services import study_classifiers
 from studyplatform.core.csp import set_self_contained_policy
 from studyplatform.core.links import site_url
 from studyplatform.exports import codebook
@@ -395,8 +396,20 @@ IN_PROGRESS = ("pending", "running")
 @login_required
 def analyses(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
+    section = study_classifiers(study)
+    rates = [name for d in section.definitions for name in d.rate_features()] if section else []
     if request.method == "POST":
         params = {"include_pilot": request.POST.get("include_pilot") == "on"}
+        chosen = request.POST.get("classifier_predictor", "").strip()
+        if chosen and chosen not in rates:
+            reason = f"classifier_predictor: must be one of {', '.join(rates) or '(none)'}"
+            messages.error(request, _("The run was not started: %(reason)s") % {"reason": reason})
+            return redirect("console:monitor_analyses", slug=study.slug)
+        if chosen:
+            # The plan's own predictors keep their order (the first stays the primary term);
+            # the classifier rate joins them for this run only.
+            predictors = list((study.protocol or {}).get("analysis", {}).get("predictors", []))
+            params["plan"] = {"predictors": [*predictors, chosen]}
         try:
             run = analysis_run_create(
                 study=study,
@@ -416,6 +429,7 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
         "pilot_default": study.status in (Study.Status.DRAFT, Study.Status.PILOTING),
         "look_default": analysis_look_default(study),
         "done": AnalysisRun.Status.DONE,
+        "classifier_rates": rates,
     }
     return _render(request, "analyses.html", study, "analyses", context)
 

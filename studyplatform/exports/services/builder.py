@@ -47,6 +47,7 @@ from ..models import DatasetExport
 from ..pseudonyms import Pseudonymizer
 from ..writers import EXTENSIONS, open_writer, read_rows, write_table
 from .compliance import compliance_rows
+from .labels import classifier_entries, classifier_label_batches
 from .options import screener_export_questions
 from .tasks import task_rows
 from .usage import usage_daily_rows, usage_frames_load, usage_waves_rows
@@ -728,6 +729,9 @@ class Builder:
 
             elif table == "compliance":
                 write(table, compliance_rows(self, participants, people, shape))
+
+            elif table == "classifier_labels":
+                write(table, classifier_label_batches(self, people))
             self.report(int(90 * done / steps), table)
 
         checked = self.verify_disclosure(columns, written)
@@ -780,6 +784,9 @@ class Builder:
                 for v in self.versions.values()
             ],
             anonymization=anonymization,
+            classifiers=classifier_entries(self.study, self.versions.values(), people)
+            if "classifier_labels" in tables
+            else (),
         )
         statfiles.annotate_codebook(codebook, self.fmt, columns, self.format_notes)
         (self.directory / "codebook.json").write_text(cb.dumps(codebook), encoding="utf-8")

@@ -4,7 +4,8 @@ The demo study is the randomized example protocol, recruiting, with every arm on
 endpoint unless the `openai` endpoint is registered (OPENAI_API_KEY or OPENAI_BASE_URL, or
 MODEL_ENDPOINTS) and allows DEMO_MODEL. It is launched through the launch checklist like any
 study: when the endpoint does not answer the test message, the demo stays in piloting and the
-command prints the failing checks.
+command prints the failing checks. It runs the shipped conversation classifiers with the
+simulated judge (docs/classifiers.md).
 
 It lives in the console app because seeding touches accounts, studies and chat (the model test
 before launch), and the console is the one app allowed to import all three (the layer order is
@@ -24,6 +25,7 @@ from django.db import transaction
 from studyplatform.accounts.models import EmailVerification
 from studyplatform.accounts.services import email_mark_verified
 from studyplatform.chat.model_checks import study_models_test
+from studyplatform.classifiers.library import shipped_refs
 from studyplatform.core.model_endpoints import endpoint_get
 from studyplatform.studies.models import Study
 from studyplatform.studies.services import (
@@ -51,7 +53,40 @@ def demo_protocol() -> dict:
         else:
             arm["model"] = {"endpoint": "simulated", "name": f"pilot-{arm['key']}"}
         arm["model"]["context_tokens"] = 16000
+    add_demo_classifiers(doc)
     return doc
+
+
+# The consent checkbox the demo's classifiers need, in each consent language.
+CLASSIFY_CHATS = {
+    "en": "My chats may be labelled by an AI model run for the research team.",
+    "pt-br": "Minhas conversas podem ser classificadas por um modelo de IA usado pela equipe "
+    "de pesquisa.",
+}
+
+
+def add_demo_classifiers(doc: dict) -> None:
+    """Every shipped classifier, judged by the `simulated` endpoint (it calls nothing and answers
+    deterministically), so a fresh `make run` can start a classification run and code a sample
+    without a model key. The consent rule still applies: only participants who tick the
+    checkbox are labelled."""
+    for document in doc["consent"]["documents"]:
+        language = document["language"].lower()
+        document["checkboxes"].append(
+            {
+                "key": "classify_chats",
+                "label": CLASSIFY_CHATS.get(language, CLASSIFY_CHATS["en"]),
+                "required": False,
+            }
+        )
+    doc["classifiers"] = {
+        "send_to_judge": True,
+        "consent_checkbox": "classify_chats",
+        "text": "anonymized",
+        "judge": {"endpoint": "simulated", "model": "simulated-judge"},
+        # Sorted refs put each gate's parent (affection_user) before its child (romance_user).
+        "run": shipped_refs(),
+    }
 
 
 class Command(BaseCommand):
