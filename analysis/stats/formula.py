@@ -346,24 +346,24 @@ def _formulaic_spec(intercept: bool, terms: tuple[str, ...]) -> formulaic.Formul
 
 
 def _prepared(formula: Formula, frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns the right-hand side reads, checked, with each categorical column given its
-    observed levels, sorted (our reference level rule), as a pandas categorical."""
-    out = {}
-    for term in formula.terms:
-        for factor in term:
-            column = factor.column
-            if column in out:
-                continue
-            series = frame[column]
-            if _is_numeric(series):
-                _numeric(series, column)  # infinite values are an error, not a coding
-                if factor.categorical:
-                    _codes_and_levels(series, column)  # at least two levels
-                out[column] = series
-            else:
-                codes, levels = _codes_and_levels(series, column)
-                out[column] = pd.Categorical.from_codes(codes, categories=levels)
-    return pd.DataFrame(out, index=frame.index)
+    """The columns the right-hand side reads, checked, as plain arrays in a fresh frame (so a
+    caller's duplicate index labels cannot misalign them): numeric columns as they are (an
+    integer column in C() keeps level names such as ``T.2``), text/bool/categorical columns as
+    a pandas categorical of their observed levels, sorted (our reference level rule)."""
+    in_c = {f.column for term in formula.terms for f in term if f.categorical}
+    out: dict[str, object] = {}
+    for column in dict.fromkeys(f.column for term in formula.terms for f in term):
+        series = frame[column]
+        if _is_numeric(series):
+            values = _numeric(series, column)  # infinite values are an error, not a coding
+            if column in in_c:
+                _codes_and_levels(series, column)  # at least two levels
+                values = series.to_numpy()
+            out[column] = values
+        else:
+            codes, levels = _codes_and_levels(series, column)
+            out[column] = pd.Categorical.from_codes(codes, categories=levels)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
 def model_matrix(formula: Formula, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
