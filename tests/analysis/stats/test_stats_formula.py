@@ -21,6 +21,7 @@ def frame() -> pd.DataFrame:
             "a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
             "b": [2.0, 1.0, 0.0, 1.0, 2.0, 3.0],
             "flag": [True, False, True, False, False, True],
+            "visit": [1, 2, 3, 3, 2, 1],
         }
     )
 
@@ -62,6 +63,9 @@ def test_it_builds_main_effects_dummies_and_interactions(frame):
         "y ~ x:C(arm)",
         "y ~ 0 + C(arm) + C(flag)",
         "y ~ C(arm) * flag",
+        # Two many-level categoricals: within the interaction the first factor varies fastest.
+        "y ~ C(arm) * C(visit)",
+        "y ~ t:C(arm):C(visit) + t + t:C(arm) + t:C(visit)",
     ],
 )
 def test_it_matches_patsy_names_and_values(frame, formula):
@@ -143,3 +147,52 @@ def test_it_rejects_a_categorical_with_a_single_level(frame):
 def test_it_rejects_a_text_response(frame):
     with pytest.raises(ValueError, match="response column 'arm' is not numeric"):
         design_matrices("arm ~ t", frame)
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        # formulaic would accept each of these: Python calls and expressions it evaluates, and
+        # operators outside the platform's subset. None may reach it.
+        ("y ~ np.log(t)", "unsupported function np.log(); only C(column) is supported"),
+        ("y ~ I(t)", "unsupported function I(); only C(column) is supported"),
+        ("y ~ {t + 1}", "unexpected character '{'"),
+        ("y ~ `t`", "unexpected character '`'"),
+        ("y ~ t**2", "a term is expected after '*'"),
+        ("y ~ a/b", "unexpected character '/'"),
+        ("y ~ t | arm", "unexpected character '|'"),
+        ("y ~ (t + 0):x", "'0' is only allowed at the top level of a formula"),
+        ("y ~ t:1", "'1' cannot be part of an interaction"),
+        ("y ~ t x", "an operator is expected before 'x'"),
+        ("y + x ~ t", "the response must be a single column name before '~'"),
+        ("y ~", "nothing after '~'"),
+    ],
+)
+def test_it_refuses_what_only_formulaic_would_accept(formula, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_formula(formula)
+
+
+def test_it_codes_observed_levels_in_sorted_order_whatever_the_categorical_declares(frame):
+    # given: a pandas categorical declaring its levels in another order, one of them unused
+    frame["site"] = pd.Categorical(
+        ["s2", "s1", "s3", "s1", "s2", "s3"], categories=["s3", "s1", "s2", "s4"]
+    )
+    # when
+    design = design_matrices("y ~ site + C(site):t", frame)
+    # then: the first sorted observed level is the reference, and no column for "s4"
+    assert design.names == [
+        "Intercept",
+        "site[T.s2]",
+        "site[T.s3]",
+        "C(site)[s1]:t",
+        "C(site)[s2]:t",
+        "C(site)[s3]:t",
+    ]
+    np.testing.assert_array_equal(design.X[:, 1], [1, 0, 0, 0, 1, 0])
+
+
+def test_it_rejects_infinite_values(frame):
+    frame.loc[2, "x"] = np.inf
+    with pytest.raises(ValueError, match="column 'x' contains infinite values"):
+        design_matrices("y ~ x", frame)
