@@ -55,6 +55,7 @@ __all__ = [
     "classifier_rate_contrasts",
     "fit_rate_contrast",
     "is_classifier_outcome",
+    "survey_instruments",
 ]
 
 GROUPS = "participant"
@@ -77,6 +78,14 @@ USAGE_MODELS_REFUSED = (
 
 def is_classifier_outcome(name: str) -> bool:
     return bool(CLASSIFIER_OUTCOME.match(name))
+
+
+def survey_instruments(outcomes: Sequence[str]) -> set[str] | None:
+    """The instruments whose answers make survey occasions for ``outcomes`` (None: all of
+    them). A rate outcome names no instrument: its rows are the survey scores' occasions, so a
+    plan with rate outcomes only links to every instrument's occasions."""
+    instruments = {o.split(".", 1)[0] for o in outcomes if not is_classifier_outcome(o)}
+    return instruments or None
 
 
 def fit_rate_contrast(
