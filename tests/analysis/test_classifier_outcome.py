@@ -10,6 +10,7 @@ import pytest
 
 from analysis.classifier_outcomes import USAGE_MODELS_REFUSED, fit_rate_contrast
 from analysis.pipeline import analyse
+from analysis.report import render_report
 from analysis.simulate import CohortSpec, simulate_cohort
 
 RATE = "cls_sycophancy_rate"
@@ -81,3 +82,26 @@ def test_a_rate_missing_at_every_follow_up_is_an_error_not_a_fit():
     linked[RATE] = np.where(linked["wave"] > 0, np.nan, linked[RATE])
     result = fit_rate_contrast(linked, RATE)
     assert result["error"] == "0 arm(s) with rates at follow-up; a contrast needs two"
+
+
+def test_the_report_labels_a_rate_outcome_as_classifier_derived_with_its_validation_note():
+    analysis = analyse(labelled_frames(0.40, 0.10), PLAN)
+    results = analysis.results
+    # as analysis.services adds them (analysis.data.classifier_feature_notes)
+    results["classifiers"] = {
+        RATE: {
+            "classifier": "sycophancy@1",
+            "judge": "simulated/simulated-judge",
+            "validation": None,
+            "summary": "Not yet validated against human coders.",
+        }
+    }
+    html = render_report(results, {"linked": analysis.linked}, {"study": "s"})
+    note = html.split(f'data-classifier-outcome="{RATE}">', 1)[1].split("</p>", 1)[0]
+    assert note.startswith("Classifier-derived outcome: share of the window&#x27;s units")
+    assert "classifier sycophancy@1 (judge simulated/simulated-judge)" in note
+    assert "Not yet validated against human coders." in note
+    assert "Usage models are not fitted for a classifier-rate outcome" in note
+    assert "arm × wave over the follow-up occasions, no baseline" in html
+    # a survey score gets no such note
+    assert 'data-classifier-outcome="who5.percentage"' not in html
