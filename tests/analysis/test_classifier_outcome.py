@@ -66,6 +66,11 @@ def test_the_arm_contrast_on_a_rate_finds_the_arm_whose_replies_are_labelled_mor
     assert results["primary"]["p"][RATE] is None
     assert results["primary"]["p"]["who5.percentage"] is not None
     assert "fixed" in results["outcomes"]["who5.percentage"]["lagged_model"]
+    # the sensitivity analyses (about the primary usage model) say why they are not computed
+    for analysis in results["sensitivity"]:
+        assert USAGE_MODELS_REFUSED in analysis["outcomes"][RATE]["error"]
+    (member,) = [r for r in results["multiplicity"]["family"] if r["outcome"] == RATE]
+    assert member["p"] is None and member["missing"] == USAGE_MODELS_REFUSED
 
 
 def test_without_an_arm_difference_the_contrast_covers_zero():
