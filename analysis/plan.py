@@ -619,6 +619,14 @@ def _dose(linked: pd.DataFrame, outcome: str, usage: str) -> dict[str, Any]:
 
 def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
     """Fit every model of ``plan`` (the protocol's ``analysis`` section) on ``linked``."""
+    # Imported here: analysis.classifier_outcomes imports analysis.arm_contrast, which imports
+    # this module.
+    from analysis.classifier_outcomes import (
+        classifier_outcome_entry,
+        classifier_rate_contrasts,
+        is_classifier_outcome,
+    )
+
     options = plan_options(plan)
     outcomes = list(plan.get("outcomes", []))
     predictors = list(plan.get("predictors", []))
@@ -629,6 +637,11 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
 
     per_outcome: dict[str, Any] = {}
     for outcome in outcomes:
+        if is_classifier_outcome(outcome):  # no usage models for a rate (classifier_outcomes.py)
+            per_outcome[outcome] = classifier_outcome_entry(
+                linked, outcome, plan, arm_by_time=do_arm
+            )
+            continue
         formulas = model_formulas(plan, outcome)
         entry: dict[str, Any] = {
             "n_rows": int(linked[outcome].notna().sum()) if outcome in linked else 0,
@@ -690,6 +703,7 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
     from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
 
     results["arm_contrast"] = arm_contrasts(linked, plan)
+    results["arm_contrast"].update(classifier_rate_contrasts(linked, plan))  # rate outcomes
     if plan.get("factorial"):
         from analysis.factorial import factorial_effects  # imports arm_contrast in turn
 

@@ -38,6 +38,7 @@ import pandas as pd
 from django.template import Context, Engine
 from django.utils.safestring import mark_safe
 
+from analysis.classifier_outcomes import USAGE_MODELS_REFUSED
 from analysis.plan import ROBUST_P_METHOD
 from analysis.report_arm import arm_contrast_html, look_html, multiplicity_html
 from analysis.report_factorial import factorial_html
@@ -692,6 +693,28 @@ def _classifier_methods(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _classifier_outcome_note(outcome: str, results: Mapping[str, Any]) -> str:
+    """For a classifier-rate outcome: that it is classifier-derived, where it comes from with
+    the classifier's validation note (analysis.data.classifier_feature_notes), and why the
+    usage models are not fitted for it. Empty for a survey score."""
+    entry = (results.get("outcomes") or {}).get(outcome) or {}
+    if not entry.get("classifier_outcome"):
+        return ""
+    note = (results.get("classifiers") or {}).get(outcome)
+    source = (
+        f"share of the window's units labelled by classifier {note['classifier']} "
+        f"(judge {note['judge']}). {note['summary']}"
+        if note
+        else "share of the window's labelled units with the classifier's feature (no "
+        "validation note in these results)."
+    )
+    return (
+        f"Classifier-derived outcome: {source} Usage models are {USAGE_MODELS_REFUSED}. The "
+        "rate is missing in a window without labelled units and in a window starting before "
+        "enrolment."
+    )
+
+
 def render_report(
     results: Mapping[str, Any], figures_data: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> str:
@@ -724,6 +747,7 @@ def render_report(
     for index, outcome in enumerate(outcomes):
         entry = results.get("outcomes", {}).get(outcome, {})
         view: dict[str, Any] = {"name": outcome, "anchor": _anchor(index), "figures": []}
+        view["classifier_note"] = _classifier_outcome_note(outcome, results)
         models = _ordered_models(entry, primary_key)
         view["models"] = [
             _model_view(key, outcome, model) for key, model in models if key not in HIDDEN_TABLES

@@ -13,6 +13,13 @@ from typing import Any
 
 __all__ = ["arm_contrast_html", "look_html", "multiplicity_html"]
 
+LABELS = {
+    "clda": "cLDA",
+    "ancova": "ANCOVA on baseline",
+    # A classifier-rate outcome (analysis/classifier_outcomes.py): no baseline exists.
+    "arm_by_wave_followup": "arm × wave over the follow-up occasions, no baseline",
+}
+
 
 def _e(value: Any) -> str:
     return escape(str(value), quote=True)
@@ -95,7 +102,7 @@ def arm_contrast_html(outcome: str, results: Mapping[str, Any]) -> str:
     if not contrast:
         return ""
     name = f"arm_contrast:{outcome}"
-    label = "cLDA" if contrast.get("method") == "clda" else "ANCOVA on baseline"
+    label = LABELS.get(contrast.get("method"), "ANCOVA on baseline")
     if "error" in contrast:
         return (
             f'<p class="error" data-table="{_e(name)}">Arm contrast ({label}): '

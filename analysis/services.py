@@ -17,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from analysis.classifier_outcomes import survey_instruments
 from analysis.data import classifier_feature_notes, frames_hash, load_study_frames
 from analysis.models import AnalysisRun
 from analysis.pipeline import analyse
@@ -248,7 +249,7 @@ def _analysis_run_pipeline(
             study,
             include_pilot=bool(run.params.get("include_pilot", True)),
             text=text,
-            instruments={o.split(".", 1)[0] for o in outcomes} if outcomes else None,
+            instruments=survey_instruments(outcomes),
         )
         data_hash = frames_hash(frames)
 

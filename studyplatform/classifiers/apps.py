@@ -14,8 +14,12 @@ class ClassifiersConfig(AppConfig):
             classifier_library_register,
         )
 
-        from .library import protocol_section_errors
+        from .library import protocol_rate_features, protocol_section_errors
 
-        classifier_library_register(ClassifierLibrary(section_errors=protocol_section_errors))
+        classifier_library_register(
+            ClassifierLibrary(
+                section_errors=protocol_section_errors, rate_features=protocol_rate_features
+            )
+        )
         # Classification runs are leased jobs: registering them lets the lease sweep find them.
         from . import jobs  # noqa: F401

@@ -307,6 +307,14 @@ def protocol_classifiers(section: Mapping[str, Any] | None) -> ProtocolClassifie
     )
 
 
+def protocol_rate_features(section: Mapping[str, Any] | None) -> list[str]:
+    """Every analysis rate name (``cls_<key>_rate`` …) the protocol's classifiers give."""
+    classifiers = protocol_classifiers(section)
+    if classifiers is None:
+        return []
+    return [name for d in classifiers.definitions for name in d.rate_features()]
+
+
 PathParts = tuple[str | int, ...]
 
 

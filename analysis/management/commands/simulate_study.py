@@ -242,7 +242,8 @@ def simulate(
     zone = ZoneInfo(study.timezone)
     plan = protocol.get("analysis") or {}
     window_days = int(plan.get("window_days", 7))
-    outcomes = [o.split(".", 1) for o in plan.get("outcomes", [])]
+    # Survey scores only: a classifier-rate outcome comes from labels, not from answers.
+    outcomes = [o.split(".", 1) for o in plan.get("outcomes", []) if "." in o]
     arms = list(study.arms.filter(is_active=True).order_by("key"))
     if not arms:
         raise CommandError("the study has no active arm")

@@ -393,6 +393,18 @@ def team_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResp
 IN_PROGRESS = ("pending", "running")
 
 
+def _rate_outcome_plan(plan: dict[str, Any], rate: str) -> dict[str, Any]:
+    """The plan overrides that add a classifier rate as an outcome of one run: after the plan's
+    own outcomes, and outside the primary family (pinned to the plan's outcomes when the plan
+    leaves the family at its default of every outcome), so the run stays exploratory for it."""
+    outcomes = list(plan.get("outcomes", []))
+    if rate in outcomes:
+        return {}
+    multiplicity = dict(plan.get("multiplicity") or {})
+    multiplicity.setdefault("outcomes", outcomes)
+    return {"outcomes": [*outcomes, rate], "multiplicity": multiplicity}
+
+
 @login_required
 def analyses(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, Perm.RUN_ANALYSIS)
@@ -401,15 +413,25 @@ def analyses(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         params = {"include_pilot": request.POST.get("include_pilot") == "on"}
         chosen = request.POST.get("classifier_predictor", "").strip()
-        if chosen and chosen not in rates:
-            reason = f"classifier_predictor: must be one of {', '.join(rates) or '(none)'}"
-            messages.error(request, _("The run was not started: %(reason)s") % {"reason": reason})
-            return redirect("console:monitor_analyses", slug=study.slug)
+        chosen_outcome = request.POST.get("classifier_outcome", "").strip()
+        for field, value in (
+            ("classifier_predictor", chosen),
+            ("classifier_outcome", chosen_outcome),
+        ):
+            if value and value not in rates:
+                reason = f"{field}: must be one of {', '.join(rates) or '(none)'}"
+                messages.error(
+                    request, _("The run was not started: %(reason)s") % {"reason": reason}
+                )
+                return redirect("console:monitor_analyses", slug=study.slug)
+        plan = (study.protocol or {}).get("analysis", {})
         if chosen:
             # The plan's own predictors keep their order (the first stays the primary term);
             # the classifier rate joins them for this run only.
-            predictors = list((study.protocol or {}).get("analysis", {}).get("predictors", []))
+            predictors = list(plan.get("predictors", []))
             params["plan"] = {"predictors": [*predictors, chosen]}
+        if chosen_outcome:
+            params["plan"] = {**params.get("plan", {}), **_rate_outcome_plan(plan, chosen_outcome)}
         try:
             run = analysis_run_create(
                 study=study,

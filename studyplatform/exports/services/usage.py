@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from analysis.classifier_outcomes import survey_instruments
 from analysis.data import load_study_frames
 from analysis.features import daily_features
 from analysis.linking import DEFAULT_PREDICTORS, link_usage_to_outcomes, score_columns
@@ -60,7 +61,7 @@ def usage_frames_load(*, study: Study, codes: Sequence[str], include_pilot: bool
         text=True,
         # As the analysis does: only the outcome instruments make survey occasions, so daily
         # EMA answers do not become occasions of their own.
-        instruments={o.split(".", 1)[0] for o in outcomes} if outcomes else None,
+        instruments=survey_instruments(outcomes),
     )
     # The exported participants only: withdrawn-with-deletion (and unrequested pilots) never
     # reach the feature code, so nothing computed from them can leak into a window.

@@ -192,6 +192,9 @@ class ClassifierLibrary:
     """
 
     section_errors: Callable[..., list[tuple[PathParts, str]]]
+    # The analysis rate names (cls_<key>_rate, cls_<key>_<level>_rate) a valid section gives,
+    # for checking classifier-rate outcomes of the analysis plan.
+    rate_features: Callable[[Any], list[str]] | None = None
 
 
 _classifier_library: ClassifierLibrary | None = None
@@ -214,6 +217,36 @@ def _classifier_errors(doc: dict) -> list[ProtocolError]:
         ProtocolError(parts, message)
         for parts, message in _classifier_library.section_errors(
             section, languages=_languages(doc), consent_keys=consent_keys
+        )
+    ]
+
+
+def _classifier_outcome_errors(doc: dict, index: int, outcome: str) -> list[ProtocolError]:
+    """A classifier-rate outcome must name a rate of a classifier the protocol runs."""
+    where = ("analysis", "outcomes", index)
+    section = doc.get("classifiers")
+    if not section or not section.get("run"):
+        return [
+            ProtocolError(
+                where,
+                f"{outcome!r} is a classifier rate, but the protocol runs no classifiers "
+                "(add the classifier under classifiers.run)",
+            )
+        ]
+    if _classifier_library is None or _classifier_library.rate_features is None:
+        return []
+    try:
+        rates = _classifier_library.rate_features(section)
+    except Exception:
+        # An invalid section (unknown shipped classifier, bad definition) has its own errors
+        # from _classifier_errors; the outcome cannot be checked against it.
+        return []
+    if outcome in rates:
+        return []
+    return [
+        ProtocolError(
+            where,
+            f"no classifier in classifiers.run gives {outcome!r} (rates: {', '.join(rates)})",
         )
     ]
 
@@ -422,6 +455,9 @@ def _semantic_errors(doc: dict) -> list[ProtocolError]:
     analysis = doc.get("analysis", {})
     used = {k for e in schedule for k in e["instruments"]}
     for i, outcome in enumerate(analysis.get("outcomes", [])):
+        if outcome.startswith("cls_"):
+            errors += _classifier_outcome_errors(doc, i, outcome)
+            continue
         instrument, score = outcome.split(".", 1)
         if instrument not in used:
             errors.append(
