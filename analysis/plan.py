@@ -617,8 +617,16 @@ def _dose(linked: pd.DataFrame, outcome: str, usage: str) -> dict[str, Any]:
     }
 
 
-def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
-    """Fit every model of ``plan`` (the protocol's ``analysis`` section) on ``linked``."""
+def run_plan(
+    linked: pd.DataFrame, plan: Mapping[str, Any], *, usage_models_only: bool = False
+) -> dict[str, Any]:
+    """Fit every model of ``plan`` (the protocol's ``analysis`` section) on ``linked``.
+
+    ``usage_models_only`` fits only the lagged (primary) and same-period (secondary) usage
+    models, for the validity benchmark (:func:`analysis.pipeline.analyse` with
+    ``extras=False``); the null, arm × time, dose-response and arm-contrast sections are left
+    out of the results.
+    """
     options = plan_options(plan)
     outcomes = list(plan.get("outcomes", []))
     predictors = list(plan.get("predictors", []))
@@ -634,13 +642,15 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
             "n_rows": int(linked[outcome].notna().sum()) if outcome in linked else 0,
             PRIMARY_MODEL: _usage_model(linked, outcome, plan, lagged=True),
             SECONDARY_MODEL: _usage_model(linked, outcome, plan, lagged=False),
-            "null_model": _fit(linked, formulas["null"], "~1"),
         }
+        per_outcome[outcome] = entry
+        if usage_models_only:
+            continue
+        entry["null_model"] = _fit(linked, formulas["null"], "~1")
         if do_arm:
             entry["arm_time_model"] = _fit(linked, formulas["arm_time"], re_formula)
         if predictors and outcome in linked and predictors[0] in linked:
             entry["dose_response"] = _dose(linked, outcome, predictors[0])
-        per_outcome[outcome] = entry
 
     # Primary family: the lagged within-person effect of the first predictor on each outcome.
     pvalues = []
@@ -687,9 +697,10 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
         "outcomes": per_outcome,
         "primary": primary,
     }
-    from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
+    if not usage_models_only:
+        from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
 
-    results["arm_contrast"] = arm_contrasts(linked, plan)
+        results["arm_contrast"] = arm_contrasts(linked, plan)
     # Last: labels every p-value above as primary-family or exploratory.
     results["multiplicity"] = apply_multiplicity(results, plan)
     return results

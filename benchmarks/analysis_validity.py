@@ -31,8 +31,13 @@ no fitted replicate counts as rejection 1 and coverage 0). Targets (issue 13): n
 <= 0.07, coverage >= 0.92 at 200 replicates.
 
 Run: ``python benchmarks/analysis_validity.py [--replicates 200] [--participants N] [--seed S]
-[--jobs 2] [--scenarios a_null,b_effect] [--usage-scale count|log1p]``. Never part of the
-test run (the tests run 2-3 replicates of 2 scenarios through :func:`main`).
+[--jobs 2] [--scenarios a_null,b_effect] [--usage-scale count|log1p] [--extras]``. Never part
+of the test run (the tests run 2-3 replicates of 2 scenarios through :func:`main`).
+
+Each replicate runs :func:`analysis.pipeline.analyse` with ``extras=False``: features, linking
+and the usage models are the report's code path, the sensitivity analyses and per-fit
+supplements (which do not change the usage estimates and cost most of a replicate) are
+skipped. ``--extras`` runs them too.
 """
 
 from __future__ import annotations
@@ -214,16 +219,18 @@ def read_estimates(results: dict[str, Any], outcome: str, predictor: str) -> dic
     return out
 
 
-def run_replicate(task: tuple[Scenario, int, int]) -> tuple[str, dict[str, Any] | None, str, float]:
+def run_replicate(
+    task: tuple[Scenario, int, int, bool],
+) -> tuple[str, dict[str, Any] | None, str, float]:
     """One cohort through the pipeline: (scenario name, estimates or None, error, seconds)."""
-    scenario, seed, replicate = task
+    scenario, seed, replicate, extras = task
     started = time.perf_counter()
     try:
         cohort = simulate_cohort(
             scenario.spec, np.random.SeedSequence([seed, scenario.base, replicate])
         )
         plan = scenario.plan()
-        results = analyse(cohort.frames, plan).results
+        results = analyse(cohort.frames, plan, extras=extras).results
         found = read_estimates(results, scenario.spec.outcome, plan["predictors"][0])
         return scenario.name, found, "", time.perf_counter() - started
     except Exception as exc:
@@ -307,6 +314,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--scenarios", default="", help="comma-separated names (default: all)")
     parser.add_argument("--usage-scale", choices=("count", "log1p"), default="count")
+    parser.add_argument(
+        "--extras",
+        action="store_true",
+        help="also run the report's extras (sensitivity analyses, supplements) in every "
+        "replicate, as a report does; same estimates, several times slower",
+    )
     args = parser.parse_args(argv)
     if args.replicates < 2:
         parser.error("--replicates must be at least 2")
@@ -320,12 +333,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     print(
         f"# analysis validity: scenarios={len(chosen)} replicates={args.replicates} "
         f"participants={args.participants} seed={args.seed} jobs={args.jobs} "
-        f"usage_scale={args.usage_scale} python={platform.python_version()} "
+        f"usage_scale={args.usage_scale} extras={args.extras} python={platform.python_version()} "
         f"machine={platform.machine()} cpus={os.cpu_count()}",
         file=out,
         flush=True,
     )
-    tasks = [(s, args.seed, r) for s in chosen for r in range(args.replicates)]
+    tasks = [(s, args.seed, r, args.extras) for s in chosen for r in range(args.replicates)]
     found: dict[str, list[dict[str, Any] | None]] = {s.name: [] for s in chosen}
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {s.name: 0.0 for s in chosen}
