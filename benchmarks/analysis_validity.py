@@ -22,7 +22,11 @@ One line per scenario::
 share with p < 0.05; over the replicates whose primary model was fitted). Where the primary
 term is same-period and the scenario has reverse causation (which no same-period model can
 survive), a second line for the same scenario gives the lagged model's figures, and that line
-is the one the final summary uses. The last line is::
+is the one the final summary uses. Where the primary is lagged (the platform's default) and
+the scenario has reverse causation, a second line ``... role=secondary
+surviving_estimand=lagged`` gives the same-period association's figures for comparison (its
+truth is 0: the generator has no same-period effect); it is not part of the summary.
+The last line is::
 
     scenarios=<n> worst_null_rejection=<x> worst_coverage=<x>
 
@@ -200,7 +204,20 @@ def read_estimates(results: dict[str, Any], outcome: str, predictor: str) -> dic
             "value": _estimate(models.get(key), term),
         },
         "lagged": None,
+        "same_period": None,
     }
+    # The same-period association (the secondary model's <predictor>_within): printed for the
+    # reverse-causation scenarios to show the estimand that does not survive them.
+    same_term = f"{predictor}_within"
+    for same_key, model in models.items():
+        if isinstance(model, dict) and same_term in (model.get("fixed") or {}):
+            out["same_period"] = {
+                "model": same_key,
+                "term": same_term,
+                "lagged": False,
+                "value": _estimate(model, same_term),
+            }
+            break
     if not lagged:
         for lag_key, model in models.items():
             if not isinstance(model, dict):
@@ -364,6 +381,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             lagged = summarise(scenario, found[scenario.name], "lagged")
             print(lagged.text(scenario.name) + " surviving_estimand=lagged", file=out)
             judged = lagged
+        elif scenario.reverse and primary.estimand == "lagged":
+            # Not judged: no same-period model survives reverse causation (module docstring).
+            same = summarise(scenario, found[scenario.name], "same_period")
+            if same.total and same.n:
+                print(
+                    same.text(scenario.name) + " role=secondary surviving_estimand=lagged", file=out
+                )
         if scenario.name in errors:
             print(f"# {scenario.name}: first failure: {errors[scenario.name]}", file=out)
         out.flush()

@@ -120,3 +120,21 @@ def test_without_extras_the_usage_models_are_the_reports_and_nothing_else_runs()
     assert "null_model" not in bare["outcomes"][spec.outcome]
     assert "variance_ci" in full["outcomes"][spec.outcome]["lagged_model"]
     assert "variance_ci" not in bare["outcomes"][spec.outcome]["lagged_model"]
+
+
+def test_reverse_causation_prints_the_same_period_association_beside_the_lagged_primary(bench):
+    # when a reverse-causation scenario runs (the platform's primary is the lagged model)
+    out = StringIO()
+    bench.main(["--replicates=2", "--participants=30", "--scenarios=reverse_null"], out=out)
+    lines = out.getvalue().splitlines()
+    found = [(m.groupdict(), line) for line in lines if (m := LINE.match(line))]
+    # then the first line is the lagged primary, the second the same-period association
+    (primary, _), (same, same_line) = found
+    assert primary["model"] == "lagged_model" and "estimand=lagged" in lines[1]
+    assert same["model"] == "association_model"
+    assert "term=messages_sent_within estimand=same-period" in same_line
+    assert same_line.endswith("role=secondary surviving_estimand=lagged")
+    # and only the primary is judged in the summary
+    assert lines[-1] == f"scenarios=1 worst_null_rejection={float(primary['rejection']):.4f} " + (
+        "worst_coverage=nan"
+    )
