@@ -101,7 +101,8 @@ LABELS = {
     ),
     SECONDARY_MODEL: (
         "Same-period association (secondary): usage in the window before this survey and the "
-        "outcome at this survey; an association, not an effect"
+        "outcome at this survey; an association, not an effect: low mood driving use produces "
+        "it as well, and only the lagged model's estimate survives that (docs/analysis.md)"
     ),
 }
 ESTIMANDS = {

@@ -99,6 +99,8 @@ def test_the_primary_model_is_the_lagged_within_person_model():
     association = entry["association_model"]
     assert association["role"] == "secondary"
     assert "association" in association["label"] and "association" in association["estimand"]
+    # and its label says which estimand survives mood driving use
+    assert "only the lagged model's estimate survives" in association["label"]
     assert "messages_sent_within" in association["fixed"]
     assert "usage_model" not in entry
     json.dumps(results, allow_nan=False)
