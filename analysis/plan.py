@@ -361,9 +361,10 @@ def cluster_robust(result: MixedLMResult, data: pd.DataFrame) -> dict[str, dict[
     Tests use a t with the Bell-McCaffrey (Satterthwaite) df of the CR2 variance, not
     participants − 1: usage counts are right-skewed, so a few heavy users carry most of the
     within-person variation of the usage term, the sandwich then rests on few effective
-    clusters, and with participants − 1 df the validity benchmark rejected true nulls 8-9%
-    of the time at 100 participants (docs/analysis.md). The Bell-McCaffrey df shrink with
-    that concentration, as clubSandwich's ``coef_test(test = "Satterthwaite")`` does.
+    clusters, and with participants − 1 df the validity benchmark rejected true nulls 7-9%
+    of the time at 100 participants (5-6% with these df; docs/analysis.md). The
+    Bell-McCaffrey df shrink with that concentration, as clubSandwich's
+    ``coef_test(test = "Satterthwaite")`` does.
     """
     robust = mixed_cluster_robust(result, data)
     return {
