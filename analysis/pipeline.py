@@ -21,7 +21,7 @@ from analysis.linking import attrition_summary, link_usage_to_outcomes, pre_enro
 from analysis.multiplicity import label_exploratory
 from analysis.plan import run_plan
 from analysis.sensitivity import sensitivity_from_frames
-from analysis.supplement import table1, usage_window_observed
+from analysis.supplement import table1, usage_window_observed, without_model_supplement
 
 __all__ = ["Analysis", "StudyFrames", "analyse"]
 
@@ -54,11 +54,21 @@ def analyse(
     *,
     text: bool = False,
     step: StepCallback | None = None,
+    extras: bool = True,
 ) -> Analysis:
     """Daily usage features, the linked table and the fitted plan for ``frames``.
 
     ``step`` is called with "features", "linking" and "models" as each begins (the run's
     progress bar).
+
+    ``extras=False`` is for simulation benchmarks only (``benchmarks/analysis_validity.py``):
+    features, linking and the usage models (primary lagged and secondary same-period, with
+    their fall-backs, refits and CR2 tests) run exactly as for a report, but the report's
+    extras are skipped — sensitivity analyses, Table 1, attrition, the null, arm × time,
+    dose-response and arm-contrast models, and each fit's supplement (R², profile intervals,
+    diagnostics). They cost most of a replicate and none of them changes the usage
+    estimates. Such a run's results carry ``"extras": False``; a report is never rendered
+    from one.
     """
 
     def begin(name: str) -> None:
@@ -95,8 +105,14 @@ def analyse(
     )
     linked = carry_participant_covariates(linked, frames.participants)
     linked["usage_window_observed"] = usage_window_observed(linked, frames.participants)
-    attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     begin("models")
+    if not extras:
+        with without_model_supplement():
+            results = run_plan(linked, plan, usage_models_only=True)
+        results["extras"] = False
+        label_exploratory(results)
+        return Analysis(daily=daily, linked=linked, attrition=pd.DataFrame(), results=results)
+    attrition = attrition_summary(frames.participants, frames.invitations, daily=daily)
     results = run_plan(linked, plan)
     results["attrition"] = attrition.to_dict(orient="records")
     results["table1"] = table1(

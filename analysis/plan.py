@@ -52,14 +52,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.linking import COUNT_COLUMNS
 from analysis.multiplicity import apply_multiplicity
-from analysis.stats.formula import complete_rows, model_matrix, parse_formula, response_vector
 from analysis.stats.mixedlm import P_METHOD, MixedLMResult, UnidentifiableModelError, fit_mixedlm
 from analysis.stats.models import dose_response
 from analysis.stats.multiple import bh_adjust
+from analysis.stats.robust import mixed_cluster_robust
 from analysis.supplement import DOSE_RULE, dose_rows, frame_exclusions, model_supplement
 
 __all__ = [
@@ -102,7 +101,8 @@ LABELS = {
     ),
     SECONDARY_MODEL: (
         "Same-period association (secondary): usage in the window before this survey and the "
-        "outcome at this survey; an association, not an effect"
+        "outcome at this survey; an association, not an effect: low mood driving use produces "
+        "it as well, and only the lagged model's estimate survives that (docs/analysis.md)"
     ),
 }
 ESTIMANDS = {
@@ -343,68 +343,42 @@ def model_frame(
     return frame, f"{response} ~ " + " + ".join(terms), info
 
 
-ROBUST_P_METHOD = "cluster-robust t (CR2, df = participants - 1)"
+ROBUST_P_METHOD = "cluster-robust t (CR2, Bell-McCaffrey df)"
+# What runs stored before the Bell-McCaffrey df was used say (the report still explains them).
+ROBUST_P_METHOD_G1 = "cluster-robust t (CR2, df = participants - 1)"
 
 
 def cluster_robust(result: MixedLMResult, data: pd.DataFrame) -> dict[str, dict[str, float]]:
     """CR2 cluster-robust tests of the fixed effects of a fitted model, clustered by participant.
 
-    Why: the lagged model's person-mean-centred previous outcome makes the residuals of one
-    person correlated in a way the random intercept does not describe (the dynamic-panel
-    "Nickell" term), and the model-based SEs of the usage terms come out too small (null
-    rejection 0.14 instead of 0.05 in our simulations). The sandwich only assumes people are
-    independent. The data are whitened with the fitted covariance of each person
-    (V_i^-1/2), which turns the GLS fit into OLS, and the bias-reduced CR2 adjustment
-    (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) is applied there; tests use a t with
-    participants − 1 df.
+    Why: the lagged model's residuals are not what its random effects describe (successive
+    changes share a survey and are negatively correlated; a person-centred previous outcome
+    has the dynamic-panel "Nickell" term), so the model-based SEs of the usage terms come out
+    too small. The sandwich only assumes people are independent. The CR2 adjustment
+    (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) uses the fitted covariance of each
+    person as the working model (:func:`analysis.stats.robust.mixed_cluster_robust`).
+
+    Tests use a t with the Bell-McCaffrey (Satterthwaite) df of the CR2 variance, not
+    participants − 1: usage counts are right-skewed, so a few heavy users carry most of the
+    within-person variation of the usage term, the sandwich then rests on few effective
+    clusters, and with participants − 1 df the validity benchmark rejected true nulls 7-9%
+    of the time at 100 participants (5-6% with these df; docs/analysis.md). The
+    Bell-McCaffrey df shrink with that concentration, as clubSandwich's
+    ``coef_test(test = "Satterthwaite")`` does.
     """
-    fixed_f = parse_formula(result.formula)
-    re_f = parse_formula(result.re_formula)
-    kept = complete_rows(data, [*fixed_f.columns, *re_f.columns, result.groups])
-    frame = data.loc[kept]
-    X, names = model_matrix(fixed_f, frame)
-    y = response_vector(fixed_f, frame)
-    Z, _ = model_matrix(re_f, frame)
-    beta = np.array([result.fixed[name].estimate for name in names])
-    sigma2 = result.residual_sd**2
-    codes, uniques = pd.factorize(frame[result.groups], sort=True)
-    p = X.shape[1]
-    whitened_x, whitened_e = [], []
-    for g in range(len(uniques)):
-        rows = np.flatnonzero(codes == g)
-        Zi = Z[rows]
-        Vi = Zi @ result.random_cov @ Zi.T + sigma2 * np.eye(rows.size)
-        values, vectors = np.linalg.eigh(Vi)
-        half = vectors @ np.diag(1 / np.sqrt(values)) @ vectors.T
-        whitened_x.append(half @ X[rows])
-        whitened_e.append(half @ (y[rows] - X[rows] @ beta))
-    bread = np.linalg.inv(sum(xi.T @ xi for xi in whitened_x))
-    meat = np.zeros((p, p))
-    for xi, ei in zip(whitened_x, whitened_e, strict=True):
-        leverage = np.eye(len(ei)) - xi @ bread @ xi.T
-        values, vectors = np.linalg.eigh(leverage)
-        # (I - H_ii)^(-1/2); a leverage of 1 (a person fitting their own parameter) is skipped.
-        inv_half = np.where(values > 1e-10, 1 / np.sqrt(np.clip(values, 1e-10, None)), 0.0)
-        adjusted = vectors @ np.diag(inv_half) @ vectors.T @ ei
-        score = xi.T @ adjusted
-        meat += np.outer(score, score)
-    cov = bread @ meat @ bread
-    df = float(len(uniques) - 1)
-    out: dict[str, dict[str, float]] = {}
-    for j, name in enumerate(names):
-        se = float(math.sqrt(max(cov[j, j], 0.0)))
-        t = beta[j] / se if se > 0 else float("nan")
-        half_width = float(stats.t.ppf(0.975, df)) * se
-        out[name] = {
-            "estimate": float(beta[j]),
-            "se": se,
-            "ci_low": float(beta[j] - half_width),
-            "ci_high": float(beta[j] + half_width),
-            "df": df,
-            "t": float(t),
-            "p": float(2 * stats.t.sf(abs(t), df)) if se > 0 else float("nan"),
+    robust = mixed_cluster_robust(result, data)
+    return {
+        name: {
+            "estimate": c.estimate,
+            "se": c.se,
+            "ci_low": c.ci_low,
+            "ci_high": c.ci_high,
+            "df": c.df,
+            "t": c.t,
+            "p": c.p,
         }
-    return out
+        for name, c in robust.coefficients.items()
+    }
 
 
 def _zero_components(result: MixedLMResult) -> list[str]:
@@ -617,8 +591,16 @@ def _dose(linked: pd.DataFrame, outcome: str, usage: str) -> dict[str, Any]:
     }
 
 
-def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
-    """Fit every model of ``plan`` (the protocol's ``analysis`` section) on ``linked``."""
+def run_plan(
+    linked: pd.DataFrame, plan: Mapping[str, Any], *, usage_models_only: bool = False
+) -> dict[str, Any]:
+    """Fit every model of ``plan`` (the protocol's ``analysis`` section) on ``linked``.
+
+    ``usage_models_only`` fits only the lagged (primary) and same-period (secondary) usage
+    models, for the validity benchmark (:func:`analysis.pipeline.analyse` with
+    ``extras=False``); the null, arm × time, dose-response, arm-contrast and factorial sections
+    are left out of the results.
+    """
     # Imported here: analysis.classifier_outcomes imports analysis.arm_contrast, which imports
     # this module.
     from analysis.classifier_outcomes import (
@@ -647,13 +629,15 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
             "n_rows": int(linked[outcome].notna().sum()) if outcome in linked else 0,
             PRIMARY_MODEL: _usage_model(linked, outcome, plan, lagged=True),
             SECONDARY_MODEL: _usage_model(linked, outcome, plan, lagged=False),
-            "null_model": _fit(linked, formulas["null"], "~1"),
         }
+        per_outcome[outcome] = entry
+        if usage_models_only:
+            continue
+        entry["null_model"] = _fit(linked, formulas["null"], "~1")
         if do_arm:
             entry["arm_time_model"] = _fit(linked, formulas["arm_time"], re_formula)
         if predictors and outcome in linked and predictors[0] in linked:
             entry["dose_response"] = _dose(linked, outcome, predictors[0])
-        per_outcome[outcome] = entry
 
     # Primary family: the lagged within-person effect of the first predictor on each outcome.
     pvalues = []
@@ -700,14 +684,15 @@ def run_plan(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:
         "outcomes": per_outcome,
         "primary": primary,
     }
-    from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
+    if not usage_models_only:
+        from analysis.arm_contrast import arm_contrasts  # imports fit_summary from this module
 
-    results["arm_contrast"] = arm_contrasts(linked, plan)
-    results["arm_contrast"].update(classifier_rate_contrasts(linked, plan))  # rate outcomes
-    if plan.get("factorial"):
-        from analysis.factorial import factorial_effects  # imports arm_contrast in turn
+        results["arm_contrast"] = arm_contrasts(linked, plan)
+        results["arm_contrast"].update(classifier_rate_contrasts(linked, plan))  # rate outcomes
+        if plan.get("factorial"):
+            from analysis.factorial import factorial_effects  # imports arm_contrast in turn
 
-        results["factorial"] = factorial_effects(linked, plan)
+            results["factorial"] = factorial_effects(linked, plan)
     # Last: labels every p-value above as primary-family or exploratory.
     results["multiplicity"] = apply_multiplicity(results, plan)
     return results

@@ -39,7 +39,7 @@ from django.template import Context, Engine
 from django.utils.safestring import mark_safe
 
 from analysis.classifier_outcomes import USAGE_MODELS_REFUSED
-from analysis.plan import ROBUST_P_METHOD
+from analysis.plan import ROBUST_P_METHOD, ROBUST_P_METHOD_G1
 from analysis.report_arm import arm_contrast_html, look_html, multiplicity_html
 from analysis.report_factorial import factorial_html
 from analysis.supplement import DOSE_RULE, EXCLUSION_REASONS, dose_rows, exclusion_rows
@@ -446,13 +446,18 @@ def _primary_table(results: Mapping[str, Any]) -> dict[str, Any]:
 def _inference_detail(method: str) -> str:
     if method == LEGACY_P_METHOD:
         return "normal approximation, no degrees-of-freedom correction (an older run)"
-    if method == ROBUST_P_METHOD:
+    if method in (ROBUST_P_METHOD, ROBUST_P_METHOD_G1):
         # The lagged primary model's tests are the sandwich ones (analysis.plan.cluster_robust);
         # describing them as Satterthwaite tests would misstate the primary inference.
+        df = (
+            "Bell-McCaffrey (Satterthwaite) degrees of freedom"
+            if method == ROBUST_P_METHOD
+            else "participants − 1 degrees of freedom (an older run)"
+        )
         return (
             "the primary model's tests use CR2 cluster-robust standard errors clustered by "
-            "participant (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) and a t "
-            "distribution with participants − 1 degrees of freedom; the other models' tests "
+            f"participant (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) and a t "
+            f"distribution with {df}; the other models' tests "
             "are t tests with Satterthwaite degrees of freedom, as lmerTest computes them "
             "(Kuznetsova et al. 2017)"
         )

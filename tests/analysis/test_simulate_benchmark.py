@@ -94,3 +94,47 @@ def test_an_unknown_scenario_is_refused_by_name(bench):
     with pytest.raises(SystemExit) as error:
         bench.main(["--scenarios=nope"], out=StringIO())
     assert str(error.value).startswith("--scenarios: unknown scenario 'nope' (known: basic_null")
+
+
+def test_without_extras_the_usage_models_are_the_reports_and_nothing_else_runs():
+    from analysis.pipeline import analyse
+    from analysis.simulate import CohortSpec, simulate_cohort
+
+    # given one simulated cohort and the benchmark's default plan
+    spec = CohortSpec(participants=40, effect=0.1)
+    frames = simulate_cohort(spec, seed=11).frames
+    plan = {"outcomes": [spec.outcome], "predictors": ["messages_sent"]}
+    # when it is analysed as a report and as the benchmark analyses it
+    full = analyse(frames, plan).results
+    bare = analyse(frames, plan, extras=False).results
+    # then the primary and secondary usage models are identical, fit for fit
+    for key in ("lagged_model", "association_model"):
+        a, b = full["outcomes"][spec.outcome][key], bare["outcomes"][spec.outcome][key]
+        assert a["formula"] == b["formula"] and a["re_formula"] == b["re_formula"]
+        assert a["fixed"] == b["fixed"]
+    assert bare["primary"]["p"] == full["primary"]["p"]
+    # and the report's extras were skipped (not computed and dropped: absent)
+    assert bare["extras"] is False and "extras" not in full
+    assert "sensitivity" in full and "sensitivity" not in bare
+    assert "table1" not in bare and "arm_contrast" not in bare
+    assert "null_model" not in bare["outcomes"][spec.outcome]
+    assert "variance_ci" in full["outcomes"][spec.outcome]["lagged_model"]
+    assert "variance_ci" not in bare["outcomes"][spec.outcome]["lagged_model"]
+
+
+def test_reverse_causation_prints_the_same_period_association_beside_the_lagged_primary(bench):
+    # when a reverse-causation scenario runs (the platform's primary is the lagged model)
+    out = StringIO()
+    bench.main(["--replicates=2", "--participants=30", "--scenarios=reverse_null"], out=out)
+    lines = out.getvalue().splitlines()
+    found = [(m.groupdict(), line) for line in lines if (m := LINE.match(line))]
+    # then the first line is the lagged primary, the second the same-period association
+    (primary, _), (same, same_line) = found
+    assert primary["model"] == "lagged_model" and "estimand=lagged" in lines[1]
+    assert same["model"] == "association_model"
+    assert "term=messages_sent_within estimand=same-period" in same_line
+    assert same_line.endswith("role=secondary surviving_estimand=lagged")
+    # and only the primary is judged in the summary
+    assert lines[-1] == f"scenarios=1 worst_null_rejection={float(primary['rejection']):.4f} " + (
+        "worst_coverage=nan"
+    )
