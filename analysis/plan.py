@@ -292,7 +292,7 @@ def model_frame(
         drop("previous occasion not answered", frame[y_lag].isna())
     before = f"window_before_enrollment{suffix}"
     if before in frame.columns:
-        drop("usage window before enrolment", frame[before].fillna(False).astype(bool))
+        drop("usage window before enrolment", frame[before].fillna(0).astype(bool))
     for source in sources:
         drop(f"no {source}", frame[source].isna())
     for covariate in covariates:
