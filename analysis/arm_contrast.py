@@ -242,16 +242,9 @@ def fit_arm_contrast(
     skipped = [_wave_label(w) for w in follow if w not in kept_waves]
     if not kept_waves:
         return {**head, "error": "no follow-up wave with answers from every arm"}
-    if end_wave is None:
-        end = kept_waves[-1]
-    elif float(end_wave) in kept_waves:
-        end = float(end_wave)
-    else:
-        return {
-            **head,
-            "error": f"end_wave {end_wave} has no answers from every arm "
-            f"(usable waves: {', '.join(_wave_label(w) for w in kept_waves)})",
-        }
+    end, error = _end_wave(kept_waves, end_wave, "answers from every arm")
+    if error:
+        return {**head, "error": error}
     frame = frame[frame["wave"].isin([0.0, *kept_waves] if method == "clda" else kept_waves)]
     n_groups = int(frame[GROUPS].nunique())
     if n_groups < MIN_GROUPS:
@@ -259,14 +252,78 @@ def fit_arm_contrast(
             **head,
             "error": f"too few participants with complete data ({n_groups} < {MIN_GROUPS})",
         }
+    # cLDA: baseline is the reference occasion. ANCOVA: the first follow-up wave is.
+    return _cell_means_model(
+        frame.reset_index(drop=True),
+        outcome,
+        head={**head, "end_wave": _num(end), "waves_skipped": skipped},
+        reference=reference,
+        others=others,
+        waves=kept_waves,
+        own_mean_waves=kept_waves if method == "clda" else kept_waves[1:],
+        mean_waves=([0.0] if method == "clda" else []) + kept_waves,
+        leading_terms=["baseline"] if method == "ancova" else [],
+        covariates=usable,
+        random_effects=random_effects,
+        end=end,
+    )
 
+
+def _end_wave(kept: Sequence[float], end_wave: float | None, what: str) -> tuple[float, str | None]:
+    """The end-of-study wave (the plan's, or the last usable one), or an error naming the
+    usable waves when the plan's has no ``what`` (e.g. "answers from every arm")."""
+    if end_wave is None:
+        return kept[-1], None
+    if float(end_wave) in kept:
+        return float(end_wave), None
+    usable = ", ".join(_wave_label(w) for w in kept)
+    return kept[-1], f"end_wave {end_wave} has no {what} (usable waves: {usable})"
+
+
+def _test(fit: Any, L: np.ndarray) -> dict[str, float]:
+    """The linear contrast ``L`` of the fixed effects, as a plain dict, for either kind of fit."""
+    if isinstance(fit, _OLSFit):
+        return fit.contrast(L)
+    c = fit.contrast(L)
+    return {
+        "estimate": c.estimate,
+        "se": c.se,
+        "df": c.df,
+        "t": c.t,
+        "p": c.p,
+        "lo": c.ci_low,
+        "hi": c.ci_high,
+    }
+
+
+def _cell_means_model(
+    frame: pd.DataFrame,
+    outcome: str,
+    *,
+    head: dict[str, Any],
+    reference: str,
+    others: Sequence[str],
+    waves: Sequence[float],
+    own_mean_waves: Sequence[float],
+    mean_waves: Sequence[float],
+    leading_terms: Sequence[str],
+    covariates: Sequence[str],
+    random_effects: str,
+    end: float,
+) -> dict[str, Any]:
+    """Fit ``outcome ~ leading terms + wave columns + arm × wave cells + covariates`` and
+    report the model-based means per arm and wave and each arm's difference from the
+    reference at every wave (the arm contrast's shape, shared by every arm × wave model).
+
+    ``waves`` get an arm × wave cell per non-reference arm; ``own_mean_waves`` (a subset) get
+    their own wave column, the others share the intercept's occasion; ``mean_waves`` are the
+    occasions the model-based means are reported at.
+    """
     # Explicit indicator columns (names safe for the formula parser), renamed for the report.
     labels: dict[str, str] = {}
     wave_cols: dict[float, str] = {}
     cell_cols: dict[tuple[str, float], str] = {}
-    # cLDA: baseline is the reference occasion. ANCOVA: the first follow-up wave is.
-    own_mean_waves = kept_waves if method == "clda" else kept_waves[1:]
-    for i, w in enumerate(kept_waves):
+    for i, w in enumerate(waves):
         if w in own_mean_waves:
             wave_cols[w] = f"_w{i}"
             frame[f"_w{i}"] = (frame["wave"] == w).astype(float)
@@ -276,12 +333,9 @@ def fit_arm_contrast(
             cell_cols[(arm, w)] = name
             frame[name] = ((frame["wave"] == w) & (frame["arm"] == arm)).astype(float)
             labels[name] = f"arm[{arm}]:wave[{_wave_label(w)}]"
-    terms = (["baseline"] if method == "ancova" else []) + list(wave_cols.values())
-    terms += list(cell_cols.values()) + usable
+    terms = [*leading_terms, *wave_cols.values(), *cell_cols.values(), *covariates]
     formula = f"{outcome} ~ " + " + ".join(terms)
-    frame = frame.reset_index(drop=True)
-    design_formula = parse_formula(formula)
-    X, names = model_matrix(design_formula, frame)
+    X, names = model_matrix(parse_formula(formula), frame)
 
     fit, summary, p_method = _fit(frame, formula, random_effects, X, names, outcome)
     if fit is None:
@@ -306,35 +360,19 @@ def fit_arm_contrast(
             L[index[cell_cols[(arm, wave)]]] = 1.0
         return L
 
-    def test(L: np.ndarray) -> dict[str, float]:
-        if isinstance(fit, _OLSFit):
-            return fit.contrast(L)
-        c = fit.contrast(L)
-        return {
-            "estimate": c.estimate,
-            "se": c.se,
-            "df": c.df,
-            "t": c.t,
-            "p": c.p,
-            "lo": c.ci_low,
-            "hi": c.ci_high,
-        }
-
-    mean_waves = ([0.0] if method == "clda" else []) + kept_waves
     means = [
-        {"arm": arm, "wave": _num(w), **_row(test(vector(arm, w)))}
+        {"arm": arm, "wave": _num(w), **_row(_test(fit, vector(arm, w)))}
         for arm in [reference, *others]
         for w in mean_waves
     ]
     differences = []
     for arm in others:
-        for w in kept_waves:
+        for w in waves:
             L = np.zeros(len(names))
             L[index[cell_cols[(arm, w)]]] = 1.0
             differences.append(
-                {"arm": arm, "reference": reference, "wave": _num(w), **_row(test(L))}
+                {"arm": arm, "reference": reference, "wave": _num(w), **_row(_test(fit, L))}
             )
-    end_rows = [dict(d, end_of_study=True) for d in differences if d["wave"] == end]
     observed = (
         frame.groupby(["arm", "wave"])[outcome]
         .agg(["size", "mean"])
@@ -344,15 +382,13 @@ def fit_arm_contrast(
     return {
         **head,
         "p_method": p_method,
-        "end_wave": _num(end),
         "waves": [_num(w) for w in mean_waves],
-        "waves_skipped": skipped,
         "n_obs": len(frame),
-        "n_groups": n_groups,
+        "n_groups": int(frame[GROUPS].nunique()),
         "model": summary,
         "means": means,
         "differences": differences,
-        "end_of_study": end_rows,
+        "end_of_study": [dict(d, end_of_study=True) for d in differences if d["wave"] == end],
         "observed": [
             {"arm": str(r.arm), "wave": _num(r.wave), "n": int(r.n), "mean": _num(r.mean)}
             for r in observed.itertuples(index=False)

@@ -36,15 +36,13 @@ import pandas as pd
 # The helpers are shared on purpose: the rate contrast must fit, fall back and report exactly as
 # the survey-score contrasts do, so the report renders both the same way.
 from analysis.arm_contrast import (
-    _fit,
+    _cell_means_model,
+    _end_wave,
     _num,
-    _OLSFit,
-    _row,
     _usable_covariates,
     _wave_label,
     arm_contrast_settings,
 )
-from analysis.stats.formula import model_matrix, parse_formula
 
 __all__ = [
     "CLASSIFIER_OUTCOME",
@@ -146,16 +144,9 @@ def fit_rate_contrast(
     skipped = [_wave_label(w) for w in follow if w not in kept]
     if not kept:
         return {**head, "error": "no follow-up wave with rates from every arm"}
-    if end_wave is None:
-        end = kept[-1]
-    elif float(end_wave) in kept:
-        end = float(end_wave)
-    else:
-        return {
-            **head,
-            "error": f"end_wave {end_wave} has no rates from every arm "
-            f"(usable waves: {', '.join(_wave_label(w) for w in kept)})",
-        }
+    end, error = _end_wave(kept, end_wave, "rates from every arm")
+    if error:
+        return {**head, "error": error}
     frame = frame[frame["wave"].isin(kept)].reset_index(drop=True)
     n_groups = int(frame[GROUPS].nunique())
     if n_groups < MIN_GROUPS:
@@ -163,98 +154,22 @@ def fit_rate_contrast(
             **head,
             "error": f"too few participants with rates ({n_groups} < {MIN_GROUPS})",
         }
-
-    # Cell-means parametrisation: the intercept is the reference arm at the first follow-up
-    # wave, _w{i} its shift at later waves, _a{j}_w{i} arm j's difference at wave i (so every
-    # arm difference is one coefficient; there is no shared-baseline constraint to impose).
-    labels: dict[str, str] = {}
-    wave_cols: dict[float, str] = {}
-    cell_cols: dict[tuple[str, float], str] = {}
-    for i, w in enumerate(kept):
-        if i > 0:
-            wave_cols[w] = f"_w{i}"
-            frame[f"_w{i}"] = (frame["wave"] == w).astype(float)
-            labels[f"_w{i}"] = f"wave[{_wave_label(w)}]"
-        for j, arm in enumerate(others):
-            name = f"_a{j}_w{i}"
-            cell_cols[(arm, w)] = name
-            frame[name] = ((frame["wave"] == w) & (frame["arm"] == arm)).astype(float)
-            labels[name] = f"arm[{arm}]:wave[{_wave_label(w)}]"
-    terms = [*wave_cols.values(), *cell_cols.values(), *usable]
-    formula = f"{outcome} ~ " + " + ".join(terms)
-    X, names = model_matrix(parse_formula(formula), frame)
-    fit, summary, p_method = _fit(frame, formula, random_effects, X, names, outcome)
-    if fit is None:
-        return {**head, **summary}
-    summary["fixed"] = {labels.get(k, k): v for k, v in summary["fixed"].items()}
-
-    person_first = pd.Series(np.arange(len(frame))).groupby(frame[GROUPS].to_numpy()).first()
-    average = X[person_first.to_numpy()].mean(axis=0)
-    index = {name: k for k, name in enumerate(names)}
-    design_only = {"Intercept", *wave_cols.values(), *cell_cols.values()}
-
-    def test(L: np.ndarray) -> dict[str, float]:
-        if isinstance(fit, _OLSFit):
-            return fit.contrast(L)
-        c = fit.contrast(L)
-        return {
-            "estimate": c.estimate,
-            "se": c.se,
-            "df": c.df,
-            "t": c.t,
-            "p": c.p,
-            "lo": c.ci_low,
-            "hi": c.ci_high,
-        }
-
-    def mean_vector(arm: str, wave: float) -> np.ndarray:
-        L = np.zeros(len(names))
-        for name, k in index.items():
-            if name not in design_only:
-                L[k] = average[k]  # covariates at their participant average
-        L[index["Intercept"]] = 1.0
-        if wave in wave_cols:
-            L[index[wave_cols[wave]]] = 1.0
-        if (arm, wave) in cell_cols:
-            L[index[cell_cols[(arm, wave)]]] = 1.0
-        return L
-
-    means = [
-        {"arm": arm, "wave": _num(w), **_row(test(mean_vector(arm, w)))}
-        for arm in [reference, *others]
-        for w in kept
-    ]
-    differences = []
-    for arm in others:
-        for w in kept:
-            L = np.zeros(len(names))
-            L[index[cell_cols[(arm, w)]]] = 1.0
-            differences.append(
-                {"arm": arm, "reference": reference, "wave": _num(w), **_row(test(L))}
-            )
-    observed = (
-        frame.groupby(["arm", "wave"])[outcome]
-        .agg(["size", "mean"])
-        .reset_index()
-        .rename(columns={"size": "n"})
+    # Cell means without a baseline: the intercept is the reference arm at the first follow-up
+    # wave, each later wave its own shift, and each arm × wave cell one arm difference.
+    return _cell_means_model(
+        frame,
+        outcome,
+        head={**head, "end_wave": _num(end), "waves_skipped": skipped},
+        reference=reference,
+        others=others,
+        waves=kept,
+        own_mean_waves=kept[1:],
+        mean_waves=kept,
+        leading_terms=[],
+        covariates=usable,
+        random_effects=random_effects,
+        end=end,
     )
-    return {
-        **head,
-        "p_method": p_method,
-        "end_wave": _num(end),
-        "waves": [_num(w) for w in kept],
-        "waves_skipped": skipped,
-        "n_obs": len(frame),
-        "n_groups": n_groups,
-        "model": summary,
-        "means": means,
-        "differences": differences,
-        "end_of_study": [dict(d, end_of_study=True) for d in differences if d["wave"] == end],
-        "observed": [
-            {"arm": str(r.arm), "wave": _num(r.wave), "n": int(r.n), "mean": _num(r.mean)}
-            for r in observed.itertuples(index=False)
-        ],
-    }
 
 
 def classifier_rate_contrasts(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,10 +46,12 @@ from scipy import stats
 from analysis.arm_contrast import (
     GROUPS,
     MIN_GROUPS,
+    _end_wave,
     _fit,
     _num,
     _OLSFit,
     _row,
+    _test,
     _usable_covariates,
     _wave_label,
     arm_contrast_settings,
@@ -107,21 +109,6 @@ def _joint_test(fit: Any, rows: np.ndarray) -> dict[str, float | None]:
     else:
         p = float(stats.f.sf(f_value, q, df_den))
     return {"F": _num(f_value), "df_num": q, "df_den": _num(df_den), "p": _num(p)}
-
-
-def _test(fit: Any, L: np.ndarray) -> dict[str, float]:
-    if isinstance(fit, _OLSFit):
-        return fit.contrast(L)
-    c = fit.contrast(L)
-    return {
-        "estimate": c.estimate,
-        "se": c.se,
-        "df": c.df,
-        "t": c.t,
-        "p": c.p,
-        "lo": c.ci_low,
-        "hi": c.ci_high,
-    }
 
 
 def fit_factorial(
@@ -191,16 +178,9 @@ def fit_factorial(
     skipped = [_wave_label(w) for w in follow if w not in kept_waves]
     if not kept_waves:
         return {**head, "error": "no follow-up wave with answers from every cell of the design"}
-    if end_wave is None:
-        end = kept_waves[-1]
-    elif float(end_wave) in kept_waves:
-        end = float(end_wave)
-    else:
-        return {
-            **head,
-            "error": f"end_wave {end_wave} has no answers from every cell "
-            f"(usable waves: {', '.join(_wave_label(w) for w in kept_waves)})",
-        }
+    end, error = _end_wave(kept_waves, end_wave, "answers from every cell")
+    if error:
+        return {**head, "error": error}
     frame = frame[frame["wave"].isin([0.0, *kept_waves])].reset_index(drop=True)
     n_groups = int(frame[GROUPS].nunique())
     if n_groups < MIN_GROUPS:
