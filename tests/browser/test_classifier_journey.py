@@ -75,9 +75,9 @@ def test_a_researcher_runs_codes_and_analyses_classifiers(
 
     # and she adds the loneliness rate to an analysis run and finds it in the report
     page.get_by_role("navigation", name="Study pages").get_by_role("link", name="Analyses").click()
-    page.get_by_label(re.compile("Add a conversation-classifier rate")).select_option(
-        "cls_loneliness_rate"
-    )
+    page.get_by_label(
+        re.compile("Add a conversation-classifier rate as a predictor")
+    ).select_option("cls_loneliness_rate")
     page.get_by_role("button", name="Start a run").click()
     page.get_by_text(re.compile(r"Analysis run \d+ started")).wait_for()
     analysis = AnalysisRun.objects.get(study=study)
