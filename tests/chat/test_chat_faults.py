@@ -444,7 +444,8 @@ def live_asgi(transactional_db):
     import time
 
     import uvicorn
-    from django.core.asgi import get_asgi_application
+
+    from studyplatform.core.sse import get_asgi_application
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
