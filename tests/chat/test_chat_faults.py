@@ -542,3 +542,19 @@ def test_redis_dying_mid_reply_reaches_the_client_as_a_retryable_error_event(
     assert name == "error" and data["code"] == "internal" and data["retryable"] is True
     assert data["reply"] == reply.pk and data["partial"] is True
     assert data["retry_url"] == f"/p/chat/m/{user.pk}/regenerate/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_round_releases_a_pooled_connection_but_keeps_sqlites(monkeypatch):
+    # given: a database round outside any atomic block, as in production
+    from studyplatform.chat.streaming import _db_round
+
+    assert not connection.in_atomic_block
+    closed = []
+    real_close = connection.close
+    monkeypatch.setattr(connection, "close", lambda: closed.append(1) or real_close())
+    # when: the round ends
+    _db_round(lambda: Message.objects.exists())
+    # then: PostgreSQL's connection went back to the pool (a long reply must not hold one);
+    # SQLite's stays open (it holds no server slot, and reopening it costs every round)
+    assert closed == ([] if connection.vendor == "sqlite" else [1])
