@@ -2,9 +2,12 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studyplatform.settings")
+
+# Django's handler, except that chat event streams are written straight to `send`
+# (studyplatform/core/sse.py: it costs less CPU per token).
+from studyplatform.core.sse import get_asgi_application
+
 application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402 - needs the app registry loaded above

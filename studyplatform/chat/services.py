@@ -450,21 +450,27 @@ FINISH_TO_STATUS = {
 }
 
 
-def reply_start(*, user_message: Message, arm, first_token_at, upstream_sent_at) -> Message:
-    """Create the assistant message at the first token."""
-    latency = int((first_token_at - user_message.received_at).total_seconds() * 1000)
+def _latency_ms(user_message: Message, first_token_at) -> int:
+    return max(0, int((first_token_at - user_message.received_at).total_seconds() * 1000))
+
+
+def reply_start(
+    *, user_message: Message, arm, first_token_at, upstream_sent_at, text: str = ""
+) -> Message:
+    """Create the assistant message while it streams (at its first checkpoint), holding the
+    text so far."""
     return Message.objects.create(
         conversation_id=user_message.conversation_id,
         participant_id=user_message.participant_id,
         parent=user_message,
         role=Message.Role.ASSISTANT,
-        content="",
+        content=text,
         status=Message.Status.STREAMING,
         created_at=first_token_at,
         upstream_sent_at=upstream_sent_at,
         first_token_at=first_token_at,
-        checkpoint_at=first_token_at,
-        latency_ms=max(0, latency),
+        checkpoint_at=timezone.now(),
+        latency_ms=_latency_ms(user_message, first_token_at),
         arm=arm,
         protocol_version_id=user_message.protocol_version_id,
         model_requested=arm.model_name,
@@ -481,12 +487,14 @@ def reply_finish(
     end: StreamEnd | None,
     status: str,
     upstream_sent_at,
+    first_token_at=None,
     error_code: str = "",
     attempts: int = 1,
 ) -> Message:
-    """Finalise the reply (creating it if the failure came before any token), mark the
-    participant's message answered and make the reply the conversation's active leaf: one
-    transaction, so the log never shows a finished reply the conversation does not point to."""
+    """Finalise the reply (creating it if it ended before its first checkpoint, or before any
+    token), mark the participant's message answered and make the reply the conversation's
+    active leaf: one transaction, so the log never shows a finished reply the conversation
+    does not point to."""
     now = timezone.now()
     if reply is None:
         reply = Message(
@@ -494,12 +502,15 @@ def reply_finish(
             participant_id=user_message.participant_id,
             parent=user_message,
             role=Message.Role.ASSISTANT,
-            created_at=now,
+            created_at=first_token_at or now,
             upstream_sent_at=upstream_sent_at,
             arm=arm,
             protocol_version_id=user_message.protocol_version_id,
             model_requested=arm.model_name,
         )
+        if first_token_at is not None:
+            reply.first_token_at = first_token_at
+            reply.latency_ms = _latency_ms(user_message, first_token_at)
     reply.content = text
     reply.status = status
     reply.completed_at = now

@@ -17,7 +17,7 @@ from csp.decorators import csp_update
 from django import forms
 from django.conf import settings
 from django.db import DatabaseError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -31,6 +31,7 @@ from studyplatform.core import input_limits
 from studyplatform.core.events import ParticipantChatRequested, publish
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_async, redis_sync
+from studyplatform.core.sse import EventStreamResponse
 from studyplatform.participants.session import participant_gate, participant_required
 from studyplatform.safety.selectors import conversation_alerted_since
 from studyplatform.safety.services import crisis_resources_html
@@ -403,10 +404,12 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
     return body, (result.message, conversation.arm, model_request, target)
 
 
-async def _sent_then_reply(body: dict, prepared: tuple):
-    yield sse("message", body)
-    async for frame in reply_events(prepared[0].pk, attempt_claimed=True, prepared=prepared):
-        yield frame
+def _sent_then_reply(body: dict, prepared: tuple) -> EventStreamResponse:
+    """The send's event stream: the `message` event (the stored message), then the reply."""
+    return EventStreamResponse(
+        reply_events(prepared[0].pk, attempt_claimed=True, prepared=prepared),
+        prelude=sse("message", body),
+    )
 
 
 @require_POST
@@ -422,14 +425,7 @@ async def message_reply(request, conversation_id: int):
     if isinstance(outcome, JsonResponse):
         return outcome
     body, prepared = outcome
-    return _event_stream(_sent_then_reply(body, prepared))
-
-
-def _event_stream(events) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
-    return response
+    return _sent_then_reply(body, prepared)
 
 
 @require_GET
@@ -449,7 +445,7 @@ async def stream(request, user_message_id: int):
         claimed = value is not None and int(value) == user_message_id
     if not claimed:
         raise Http404("This reply link is not valid (any more).")
-    return _event_stream(reply_events(user_message_id, attempt_claimed=True))
+    return EventStreamResponse(reply_events(user_message_id, attempt_claimed=True))
 
 
 @outage_as_json(sending=False)

@@ -31,7 +31,6 @@ from .streaming import db_round
 from .views import (
     OUTAGE_ERRORS,
     TZ_OFFSET_LIMIT_MINUTES,
-    _event_stream,
     _sent_then_reply,
     _unavailable,
     outage_as_json,
@@ -288,7 +287,7 @@ async def message_voice(request, conversation_id: int):
     if isinstance(outcome, JsonResponse):
         return outcome
     body, prepared = outcome
-    return _event_stream(_sent_then_reply(body, prepared))
+    return _sent_then_reply(body, prepared)
 
 
 @outage_as_json(sending=False)

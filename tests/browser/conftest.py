@@ -93,7 +93,8 @@ def asgi_server(transactional_db, settings):
 
     import uvicorn
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-    from django.core.asgi import get_asgi_application
+
+    from studyplatform.core.sse import get_asgi_application
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

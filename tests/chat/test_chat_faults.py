@@ -152,7 +152,7 @@ def _drive_then_disconnect(user_message_id: int, how: str) -> list[str]:
         if how == "close":
             async for frame in events:
                 frames.append(frame)
-                if frame.startswith("event: reply"):
+                if frame.startswith("event: delta"):
                     break
             await events.aclose()
             return frames
@@ -161,7 +161,7 @@ def _drive_then_disconnect(user_message_id: int, how: str) -> list[str]:
         async def consume():
             async for frame in events:
                 frames.append(frame)
-                if frame.startswith("event: reply"):
+                if frame.startswith("event: delta"):
                     started.set()
 
         task = asyncio.ensure_future(consume())
@@ -190,7 +190,7 @@ def test_a_participant_disconnect_is_recorded_as_disconnected_once(
 def test_a_disconnect_while_the_reply_row_is_being_written_records_that_row_once(
     participant, conversation, upstream, finish_calls, monkeypatch
 ):
-    # given: writing the reply row at the first token is slow (a busy database)
+    # given: writing the reply row at its first checkpoint is slow (a busy database)
     import threading
 
     real_start = services.reply_start
@@ -204,6 +204,8 @@ def test_a_disconnect_while_the_reply_row_is_being_written_records_that_row_once
         return real_start(**kwargs)
 
     monkeypatch.setattr(services, "reply_start", slow_start)
+    # (the row is written at the first checkpoint: here at the first token)
+    monkeypatch.setattr("studyplatform.chat.streaming.CHECKPOINT_S", 0.0)
     user = send(participant, conversation, SLOW_STORY)
     from studyplatform.chat.streaming import reply_events
 
@@ -222,7 +224,7 @@ def test_a_disconnect_while_the_reply_row_is_being_written_records_that_row_once
             await task
 
     async_to_sync(go)()
-    # then: one reply row, the one written at the first token, recorded as disconnected
+    # then: one reply row, the one written at the checkpoint, recorded as disconnected
     assert finish_calls == ["cancelled"]
     reply = the_reply()
     assert (reply.status, reply.error_code) == ("cancelled", "disconnected")
@@ -444,7 +446,8 @@ def live_asgi(transactional_db):
     import time
 
     import uvicorn
-    from django.core.asgi import get_asgi_application
+
+    from studyplatform.core.sse import get_asgi_application
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -509,7 +512,7 @@ def test_closing_the_connection_mid_reply_is_recorded_as_disconnected(
     with httpx.stream("GET", live_asgi + _stream_link(user), timeout=20) as response:
         assert response.headers["content-type"] == "text/event-stream"
         for line in response.iter_lines():
-            if line.startswith("event: reply"):
+            if line.startswith("event: delta"):
                 break
     # then: the server's cancellation is recorded as the participant leaving, nothing else
     reply = _wait_for_final_status()
@@ -539,3 +542,19 @@ def test_redis_dying_mid_reply_reaches_the_client_as_a_retryable_error_event(
     assert name == "error" and data["code"] == "internal" and data["retryable"] is True
     assert data["reply"] == reply.pk and data["partial"] is True
     assert data["retry_url"] == f"/p/chat/m/{user.pk}/regenerate/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_round_releases_a_pooled_connection_but_keeps_sqlites(monkeypatch):
+    # given: a database round outside any atomic block, as in production
+    from studyplatform.chat.streaming import _db_round
+
+    assert not connection.in_atomic_block
+    closed = []
+    real_close = connection.close
+    monkeypatch.setattr(connection, "close", lambda: closed.append(1) or real_close())
+    # when: the round ends
+    _db_round(lambda: Message.objects.exists())
+    # then: PostgreSQL's connection went back to the pool (a long reply must not hold one);
+    # SQLite's stays open (it holds no server slot, and reopening it costs every round)
+    assert closed == ([] if connection.vendor == "sqlite" else [1])

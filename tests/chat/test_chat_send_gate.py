@@ -217,8 +217,9 @@ def test_the_daily_token_limit_counts_in_redis_and_survives_losing_the_counter(m
 def test_a_reply_row_commit_failing_after_the_upstream_started_keeps_what_was_shown(
     me, upstream, monkeypatch
 ):
-    # given: a stored message; the database refuses the reply row's INSERT at the first token,
-    # that is after the upstream request started and the first words reached the participant
+    # given: a stored message; the database refuses the reply row's INSERT at its first
+    # checkpoint (here: the first token), that is after the upstream request started and the
+    # first words reached the participant
     from django.db import OperationalError
 
     from tests.chat.conftest import run_reply
@@ -227,6 +228,7 @@ def test_a_reply_row_commit_failing_after_the_upstream_started_keeps_what_was_sh
         raise OperationalError("could not commit: the server closed the connection")
 
     monkeypatch.setattr(services, "reply_start", refused_start)
+    monkeypatch.setattr("studyplatform.chat.streaming.CHECKPOINT_S", 0.0)
     conversation = services.conversation_create(participant=me)
     user = services.message_send(
         participant=me, conversation=conversation, text="[[reply: one two three]] hi"

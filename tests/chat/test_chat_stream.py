@@ -41,8 +41,9 @@ def test_a_reply_streams_and_every_detail_is_logged(participant, conversation, u
     )
     events = run_reply(user.pk)
     kinds = [e for e, _ in events]
-    # the first words go out before the reply row is written, then its id follows
-    assert kinds[:3] == ["start", "delta", "reply"] and kinds[-1] == "done"
+    # a reply shorter than a checkpoint is written once, at its end: no reply event, the id
+    # comes with done
+    assert kinds[:2] == ["start", "delta"] and kinds[-1] == "done" and "reply" not in kinds
     assert "".join(d["t"] for e, d in events if e == "delta") == "Hello there friend"
     reply = Message.objects.get(role="assistant")
     assert reply.parent == user and reply.content == "Hello there friend"
@@ -57,6 +58,52 @@ def test_a_reply_streams_and_every_detail_is_logged(participant, conversation, u
     user.refresh_from_db()
     assert user.tz_offset_minutes == -180
     assert Conversation.objects.get().active_leaf == reply
+
+
+def test_a_reply_shorter_than_a_checkpoint_is_written_once_at_its_end(
+    participant, conversation, upstream, monkeypatch
+):
+    # given: the reply row's INSERT while streaming is counted
+    started = []
+    real_start = services.reply_start
+    monkeypatch.setattr(services, "reply_start", lambda **kw: started.append(1) or real_start(**kw))
+    user = send(participant, conversation, "[[reply: short and sweet]] hi")
+    # when
+    events = run_reply(user.pk)
+    # then: no row while streaming; the finish wrote the whole reply with its first-token time
+    assert started == []
+    reply = Message.objects.get(role="assistant")
+    assert events[-1] == ("done", {**events[-1][1], "reply": reply.pk})
+    assert (reply.content, reply.status) == ("short and sweet", "complete")
+    assert reply.upstream_sent_at <= reply.first_token_at <= reply.completed_at
+    assert reply.created_at == reply.first_token_at and reply.latency_ms is not None
+
+
+def test_a_long_reply_is_written_at_its_first_checkpoint_with_the_text_so_far(
+    participant, conversation, upstream, monkeypatch
+):
+    # given: every token is a checkpoint; the row as first written is kept
+    rows = []
+    real_start = services.reply_start
+
+    def spy(**kw):
+        reply = real_start(**kw)
+        rows.append((reply.status, Message.objects.get(pk=reply.pk).content))
+        return reply
+
+    monkeypatch.setattr(services, "reply_start", spy)
+    monkeypatch.setattr("studyplatform.chat.streaming.CHECKPOINT_S", 0.0)
+    user = send(participant, conversation, "[[reply: one two three]] hi")
+    # when
+    events = run_reply(user.pk)
+    # then: the row was written once while streaming, holding the words shown so far, and its
+    # id went out right after them; the finish completed that same row
+    first = events[[e for e, _ in events].index("delta")][1]["t"]
+    assert rows == [("streaming", first)]
+    assert [e for e, _ in events][:3] == ["start", "delta", "reply"]
+    reply = Message.objects.get(role="assistant")
+    assert events[2][1] == {"id": reply.pk}
+    assert (reply.content, reply.status) == ("one two three", "complete")
 
 
 def test_the_request_carries_system_prompt_memory_and_the_active_branch(

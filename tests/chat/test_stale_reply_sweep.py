@@ -54,6 +54,9 @@ def test_a_reply_whose_finish_could_not_be_recorded_is_finalised_by_the_sweep(
         raise OperationalError("database is locked")
 
     monkeypatch.setattr(services, "reply_finish", failing_finish)
+    # The row is written at the first checkpoint (a shorter reply only by the finish): here at
+    # the first token.
+    monkeypatch.setattr("studyplatform.chat.streaming.CHECKPOINT_S", 0.0)
     user = services.message_send(
         participant=participant, conversation=conversation, text="[[reply: half of it]] hi"
     ).message

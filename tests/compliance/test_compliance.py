@@ -95,6 +95,28 @@ def test_the_message_hook_only_enqueues_a_refresh_that_runs_after_commit(
     assert ComplianceDay.objects.filter(participant=participant).count() == 1
 
 
+def test_a_message_queues_a_refresh_only_when_the_study_sets_a_requirement(
+    req_study, owner, rct_doc, enroll, chat, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given: one study with a usage requirement and one without (the refresh would do nothing)
+    from studyplatform.compliance.tasks import compliance_refresh_task
+    from studyplatform.studies.services import study_create_from_protocol
+    from tests.factories import launch_study
+
+    assert "requirements" not in rct_doc
+    rct_doc["study"]["slug"] = "no-requirement"
+    plain = launch_study(study_create_from_protocol(doc=rct_doc, author=owner), owner)
+    queued: list[int] = []
+    monkeypatch.setattr(compliance_refresh_task, "delay", queued.append)
+    with_requirement, without = enroll(req_study, now=T0), enroll(plain, now=T0)
+    # when: each sends messages
+    with django_capture_on_commit_callbacks(execute=True):
+        chat(with_requirement, dt.datetime.now(dt.UTC), 1)
+        chat(without, dt.datetime.now(dt.UTC), 1)
+    # then: refreshes were queued for the first participant's messages only
+    assert queued and set(queued) == {with_requirement.pk}
+
+
 def test_completion_is_offered_exactly_when_the_rule_is_met(req_study, enroll, chat):
     # given: 3 of 4 days needed; days 0 and 1 met, day 2 missed (3 minutes)
     participant = enroll(req_study, now=T0)
