@@ -79,10 +79,12 @@ def test_force_allows_a_recruiting_study(recruiting_study):
 
 def test_its_planted_effect_is_lagged_and_not_the_same_period_association(study):
     # given 200 participants, baseline + 5 weekly surveys, --effect 0.5 (WHO-5 points per
-    # message sent in the week before the previous survey), generated at a fixed instant: where
-    # the simulated days fall against the survey windows depends on the hour the cohort is
-    # drawn, and moves this seed's lagged estimate between about 0.42 and 0.69 (measured at six
-    # hours of one day), so a test on the wall clock would pass or fail by the hour it runs.
+    # message sent in the week before the previous survey), generated at a fixed instant. The
+    # instant decides which survey occasions have closed, so it changes how many random draws
+    # come before the answers: at six hours of one day this seed's lagged estimate ranged
+    # 0.42-0.69, as seeds 1-8 at one hour range 0.48-0.70 (SE about 0.055): sampling noise, not
+    # a misalignment of days and windows, but a test on the wall clock would pass or fail by the
+    # hour it runs.
     simulate(
         study,
         n=200,
