@@ -12,6 +12,7 @@ class ChatConfig(AppConfig):
         # Explicit subscriptions at startup: withdrawal deletion and the data download.
         from studyplatform.core.events import (
             ParticipantContentDeletion,
+            ParticipantDownloadFilesRequested,
             ParticipantDownloadRequested,
             subscribe,
         )
@@ -21,6 +22,7 @@ class ChatConfig(AppConfig):
 
         subscribe(ParticipantContentDeletion, participant_data.chat_delete)
         subscribe(ParticipantDownloadRequested, participant_data.chat_download)
+        subscribe(ParticipantDownloadFilesRequested, participant_data.chat_download_files)
         # The safety app sits below chat and reads stored messages (moderation, alert retries,
         # the review timeline) through this source instead of importing chat.
         message_source_register(

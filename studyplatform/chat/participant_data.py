@@ -3,18 +3,26 @@
 Subscribed to the ``core.events`` withdrawal and download events from ``ChatConfig.ready()``:
 withdrawal with deletion removes every conversation the participant has (live chats and imported
 history alike; messages cascade), and the data download lists their conversations and messages,
-imported ones included.
+imported ones included, and carries the voice recordings the platform kept (only kept when their
+consent allowed it), decrypted, under ``voice/``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from studyplatform.core.events import ParticipantContentDeletion, ParticipantDownloadRequested
+from studyplatform.core.events import (
+    ParticipantContentDeletion,
+    ParticipantDownloadFilesRequested,
+    ParticipantDownloadRequested,
+)
+from studyplatform.core.filecrypt import decrypt_from_path
 from studyplatform.safety.services import participant_alerts_scrub
 
 from .models import Conversation, MemoryNote, Message, VoiceClip
-from .voice import clips_delete
+from .voice import ACCEPTED_TYPES, clips_delete, voice_dir
 
 
 def chat_delete(event: ParticipantContentDeletion) -> dict[str, int]:
@@ -85,4 +93,49 @@ def chat_download(event: ParticipantDownloadRequested) -> dict[str, list[dict[st
             "conversation_id", "created_at", "pk"
         )
     ]
-    return {"conversations": conversations, "messages": messages}
+    tables = {"conversations": conversations, "messages": messages}
+    recordings = [
+        {
+            "message_id": clip.message_id,
+            "conversation_id": clip.message.conversation_id,
+            "file": _clip_archive_name(clip),
+            "content_type": clip.content_type,
+            "duration_ms": clip.duration_ms,
+            "size_bytes": clip.size_bytes,
+            "recorded_at": clip.created_at.isoformat(),
+        }
+        for clip in _clips(participant)
+    ]
+    # Only a participant whose consent let the platform keep audio has any; the others get no
+    # empty table.
+    if recordings:
+        tables["voice_recordings"] = recordings
+    return tables
+
+
+def _clips(participant):
+    return (
+        VoiceClip.objects.filter(participant=participant)
+        .select_related("message")
+        .order_by("created_at", "pk")
+    )
+
+
+def _clip_archive_name(clip: VoiceClip) -> str:
+    return f"voice/message-{clip.message_id}.{ACCEPTED_TYPES.get(clip.content_type, 'bin')}"
+
+
+def _clip_bytes(file_name: str) -> bytes:
+    return b"".join(decrypt_from_path(voice_dir() / file_name))
+
+
+def chat_download_files(
+    event: ParticipantDownloadFilesRequested,
+) -> dict[str, Callable[[], bytes]]:
+    """The participant's kept voice recordings, decrypted one at a time as the archive is
+    written; named after the message they were transcribed into (the voice_recordings table
+    links the two)."""
+    return {
+        _clip_archive_name(clip): partial(_clip_bytes, clip.file_name)
+        for clip in _clips(event.participant)
+    }

@@ -15,7 +15,8 @@ Rules, so that what an event reaches stays readable in one place:
   (sending email, enqueueing a task) uses ``transaction.on_commit`` itself, or the service
   publishes from ``on_commit`` (``ProtocolChanged``).
 - Some events collect an answer from every handler (``ParticipantContentDeletion`` returns the
-  counts of what each app deleted, ``ParticipantDownloadRequested`` the tables each app adds);
+  counts of what each app deleted, ``ParticipantDownloadRequested`` the tables each app adds,
+  ``ParticipantDownloadFilesRequested`` the files);
   ``publish`` returns the handlers' results in order.
 - No Django signals: a signal's receivers are found by import side effect, which is what this
   module replaces.
@@ -81,6 +82,16 @@ class ParticipantDownloadRequested:
 
 
 @dataclass(frozen=True)
+class ParticipantDownloadFilesRequested:
+    """A "download my data" archive is being built: each app holding files of the participant
+    (kept voice recordings) returns ``{path inside the archive: reader}``, where the reader is a
+    zero-argument callable giving the file's clear bytes. The archive reads one file at a time,
+    so an app never has to hold all of them."""
+
+    participant: Any
+
+
+@dataclass(frozen=True)
 class ParticipantHomeRequested:
     """The participant's home page is being rendered: each app returns ``{name: value}`` to add
     to the page's template context (surveys: ``due``, the questionnaires open now)."""
@@ -122,6 +133,7 @@ EVENT_TYPES: tuple[type, ...] = (
     ParticipantWithdrew,
     ParticipantContentDeletion,
     ParticipantDownloadRequested,
+    ParticipantDownloadFilesRequested,
     ParticipantHomeRequested,
     MessageStored,
     ProtocolChanged,

@@ -245,6 +245,62 @@ def test_a_recording_is_kept_encrypted_when_the_consent_allows_it(
     assert not VoiceClip.objects.exists() and not path.exists()
 
 
+def test_download_my_data_carries_the_participants_kept_recordings_and_only_theirs(
+    client, voice_study, enroll, upstream, media, django_capture_on_commit_callbacks
+):
+    import json
+    import zipfile
+
+    from studyplatform.participants.models import DataDownload
+    from tests.conftest import ALL_CONSENT
+
+    # given: two participants who let the platform keep their audio, each with one recording
+    me = enroll(voice_study, choices={**ALL_CONSENT, "keep_audio": True})
+    other = enroll(voice_study, choices={**ALL_CONSENT, "keep_audio": True})
+    mine, theirs = make_wav(1.0), make_wav(2.0)
+    for person, audio in ((other, theirs), (me, mine)):
+        login(client, person)
+        consume(send_clip(client, services.conversation_create(participant=person), audio))
+    clip = VoiceClip.objects.get(participant=me)
+    # when: I ask for my data
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/p/data/")
+    download = DataDownload.objects.get(participant=me)
+    assert download.status == "ready"
+    response = client.get(f"/p/data/{download.pk}/file/")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    # then: my recording is in it, decrypted, named after its message, and listed in a table
+    name = f"voice/message-{clip.message_id}.wav"
+    assert [n for n in archive.namelist() if n.startswith("voice/")] == [name]
+    assert archive.read(name) == mine
+    rows = json.loads(archive.read("voice_recordings.json"))
+    assert [(r["message_id"], r["file"], r["duration_ms"]) for r in rows] == [
+        (clip.message_id, name, 1000)
+    ]
+    assert "voice/" in archive.read("README.txt").decode()
+    # and the other participant's recording is not
+    assert theirs not in b"".join(archive.read(n) for n in archive.namelist())
+
+
+def test_a_participant_without_kept_recordings_gets_no_voice_table(
+    client, voice_study, enroll, upstream, media, django_capture_on_commit_callbacks
+):
+    import zipfile
+
+    from studyplatform.participants.models import DataDownload
+
+    participant = enroll(voice_study)  # the consent's keep_audio box left unticked
+    login(client, participant)
+    consume(send_clip(client, services.conversation_create(participant=participant), make_wav(1.0)))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/p/data/")
+    download = DataDownload.objects.get(participant=participant)
+    response = client.get(f"/p/data/{download.pk}/file/")
+    names = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).namelist()
+    assert "messages.csv" in names
+    assert not [n for n in names if n.startswith("voice") or n.startswith("voice_recordings")]
+
+
 def test_retention_after_close_deletes_kept_recordings(
     client, voice_study, enroll, upstream, media, owner
 ):

@@ -13,6 +13,7 @@ from studyplatform.core.events import (
     MessageStored,
     ParticipantChatRequested,
     ParticipantContentDeletion,
+    ParticipantDownloadFilesRequested,
     ParticipantDownloadRequested,
     ParticipantEnrolled,
     ParticipantHomeRequested,
@@ -64,6 +65,9 @@ def test_every_event_type_has_the_subscribers_the_platform_needs():
         "surveys.hooks.task_download",
         "studyplatform.compliance.hooks.compliance_download",
     ]
+    assert names(ParticipantDownloadFilesRequested) == [
+        "studyplatform.chat.participant_data.chat_download_files",
+    ]
     assert names(ParticipantHomeRequested) == [
         "surveys.hooks.home_due",
         "surveys.hooks.home_task",
@@ -85,6 +89,7 @@ def test_every_event_type_has_the_subscribers_the_platform_needs():
         ParticipantWithdrew,
         ParticipantContentDeletion,
         ParticipantDownloadRequested,
+        ParticipantDownloadFilesRequested,
         ParticipantHomeRequested,
         MessageStored,
         ProtocolChanged,

@@ -26,7 +26,11 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from studyplatform.core.events import ParticipantDownloadRequested, publish
+from studyplatform.core.events import (
+    ParticipantDownloadFilesRequested,
+    ParticipantDownloadRequested,
+    publish,
+)
 from studyplatform.core.filecrypt import DecryptionError, decrypt_from_path, encrypt_to_path
 from studyplatform.core.leases import (
     Lease,
@@ -151,6 +155,15 @@ def _participant_tables(participant: Participant) -> dict[str, list[dict[str, An
     return tables
 
 
+def _participant_files(participant: Participant) -> dict[str, Any]:
+    """``{path inside the archive: reader}`` from the apps holding files (kept voice
+    recordings)."""
+    files: dict[str, Any] = {}
+    for section in publish(ParticipantDownloadFilesRequested(participant=participant)):
+        files.update(section)
+    return files
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
 
@@ -177,7 +190,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _readme(participant: Participant, tables: dict[str, list], now: dt.datetime) -> str:
+def _readme(
+    participant: Participant, tables: dict[str, list], now: dt.datetime, folders: list[str]
+) -> str:
     """The archive's README, in the participant's language (the one they use the study in)."""
     with translation.override(participant.language or settings.LANGUAGE_CODE):
         lines = [
@@ -198,6 +213,15 @@ def _readme(participant: Participant, tables: dict[str, list], now: dt.datetime)
             _("Tables:"),
         ]
         lines += [f"  {name}.csv, {name}.json" for name in tables]
+        if "voice" in folders:
+            lines += [
+                "",
+                _(
+                    "voice/ holds the recordings of what you said in the chat, kept because "
+                    "you agreed to it in the consent form. Each file is named after the "
+                    "message it was transcribed into (message_id in voice_recordings.csv)."
+                ),
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +244,8 @@ def _remove_dead_parts(download_id: int, keep: Path) -> None:
 
 
 def data_download_build(*, download: DataDownload, lease: Lease | None = None) -> DataDownload:
-    """Write the archive: every table as JSON and CSV, plus a README."""
+    """Write the archive: every table as JSON and CSV, the participant's files (kept voice
+    recordings), and a README."""
     if lease is None:
         lease = data_download_claim(download.pk)
         if lease is None:
@@ -231,16 +256,21 @@ def data_download_build(*, download: DataDownload, lease: Lease | None = None) -
         fault_injection_pause()
         lease.require()
         tables = _participant_tables(participant)
+        files = _participant_files(participant)
+        folders = sorted({name.split("/", 1)[0] for name in files if "/" in name})
         # Built in memory and written only encrypted: the clear zip never touches the disk.
         # An unguessable name that says nothing about whose it is.
         name = f"{secrets.token_hex(16)}.zip.fernet"
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("README.txt", _readme(participant, tables, timezone.now()))
+            archive.writestr("README.txt", _readme(participant, tables, timezone.now(), folders))
             archive.writestr("data.json", _json(tables))
             for table, rows in tables.items():
                 archive.writestr(f"{table}.csv", _csv(rows))
                 archive.writestr(f"{table}.json", _json(rows))
+            for path, read in files.items():
+                # Audio is compressed already: stored as it is, one file in memory at a time.
+                archive.writestr(path, read(), compress_type=zipfile.ZIP_STORED)
         data = buffer.getvalue()
         encrypt_to_path(data, part)
         _remove_dead_parts(download.pk, keep=part)
