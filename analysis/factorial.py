@@ -26,6 +26,12 @@ arm-contrast settings):
   where F = t²);
 * per interaction, each effect-coded interaction coefficient, and the joint F test.
 
+A classifier-rate outcome (``cls_<key>_rate``, :mod:`analysis.classifier_outcomes`) has no
+pre-randomisation baseline (there were no conversations to label before enrolment), so its model
+is the same without the baseline occasion: over the follow-up waves only, the first follow-up
+wave's mean as the intercept, each later wave its own shift, and the factors' columns crossed
+with every follow-up wave, as in the classifier-rate arm contrast.
+
 Every t test and CI is a Satterthwaite t (as the arm contrast); the joint F tests take their
 denominator df from the Satterthwaite df of the contrast's eigen-directions (Kuznetsova,
 Brockhoff & Christensen 2017, lmerTest, J Stat Softw 82(13), the method of its ``contestMD``).
@@ -56,6 +62,7 @@ from analysis.arm_contrast import (
     _wave_label,
     arm_contrast_settings,
 )
+from analysis.classifier_outcomes import is_classifier_outcome
 from analysis.stats.formula import model_matrix, parse_formula
 
 __all__ = ["CODING", "factorial_effects", "fit_factorial"]
@@ -68,6 +75,12 @@ ESTIMAND = (
     "Main effects and interactions of the factors on the model-based mean outcome at the last "
     "wave, all cells constrained to one baseline mean (cLDA), adjusted for the stratification "
     "factors and covariates listed; "
+)
+ESTIMAND_FOLLOW_UP = (
+    "Main effects and interactions of the factors on the model-based mean classifier rate at "
+    "the last follow-up wave, over the follow-up occasions only (a classifier rate has no "
+    "pre-randomisation baseline), adjusted for the stratification factors and covariates "
+    "listed; "
 )
 
 
@@ -122,12 +135,14 @@ def fit_factorial(
     covariates: Sequence[str] = (),
     strata: Sequence[str] = (),
     random_effects: str = "~1",
+    baseline: bool = True,
 ) -> dict[str, Any]:
     """Main effects (and interactions) of ``factors`` for one outcome, as a JSON-able dict.
 
     ``factors``: (factor key, its level keys in protocol order) for each factor to analyse;
-    ``arm_levels``: {arm key: {factor key: level key}}. ``"error"`` says why nothing could be
-    estimated.
+    ``arm_levels``: {arm key: {factor key: level key}}. ``baseline=False`` fits the follow-up
+    waves only (a classifier rate, which has no baseline). ``"error"`` says why nothing could
+    be estimated.
     """
     names_only = [f for f, _ in factors]
     head: dict[str, Any] = {
@@ -135,14 +150,19 @@ def fit_factorial(
         "factors": names_only,
         "interaction": bool(interaction and len(factors) > 1),
         "coding": CODING,
-        "estimand": ESTIMAND
+        "estimand": (ESTIMAND if baseline else ESTIMAND_FOLLOW_UP)
         + ("interactions as effect-coded products." if interaction else "no interaction term."),
+        "baseline": baseline,
     }
     for column in (outcome, "arm", "wave", GROUPS):
         if column not in linked.columns:
             return {**head, "error": f"no column {column!r} in the linked data"}
     frame = linked.dropna(subset=[GROUPS, "arm", "wave", outcome]).copy()
     frame["wave"] = pd.to_numeric(frame["wave"]).astype(float)
+    if not baseline:
+        # A rate at wave 0 (if its window fell after enrolment) is already under the arm: not a
+        # baseline, and mixing it in would not make one.
+        frame = frame[frame["wave"] > 0]
     for key, _ in factors:
         frame[f"_level_{key}"] = frame["arm"].map(
             lambda arm, key=key: (arm_levels.get(str(arm)) or {}).get(key)
@@ -166,7 +186,7 @@ def fit_factorial(
         }
     )
     cells = [tuple(c) for c in itertools.product(*(levels for _, levels in factors))]
-    if not bool((frame["wave"] == 0).any()):
+    if baseline and not bool((frame["wave"] == 0).any()):
         return {**head, "error": "no baseline (wave 0) answers: the model needs a baseline"}
 
     def cells_at(w: float) -> set[tuple]:
@@ -181,7 +201,8 @@ def fit_factorial(
     end, error = _end_wave(kept_waves, end_wave, "answers from every cell")
     if error:
         return {**head, "error": error}
-    frame = frame[frame["wave"].isin([0.0, *kept_waves])].reset_index(drop=True)
+    first_waves = [0.0] if baseline else []
+    frame = frame[frame["wave"].isin([*first_waves, *kept_waves])].reset_index(drop=True)
     n_groups = int(frame[GROUPS].nunique())
     if n_groups < MIN_GROUPS:
         return {
@@ -210,6 +231,8 @@ def fit_factorial(
     term_cols: dict[tuple[tuple[str, ...], int, float], str] = {}
     term_labels: dict[tuple[str, ...], list[str]] = {}
     for i, w in enumerate(kept_waves):
+        if not baseline and i == 0:
+            continue  # without a baseline the intercept is the first follow-up wave's mean
         wave_cols[w] = f"_w{i}"
         frame[f"_w{i}"] = (frame["wave"] == w).astype(float)
         labels[f"_w{i}"] = f"wave[{_wave_label(w)}]"
@@ -290,7 +313,7 @@ def fit_factorial(
         **head,
         "p_method": p_method,
         "end_wave": _num(end),
-        "waves": [0.0, *(_num(w) for w in kept_waves)],
+        "waves": [*first_waves, *(_num(w) for w in kept_waves)],
         "waves_skipped": skipped,
         "n_obs": len(frame),
         "n_groups": n_groups,
@@ -346,6 +369,7 @@ def factorial_effects(linked: pd.DataFrame, plan: Mapping[str, Any]) -> dict[str
                 covariates=covariates,
                 strata=strata,
                 random_effects=settings["random_effects"],
+                baseline=not is_classifier_outcome(outcome),
             )
         except (ValueError, np.linalg.LinAlgError, ArithmeticError) as exc:
             out[outcome] = {"outcome": outcome, "factors": list(wanted), "error": str(exc)}

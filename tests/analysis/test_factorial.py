@@ -158,3 +158,68 @@ def test_the_report_shows_main_effects_interaction_and_the_coding():
     assert "interaction modality × task" in html
     assert "coding: effect (sum-to-zero) coding" in html
     assert "p (Satterthwaite t)" in html
+
+
+RATE = "cls_reliance_rate"
+
+
+def rate_cohort(*, per_cell: int = 30, waves: int = 3, voice_effect: float = 0.1, seed: int = 1):
+    """The same 2 x 3 design with a classifier rate (share of labelled messages) and WHO-5: the
+    rate exists only at follow-up (nothing to label before enrolment); voice raises it by
+    `voice_effect` at every follow-up wave, the task does nothing."""
+    rng = np.random.default_rng(seed)
+    linked = cohort(per_cell=per_cell, waves=waves, seed=seed)
+    arms = linked["arm"].map(lambda arm: ARM_LEVELS[arm]["modality"])
+    person = linked["participant"].map(
+        {p: rng.normal(0, 0.06) for p in linked["participant"].unique()}
+    )
+    rate = 0.3 + 0.01 * linked["wave"] + person + rng.normal(0, 0.05, len(linked))
+    rate = rate + np.where(arms == "voice", voice_effect, 0.0)
+    linked[RATE] = np.where(linked["wave"] > 0, np.clip(rate, 0, 1), np.nan)
+    return linked
+
+
+def test_a_classifier_rate_gets_the_follow_up_factorial_model_not_a_missing_baseline_error():
+    plan = {
+        "outcomes": [Y, RATE],
+        "arm_contrast": {"method": "none"},
+        "factorial": {
+            "factors": ["modality", "task"],
+            "design": [
+                {"key": "modality", "levels": list(MODALITY)},
+                {"key": "task", "levels": list(TASK)},
+            ],
+            "arm_levels": ARM_LEVELS,
+        },
+    }
+    linked = rate_cohort()
+    results = run_plan(linked, plan)
+    entry = results["factorial"][RATE]
+    # the rate has no wave 0: fitted over the follow-up waves, said so in the estimand
+    assert "error" not in entry, entry.get("error")
+    assert entry["baseline"] is False and entry["waves"] == [1.0, 2.0, 3.0]
+    assert "follow-up occasions only" in entry["estimand"]
+    assert not any(term.startswith("wave[1]") for term in entry["model"]["fixed"])
+    # the planted voice effect on the rate is recovered, the task's CI covers 0
+    (difference,) = by_factor(entry, "modality")["differences"]
+    assert difference["ci_low"] < 0.1 < difference["ci_high"] and difference["ci_low"] > 0
+    assert by_factor(entry, "task")["test"]["p"] > 0.01
+    # and the survey outcome in the same plan keeps its baseline-constrained model
+    assert results["factorial"][Y]["baseline"] is True
+    assert results["factorial"][Y]["waves"][0] == 0.0
+    html = render_report(results, {"linked": linked}, {"title": "T", "study": "s"})
+    assert f'data-table="factorial:{RATE}:main_effects"' in html
+
+
+def test_a_null_rate_keeps_the_factorial_tests_at_their_level():
+    rejections = 0
+    for seed in range(40):
+        entry = fit_factorial(
+            rate_cohort(per_cell=10, voice_effect=0.0, seed=100 + seed),
+            RATE,
+            factors=FACTORS,
+            arm_levels=ARM_LEVELS,
+            baseline=False,
+        )
+        rejections += by_factor(entry, "modality")["test"]["p"] < 0.05
+    assert rejections <= 6  # 5% of 40 is 2; 6 or more has probability < 0.5% under the null
