@@ -135,9 +135,9 @@ def test_the_plan_asks_by_factor_name_and_run_plan_reports_it():
     assert unknown[Y]["error"] == "the protocol has no factor 'voice'"
 
 
-def test_the_report_shows_main_effects_interaction_and_the_coding():
-    plan = {
-        "outcomes": [Y],
+def both_factors_plan(outcomes: list[str]) -> dict:
+    return {
+        "outcomes": outcomes,
         "arm_contrast": {"method": "none"},
         "factorial": {
             "factors": ["modality", "task"],
@@ -148,6 +148,10 @@ def test_the_report_shows_main_effects_interaction_and_the_coding():
             "arm_levels": ARM_LEVELS,
         },
     }
+
+
+def test_the_report_shows_main_effects_interaction_and_the_coding():
+    plan = both_factors_plan([Y])
     linked = cohort()
     results = run_plan(linked, plan)
     html = render_report(results, {"linked": linked}, {"title": "T", "study": "s"})
@@ -180,18 +184,7 @@ def rate_cohort(*, per_cell: int = 30, waves: int = 3, voice_effect: float = 0.1
 
 
 def test_a_classifier_rate_gets_the_follow_up_factorial_model_not_a_missing_baseline_error():
-    plan = {
-        "outcomes": [Y, RATE],
-        "arm_contrast": {"method": "none"},
-        "factorial": {
-            "factors": ["modality", "task"],
-            "design": [
-                {"key": "modality", "levels": list(MODALITY)},
-                {"key": "task", "levels": list(TASK)},
-            ],
-            "arm_levels": ARM_LEVELS,
-        },
-    }
+    plan = both_factors_plan([Y, RATE])
     linked = rate_cohort()
     results = run_plan(linked, plan)
     entry = results["factorial"][RATE]
