@@ -29,11 +29,14 @@ from studyplatform.core.redis_client import redis_async
 from . import services
 from .models import Message, ReplyCode
 from .providers import ProviderError, StreamEnd, TextDelta, get_provider, stream_with_retry
+from .speech_segments import SpokenReply
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_S = 2.0
 CANCEL_POLL_S = 0.25
+# A spoken reply's last sentence is announced only when the reply is whole (as its speech was).
+SPOKEN_STATUSES = (Message.Status.COMPLETE, Message.Status.LENGTH)
 
 
 def cancel_key(user_message_id: int) -> str:
@@ -118,12 +121,18 @@ INTERNAL_ERROR_TEXT = gettext_lazy(
 
 
 async def reply_events(
-    user_message_id: int, *, attempt_claimed: bool, prepared: tuple | None = None
+    user_message_id: int,
+    *,
+    attempt_claimed: bool,
+    prepared: tuple | None = None,
+    spoken: bool = False,
 ) -> AsyncIterator[str]:
     """Yield SSE frames for one reply. `attempt_claimed` must be True: the caller claimed the
     user message (first send) or the participant clicked retry/regenerate. `prepared` is the
     (message, arm, request, target) the caller already loaded in its own database round; the
     target is the arm's registered endpoint, or why there is none (EndpointUnavailable).
+    `spoken` (a voice turn): each finished sentence is also kept for speech and announced with
+    a `speak` frame (chat/speech_segments.py).
 
     Every way a reply can end is recorded once, by the one reply_finish call below, with the
     outcome that is actually known (models.ReplyCode): the participant's stop click, the
@@ -155,8 +164,13 @@ async def reply_events(
     interrupted: BaseException | None = None
     last_checkpoint = last_poll = time.monotonic()
     first_token_at = None
+    speaker = None
     try:
         redis = redis_async()
+        if spoken:
+            speaker = SpokenReply(
+                redis, participant_id=message.participant_id, user_message_id=message.pk
+            )
         if isinstance(target, EndpointUnavailable):
             # No call goes out; the reply is recorded as failed like an unreachable upstream.
             raise ProviderError(str(target), transient=False)
@@ -169,6 +183,15 @@ async def reply_events(
                 first_token_at = first_token_at or timezone.now()
                 parts.append(event.text)
                 yield sse("delta", {"t": event.text})
+                if speaker is not None:
+                    try:
+                        frames = await speaker.feed(event.text)
+                    except RedisError:
+                        # Speech is an extra: the reply goes on as text, unspoken from here.
+                        logger.warning("sentences of reply to %s not kept", user_message_id)
+                        speaker, frames = None, []
+                    for frame in frames:
+                        yield sse("speak", frame)
                 now = time.monotonic()
                 if now - last_poll >= CANCEL_POLL_S:
                     last_poll = now
@@ -256,6 +279,13 @@ async def reply_events(
     elif status == Message.Status.ERROR:
         yield sse("error", {"code": error_code, "reply": reply_id, "partial": bool(parts)})
     else:
+        if speaker is not None and status in SPOKEN_STATUSES:
+            try:
+                for frame in await speaker.finish(finished.pk if finished else None):
+                    yield sse("speak", frame)
+            except RedisError:
+                # The text is complete on screen; the page speaks the whole reply instead.
+                logger.warning("last sentence of reply to message %s not kept", user_message_id)
         yield sse(
             "done",
             {

@@ -18,4 +18,9 @@ urlpatterns = [
     path("p/chat/m/<int:message_id>/activate/", views.activate, name="activate"),
     path("p/chat/c/<int:conversation_id>/voice/", voice_views.message_voice, name="voice"),
     path("p/chat/m/<int:message_id>/speech/", voice_views.reply_speech_view, name="speech"),
+    path(
+        "p/chat/speech/<slug:sid>/<int:index>/",
+        voice_views.segment_speech_view,
+        name="segment_speech",
+    ),
 ]

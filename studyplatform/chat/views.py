@@ -404,10 +404,11 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
     return body, (result.message, conversation.arm, model_request, target)
 
 
-def _sent_then_reply(body: dict, prepared: tuple) -> EventStreamResponse:
-    """The send's event stream: the `message` event (the stored message), then the reply."""
+def _sent_then_reply(body: dict, prepared: tuple, *, spoken: bool = False) -> EventStreamResponse:
+    """The send's event stream: the `message` event (the stored message), then the reply
+    (`spoken`: a voice turn, whose reply is also spoken sentence by sentence)."""
     return EventStreamResponse(
-        reply_events(prepared[0].pk, attempt_claimed=True, prepared=prepared),
+        reply_events(prepared[0].pk, attempt_claimed=True, prepared=prepared, spoken=spoken),
         prelude=sse("message", body),
     )
 

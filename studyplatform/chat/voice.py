@@ -3,8 +3,9 @@ speaking a reply, and deleting kept recordings.
 
 The spoken turn joins the typed path right after transcription: the transcript is stored and
 safety-screened by services.message_send (with a VoiceTurn carrying the recording's measures)
-and the reply streams exactly as for typed text. Speech of the reply is made on request, once
-the reply's text is complete (docs/protocol.md, Voice arms).
+and the reply streams exactly as for typed text. Its speech is made sentence by sentence while it
+streams (chat/speech_segments.py), or for the whole reply on request once its text is complete
+(a replay; docs/protocol.md, Voice arms).
 
 Recordings are never written to disk unless the participant's consent ticked the arm's
 `keep_audio_checkbox`; then they are stored encrypted (core/filecrypt.py) under
@@ -219,6 +220,19 @@ def clips_delete(clips) -> int:
     for name in names:
         (voice_dir() / name).unlink(missing_ok=True)
     return count
+
+
+def tts_speaker(voice: VoiceConfig):
+    """``speak(text) -> Speech`` in the arm's voice, its endpoint resolved now. Raises
+    AudioError (also from each call, when the speech model fails)."""
+    client = _client(voice.tts_endpoint, voice.tts_model)
+
+    def speak(text: str) -> Speech:
+        return client.speak(
+            model=voice.tts_model, voice=voice.tts_voice, text=text, speed=voice.tts_speed
+        )
+
+    return speak
 
 
 def reply_speech(*, reply: Message, voice: VoiceConfig) -> Speech:

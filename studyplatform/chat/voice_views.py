@@ -27,6 +27,7 @@ from studyplatform.participants.session import participant_gate, participant_req
 from . import services
 from .models import Conversation, Message
 from .providers.audio import AudioError
+from .speech_segments import MAX_SEGMENTS, segment_owner_message, segment_speak
 from .streaming import db_round
 from .views import (
     OUTAGE_ERRORS,
@@ -49,6 +50,7 @@ from .voice import (
     max_upload_bytes,
     reply_speech,
     stt_client,
+    tts_speaker,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ VOICE_ERRORS = {
     "not_speakable": gettext_lazy("This reply cannot be spoken."),
     "speech_limit": gettext_lazy("This reply has been played as often as allowed."),
     "tts_failed": gettext_lazy("The reply could not be spoken. Its text is shown above."),
+    "segment_gone": gettext_lazy("This part of the reply can no longer be spoken."),
 }
 
 
@@ -287,7 +290,7 @@ async def message_voice(request, conversation_id: int):
     if isinstance(outcome, JsonResponse):
         return outcome
     body, prepared = outcome
-    return _sent_then_reply(body, prepared)
+    return _sent_then_reply(body, prepared, spoken=True)
 
 
 @outage_as_json(sending=False)
@@ -295,20 +298,45 @@ async def message_voice(request, conversation_id: int):
 @require_POST
 def reply_speech_view(request, message_id: int):
     """The spoken reply (audio) of one of the participant's finished replies in a voice arm."""
-    reply = get_object_or_404(
+    return _spoken(request, message_id, lambda reply, voice: reply_speech(reply=reply, voice=voice))
+
+
+@outage_as_json(sending=False)
+@participant_required
+@require_POST
+def segment_speech_view(request, sid: str, index: int):
+    """The audio of one sentence of a voice reply while it streams (chat/speech_segments.py):
+    the page names the stream and the sentence's index, never the text."""
+    if index >= MAX_SEGMENTS:
+        return voice_refusal("segment_gone", status=404)
+    try:
+        message_id = segment_owner_message(sid=sid, participant_id=request.participant.pk)
+    except VoiceRefused as exc:
+        return voice_refusal(exc.code, status=exc.status)
+    return _spoken(
+        request,
+        message_id,
+        lambda _message, voice: segment_speak(sid=sid, index=index, speak=tts_speaker(voice)),
+    )
+
+
+def _spoken(request, message_id: int, speak) -> HttpResponse:
+    """``speak(message, voice)``'s audio for one of the participant's messages in a voice arm,
+    or the refusal (404 for another participant's message or a text arm)."""
+    message = get_object_or_404(
         Message.objects.select_related("conversation__arm", "conversation__participant__study"),
         pk=message_id,
         participant=request.participant,
     )
-    voice = conversation_voice(reply.conversation)
+    voice = conversation_voice(message.conversation)
     if voice is None:
         return voice_refusal("not_voice", status=404)
     try:
-        speech = reply_speech(reply=reply, voice=voice)
+        speech = speak(message, voice)
     except VoiceRefused as exc:
         return voice_refusal(exc.code, status=exc.status)
     except AudioError as exc:
-        logger.warning("speech of reply %s failed: %s", reply.pk, exc)
+        logger.warning("speech for message %s failed: %s", message.pk, exc)
         return voice_refusal("tts_failed", status=502)
     response = HttpResponse(speech.audio, content_type=speech.content_type)
     response["Cache-Control"] = "no-store"

@@ -115,3 +115,14 @@ def asgi_server(transactional_db, settings):
     yield url
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def eventually(query, *, timeout_s: float = 10.0):
+    """``query()``'s first truthy result within ``timeout_s`` (else its last result): for what
+    the page's own requests write to the database after what the test waited for on screen."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (found := query()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found

@@ -31,6 +31,7 @@ from studyplatform.studies.services import study_create_from_protocol, study_tra
 from surveys import schedule_rules
 from surveys.daily_tasks import task_text
 from surveys.models import TaskAssignment
+from tests.browser.conftest import eventually
 from tests.browser.test_requirement_journey import session
 from tests.browser.test_voice_journey import browser  # noqa: F401  (Chromium with a fake mic)
 
@@ -156,7 +157,12 @@ def test_factorial_voice_journey(
     )
     spoken = Message.objects.get(participant=participant, role="user", modality="voice")
     assert spoken.audio_ms >= 1000
-    reply = Message.objects.get(participant=participant, role="assistant", tts_ms__isnull=False)
+    reply = eventually(  # logged once the page fetched the last sentence's speech
+        lambda: Message.objects.filter(
+            participant=participant, role="assistant", tts_ms__isnull=False
+        ).first()
+    )
+    assert reply is not None, "the reply's speech timing was never logged"
     assert reply.status == "complete" and reply.audio_ms > 0
     # keep_audio was not ticked: the recording was discarded after transcription
     assert not (tmp_path / "media" / "voice").exists()

@@ -16,7 +16,7 @@ from django.core import mail
 from playwright.sync_api import expect
 
 from studyplatform.chat.models import Message
-from tests.browser.conftest import CHROMIUM
+from tests.browser.conftest import CHROMIUM, eventually
 
 pytestmark = [pytest.mark.browser]
 
@@ -145,8 +145,15 @@ def test_voice_journey(
     assert spoken.modality == "voice" and spoken.audio_ms >= 1000 and spoken.stt_ms is not None
     seconds = re.search(r"for ([0-9.]+) seconds", spoken.content).group(1)
     assert abs(float(seconds) * 1000 - spoken.audio_ms) < 100
-    reply = Message.objects.get(role="assistant", participant=participant)
-    assert reply.status == "complete" and reply.tts_ms is not None and reply.audio_ms > 0
+    # the reply is spoken sentence by sentence; its timing is logged when the page has fetched
+    # the last sentence's speech, which may land just after the first words play
+    reply = eventually(
+        lambda: Message.objects.filter(
+            role="assistant", participant=participant, tts_ms__isnull=False
+        ).first()
+    )
+    assert reply is not None, "the reply's speech timing was never logged"
+    assert reply.status == "complete" and reply.audio_ms > 0
     # no keep-audio checkbox in this study: the recording was never written to disk
     assert not (tmp_path / "media" / "voice").exists()
 

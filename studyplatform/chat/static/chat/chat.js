@@ -99,8 +99,9 @@
   // Stream one reply into a new assistant bubble. `onMessage` receives the stored participant
   // message when the response starts with it (sending); regenerate streams start at "start".
   // `onDone` (the voice page) takes over a completed reply instead of the page reload, so the
-  // reply can be spoken in place.
-  function streamReply(response, onMessage, onDone) {
+  // reply can be spoken in place; `onSpeak` (the voice page) receives each finished sentence's
+  // `speak` event while the reply streams.
+  function streamReply(response, onMessage, onDone, onSpeak) {
     var replyBubble = null;
     var finished = false;
     busy(true);
@@ -133,6 +134,9 @@
         onMessage(data);
       },
       start: function () { body(); },
+      speak: function (data) {
+        if (onSpeak) { onSpeak(data); }
+      },
       delta: function (data) {
         body().textContent += data.t;
         toBottom();

@@ -124,10 +124,11 @@ document.addEventListener("DOMContentLoaded", function () {
         say("");
         var typed = input.value;
         stopReply.hidden = false;  // the text box's Stop button is hidden with it
+        sentences = 0;
         return chat.streamReply(response, function (data) {
           chat.showSent(data);
           input.value = typed;  // a draft in the (hidden) text box stays
-        }, speak).then(function () { stopReply.hidden = true; });
+        }, speak, sentence).then(function () { stopReply.hidden = true; });
       }
       return response.json().then(function (data) { refused(response, data, clip); });
     }).catch(function () {
@@ -177,8 +178,50 @@ document.addEventListener("DOMContentLoaded", function () {
     send(lastClip);
   });
 
-  // The reply's text is complete: fetch its speech and play it.
+  // Sentence by sentence while the reply streams: each `speak` event's audio is fetched at once
+  // (so the next is ready when one ends) and played in order.
+  var sentences = 0;
+  var queue = [];
+  var playing = false;
+
+  function sentence(data) {
+    sentences += 1;
+    var url = root.dataset.segmentUrl.replace(/\/sid\/0\/$/, "/" + data.sid + "/" + data.i + "/");
+    queue.push(fetch(url, {method: "POST", credentials: "same-origin",
+                           headers: {"X-CSRFToken": chat.csrf}}).then(function (response) {
+      if (response.ok) { return response.blob(); }
+      return response.json().then(function (body) { chat.showError(body.error); return null; });
+    }).catch(function () { chat.showError(text.speechFailed); return null; }));
+    if (!playing) { playNext(); }
+  }
+
+  function playNext() {
+    var next = queue.shift();
+    if (!next) { playing = false; say(""); return; }
+    playing = true;
+    say(text.speaking);
+    next.then(function (blob) {
+      if (!blob) { playNext(); return; }
+      play(blob);
+    });
+  }
+
+  function play(blob) {
+    if (player.dataset.objectUrl) { URL.revokeObjectURL(player.dataset.objectUrl); }
+    player.dataset.objectUrl = URL.createObjectURL(blob);
+    player.src = player.dataset.objectUrl;
+    player.hidden = false;
+    return player.play().then(function () { say(""); }, function () {
+      say(text.pressPlay);  // autoplay refused: the controls are on screen
+    });
+  }
+
+  player.addEventListener("ended", function () { if (playing) { playNext(); } });
+
+  // The reply's text is complete. Spoken already sentence by sentence; otherwise (a reply the
+  // stream could not split, e.g. Redis failed) fetch the whole reply's speech and play it.
   function speak(done) {
+    if (sentences > 0) { return; }
     var url = root.dataset.speechUrl.replace(/\/0\/speech\/$/, "/" + done.reply + "/speech/");
     say(text.speaking);
     fetch(url, {method: "POST", credentials: "same-origin",
@@ -186,15 +229,7 @@ document.addEventListener("DOMContentLoaded", function () {
       if (!response.ok) {
         return response.json().then(function (data) { say(""); chat.showError(data.error); });
       }
-      return response.blob().then(function (blob) {
-        if (player.dataset.objectUrl) { URL.revokeObjectURL(player.dataset.objectUrl); }
-        player.dataset.objectUrl = URL.createObjectURL(blob);
-        player.src = player.dataset.objectUrl;
-        player.hidden = false;
-        return player.play().then(function () { say(""); }, function () {
-          say(text.pressPlay);  // autoplay refused: the controls are on screen
-        });
-      });
+      return response.blob().then(play);
     }).catch(function () { say(""); chat.showError(text.speechFailed); });
   }
 
