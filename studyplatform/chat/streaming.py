@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_S = 2.0
 CANCEL_POLL_S = 0.25
+# Pauses before trying the end-of-reply write again when the database refused it.
+FINISH_RETRY_PAUSES_S = (0.25, 1.0)
 
 
 def cancel_key(user_message_id: int) -> str:
@@ -219,26 +221,47 @@ async def reply_events(
         logger.exception("reply to message %s failed on our side", user_message_id)
         status, error_code = Message.Status.ERROR, internal_code(exc)
     finished = None
-    try:
-        finished = await db_round(
-            services.reply_finish,
-            reply=reply,
-            user_message=message,
-            arm=arm,
-            text="".join(parts),
-            end=end,
-            status=status,
-            upstream_sent_at=upstream_sent_at,
-            first_token_at=first_token_at,
-            error_code=error_code,
-            attempts=end.attempts if end else 1,
+    for attempt, pause in enumerate((*FINISH_RETRY_PAUSES_S, None)):
+        try:
+            finished = await db_round(
+                services.reply_finish,
+                reply=reply,
+                user_message=message,
+                arm=arm,
+                text="".join(parts),
+                end=end,
+                status=status,
+                upstream_sent_at=upstream_sent_at,
+                first_token_at=first_token_at,
+                error_code=error_code,
+                attempts=end.attempts if end else 1,
+                retrying=attempt > 0,
+            )
+            break
+        except DatabaseError as exc:
+            # The participant has the words; the log must get them too. A database that is
+            # restarting or briefly locked comes back within seconds, and the stream is still
+            # open, so the write is tried again (reply_finish(retrying=True) finds a row an
+            # earlier attempt did commit, so the reply is never recorded twice).
+            if pause is not None:
+                logger.warning(
+                    "recording the reply to message %s failed; retrying", user_message_id
+                )
+                await asyncio.sleep(pause)
+                continue
+            failure: Exception = exc
+        except Exception as exc:
+            failure = exc  # a bug: trying again would fail the same way
+        # Not recorded: the row keeps its last checkpoint (status streaming) for the stale-reply
+        # sweep, and the participant is told it failed on our side.
+        logger.error(
+            "reply to message %s could not be recorded",
+            user_message_id,
+            exc_info=(type(failure), failure, failure.__traceback__),
         )
-    except Exception as exc:
-        # Not retried here: reply_finish runs once per reply. The row keeps its last
-        # checkpoint (status streaming); the participant is told it failed on our side.
-        logger.exception("reply to message %s could not be recorded", user_message_id)
         if interrupted is None:
-            status, error_code = Message.Status.ERROR, internal_code(exc)
+            status, error_code = Message.Status.ERROR, internal_code(failure)
+        break
     if interrupted is not None:
         raise interrupted
     try:
