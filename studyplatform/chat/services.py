@@ -477,7 +477,6 @@ def reply_start(
     )
 
 
-@transaction.atomic
 def reply_finish(
     *,
     reply: Message | None,
@@ -490,12 +489,25 @@ def reply_finish(
     first_token_at=None,
     error_code: str = "",
     attempts: int = 1,
+    retrying: bool = False,
 ) -> Message:
     """Finalise the reply (creating it if it ended before its first checkpoint, or before any
     token), mark the participant's message answered and make the reply the conversation's
-    active leaf: one transaction, so the log never shows a finished reply the conversation
-    does not point to."""
+    active leaf, all at once (reply_record.write_final: one statement on PostgreSQL, one
+    transaction elsewhere), so the log never shows a finished reply the conversation does not
+    point to.
+
+    `retrying`: an earlier call for this reply failed. If that call's write did commit (only
+    its answer was lost), the row it created is finished again rather than a second one
+    created: a reply is recorded once.
+    """
+    from .reply_record import write_final  # here, not at the top: keeps the import list stable
+
     now = timezone.now()
+    if reply is None and retrying:
+        reply = Message.objects.filter(
+            parent=user_message, role=Message.Role.ASSISTANT, upstream_sent_at=upstream_sent_at
+        ).first()
     if reply is None:
         reply = Message(
             conversation_id=user_message.conversation_id,
@@ -529,17 +541,9 @@ def reply_finish(
         reply.finish_reason = status
         reply.completion_tokens = estimate_tokens(text) if text else 0
         reply.tokens_estimated = True
-    reply.save()
-    # The participant's message has been answered (or the attempt failed): it is no longer
-    # waiting for its first reply.
-    Message.objects.filter(pk=user_message.pk, status=Message.Status.PENDING).update(
-        status=Message.Status.COMPLETE
-    )
-    Conversation.objects.filter(pk=user_message.conversation_id).update(
-        active_leaf=reply, updated_at=now
-    )
-    # Last, so a failure above leaves the counter alone. If the commit itself then fails, the
-    # counter is high by this reply until tomorrow: the limit errs on the strict side.
+    write_final(reply, user_message=user_message, now=now)
+    # After the write, so a failed (and retried) write is counted once. If every attempt
+    # fails, the reply's tokens go uncounted (the counter errs lenient by one reply).
     tokens_count(
         participant_id=user_message.participant_id,
         day=reply.created_at,

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -37,10 +38,91 @@ CHECKPOINT_S = 2.0
 CANCEL_POLL_S = 0.25
 # A spoken reply's last sentence is announced only when the reply is whole (as its speech was).
 SPOKEN_STATUSES = (Message.Status.COMPLETE, Message.Status.LENGTH)
+# Pauses before trying the end-of-reply write again when the database refused it.
+FINISH_RETRY_PAUSES_S = (0.25, 1.0)
 
 
 def cancel_key(user_message_id: int) -> str:
     return f"chat:cancel:{user_message_id}"
+
+
+class _StopFlag:
+    """What the watcher found for one streaming reply."""
+
+    __slots__ = ("error", "stopped")
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.error: BaseException | None = None
+
+
+class StopWatcher:
+    """The stop flags of every reply streaming on one event loop, read with one MGET per
+    CANCEL_POLL_S for all of them.
+
+    Each stream used to GET its own flag every CANCEL_POLL_S (three round trips in a reply of
+    a second, ~0.4 ms of CPU); with a few replies streaming at once, as at any busy moment,
+    one MGET answers for all. A stream checks its flag on every token (two attribute reads).
+    A Redis failure is handed to every watched stream, which fails as it did when it polled
+    itself (recorded as internal_redis).
+    """
+
+    def __init__(self) -> None:
+        self._flags: dict[_StopFlag, int] = {}  # by flag: two streams of one message may overlap
+        self._task: asyncio.Task | None = None
+        self._sleeping = False
+
+    def watch(self, user_message_id: int) -> _StopFlag:
+        flag = _StopFlag()
+        self._flags[flag] = user_message_id
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return flag
+
+    def unwatch(self, flag: _StopFlag) -> None:
+        self._flags.pop(flag, None)
+        if not self._flags and self._task is not None:
+            if self._sleeping:
+                # Nothing left to watch: end now rather than at the next tick, so no task
+                # outlives the last stream (a loop that closes then has nothing pending).
+                # Never mid-MGET: a cancelled command costs the Redis connection.
+                self._task.cancel()
+            self._task = None  # a task mid-MGET sees it is no longer current and ends
+
+    async def _run(self) -> None:
+        me = asyncio.current_task()
+        while self._flags and self._task is me:
+            self._sleeping = True
+            try:
+                await asyncio.sleep(CANCEL_POLL_S)
+            finally:
+                self._sleeping = False
+            watched = list(self._flags.items())
+            if not watched or self._task is not me:
+                break
+            try:
+                values = await redis_async().mget([cancel_key(i) for _flag, i in watched])
+            except Exception as exc:  # RedisError, or a bug: every stream must hear of it
+                for flag, _i in watched:
+                    flag.error = exc
+                continue
+            for (flag, _i), value in zip(watched, values, strict=True):
+                if value:
+                    flag.stopped = True
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StopWatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stop_watcher() -> StopWatcher:
+    """This event loop's watcher (Redis asyncio clients cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    watcher = _watchers.get(loop)
+    if watcher is None:
+        watcher = _watchers[loop] = StopWatcher()
+    return watcher
 
 
 def sse(event: str, data: dict) -> str:
@@ -162,14 +244,15 @@ async def reply_events(
     error_code = ""
     # Set when the ASGI server cancels us: recorded, then re-raised so the cancellation goes on.
     interrupted: BaseException | None = None
-    last_checkpoint = last_poll = time.monotonic()
+    last_checkpoint = time.monotonic()
     first_token_at = None
+    watcher = stop_watcher()
+    stop = watcher.watch(user_message_id)
     speaker = None
     try:
-        redis = redis_async()
         if spoken:
             speaker = SpokenReply(
-                redis, participant_id=message.participant_id, user_message_id=message.pk
+                redis_async(), participant_id=message.participant_id, user_message_id=message.pk
             )
         if isinstance(target, EndpointUnavailable):
             # No call goes out; the reply is recorded as failed like an unreachable upstream.
@@ -192,12 +275,12 @@ async def reply_events(
                         speaker, frames = None, []
                     for frame in frames:
                         yield sse("speak", frame)
+                if stop.stopped:
+                    status, error_code = Message.Status.CANCELLED, ReplyCode.STOPPED
+                    break
+                if stop.error is not None:
+                    raise stop.error
                 now = time.monotonic()
-                if now - last_poll >= CANCEL_POLL_S:
-                    last_poll = now
-                    if await redis.get(cancel_key(user_message_id)):
-                        status, error_code = Message.Status.CANCELLED, ReplyCode.STOPPED
-                        break
                 if now - last_checkpoint >= CHECKPOINT_S:
                     last_checkpoint = now
                     if reply is None:
@@ -241,27 +324,50 @@ async def reply_events(
         # Our own failure (database, Redis, a bug): never filed as the participant's choice.
         logger.exception("reply to message %s failed on our side", user_message_id)
         status, error_code = Message.Status.ERROR, internal_code(exc)
+    finally:
+        watcher.unwatch(stop)
     finished = None
-    try:
-        finished = await db_round(
-            services.reply_finish,
-            reply=reply,
-            user_message=message,
-            arm=arm,
-            text="".join(parts),
-            end=end,
-            status=status,
-            upstream_sent_at=upstream_sent_at,
-            first_token_at=first_token_at,
-            error_code=error_code,
-            attempts=end.attempts if end else 1,
+    for attempt, pause in enumerate((*FINISH_RETRY_PAUSES_S, None)):
+        try:
+            finished = await db_round(
+                services.reply_finish,
+                reply=reply,
+                user_message=message,
+                arm=arm,
+                text="".join(parts),
+                end=end,
+                status=status,
+                upstream_sent_at=upstream_sent_at,
+                first_token_at=first_token_at,
+                error_code=error_code,
+                attempts=end.attempts if end else 1,
+                retrying=attempt > 0,
+            )
+            break
+        except DatabaseError as exc:
+            # The participant has the words; the log must get them too. A database that is
+            # restarting or briefly locked comes back within seconds, and the stream is still
+            # open, so the write is tried again (reply_finish(retrying=True) finds a row an
+            # earlier attempt did commit, so the reply is never recorded twice).
+            if pause is not None:
+                logger.warning(
+                    "recording the reply to message %s failed; retrying", user_message_id
+                )
+                await asyncio.sleep(pause)
+                continue
+            failure: Exception = exc
+        except Exception as exc:
+            failure = exc  # a bug: trying again would fail the same way
+        # Not recorded: the row keeps its last checkpoint (status streaming) for the stale-reply
+        # sweep, and the participant is told it failed on our side.
+        logger.error(
+            "reply to message %s could not be recorded",
+            user_message_id,
+            exc_info=(type(failure), failure, failure.__traceback__),
         )
-    except Exception as exc:
-        # Not retried here: reply_finish runs once per reply. The row keeps its last
-        # checkpoint (status streaming); the participant is told it failed on our side.
-        logger.exception("reply to message %s could not be recorded", user_message_id)
         if interrupted is None:
-            status, error_code = Message.Status.ERROR, internal_code(exc)
+            status, error_code = Message.Status.ERROR, internal_code(failure)
+        break
     if interrupted is not None:
         raise interrupted
     try:
@@ -284,7 +390,8 @@ async def reply_events(
                 for frame in await speaker.finish(finished.pk if finished else None):
                     yield sse("speak", frame)
             except RedisError:
-                # The text is complete on screen; the page speaks the whole reply instead.
+                # The text is complete on screen; its last sentence stays unspoken (an
+                # earlier one's Redis write failing makes the page speak the whole reply).
                 logger.warning("last sentence of reply to message %s not kept", user_message_id)
         yield sse(
             "done",

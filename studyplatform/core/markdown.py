@@ -6,6 +6,8 @@ attributes, so a consent form or a model reply can never inject script.
 
 from __future__ import annotations
 
+import threading
+
 import markdown as md
 import nh3
 from django.utils.safestring import SafeString, mark_safe
@@ -42,13 +44,28 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
+EXTENSIONS = ["tables", "fenced_code", "sane_lists"]
+
+# Building a Markdown converter loads its extensions (~0.6 ms, two thirds of rendering a short
+# chat reply), so each thread keeps one and resets it between texts; a converter holds state
+# while it converts, so it is never shared between threads. The sanitizer's configuration is
+# built once too (nh3.Cleaner); it is immutable and thread-safe.
+_converters = threading.local()
+_cleaner = nh3.Cleaner(
+    tags=ALLOWED_TAGS,
+    attributes=ALLOWED_ATTRIBUTES,
+    url_schemes={"http", "https", "mailto", "tel"},
+    link_rel="noopener noreferrer nofollow",
+)
+
+
+def _converter() -> md.Markdown:
+    converter = getattr(_converters, "markdown", None)
+    if converter is None:
+        converter = _converters.markdown = md.Markdown(extensions=EXTENSIONS)
+    return converter.reset()
+
+
 def render_markdown(text: str) -> SafeString:
-    html = md.markdown(text or "", extensions=["tables", "fenced_code", "sane_lists"])
-    clean = nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto", "tel"},
-        link_rel="noopener noreferrer nofollow",
-    )
-    return mark_safe(clean)  # noqa: S308 - sanitized by nh3 just above
+    html = _converter().convert(text or "")
+    return mark_safe(_cleaner.clean(html))  # noqa: S308 - sanitized by nh3 just above

@@ -124,21 +124,124 @@ def test_a_bug_in_our_code_is_recorded_as_internal_not_as_a_disconnect(
     assert data["retry_url"] == f"/p/chat/m/{user.pk}/regenerate/"
 
 
-def test_an_unrecordable_finish_still_tells_the_client_and_is_not_retried(
+def test_an_unrecordable_finish_is_retried_then_still_tells_the_client(
     participant, conversation, upstream, monkeypatch
 ):
     calls = []
 
     def failing_finish(**kwargs):
-        calls.append(kwargs["status"])
+        calls.append((kwargs["status"], kwargs["retrying"]))
         from django.db import OperationalError
 
         raise OperationalError("database is locked")
 
     monkeypatch.setattr(services, "reply_finish", failing_finish)
+    monkeypatch.setattr("studyplatform.chat.streaming.FINISH_RETRY_PAUSES_S", (0.0, 0.0))
+    events = run_reply(send(participant, conversation, "[[reply: ok]] hi").pk)
+    # three attempts (the later ones told they retry), then the participant is told
+    assert calls == [("complete", False), ("complete", True), ("complete", True)]
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "internal"
+
+
+def test_a_bug_in_the_finish_is_not_retried(participant, conversation, upstream, monkeypatch):
+    calls = []
+
+    def buggy_finish(**kwargs):
+        calls.append(kwargs["status"])
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(services, "reply_finish", buggy_finish)
     events = run_reply(send(participant, conversation, "[[reply: ok]] hi").pk)
     assert calls == ["complete"]
-    assert events[-1][0] == "error" and events[-1][1]["code"] == "internal"
+    assert events[-1][1]["code"] == "internal"
+
+
+# --- the database fails after the upstream call has started ---------------------------------
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+    """Make the database refuse chat writes (INSERT/UPDATE of chat tables) while `on` is set:
+    at the statement level, whatever SQL the recording code uses."""
+    from django.db import OperationalError
+
+    switch = {"on": False, "refused": 0, "budget": None}
+
+    def wrapper(execute, sql, params, many, context):
+        writing = sql.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH"))
+        budget_left = switch["budget"] is None or switch["budget"] > 0
+        if switch["on"] and writing and '"chat_' in sql and budget_left:
+            if switch["budget"] is not None:
+                switch["budget"] -= 1
+            switch["refused"] += 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    monkeypatch.setattr("studyplatform.chat.streaming.FINISH_RETRY_PAUSES_S", (0.0, 0.0))
+    with connection.execute_wrapper(wrapper):
+        yield switch
+
+
+def test_a_finish_write_failing_once_mid_reply_still_records_every_token(
+    participant, conversation, upstream, failing_writes
+):
+    # given: a reply whose tokens reach the participant, then the database refuses the one
+    # write that records them (a restart, a lock timeout) - and comes back a moment later
+    user = send(participant, conversation, "[[reply: one two three four]] hi")
+    failing_writes["on"], failing_writes["budget"] = True, 1
+    # when
+    events = run_reply(user.pk)
+    # then: the participant got the words and a normal end, and the log holds all of them once
+    assert failing_writes["refused"] == 1
+    shown = "".join(data["t"] for name, data in events if name == "delta")
+    assert shown == "one two three four"
+    assert events[-1][0] == "done"
+    reply = the_reply()
+    assert (reply.content, reply.status) == (shown, "complete")
+    user.refresh_from_db()
+    conversation.refresh_from_db()
+    assert user.status == "complete" and conversation.active_leaf_id == reply.pk
+
+
+# Outside a test transaction, as in production: a refused write inside one would poison it.
+@pytest.mark.django_db(transaction=True)
+def test_a_database_down_for_the_rest_of_the_reply_tells_the_participant_and_keeps_the_checkpoint(
+    participant, conversation, upstream, failing_writes, monkeypatch
+):
+    # given: the reply row is written at its first checkpoint (here the first token), then
+    # the database refuses every write while the tokens go on flowing
+    monkeypatch.setattr("studyplatform.chat.streaming.CHECKPOINT_S", 0.0)
+    user = send(participant, conversation, SLOW_STORY)
+
+    deltas = []
+
+    async def database_goes_down(frames_so_far):
+        # From the second word on: the row was written at the first one.
+        deltas.append(frames_so_far)
+        failing_writes["on"] = len(deltas) >= 2
+
+    # when
+    events = run_reply(user.pk, on_delta=database_goes_down)
+    # then: no exception reached the server (no 500); the participant is told, retryably,
+    # and the reply row it was shown keeps the text of its checkpoint for the stale sweep
+    name, data = events[-1]
+    assert name == "error" and data["code"] == "internal" and data["retryable"] is True
+    assert data["partial"] is True
+    reply = the_reply()
+    assert data["reply"] == reply.pk
+    assert reply.status == "streaming" and reply.content
+    shown = "".join(d["t"] for n, d in events if n == "delta")
+    assert shown.startswith(reply.content)
+    # and once the database is back, the sweep finalises it with that text
+    failing_writes["on"] = False
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    assert services.stale_replies_finish(now=timezone.now() + timedelta(hours=1)) == 1
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == ("error", "internal_interrupted")
+    assert reply.content and shown.startswith(reply.content)
 
 
 def _drive_then_disconnect(user_message_id: int, how: str) -> list[str]:
