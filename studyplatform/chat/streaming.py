@@ -390,8 +390,7 @@ async def reply_events(
                 for frame in await speaker.finish(finished.pk if finished else None):
                     yield sse("speak", frame)
             except RedisError:
-                # The text is complete on screen; its last sentence stays unspoken (an
-                # earlier one's Redis write failing makes the page speak the whole reply).
+                # The text is complete on screen; its last sentence stays unspoken.
                 logger.warning("last sentence of reply to message %s not kept", user_message_id)
         yield sse(
             "done",
