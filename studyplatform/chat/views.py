@@ -386,7 +386,7 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
     # itself, to tell "sign in again" or "withdrawn" from "no such conversation".
     session_participant = request.session.get(SESSION_KEY)
     conversation = (
-        Conversation.objects.select_related("arm", "participant__study")
+        Conversation.objects.select_related("arm", "participant__study__current_version")
         .filter(pk=conversation_id, participant_id=session_participant)
         .first()
         if session_participant

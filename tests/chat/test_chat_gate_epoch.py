@@ -137,12 +137,15 @@ def test_a_warm_send_reads_no_consent_and_loads_the_participant_with_the_convers
     with CaptureQueriesContext(connection) as queries:
         response = reply(client, warm, "second")
         consume(response)
-    # then: no consent query, and no query of the participant row of its own
+    # then: no consent query, and neither the participant row nor the study's protocol is
+    # loaded by a query of its own (they come with the conversation)
     sql = [q["sql"].lower() for q in queries.captured_queries]
     assert not any("consentdocument" in s or "consentrecord" in s for s in sql)
-    own_participant_loads = [
+    own_loads = [
         s
         for s in sql
-        if s.startswith("select") and 'from "participants_participant"' in s and "join" not in s
+        if s.startswith("select")
+        and "join" not in s
+        and ('from "participants_participant"' in s or 'from "studies_protocolversion"' in s)
     ]
-    assert own_participant_loads == []
+    assert own_loads == []
