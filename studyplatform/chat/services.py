@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q, Subquery, Sum, TextField
+from django.db.models import ExpressionWrapper, F, Q, Subquery, Sum, TextField
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -367,28 +367,35 @@ def arm_target(arm) -> Endpoint | EndpointUnavailable:
 
 def _branch_and_memory(
     user_message: Message, participant_id: int
-) -> tuple[list[Message], str, str]:
-    """branch_path(user_message), memory_text() and the conversation's task text in one query
-    (two round trips were a tenth of the work before the model call): the memory note rides
-    along on every row as a scalar subquery, still encrypted, and is decrypted once here."""
+) -> tuple[list[tuple[str, str | None]], str, str]:
+    """The active branch up to `user_message` as (role, still-encrypted content) pairs, root
+    first, with memory_text() and the conversation's task text, in one query (two round trips
+    were a tenth of the work before the model call): the memory note rides along on every row
+    as a scalar subquery. Plain tuples, not Message instances, and nothing decrypted here: a
+    conversation's every message (other branches, turns beyond the context budget) was
+    decrypted and built into a model instance on every send; build_request decrypts only the
+    turns it sends."""
     note = MemoryNote.objects.filter(participant_id=participant_id).values("text")[:1]
     rows = list(
-        Message.objects.filter(conversation_id=user_message.conversation_id)
-        .only("id", "parent_id", "role", "content", "status", "created_at", "imported")
-        .annotate(
-            memory_token=Subquery(note, output_field=TextField()),
-            conversation_task=F("conversation__task_text"),
+        Message.objects.filter(conversation_id=user_message.conversation_id).values_list(
+            "id",
+            "parent_id",
+            "role",
+            # The column as stored: a plain TextField has no decrypting converter.
+            ExpressionWrapper(F("content"), output_field=TextField()),
+            Subquery(note, output_field=TextField()),
+            F("conversation__task_text"),
         )
     )
     if not rows:  # the message itself is gone (a withdrawal with deletion raced the send)
         return [], "", ""
-    token = rows[0].memory_token
-    by_id = {m.pk: m for m in rows}
+    memory_token, task = rows[0][4], rows[0][5]
+    by_id = {row[0]: row for row in rows}
     path, node = [], by_id.get(user_message.pk)
     while node is not None:
-        path.append(node)
-        node = by_id.get(node.parent_id)
-    return path[::-1], decrypt_str(token) if token else "", rows[0].conversation_task or ""
+        path.append((node[2], node[3]))
+        node = by_id.get(node[1])
+    return path[::-1], decrypt_str(memory_token) if memory_token else "", task or ""
 
 
 def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:
@@ -413,21 +420,25 @@ def build_request(*, user_message: Message, arm, participant: Participant) -> Ch
             + "Notes from the user about themselves:\n"
             + (memory)
         )
-    history = [
-        {"role": m.role, "content": m.content}
-        for m in branch
-        if m.role in (Message.Role.USER, Message.Role.ASSISTANT) and m.content
+    turns = [
+        (role, token)
+        for role, token in branch
+        if role in (Message.Role.USER, Message.Role.ASSISTANT) and token
     ]
     params = dict(arm.parameters)
     reserve = int(params.get("max_tokens", DEFAULT_REPLY_RESERVE))
     budget = max(256, arm.context_tokens - reserve - estimate_tokens(system))
     kept: list[dict] = []
     used = 0
-    for item in reversed(history):
-        cost = estimate_tokens(item["content"]) + 4
+    # Newest first, decrypting each turn only when it is reached.
+    for role, token in reversed(turns):
+        content = decrypt_str(token)
+        if not content:
+            continue
+        cost = estimate_tokens(content) + 4
         if kept and used + cost > budget:
             break  # oldest messages go first; the newest user message is always sent
-        kept.append(item)
+        kept.append({"role": role, "content": content})
         used += cost
     return ChatRequest(
         model=arm.model_name,

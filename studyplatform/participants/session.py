@@ -18,14 +18,16 @@ SESSION_KEY = "participant_id"
 # the personal return link, or enrolling right here); sensitive changes such as setting a
 # password without the current one need it to be recent.
 FRESH_KEY = "participant_fresh_at"
-# The consent check this session last passed, as [participant id, study's current protocol
-# version id, participant language]. Checking consent costs two queries (the study's consent
-# documents, the participant's latest record) on every chat send; this entry skips them while
-# nothing it depends on changed. It can never let a stale answer through: a new consent version
-# only ever arrives with a new protocol version (studies.services._sync_consent), the language
-# picks the document, and all three are re-read from the participant row loaded on every
-# request anyway. Withdrawal and study status are read from that same row, never cached.
-CONSENT_OK_KEY = "participant_consent_ok"
+# The gate this session last passed in full, as [participant id, participant language, the
+# participant's gate token, the study's gate token] (core.gate_epoch). Checking consent
+# costs two queries (the study's consent documents, the participant's latest record) on every
+# chat send; while this entry matches, one Redis MGET replaces them. Everything that can change
+# the answer replaces a token: withdrawal and consent records (the participant's), a new
+# protocol version and every study status change (the study's). The language is in the entry
+# because it picks the consent document. Withdrawal and study status are also read from the
+# participant row on every request, and a withdrawn participant's message is refused by the
+# INSERT's own transaction (chat.services), whatever was cached.
+GATE_KEY = "participant_gate"
 
 
 def participant_login(request, participant: Participant, *, fresh: bool = False) -> None:
@@ -61,39 +63,63 @@ def current_participant(request) -> Participant | None:
 
 
 def participant_gate(
-    request, *, consent: bool = True, allow_withdrawn: bool = False
+    request,
+    *,
+    consent: bool = True,
+    allow_withdrawn: bool = False,
+    participant: Participant | None = None,
 ) -> tuple[Participant | None, str]:
     """The signed-in participant allowed through, or None and where to send the person instead.
 
     With `consent=True` (the default) nothing happens until the current consent version is
-    signed: a new consent version blocks chat and surveys until re-consent.
+    signed: a new consent version blocks chat and surveys until re-consent. `participant`: the
+    session's participant when the caller already loaded it (with its study) in a query of its
+    own (the chat send loads it with the conversation); it must be the session's.
     """
     from django.urls import reverse
 
-    from .services import consent_due
-
-    participant = current_participant(request)
+    if participant is None:
+        participant = current_participant(request)
+    elif participant.pk != request.session.get(SESSION_KEY):
+        participant = None
     if participant is None:
         return None, reverse("participants:signin") + f"?next={request.path}"
     if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
+        request.session.pop(GATE_KEY, None)
         return None, reverse("participants:withdrawn")
-    if consent and participant.is_active and not _consent_ok_cached(request, participant):
-        if consent_due(participant):
-            request.session.pop(CONSENT_OK_KEY, None)
-            return None, reverse("participants:consent_renew")
-        request.session[CONSENT_OK_KEY] = _consent_fingerprint(participant)
+    if consent and participant.is_active and _consent_due(request, participant):
+        return None, reverse("participants:consent_renew")
     now = timezone.now()
     if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(minutes=5):
         Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
     return participant, ""
 
 
-def _consent_fingerprint(participant: Participant) -> list:
-    return [participant.pk, participant.study.current_version_id, participant.language]
+def _consent_due(request, participant: Participant) -> bool:
+    """Whether the participant must (re-)sign consent first: the session's cached answer while
+    both gate tokens are unchanged, else the database's (then cached under the tokens read
+    before it, so a bump racing the check leaves the entry already stale)."""
+    from redis.exceptions import RedisError
 
+    from studyplatform.core.gate_epoch import gate_tokens
 
-def _consent_ok_cached(request, participant: Participant) -> bool:
-    return request.session.get(CONSENT_OK_KEY) == _consent_fingerprint(participant)
+    from .services import consent_due
+
+    try:
+        tokens = gate_tokens(participant.pk, participant.study_id)
+    except RedisError:
+        tokens = None  # no cache without Redis: the database answers every time
+    entry = [participant.pk, participant.language, *(tokens or ())]
+    if tokens and None not in tokens and request.session.get(GATE_KEY) == entry:
+        return False
+    if consent_due(participant):
+        request.session.pop(GATE_KEY, None)
+        return True
+    if tokens and None not in tokens:
+        request.session[GATE_KEY] = entry
+    else:
+        request.session.pop(GATE_KEY, None)
+    return False
 
 
 def participant_required(view=None, *, consent: bool = True, allow_withdrawn: bool = False):

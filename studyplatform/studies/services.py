@@ -23,6 +23,7 @@ from studyplatform.accounts.selectors import email_is_verified, require_verified
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import new_token, token_digest
 from studyplatform.core.events import ProtocolChanged, publish
+from studyplatform.core.gate_epoch import gate_bump
 from studyplatform.core.i18n import localized
 from studyplatform.core.model_endpoints import endpoint_get
 
@@ -201,6 +202,9 @@ def protocol_version_create(
             [ProtocolError(("change_note",), "describe the change (required once a study is live)")]
         )
     version = _new_version(study=study, doc=doc, author=author, change_note=change_note)
+    # A new version may carry a new consent version: every participant's cached gate checks
+    # consent again (participants.session).
+    gate_bump(study_id=study.pk)
     # After the version commits: surveys resynchronise schedules.
     transaction.on_commit(lambda: publish(ProtocolChanged(study=study, version=version)))
     audit_record(
@@ -252,6 +256,8 @@ def study_transition(*, study: Study, to: str, actor) -> Study:
         study.closed_at = timezone.now()
         fields.append("closed_at")
     study.save(update_fields=fields)
+    # Every participant's cached gate checks again (closing above all; participants.session).
+    gate_bump(study_id=study.pk)
     audit_record(
         actor=actor,
         action="study.transition",

@@ -15,7 +15,7 @@ from studyplatform.chat import services
 from studyplatform.chat.models import Message
 from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.services import participant_withdraw
-from studyplatform.participants.session import CONSENT_OK_KEY, SESSION_KEY
+from studyplatform.participants.session import GATE_KEY, SESSION_KEY
 from tests.chat.conftest import parse_sse
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +58,7 @@ def warm(client, me, upstream):
     conversation = services.conversation_create(participant=me)
     events = consume(reply(client, conversation, "first"))
     assert events[-1][0] == "done"
-    assert client.session[CONSENT_OK_KEY][0] == me.pk
+    assert client.session[GATE_KEY][0] == me.pk
     return conversation
 
 
@@ -120,7 +120,7 @@ def test_a_new_consent_version_invalidates_a_warm_session(client, me, warm, chat
     assert response.status_code == 403
     assert response.json()["redirect"] == "/p/consent/renew/"
     assert not Message.objects.filter(content="under the old consent").exists()
-    assert CONSENT_OK_KEY not in client.session
+    assert GATE_KEY not in client.session
 
 
 def test_a_changed_language_rechecks_consent(client, me, warm):
@@ -129,7 +129,7 @@ def test_a_changed_language_rechecks_consent(client, me, warm):
     # when: they send again
     consume(reply(client, warm, "oi"))
     # then: the entry was rebuilt for the new language by a real check
-    assert client.session[CONSENT_OK_KEY][2] == "pt-br"
+    assert client.session[GATE_KEY][1] == "pt-br"
 
 
 def test_a_closed_study_refuses_sends_from_a_warm_session(client, me, warm, chat_study, owner):

@@ -142,6 +142,33 @@ def test_history_is_truncated_oldest_first_to_the_context_budget(
     assert not any(s.startswith("[[reply: ok]] message 0") for s in sent)
 
 
+def test_building_the_request_decrypts_only_the_turns_it_sends(
+    participant, conversation, upstream, monkeypatch
+):
+    # given: a conversation longer than the context budget, plus another branch's reply
+    arm = participant.allocation.arm
+    arm.context_tokens = 1500  # minus 1024 reserved for the reply and the system prompt
+    arm.save()
+    for i in range(6):
+        m = send(participant, conversation, f"[[reply: ok]] message {i} " + "word " * 60)
+        run_reply(m.pk)
+    run_reply(m.pk)  # a retry: the first reply to message 5 is now on another branch
+    last = send(participant, conversation, "[[reply: ok]] last")
+    # when: the model request is built, counting decryptions
+    from studyplatform.core import fields
+
+    decrypted = []
+    real = fields.decrypt_str
+    counting = lambda t: decrypted.append(t) or real(t)  # noqa: E731
+    monkeypatch.setattr(fields, "decrypt_str", counting)  # model fields' converter
+    monkeypatch.setattr(services, "decrypt_str", counting)
+    request = services.build_request(user_message=last, arm=arm, participant=participant)
+    # then: one decryption per turn sent, plus at most the turn that overran the budget
+    assert request.messages[-1]["content"] == "[[reply: ok]] last"
+    assert len(decrypted) <= len(request.messages) + 1
+    assert len(request.messages) < Message.objects.filter(conversation=conversation).count() - 1
+
+
 @pytest.mark.parametrize("fault,code", [("429", "upstream_429"), ("500", "upstream_500")])
 def test_an_upstream_error_is_retried_then_logged_and_the_message_kept_once(
     participant, conversation, upstream, fault, code, settings

@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from studyplatform.core.audit import audit_record
 from studyplatform.core.digests import lookup_digest, token_digest
 from studyplatform.core.events import ParticipantEnrolled, ParticipantTimezoneChanged, publish
+from studyplatform.core.gate_epoch import gate_bump
 from studyplatform.core.links import site_url
 from studyplatform.core.ratelimit import rate_limited
 from studyplatform.studies.models import Arm, ConsentDocument, Study
@@ -367,6 +368,8 @@ def consent_renew(
         protocol_version=participant.study.current_version,
     )
     record.save(force_insert=True)
+    # The participant's cached gates were "consent due" (never cached) or are now outdated.
+    gate_bump(participant_id=participant.pk)
     audit_record(
         actor=f"participant {participant.code}",
         action="participant.reconsent",

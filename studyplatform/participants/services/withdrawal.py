@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from studyplatform.core.audit import audit_record
 from studyplatform.core.events import ParticipantContentDeletion, ParticipantWithdrew, publish
+from studyplatform.core.gate_epoch import gate_bump
 
 from ..models import ConsentRecord, Identity, Participant
 from .data_download import remove_download_file
@@ -46,6 +47,8 @@ def participant_withdraw(
     participant.password_hash = ""
     counts: dict[str, int] = {}
     participant.save()
+    # Every browser's cached participant gate (participants.session) checks again.
+    gate_bump(participant_id=participant.pk)
     # Every withdrawal, inside this transaction: surveys cancel pending invitations.
     publish(ParticipantWithdrew(participant=participant, mode=mode))
     if mode == Participant.Withdrawal.DELETE:

@@ -1,0 +1,151 @@
+"""The cached participant gate's invalidation (issue 19): every service that can change the
+gate's answer replaces a gate token (core.gate_epoch), so a session's cached entry stops
+matching and the next send checks again from the database. Each test builds its state through
+the real services and fails if that service's bump is removed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from studyplatform.chat import services
+from studyplatform.chat.models import Message
+from studyplatform.core.gate_epoch import gate_tokens, participant_key, study_key
+from studyplatform.core.redis_client import redis_sync
+from studyplatform.participants.services import participant_withdraw
+from studyplatform.participants.services.enrollment import consent_renew
+from studyplatform.participants.session import GATE_KEY
+from studyplatform.studies.services import protocol_version_create, study_transition
+from tests.chat.test_chat_send_gate import consume, login, reply
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def me(chat_study, enroll, client):
+    participant = enroll(chat_study)
+    login(client, participant)
+    return participant
+
+
+@pytest.fixture
+def warm(client, me, upstream):
+    """A conversation with one answered message: the session holds a gate entry that matches
+    the current tokens."""
+    conversation = services.conversation_create(participant=me)
+    assert consume(reply(client, conversation, "first"))[-1][0] == "done"
+    assert cached_gate_matches(client, me)
+    return conversation
+
+
+def cached_gate_matches(client, participant) -> bool:
+    entry = client.session.get(GATE_KEY)
+    return entry is not None and entry[2:] == gate_tokens(participant.pk, participant.study_id)
+
+
+def consent_v2(study, owner):
+    doc = copy.deepcopy(study.current_version.content)
+    doc["consent"]["documents"][0].update(version=2, body="New terms: we keep reply timings.")
+    _, created = protocol_version_create(study=study, doc=doc, author=owner, change_note="v2")
+    assert created
+
+
+def test_withdrawal_invalidates_the_cached_gate(client, me, warm):
+    # given: a warm session
+    # when: the participant withdraws through the service
+    participant_withdraw(participant=me, mode="keep", by="participant")
+    # then: the session's cached gate no longer matches, and the send is refused
+    assert not cached_gate_matches(client, me)
+    response = reply(client, warm, "after withdrawing")
+    assert response.status_code == 403
+    assert response.json()["redirect"] == "/p/withdrawn/"
+    assert not Message.objects.filter(content="after withdrawing").exists()
+
+
+def test_a_gate_read_between_the_withdrawal_and_its_commit_is_invalidated_again(
+    me, django_capture_on_commit_callbacks
+):
+    # given: a request that reads the tokens after the withdrawal's first bump but before its
+    # commit (it would then see the participant still active in the database)
+    with django_capture_on_commit_callbacks(execute=True):
+        participant_withdraw(participant=me, mode="keep", by="participant")
+        seen_before_commit = gate_tokens(me.pk, me.study_id)
+    # then: the bump after commit replaced the token that request would cache its answer under
+    assert gate_tokens(me.pk, me.study_id) != seen_before_commit
+
+
+def test_a_new_consent_version_invalidates_the_cached_gate(client, me, warm, chat_study, owner):
+    # given: a warm session
+    # when: the researchers publish consent version 2 (a new protocol version)
+    consent_v2(chat_study, owner)
+    # then: the cached gate no longer matches: the send checks consent and is sent to re-sign
+    assert not cached_gate_matches(client, me)
+    response = reply(client, warm, "under the old consent")
+    assert response.status_code == 403
+    assert response.json()["redirect"] == "/p/consent/renew/"
+    assert not Message.objects.filter(content="under the old consent").exists()
+
+
+def test_re_consenting_replaces_the_participants_gate_token(client, me, chat_study, owner):
+    # given: consent version 2 is due
+    consent_v2(chat_study, owner)
+    me.refresh_from_db()
+    before = gate_tokens(me.pk, me.study_id)
+    # when: the participant signs it through the service
+    document = chat_study.consent_documents.get(version=2, language=me.language)
+    consent_renew(
+        participant=me,
+        choices={c["key"]: True for c in document.checkboxes},
+        signature_name="P",
+    )
+    # then: the participant's token changed (the study's did not)
+    after = gate_tokens(me.pk, me.study_id)
+    assert after[0] != before[0] and after[1] == before[1]
+
+
+def test_closing_the_study_invalidates_the_cached_gate(client, me, warm, chat_study, owner):
+    # given: a warm session
+    # when: the researchers close the study through the service
+    study_transition(study=chat_study, to="closed", actor=owner)
+    # then: the cached gate no longer matches, and the send is refused as closed
+    assert not cached_gate_matches(client, me)
+    response = reply(client, warm, "after the end")
+    assert response.status_code == 403
+    assert response.json()["code"] == "study_closed"
+    assert not Message.objects.filter(content="after the end").exists()
+
+
+def test_a_token_redis_lost_never_makes_an_old_entry_match_again(client, me, warm):
+    # given: a warm session; Redis loses both tokens (restart, eviction)
+    redis_sync().delete(participant_key(me.pk), study_key(me.study_id))
+    # then: fresh random tokens replace them, which the old entry does not match
+    assert not cached_gate_matches(client, me)
+    # and the next send checks again and caches its answer under the new tokens
+    consume(reply(client, warm, "again"))
+    assert cached_gate_matches(client, me)
+
+
+def test_a_warm_send_reads_no_consent_and_loads_the_participant_with_the_conversation(
+    client, me, warm
+):
+    # given: a warm session
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # when: the participant sends again
+    with CaptureQueriesContext(connection) as queries:
+        response = reply(client, warm, "second")
+        consume(response)
+    # then: no consent query, and neither the participant row nor the study's protocol is
+    # loaded by a query of its own (they come with the conversation)
+    sql = [q["sql"].lower() for q in queries.captured_queries]
+    assert not any("consentdocument" in s or "consentrecord" in s for s in sql)
+    own_loads = [
+        s
+        for s in sql
+        if s.startswith("select")
+        and "join" not in s
+        and ('from "participants_participant"' in s or 'from "studies_protocolversion"' in s)
+    ]
+    assert own_loads == []
