@@ -85,6 +85,13 @@ TIME_MODELS = ("categorical", "linear", "spline")
 # default is what it is (the validity benchmark under reverse causation and recall overlap).
 LAGGED_OUTCOMES = ("change", "adjust")
 DEFAULT_LAGGED_OUTCOME = "change"
+# Whether the change model also adjusts for usage before occasion t − 2 (the usage that acted on
+# y(t − 1); _previous_usage_terms says why). Off by default: under mood-driven use that window
+# lies inside only the previous survey's recall, so the adjustment brings the reverse causation
+# the change cancels back in (validity benchmark, reverse_null: rejection 0.095 with it, 0.075
+# without); without it a real lagged effect is overstated by 10-30% (docs/analysis.md).
+PREVIOUS_USAGE = ("ignore", "adjust")
+DEFAULT_PREVIOUS_USAGE = "ignore"
 TRANSFORMS = ("log1p", "rank", "none")
 # log1p is for right-skewed non-negative counts and rates; shares and ratios stay as they are.
 LOG_COLUMNS = frozenset(COUNT_COLUMNS) - {"share_days_active"} | {"mean_session_minutes"}
@@ -134,7 +141,17 @@ def plan_options(plan: Mapping[str, Any]) -> dict[str, Any]:
             f"analysis.lagged_outcome must be one of {', '.join(LAGGED_OUTCOMES)}, "
             f"not {lagged_outcome!r}"
         )
-    options = {"time": time, "usage_transform": transform, "lagged_outcome": lagged_outcome}
+    previous = plan.get("previous_usage", DEFAULT_PREVIOUS_USAGE)
+    if previous not in PREVIOUS_USAGE:
+        raise ValueError(
+            f"analysis.previous_usage must be one of {', '.join(PREVIOUS_USAGE)}, not {previous!r}"
+        )
+    options = {
+        "time": time,
+        "usage_transform": transform,
+        "lagged_outcome": lagged_outcome,
+        "previous_usage": previous,
+    }
     for key in ("random_slope", "refit_singular"):
         value = plan.get(key, True)
         if not isinstance(value, bool):
@@ -166,8 +183,9 @@ def model_formulas(plan: Mapping[str, Any], outcome: str) -> dict[str, str]:
     covariates = list(plan.get("covariates", []) or [])
     time = _time_terms(options["time"])
     if options["lagged_outcome"] == "change":
-        # The usage before t - 2 acted on y(t - 1) (_previous_usage_terms: why).
-        response, y_lag = f"{outcome}_change", [f"{p}_lag2_within" for p in predictors]
+        # The usage before t - 2 acted on y(t - 1) (_previous_usage_terms: why), if asked.
+        previous = options["previous_usage"] == "adjust"
+        response, y_lag = f"{outcome}_change", [f"{p}_lag2_within" for p in predictors if previous]
     else:
         response, y_lag = outcome, [f"{outcome}_lag_within", f"{outcome}_lag_between"]
     lagged = [*_terms(predictors, True), *y_lag, *covariates, *time]
@@ -324,7 +342,10 @@ def model_frame(
         frame[f"{source}_within"] = frame[source] - mean
         terms += [f"{source}_within", f"{source}_between"]
     if lagged and options["lagged_outcome"] == "change":
-        terms += _previous_usage_terms(frame, linked_usage, sources, info)
+        if options["previous_usage"] == "adjust":
+            terms += _previous_usage_terms(frame, linked_usage, sources, info)
+        else:
+            info["previous_usage"] = "not adjusted (previous_usage: ignore, the default)"
     if lagged:
         # The previous outcome split like usage (the observed-means version of the
         # random-intercept cross-lagged panel model, Hamaker et al. 2015). The raw previous
@@ -362,7 +383,10 @@ def _previous_usage_terms(
     it elsewhere), so the omitted −β·x(t − 2) deviation loaded positively on x(t − 1) and the
     estimate came out 10-30% too large in every planted-effect scenario of the validity
     benchmark (on basic_effect, paired with its null: 0.115 for a planted 0.100; with this
-    term 0.1015; docs/analysis.md).
+    term 0.1015; docs/analysis.md). Only with ``previous_usage: adjust``: when low mood drives
+    use, the window before t − 2 lies inside the recall of survey t − 1 but not of survey t,
+    so this term carries the mood the change otherwise cancels, and the null is rejected too
+    often (benchmark reverse_null 0.095 against 0.075 without it).
 
     The term is the previous occasion's lagged usage (same transform), centred on the person's
     mean over the modelled rows that have it. Where it is not observed (the previous occasion's

@@ -39,7 +39,8 @@ its primary line with ``by_design=<why>:estimand=<what the estimate still means>
 judged apart: its worst figures follow the judged ones on the summary line.
 
 Run: ``python benchmarks/analysis_validity.py [--replicates 200] [--participants N] [--seed S]
-[--jobs 2] [--scenarios a_null,b_effect] [--usage-scale count|log1p] [--extras]``. Never part
+[--jobs 2] [--scenarios a_null,b_effect] [--usage-scale count|log1p]
+[--previous-usage ignore|adjust] [--extras]``. Never part
 of the test run (the tests run 2-3 replicates of 2 scenarios through :func:`main`).
 
 Each replicate runs :func:`analysis.pipeline.analyse` with ``extras=False``: features, linking
@@ -142,6 +143,9 @@ class Scenario:
     base: int  # index of the scenario family: null and effect versions share random draws
     spec: CohortSpec
     plan_variant: str
+    # "adjust": the plan asks the change model to adjust for usage before t − 2 (analysis.plan
+    # PREVIOUS_USAGE); "ignore" is the platform's default
+    previous_usage: str = "ignore"
 
     @property
     def null(self) -> bool:
@@ -161,7 +165,10 @@ class Scenario:
         return self.spec.reverse != 0
 
     def plan(self) -> dict[str, Any]:
-        return default_plan(self.spec, self.plan_variant)
+        plan = default_plan(self.spec, self.plan_variant)
+        if self.previous_usage != "ignore":
+            plan["previous_usage"] = self.previous_usage
+        return plan
 
 
 def default_plan(spec: CohortSpec, variant: str = "messages") -> dict[str, Any]:
@@ -182,7 +189,10 @@ def default_plan(spec: CohortSpec, variant: str = "messages") -> dict[str, Any]:
 
 
 def scenarios(
-    participants: int, usage_scale: str = "count", names: Sequence[str] | None = None
+    participants: int,
+    usage_scale: str = "count",
+    names: Sequence[str] | None = None,
+    previous_usage: str = "ignore",
 ) -> list[Scenario]:
     out = []
     for base, (name, (knobs, variant)) in enumerate(SCENARIOS.items()):
@@ -190,10 +200,9 @@ def scenarios(
         if "effect_sd" in knobs and usage_scale == "log1p":
             # The SD is given per message; on the log scale use the same share of the effect.
             spec = spec.with_(effect_sd=knobs["effect_sd"] / EFFECT["count"] * EFFECT["log1p"])
-        out.append(Scenario(f"{name}_null", base, spec, variant))
-        out.append(
-            Scenario(f"{name}_effect", base, spec.with_(effect=EFFECT[usage_scale]), variant)
-        )
+        effect = spec.with_(effect=EFFECT[usage_scale])
+        out.append(Scenario(f"{name}_null", base, spec, variant, previous_usage))
+        out.append(Scenario(f"{name}_effect", base, effect, variant, previous_usage))
     if names:
         known = {s.name: s for s in out}
         unknown = [n for n in names if n not in known]
@@ -366,6 +375,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--scenarios", default="", help="comma-separated names (default: all)")
     parser.add_argument("--usage-scale", choices=("count", "log1p"), default="count")
     parser.add_argument(
+        "--previous-usage",
+        choices=("ignore", "adjust"),
+        default="ignore",
+        help="the plan's previous_usage: adjust the change model for usage before t - 2 "
+        "(default: ignore, the platform's default)",
+    )
+    parser.add_argument(
         "--extras",
         action="store_true",
         help="also run the report's extras (sensitivity analyses, supplements) in every "
@@ -380,11 +396,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         parser.error("--jobs must be at least 1")
 
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    chosen = scenarios(args.participants, args.usage_scale, names or None)
+    chosen = scenarios(args.participants, args.usage_scale, names or None, args.previous_usage)
     print(
         f"# analysis validity: scenarios={len(chosen)} replicates={args.replicates} "
         f"participants={args.participants} seed={args.seed} jobs={args.jobs} "
-        f"usage_scale={args.usage_scale} extras={args.extras} python={platform.python_version()} "
+        f"usage_scale={args.usage_scale} previous_usage={args.previous_usage} "
+        f"extras={args.extras} python={platform.python_version()} "
         f"machine={platform.machine()} cpus={os.cpu_count()}",
         file=out,
         flush=True,

@@ -157,20 +157,11 @@ def test_excluding_baseline_removes_the_baseline_rows_and_recentres_on_the_rest(
     # a previous follow-up occasion: log usage at t − 1 centred on the person's mean over those
     # rows, the outcome's change since t − 1
     follow = with_lags(linked[linked["wave"] > 0], LAGGED)
-    # the usage before t - 2 (the change model's adjustment): the previous follow-up's lag
-    before = follow[["participant", "occasion", "messages_sent_lag"]].rename(
-        columns={"messages_sent_lag": "lag2"}
-    )
-    follow = follow.merge(before.assign(occasion=before["occasion"] + 1), how="left")
     follow = follow.dropna(subset=[f"{OUTCOME}_lag", "messages_sent_lag"]).copy()
     usage = np.log1p(follow["messages_sent_lag"])
     mean = usage.groupby(follow["participant"]).transform("mean")
     follow["messages_sent_lag_between"] = mean
     follow["messages_sent_lag_within"] = usage - mean
-    lag2 = np.log1p(follow["lag2"])
-    follow["messages_sent_lag2_within"] = (
-        lag2 - lag2.groupby(follow["participant"]).transform("mean")
-    ).fillna(0.0)
     follow[f"{OUTCOME}_change"] = follow[OUTCOME] - follow[f"{OUTCOME}_lag"]
     assert row["n_obs"] == len(follow) < int((linked["wave"] > 0).sum())
     model = results["outcomes"][OUTCOME][results["primary"]["model"]]

@@ -167,3 +167,22 @@ def test_a_scenario_no_model_can_pass_by_design_is_printed_and_judged_apart(benc
         f"by_design_worst_null_rejection={float(combined['rejection']):.4f} "
         "by_design_worst_coverage=nan"
     )
+
+
+def test_previous_usage_adjust_reaches_the_plan_and_the_header(bench):
+    # the platform's default plan leaves previous_usage out (its default, "ignore")
+    assert "previous_usage" not in bench.scenarios(30, names=["basic_effect"])[0].plan()
+    adjusted = bench.scenarios(30, names=["basic_effect"], previous_usage="adjust")[0]
+    assert adjusted.plan()["previous_usage"] == "adjust"
+    # and a run says in its header which it used
+    out = StringIO()
+    bench.main(
+        [
+            "--replicates=2",
+            "--participants=30",
+            "--scenarios=basic_effect",
+            "--previous-usage=adjust",
+        ],
+        out=out,
+    )
+    assert " previous_usage=adjust " in out.getvalue().splitlines()[0]
