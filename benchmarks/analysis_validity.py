@@ -124,14 +124,14 @@ SCENARIOS: dict[str, tuple[dict[str, Any], str]] = {
 # effect of use differs between people, so those whose use lowers their wellbeing are the ones
 # who leave. The rows the lagged model sees then belong to people with a more positive effect:
 # in 60 replicates of combined_null the usage-variance-weighted mean effect of the modelled
-# people was +0.0225 while the mean over everyone enrolled was -0.0008 (estimate +0.033).
-# Removing informative dropout left a bias of +0.006, removing the effect's spread +0.013.
+# people was +0.0225 while the mean over everyone enrolled was -0.0008 (estimate +0.026).
+# Removing informative dropout left a bias of -0.000, removing the effect's spread +0.009.
 # No complete-case estimate recovers the effect in everyone enrolled without an assumption
 # about the missing outcomes (the report's missing-not-at-random delta analysis is that
 # assumption made explicit); what the lagged estimate survives as is the effect among those
-# who stayed. Its SE is also ~17% below the SD of its estimates here (mood-driven use on top of
-# novelty and confounding: usage concentrated in few heavy users); without mood-driven use the
-# two agree (docs/analysis.md).
+# who stayed. Its SE is also 16-25% below the SD of its estimates here (mood-driven use on top
+# of novelty and confounding: usage concentrated in few heavy users); without mood-driven use
+# the two agree (docs/analysis.md).
 BY_DESIGN: dict[str, str] = {
     "combined": "informative_dropout_with_person_varying_effects:estimand=effect_among_stayers",
 }
