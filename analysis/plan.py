@@ -10,7 +10,9 @@ For every outcome ``y`` in ``plan["outcomes"]`` (estimands in plain words: docs/
   the previous occasion (t − 1) and the outcome's change from t − 1 to t,
   ``y_change ~ x1_lag_within + x1_lag_between + … (+ covariates) + time`` (default
   ``lagged_outcome: change``), or with ``lagged_outcome: adjust`` the outcome at t adjusted for
-  the outcome at t − 1 split into person mean and deviation. ``x_lag_within`` is the lagged
+  the outcome at t − 1 split into person mean and deviation; with ``previous_usage: adjust``
+  the change model also has ``x1_lag2_within``, the usage before t − 2 that acted on
+  y(t − 1) (:func:`_previous_usage_terms`; off by default). ``x_lag_within`` is the lagged
   within-person effect; its tests are cluster-robust (CR2, :func:`cluster_robust`), the
   model-based ones are kept in ``fixed_model``;
 * **association model** (``association_model``, SECONDARY): the same-period association
