@@ -10,7 +10,9 @@ For every outcome ``y`` in ``plan["outcomes"]`` (estimands in plain words: docs/
   the previous occasion (t − 1) and the outcome's change from t − 1 to t,
   ``y_change ~ x1_lag_within + x1_lag_between + … (+ covariates) + time`` (default
   ``lagged_outcome: change``), or with ``lagged_outcome: adjust`` the outcome at t adjusted for
-  the outcome at t − 1 split into person mean and deviation. ``x_lag_within`` is the lagged
+  the outcome at t − 1 split into person mean and deviation; with ``previous_usage: adjust``
+  the change model also has ``x1_lag2_within``, the usage before t − 2 that acted on
+  y(t − 1) (:func:`_previous_usage_terms`; off by default). ``x_lag_within`` is the lagged
   within-person effect; its tests are cluster-robust (CR2, :func:`cluster_robust`), the
   model-based ones are kept in ``fixed_model``;
 * **association model** (``association_model``, SECONDARY): the same-period association
@@ -85,6 +87,13 @@ TIME_MODELS = ("categorical", "linear", "spline")
 # default is what it is (the validity benchmark under reverse causation and recall overlap).
 LAGGED_OUTCOMES = ("change", "adjust")
 DEFAULT_LAGGED_OUTCOME = "change"
+# Whether the change model also adjusts for usage before occasion t − 2 (the usage that acted on
+# y(t − 1); _previous_usage_terms says why). Off by default: under mood-driven use that window
+# lies inside only the previous survey's recall, so the adjustment brings the reverse causation
+# the change cancels back in (validity benchmark, reverse_null: rejection 0.095 with it, 0.075
+# without); without it a real lagged effect is overstated by 10-30% (docs/analysis.md).
+PREVIOUS_USAGE = ("ignore", "adjust")
+DEFAULT_PREVIOUS_USAGE = "ignore"
 TRANSFORMS = ("log1p", "rank", "none")
 # log1p is for right-skewed non-negative counts and rates; shares and ratios stay as they are.
 LOG_COLUMNS = frozenset(COUNT_COLUMNS) - {"share_days_active"} | {"mean_session_minutes"}
@@ -134,7 +143,17 @@ def plan_options(plan: Mapping[str, Any]) -> dict[str, Any]:
             f"analysis.lagged_outcome must be one of {', '.join(LAGGED_OUTCOMES)}, "
             f"not {lagged_outcome!r}"
         )
-    options = {"time": time, "usage_transform": transform, "lagged_outcome": lagged_outcome}
+    previous = plan.get("previous_usage", DEFAULT_PREVIOUS_USAGE)
+    if previous not in PREVIOUS_USAGE:
+        raise ValueError(
+            f"analysis.previous_usage must be one of {', '.join(PREVIOUS_USAGE)}, not {previous!r}"
+        )
+    options = {
+        "time": time,
+        "usage_transform": transform,
+        "lagged_outcome": lagged_outcome,
+        "previous_usage": previous,
+    }
     for key in ("random_slope", "refit_singular"):
         value = plan.get(key, True)
         if not isinstance(value, bool):
@@ -166,7 +185,9 @@ def model_formulas(plan: Mapping[str, Any], outcome: str) -> dict[str, str]:
     covariates = list(plan.get("covariates", []) or [])
     time = _time_terms(options["time"])
     if options["lagged_outcome"] == "change":
-        response, y_lag = f"{outcome}_change", []
+        # The usage before t - 2 acted on y(t - 1) (_previous_usage_terms: why), if asked.
+        previous = options["previous_usage"] == "adjust"
+        response, y_lag = f"{outcome}_change", [f"{p}_lag2_within" for p in predictors if previous]
     else:
         response, y_lag = outcome, [f"{outcome}_lag_within", f"{outcome}_lag_between"]
     lagged = [*_terms(predictors, True), *y_lag, *covariates, *time]
@@ -275,6 +296,9 @@ def model_frame(
     frame = linked.copy()
     for predictor, source in zip(predictors, sources, strict=True):
         frame[source] = _transform(frame[source], options["usage_transform"], predictor)
+    # Every row's transformed usage, before rows are dropped: the change model looks up the
+    # usage one occasion further back (_previous_usage_terms) on rows the model itself drops.
+    linked_usage = frame
 
     # Why each row with an outcome is left out, first reason only (the report's exclusions).
     has_outcome = frame[outcome].notna() & frame[GROUPS].notna()
@@ -319,6 +343,11 @@ def model_frame(
         frame[f"{source}_between"] = mean
         frame[f"{source}_within"] = frame[source] - mean
         terms += [f"{source}_within", f"{source}_between"]
+    if lagged and options["lagged_outcome"] == "change":
+        if options["previous_usage"] == "adjust":
+            terms += _previous_usage_terms(frame, linked_usage, sources, info)
+        else:
+            info["previous_usage"] = "not adjusted (previous_usage: ignore, the default)"
     if lagged:
         # The previous outcome split like usage (the observed-means version of the
         # random-intercept cross-lagged panel model, Hamaker et al. 2015). The raw previous
@@ -341,6 +370,60 @@ def model_frame(
     change = lagged and options["lagged_outcome"] == "change"
     response = f"{outcome}_change" if change else outcome
     return frame, f"{response} ~ " + " + ".join(terms), info
+
+
+def _previous_usage_terms(
+    frame: pd.DataFrame, linked_usage: pd.DataFrame, sources: Sequence[str], info: dict[str, Any]
+) -> list[str]:
+    """``<x>_lag2_within``: the usage that, by the same estimand, acted on y(t − 1).
+
+    Why: the lagged estimand says usage in the window before occasion t − 1 moves the outcome
+    at t, so y(t − 1) carries the effect of the usage before t − 2 and the change
+    y(t) − y(t − 1) carries minus that effect. Left out, that term is absorbed by the lagged
+    usage: person-mean centring over a person's 3-5 modelled rows makes successive deviations
+    negatively correlated (a deviation above the mean at one occasion implies deviations below
+    it elsewhere), so the omitted −β·x(t − 2) deviation loaded positively on x(t − 1) and the
+    estimate came out 10-30% too large in every planted-effect scenario of the validity
+    benchmark (on basic_effect, paired with its null: 0.115 for a planted 0.100; with this
+    term 0.1015; docs/analysis.md). Only with ``previous_usage: adjust``: when low mood drives
+    use, the window before t − 2 lies inside the recall of survey t − 1 but not of survey t,
+    so this term carries the mood the change otherwise cancels, and the null is rejected too
+    often (benchmark reverse_null 0.095 against 0.075 without it).
+
+    The term is the previous occasion's lagged usage (same transform), centred on the person's
+    mean over the modelled rows that have it. Where it is not observed (the previous occasion's
+    window began before enrolment — the second follow-up of a baseline-at-enrolment schedule,
+    whose y(t − 1) carries no usage effect — or the occasion before it was not answered) the
+    deviation is 0: such a row tells nothing about the adjustment, and the time term absorbs
+    the level. Without an ``occasion`` column (hand-built tables) or with no row that has the
+    term, nothing is added and ``info["previous_usage"]`` says so.
+    """
+    if "occasion" not in linked_usage.columns or not sources:
+        info["previous_usage"] = "not adjusted (no occasion index in the linked table)"
+        return []
+    before = linked_usage[[GROUPS, "occasion", *sources]].dropna(subset=[GROUPS, "occasion"])
+    before = before.drop_duplicates([GROUPS, "occasion"], keep="last")
+    before = before.assign(occasion=before["occasion"] + 1).rename(
+        columns={s: f"{s}2" for s in sources}
+    )
+    merged = frame[[GROUPS, "occasion"]].merge(before, on=[GROUPS, "occasion"], how="left")
+    terms: list[str] = []
+    for source in sources:
+        values = pd.Series(merged[f"{source}2"].to_numpy(dtype=float), index=frame.index)
+        mean = values.groupby(frame[GROUPS], sort=False).transform("mean")
+        within = (values - mean).fillna(0.0)
+        if not (within.abs() > 0).any():
+            continue
+        frame[f"{source}2_within"] = within
+        terms.append(f"{source}2_within")
+    observed = int(merged[[f"{s}2" for s in sources]].notna().all(axis=1).sum())
+    info["previous_usage"] = (
+        f"adjusted for usage before occasion t - 2 ({', '.join(terms)}; observed on {observed} "
+        f"of {len(frame)} rows, deviation 0 elsewhere)"
+        if terms
+        else "not adjusted (no modelled row has usage before occasion t - 2)"
+    )
+    return terms
 
 
 ROBUST_P_METHOD = "cluster-robust t (CR2, Bell-McCaffrey df)"

@@ -673,6 +673,17 @@ METHODS = (
     "Rows left out of a model are attributed to the first applying reason: missing outcome, "
     "missing usage window (a window before enrolment has no usage, never zero), missing previous "
     "occasion for lagged terms, a missing covariate.",
+    "Primary lagged model (change since the previous survey): unless the plan sets "
+    "previous_usage: adjust, it is not adjusted for usage before survey t − 2, which acted on "
+    "the previous outcome; a real lagged effect is then overstated by 10-30% (in simulations), "
+    "while its test of no effect keeps its size. The adjustment removes that but does not "
+    "survive mood driving use. What the lagged estimate survives: stable differences between "
+    "people, mood driving use (the same-period association does not), a lower baseline, use "
+    "declining after the first weeks. What it does not: a time-varying cause of both use and "
+    "wellbeing (a life event), and dropout that depends on how people are about to feel when "
+    "the effect of use differs between people — those whose use lowers their wellbeing leave, "
+    "and the estimate is then the effect among those who stayed (the missing-not-at-random "
+    "sensitivity analysis shows how far that could move it; docs/analysis.md).",
     DOSE_RULE,
 )
 

@@ -28,14 +28,19 @@ surviving_estimand=lagged`` gives the same-period association's figures for comp
 truth is 0: the generator has no same-period effect); it is not part of the summary.
 The last line is::
 
-    scenarios=<n> worst_null_rejection=<x> worst_coverage=<x>
+    scenarios=<n> worst_null_rejection=<x> worst_coverage=<x> \
+        [by_design=<names> by_design_worst_null_rejection=<x> by_design_worst_coverage=<x>]
 
 (worst rejection over null scenarios, worst coverage over planted-effect ones; a scenario with
 no fitted replicate counts as rejection 1 and coverage 0). Targets (issue 13): null rejection
-<= 0.07, coverage >= 0.92 at 200 replicates.
+<= 0.07, coverage >= 0.92 at 200 replicates. A scenario family that no observational model can
+pass by design (``BY_DESIGN``: informative dropout together with person-varying effects) ends
+its primary line with ``by_design=<why>:estimand=<what the estimate still means>`` and is
+judged apart: its worst figures follow the judged ones on the summary line.
 
 Run: ``python benchmarks/analysis_validity.py [--replicates 200] [--participants N] [--seed S]
-[--jobs 2] [--scenarios a_null,b_effect] [--usage-scale count|log1p] [--extras]``. Never part
+[--jobs 2] [--scenarios a_null,b_effect] [--usage-scale count|log1p]
+[--previous-usage ignore|adjust] [--extras]``. Never part
 of the test run (the tests run 2-3 replicates of 2 scenarios through :func:`main`).
 
 Each replicate runs :func:`analysis.pipeline.analyse` with ``extras=False``: features, linking
@@ -110,6 +115,27 @@ SCENARIOS: dict[str, tuple[dict[str, Any], str]] = {
     ),
 }
 
+# Scenario families no observational model can pass by design, with the reason printed on their
+# lines (issue 13: "where a scenario cannot be fixed by design, the report says which estimand
+# survives it and the lagged model's figures are printed"). They are run and printed like every
+# other scenario; the summary line judges the others and gives their worst figures beside.
+#
+# combined: people leave when they are about to feel worse (missing not at random) AND the
+# effect of use differs between people, so those whose use lowers their wellbeing are the ones
+# who leave. The rows the lagged model sees then belong to people with a more positive effect:
+# in 60 replicates of combined_null the usage-variance-weighted mean effect of the modelled
+# people was +0.0225 while the mean over everyone enrolled was -0.0008 (estimate +0.026).
+# Removing informative dropout left a bias of -0.000, removing the effect's spread +0.009.
+# No complete-case estimate recovers the effect in everyone enrolled without an assumption
+# about the missing outcomes (the report's missing-not-at-random delta analysis is that
+# assumption made explicit); what the lagged estimate survives as is the effect among those
+# who stayed. Its SE is also 16-25% below the SD of its estimates here (mood-driven use on top
+# of novelty and confounding: usage concentrated in few heavy users); without mood-driven use
+# the two agree (docs/analysis.md).
+BY_DESIGN: dict[str, str] = {
+    "combined": "informative_dropout_with_person_varying_effects:estimand=effect_among_stayers",
+}
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -117,17 +143,32 @@ class Scenario:
     base: int  # index of the scenario family: null and effect versions share random draws
     spec: CohortSpec
     plan_variant: str
+    # "adjust": the plan asks the change model to adjust for usage before t − 2 (analysis.plan
+    # PREVIOUS_USAGE); "ignore" is the platform's default
+    previous_usage: str = "ignore"
 
     @property
     def null(self) -> bool:
         return self.spec.effect == 0
 
     @property
+    def family(self) -> str:
+        return self.name.rsplit("_", 1)[0]
+
+    @property
+    def by_design(self) -> str | None:
+        """Why no model can pass this scenario's target (BY_DESIGN), or None."""
+        return BY_DESIGN.get(self.family)
+
+    @property
     def reverse(self) -> bool:
         return self.spec.reverse != 0
 
     def plan(self) -> dict[str, Any]:
-        return default_plan(self.spec, self.plan_variant)
+        plan = default_plan(self.spec, self.plan_variant)
+        if self.previous_usage != "ignore":
+            plan["previous_usage"] = self.previous_usage
+        return plan
 
 
 def default_plan(spec: CohortSpec, variant: str = "messages") -> dict[str, Any]:
@@ -148,7 +189,10 @@ def default_plan(spec: CohortSpec, variant: str = "messages") -> dict[str, Any]:
 
 
 def scenarios(
-    participants: int, usage_scale: str = "count", names: Sequence[str] | None = None
+    participants: int,
+    usage_scale: str = "count",
+    names: Sequence[str] | None = None,
+    previous_usage: str = "ignore",
 ) -> list[Scenario]:
     out = []
     for base, (name, (knobs, variant)) in enumerate(SCENARIOS.items()):
@@ -156,10 +200,9 @@ def scenarios(
         if "effect_sd" in knobs and usage_scale == "log1p":
             # The SD is given per message; on the log scale use the same share of the effect.
             spec = spec.with_(effect_sd=knobs["effect_sd"] / EFFECT["count"] * EFFECT["log1p"])
-        out.append(Scenario(f"{name}_null", base, spec, variant))
-        out.append(
-            Scenario(f"{name}_effect", base, spec.with_(effect=EFFECT[usage_scale]), variant)
-        )
+        effect = spec.with_(effect=EFFECT[usage_scale])
+        out.append(Scenario(f"{name}_null", base, spec, variant, previous_usage))
+        out.append(Scenario(f"{name}_effect", base, effect, variant, previous_usage))
     if names:
         known = {s.name: s for s in out}
         unknown = [n for n in names if n not in known]
@@ -332,6 +375,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--scenarios", default="", help="comma-separated names (default: all)")
     parser.add_argument("--usage-scale", choices=("count", "log1p"), default="count")
     parser.add_argument(
+        "--previous-usage",
+        choices=("ignore", "adjust"),
+        default="ignore",
+        help="the plan's previous_usage: adjust the change model for usage before t - 2 "
+        "(default: ignore, the platform's default)",
+    )
+    parser.add_argument(
         "--extras",
         action="store_true",
         help="also run the report's extras (sensitivity analyses, supplements) in every "
@@ -346,11 +396,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         parser.error("--jobs must be at least 1")
 
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    chosen = scenarios(args.participants, args.usage_scale, names or None)
+    chosen = scenarios(args.participants, args.usage_scale, names or None, args.previous_usage)
     print(
         f"# analysis validity: scenarios={len(chosen)} replicates={args.replicates} "
         f"participants={args.participants} seed={args.seed} jobs={args.jobs} "
-        f"usage_scale={args.usage_scale} extras={args.extras} python={platform.python_version()} "
+        f"usage_scale={args.usage_scale} previous_usage={args.previous_usage} "
+        f"extras={args.extras} python={platform.python_version()} "
         f"machine={platform.machine()} cpus={os.cpu_count()}",
         file=out,
         flush=True,
@@ -371,11 +422,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     by_name = {s.name: s for s in chosen}
     null_rejections: list[float] = []
     coverages: list[float] = []
+    # The by-design scenarios' figures, printed in the summary beside the judged ones.
+    design_rejections: list[float] = []
+    design_coverages: list[float] = []
 
     def report(scenario: Scenario) -> None:
         """Print a scenario's lines as soon as its replicates are in (a full run is long)."""
         primary = summarise(scenario, found[scenario.name], "primary")
-        print(primary.text(scenario.name) + f" cpu_s={seconds[scenario.name]:.1f}", file=out)
+        design = f" by_design={scenario.by_design}" if scenario.by_design else ""
+        print(
+            primary.text(scenario.name) + f" cpu_s={seconds[scenario.name]:.1f}{design}",
+            file=out,
+        )
         judged = primary
         if scenario.reverse and primary.estimand == "same-period":
             lagged = summarise(scenario, found[scenario.name], "lagged")
@@ -391,10 +449,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         if scenario.name in errors:
             print(f"# {scenario.name}: first failure: {errors[scenario.name]}", file=out)
         out.flush()
+        rejections, covered = (
+            (design_rejections, design_coverages)
+            if scenario.by_design
+            else (null_rejections, coverages)
+        )
         if scenario.null:
-            null_rejections.append(judged.rejection if judged.n else 1.0)
+            rejections.append(judged.rejection if judged.n else 1.0)
         else:
-            coverages.append(judged.coverage if judged.n else 0.0)
+            covered.append(judged.coverage if judged.n else 0.0)
 
     try:
         for done, (name, estimates, error, spent) in enumerate(results, start=1):
@@ -423,9 +486,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     )
     worst_null = max(null_rejections) if null_rejections else float("nan")
     worst_cov = min(coverages) if coverages else float("nan")
+    design = [s.name for s in chosen if s.by_design]
+    extra = ""
+    if design:
+        # Not hidden: the by-design scenarios' worst figures follow the judged ones.
+        d_null = max(design_rejections) if design_rejections else float("nan")
+        d_cov = min(design_coverages) if design_coverages else float("nan")
+        extra = (
+            f" by_design={','.join(design)} by_design_worst_null_rejection={d_null:.4f} "
+            f"by_design_worst_coverage={d_cov:.4f}"
+        )
     print(
         f"scenarios={len(chosen)} worst_null_rejection={worst_null:.4f} "
-        f"worst_coverage={worst_cov:.4f}",
+        f"worst_coverage={worst_cov:.4f}{extra}",
         file=out,
     )
     return 0

@@ -138,3 +138,51 @@ def test_reverse_causation_prints_the_same_period_association_beside_the_lagged_
     assert lines[-1] == f"scenarios=1 worst_null_rejection={float(primary['rejection']):.4f} " + (
         "worst_coverage=nan"
     )
+
+
+def test_a_scenario_no_model_can_pass_by_design_is_printed_and_judged_apart(bench):
+    # when the all-threats scenario (informative dropout with person-varying effects) runs
+    # beside an ordinary one
+    out = StringIO()
+    bench.main(
+        ["--replicates=2", "--participants=30", "--scenarios=combined_null,basic_null"], out=out
+    )
+    lines = out.getvalue().splitlines()
+    found: dict[str, tuple[dict[str, str], str]] = {}
+    for line in lines:
+        if m := LINE.match(line):
+            found.setdefault(m["name"], (m.groupdict(), line))  # the first line is the primary
+    # then its lagged primary line is printed, saying why and what the estimate still means
+    combined, combined_line = found["combined_null"]
+    assert combined["model"] == "lagged_model"
+    assert combined_line.endswith(
+        " by_design=informative_dropout_with_person_varying_effects:estimand=effect_among_stayers"
+    )
+    assert "by_design" not in found["basic_null"][1]
+    # and the summary judges the other scenario, with the by-design figures beside, not hidden
+    basic = found["basic_null"][0]
+    assert lines[-1] == (
+        f"scenarios=2 worst_null_rejection={float(basic['rejection']):.4f} worst_coverage=nan "
+        f"by_design=combined_null "
+        f"by_design_worst_null_rejection={float(combined['rejection']):.4f} "
+        "by_design_worst_coverage=nan"
+    )
+
+
+def test_previous_usage_adjust_reaches_the_plan_and_the_header(bench):
+    # the platform's default plan leaves previous_usage out (its default, "ignore")
+    assert "previous_usage" not in bench.scenarios(30, names=["basic_effect"])[0].plan()
+    adjusted = bench.scenarios(30, names=["basic_effect"], previous_usage="adjust")[0]
+    assert adjusted.plan()["previous_usage"] == "adjust"
+    # and a run says in its header which it used
+    out = StringIO()
+    bench.main(
+        [
+            "--replicates=2",
+            "--participants=30",
+            "--scenarios=basic_effect",
+            "--previous-usage=adjust",
+        ],
+        out=out,
+    )
+    assert " previous_usage=adjust " in out.getvalue().splitlines()[0]

@@ -291,6 +291,12 @@ def test_the_analysis_model_options_are_validated(rct_doc):
     )
     # then: the protocol parses
     parse_protocol_text(yaml_of(rct_doc))
+    # and so does the change model's adjustment for usage before t - 2, but not a bad value
+    rct_doc["analysis"].update(lagged_outcome="change", previous_usage="adjust")
+    parse_protocol_text(yaml_of(rct_doc))
+    rct_doc["analysis"]["previous_usage"] = "yes"
+    assert errors_of(yaml_of(rct_doc))[0].startswith("analysis.previous_usage:")
+    del rct_doc["analysis"]["previous_usage"]
     # and an unknown transform is named with its path
     rct_doc["analysis"]["usage_transform"] = "sqrt"
     errors = errors_of(yaml_of(rct_doc))
