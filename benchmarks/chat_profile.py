@@ -23,7 +23,6 @@ import io
 import json
 import os
 import pstats
-import secrets
 import shutil
 import sys
 import tempfile
@@ -31,8 +30,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-
-from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,7 +44,12 @@ from benchmarks.chat_proxy import (  # noqa: E402
     stop_process,
     wait_http,
 )
-from benchmarks.support import Postgres, fake_upstream_command, migrate_and_setup  # noqa: E402
+from benchmarks.support import (  # noqa: E402
+    Postgres,
+    fake_upstream_command,
+    migrate_and_setup,
+    production_env,
+)
 
 
 async def call(app, who, text: str) -> bytes:
@@ -170,17 +172,7 @@ def main() -> int:
             env["DATABASE_URL"] = postgres.url
         else:
             env["DATABASE_URL"] = f"sqlite:///{workdir / 'profile.sqlite3'}"
-        env.update(
-            DJANGO_SETTINGS_MODULE="studyplatform.settings",
-            DEBUG="false",
-            SECRET_KEY=secrets.token_urlsafe(48),
-            FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            SECURE_SSL_REDIRECT="false",
-            VAR_DIR=str(workdir / "var"),
-            LOG_LEVEL="WARNING",
-            CACHE_KEY_PREFIX=f"prof{os.getpid()}",
-        )
+        env.update(production_env(workdir, cache_prefix="prof"))
         os.environ.update(env)
         port = free_port()
         upstream_proc = start(fake_upstream_command(port), env, workdir / "upstream.log", logs)

@@ -72,7 +72,6 @@ import os
 import platform
 import random
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -87,7 +86,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,6 +97,7 @@ from benchmarks.support import (  # noqa: E402
     fake_upstream_command,
     machine_info,
     migrate_and_setup,
+    production_env,
     recruiting_study,
 )
 
@@ -1015,20 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
             import sqlite3
 
             database = f"sqlite {sqlite3.sqlite_version} (temporary file, WAL)"
-        env.update(
-            DJANGO_SETTINGS_MODULE="studyplatform.settings",
-            # Production settings: DEBUG=False (Django keeps no query log); throwaway keys.
-            DEBUG="false",
-            SECRET_KEY=secrets.token_urlsafe(48),
-            FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            # Plain http on loopback: production's HTTPS redirect would answer every request 301.
-            SECURE_SSL_REDIRECT="false",
-            VAR_DIR=str(workdir / "var"),
-            LOG_LEVEL="WARNING",
-            # Own cache namespace, in case REDIS_URL points at a shared server.
-            CACHE_KEY_PREFIX=f"bench{os.getpid()}",
-        )
+        env.update(production_env(workdir, cache_prefix="bench"))
         # Django set up in this process (seeding, verification) must see the same settings.
         os.environ.update(env)
         for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):

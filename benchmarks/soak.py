@@ -67,7 +67,6 @@ import datetime as dt
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import subprocess
@@ -79,7 +78,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,6 +88,7 @@ from benchmarks.support import (  # noqa: E402
     fake_upstream_command,
     machine_info,
     migrate_and_setup,
+    production_env,
     recruiting_study,
 )
 
@@ -816,16 +815,9 @@ def main(argv: list[str] | None = None) -> int:
             env["DATABASE_URL"] = postgres.url
         else:
             env["DATABASE_URL"] = f"sqlite:///{workdir / 'soak.sqlite3'}"
+        env.update(production_env(workdir, cache_prefix="soak"))
         env.update(
-            DJANGO_SETTINGS_MODULE="studyplatform.settings",
-            DEBUG="false",
-            SECRET_KEY=secrets.token_urlsafe(48),
-            FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            SECURE_SSL_REDIRECT="false",
-            VAR_DIR=str(workdir / "var"),
             MEDIA_ROOT=str(workdir / "media"),
-            LOG_LEVEL="WARNING",
             REDIS_URL=redis_url,
             CELERY_BROKER_URL=redis_url,
             CELERY_TASK_ALWAYS_EAGER="false",

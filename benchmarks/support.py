@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import os
 import platform
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,26 @@ class Postgres:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         except psycopg.Error as exc:
             print(f"WARNING: could not drop the database {self.name}: {exc}", file=sys.stderr)
+
+
+def production_env(workdir: Path, *, cache_prefix: str) -> dict[str, str]:
+    """The settings a benchmark's platform processes run with: production settings
+    (DEBUG=False, so Django keeps no query log) with throwaway keys, plain http on loopback
+    (production's HTTPS redirect would answer every request 301), files under `workdir`, and
+    an own cache namespace in case REDIS_URL points at a shared server."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "DJANGO_SETTINGS_MODULE": "studyplatform.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "VAR_DIR": str(workdir / "var"),
+        "LOG_LEVEL": "WARNING",
+        "CACHE_KEY_PREFIX": f"{cache_prefix}{os.getpid()}",
+    }
 
 
 def fake_upstream_command(port: int) -> list[str]:

@@ -17,16 +17,12 @@ from studyplatform.participants.services import participant_withdraw
 from studyplatform.participants.services.enrollment import consent_renew
 from studyplatform.participants.session import GATE_KEY
 from studyplatform.studies.services import protocol_version_create, study_transition
-from tests.chat.test_chat_send_gate import consume, login, reply
+from tests.chat import test_chat_send_gate
+from tests.chat.test_chat_send_gate import consume, reply
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def me(chat_study, enroll, client):
-    participant = enroll(chat_study)
-    login(client, participant)
-    return participant
+me = test_chat_send_gate.me  # a signed-in participant of the chat study
 
 
 @pytest.fixture

@@ -128,15 +128,22 @@ def test_the_request_carries_system_prompt_memory_and_the_active_branch(
     assert body["temperature"] == 0.7 and body["max_tokens"] == 1024
 
 
-def test_history_is_truncated_oldest_first_to_the_context_budget(
-    participant, conversation, upstream
-):
+def answered_beyond_the_budget(participant, conversation):
+    """Six answered messages of ~65 words each on an arm whose context holds about two; the
+    last message."""
     arm = participant.allocation.arm
     arm.context_tokens = 1500  # minus 1024 reserved for the reply and the system prompt
     arm.save()
     for i in range(6):
         m = send(participant, conversation, f"[[reply: ok]] message {i} " + "word " * 60)
         run_reply(m.pk)
+    return m
+
+
+def test_history_is_truncated_oldest_first_to_the_context_budget(
+    participant, conversation, upstream
+):
+    answered_beyond_the_budget(participant, conversation)
     sent = [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "user"]
     assert sent[-1].startswith("[[reply: ok]] message 5")
     assert not any(s.startswith("[[reply: ok]] message 0") for s in sent)
@@ -146,12 +153,7 @@ def test_building_the_request_decrypts_only_the_turns_it_sends(
     participant, conversation, upstream, monkeypatch
 ):
     # given: a conversation longer than the context budget, plus another branch's reply
-    arm = participant.allocation.arm
-    arm.context_tokens = 1500  # minus 1024 reserved for the reply and the system prompt
-    arm.save()
-    for i in range(6):
-        m = send(participant, conversation, f"[[reply: ok]] message {i} " + "word " * 60)
-        run_reply(m.pk)
+    m = answered_beyond_the_budget(participant, conversation)
     run_reply(m.pk)  # a retry: the first reply to message 5 is now on another branch
     last = send(participant, conversation, "[[reply: ok]] last")
     # when: the model request is built, counting decryptions
@@ -162,7 +164,9 @@ def test_building_the_request_decrypts_only_the_turns_it_sends(
     counting = lambda t: decrypted.append(t) or real(t)  # noqa: E731
     monkeypatch.setattr(fields, "decrypt_str", counting)  # model fields' converter
     monkeypatch.setattr(services, "decrypt_str", counting)
-    request = services.build_request(user_message=last, arm=arm, participant=participant)
+    request = services.build_request(
+        user_message=last, arm=participant.allocation.arm, participant=participant
+    )
     # then: one decryption per turn sent, plus at most the turn that overran the budget
     assert request.messages[-1]["content"] == "[[reply: ok]] last"
     assert len(decrypted) <= len(request.messages) + 1
