@@ -102,7 +102,11 @@ class SpokenReply:
         """The reply ended complete: its id (for the log) and the last sentence's frame."""
         rest = self.splitter.flush()
         if reply_id is not None:
-            await self.redis.hset(_meta_key(self.sid), "r", reply_id)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(_meta_key(self.sid), "r", reply_id)
+            # With the TTL again: a reply with no sentence pushed yet has no key until now.
+            pipe.expire(_meta_key(self.sid), TTL_S)
+            await pipe.execute()
         if rest and self.count < MAX_SEGMENTS:
             return [{**await self._push(rest), "last": True}]
         return []
