@@ -17,7 +17,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.model_endpoints import EndpointUnavailable
 from studyplatform.core.redis_client import redis_async
+from studyplatform.core.sse import release_connection
 
 from . import services
 from .models import Message, ReplyCode
@@ -129,30 +130,11 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _release_connection() -> None:
-    """Give this thread's database connection back (to the pool, on PostgreSQL).
-
-    Django would release it only when the response ends, and a reply streams for seconds: with
-    a pool of 20, the 21st concurrent stream would wait for someone else's reply to finish.
-    Inside an atomic block (tests run in one) the connection is left alone, and so is a
-    SQLite connection: it holds no server slot, and reopening it for every round (connect and
-    its PRAGMAs) was ~7% of the web process's CPU per message on SQLite. Django closes it when
-    the response ends.
-    """
-    if not connection.in_atomic_block and connection.vendor != "sqlite":
-        try:
-            connection.close()
-        except DatabaseError:
-            # A connection that broke (the database went away) is dropped all the same; the
-            # failure that matters was already raised, or will be at the next round.
-            logger.warning("closing a broken database connection failed", exc_info=True)
-
-
 def _db_round(func, *args, **kwargs):
     try:
         return func(*args, **kwargs)
     finally:
-        _release_connection()
+        release_connection()
 
 
 async def db_round(func, *args, **kwargs):

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from studyplatform.core import input_limits
 from studyplatform.core.events import ParticipantChatRequested, publish
 from studyplatform.core.markdown import render_markdown
-from studyplatform.core.redis_client import redis_async, redis_sync
+from studyplatform.core.redis_client import redis_sync
 from studyplatform.core.sse import EventStreamResponse
 from studyplatform.participants.session import (
     SESSION_KEY,
@@ -44,7 +44,7 @@ from . import services, streaming
 from .importers import ImportFormatError, Limits
 from .importing import ImportRefused, chatgpt_import, chatgpt_import_refusal
 from .models import Conversation, Message
-from .streaming import cancel_key, db_round, reply_events, sse
+from .streaming import cancel_key, reply_events, sse
 from .voice import conversation_voice
 
 logger = logging.getLogger(__name__)
@@ -427,15 +427,17 @@ def _sent_then_reply(body: dict, prepared: tuple, *, spoken: bool = False) -> Ev
 
 
 @require_POST
-async def message_reply(request, conversation_id: int):
+def message_reply(request, conversation_id: int):
     """Send a message and stream its reply in the same request: the response is Server-Sent
     Events starting with a `message` event (the stored message, crisis resources if the safety
     detector fired), then the reply's events. Errors before anything is stored are JSON 4xx.
 
     One request instead of send + stream saves the participant a round trip and the server a
-    second session/consent check: the whole pre-model part is one database round.
+    second session/consent check. The view is synchronous: the whole pre-model part runs in the
+    request's thread together with the middleware (core/sse.py's handler enters that thread
+    once), and only the reply streams from the event loop.
     """
-    outcome = await db_round(_reply_prepare, request, conversation_id)
+    outcome = _reply_prepare(request, conversation_id)
     if isinstance(outcome, JsonResponse):
         return outcome
     body, prepared = outcome
@@ -443,14 +445,14 @@ async def message_reply(request, conversation_id: int):
 
 
 @require_GET
-async def stream(request, user_message_id: int):
+def stream(request, user_message_id: int):
     """Server-Sent Events carrying the reply. Needs the one-time token from send/regenerate;
     a missing, used or foreign token is a 404 and never reaches the model."""
     token = request.GET.get("t", "")
     claimed = False
     if token:
         try:
-            value = await redis_async().getdel(f"chat:stream:{token}")
+            value = redis_sync().getdel(f"chat:stream:{token}")
         except RedisError:
             logger.exception(
                 "stream token for message %s not checked: Redis outage", user_message_id
