@@ -23,6 +23,7 @@ from studyplatform.core.redis_client import redis_sync
 from studyplatform.participants.models import Participant
 from studyplatform.safety import services as safety_services
 
+from . import message_record
 from .models import Conversation, MemoryNote, Message, ReplyCode
 from .providers import ChatRequest, StreamEnd, Timeouts, estimate_tokens
 
@@ -253,47 +254,39 @@ def _message_store(
         if existing is not None:
             return SendResult(existing, False, None)
         raise
+    message = Message(
+        conversation=conversation,
+        participant=participant,
+        role=Message.Role.USER,
+        content=text,
+        status=Message.Status.PENDING,
+        client_request_id=client_request_id[:64],
+        created_at=now,
+        received_at=now,
+        arm=conversation.arm,
+        protocol_version_id=study.current_version_id,
+        tz_offset_minutes=tz_offset_minutes,
+        **(voice.message_fields() if voice is not None else {}),
+    )
+    # No title from the message text: the first words often carry an email address, a phone
+    # number or a name, and the conversation list shows titles in the clear. The list shows a
+    # neutral dated title instead (chat/list.html).
     try:
-        with transaction.atomic():
-            # Lock the conversation and read its current leaf: two quick sends must chain,
-            # not both hang off the same parent. The participant's status is checked in the
-            # same statement, in the same transaction as the INSERT: a withdrawal committed
-            # before this point can never be followed by a stored message, whatever a page or
-            # session cached.
-            locked = (
-                Conversation.objects.select_for_update(of=("self",))
-                .filter(pk=conversation.pk)
-                .exclude(participant__status=Participant.Status.WITHDRAWN)
-                .values_list("pk", "active_leaf_id")
-                .first()
-            )
-            if locked is None:
-                raise ChatError("withdrawn")
-            leaf = locked[1]
-            message = Message.objects.create(
-                conversation=conversation,
-                participant=participant,
-                parent_id=leaf,
-                role=Message.Role.USER,
-                content=text,
-                status=Message.Status.PENDING,
-                client_request_id=client_request_id[:64],
-                created_at=now,
-                received_at=now,
-                arm=conversation.arm,
-                protocol_version_id=study.current_version_id,
-                tz_offset_minutes=tz_offset_minutes,
-                **(voice.message_fields() if voice is not None else {}),
-            )
-            # No title from the message text: the first words often carry an email address,
-            # a phone number or a name, and the conversation list shows titles in the clear.
-            # The list shows a neutral dated title instead (chat/list.html).
-            Conversation.objects.filter(pk=conversation.pk).update(
-                active_leaf=message, updated_at=now
-            )
-            crisis = safety_services.message_screen(
-                participant=participant, message=message, text=text, now=now
-            )
+        if message_record.one_statement_available() and safety_services.message_screen_quiet(
+            participant=participant, text=text
+        ):
+            # The screen found nothing to write: the message alone, in one statement.
+            try:
+                message_record.insert_chained(message, now=now)
+            except message_record.Withdrawn:
+                raise ChatError("withdrawn") from None
+            crisis = None
+        else:
+            with transaction.atomic():
+                _insert_chained_orm(message, now=now)
+                crisis = safety_services.message_screen(
+                    participant=participant, message=message, text=text, now=now
+                )
     except IntegrityError:
         existing = _stored_already(conversation, client_request_id)
         if existing is None:
@@ -301,6 +294,29 @@ def _message_store(
         # The same request id again (a retry, or two racing): the stored one, sent once.
         return SendResult(existing, False, None)
     return SendResult(message, True, crisis)
+
+
+def _insert_chained_orm(message: Message, *, now: dt.datetime) -> None:
+    """message_record.insert_chained in the caller's transaction, through the ORM (SQLite, or
+    when the safety screen must write with the message)."""
+    # Lock the conversation and read its current leaf: two quick sends must chain, not both
+    # hang off the same parent. The participant's status is checked in the same statement, in
+    # the same transaction as the INSERT: a withdrawal committed before this point can never
+    # be followed by a stored message, whatever a page or session cached.
+    locked = (
+        Conversation.objects.select_for_update(of=("self",))
+        .filter(pk=message.conversation_id)
+        .exclude(participant__status=Participant.Status.WITHDRAWN)
+        .values_list("pk", "active_leaf_id")
+        .first()
+    )
+    if locked is None:
+        raise ChatError("withdrawn")
+    message.parent_id = locked[1]
+    message.save(force_insert=True)
+    Conversation.objects.filter(pk=message.conversation_id).update(
+        active_leaf=message, updated_at=now
+    )
 
 
 def conversation_view(*, conversation, actor, study_slug: str) -> None:

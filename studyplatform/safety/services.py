@@ -140,6 +140,16 @@ def _queue_retry(source: str, object_id: int) -> None:
 # --- chat messages ---------------------------------------------------------------------------
 
 
+def message_screen_quiet(*, participant: Participant, text: str) -> bool:
+    """Whether message_screen would find nothing to do for this text: no moderation queued and
+    the lexicon detector silent (or off). The chat send then stores the message without a
+    transaction around it (chat/message_record.py); otherwise the screen runs in one."""
+    config = participant.study.protocol.get("safety", {}).get("detector", {})
+    if config.get("moderation"):
+        return False
+    return not config.get("lexicon", True) or detect(text, None) is None
+
+
 def message_screen(
     *, participant: Participant, message: Any, text: str, now: dt.datetime
 ) -> dict[str, Any] | None:

@@ -1,0 +1,113 @@
+"""Storing a participant's message (chat/message_record.py, issue 19): on PostgreSQL one
+statement when the safety screen has nothing to write, the ORM transaction otherwise, with the
+same guarantees either way (chaining, withdrawal, one row per request id)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from studyplatform.chat import services
+from studyplatform.chat.models import Conversation, Message
+from studyplatform.safety.models import SafetyAlert
+from tests.chat import test_chat_stream
+
+pytestmark = pytest.mark.django_db
+
+participant = test_chat_stream.participant  # an enrolled participant of the chat study
+conversation = test_chat_stream.conversation
+
+postgresql_only = pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="the one-statement path is PostgreSQL's"
+)
+
+
+def send(participant, conversation, text, **kw):
+    return services.message_send(
+        participant=participant, conversation=conversation, text=text, **kw
+    )
+
+
+def writes(queries) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+        and ("chat_message" in q["sql"] or "chat_conversation" in q["sql"])
+    ]
+
+
+@postgresql_only
+def test_a_quiet_message_is_stored_in_one_statement(participant, conversation):
+    first = send(participant, conversation, "hello").message
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        result = send(participant, conversation, "how are you?", client_request_id="r2")
+    # then: one statement locked, inserted and moved the leaf; the row is what save() writes
+    sql = writes(queries)
+    assert len(sql) == 1 and "FOR UPDATE OF c" in sql[0] and "INSERT INTO" in sql[0]
+    stored = Message.objects.get(pk=result.message.pk)
+    assert stored.content == "how are you?"  # decrypted by its field: written encrypted
+    assert stored.parent_id == first.pk == result.message.parent_id
+    assert stored.status == Message.Status.PENDING and stored.client_request_id == "r2"
+    assert stored.arm_id == conversation.arm_id
+    assert stored.protocol_version_id == participant.study.current_version_id
+    assert Conversation.objects.get(pk=conversation.pk).active_leaf_id == stored.pk
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT content FROM chat_message WHERE id = %s", [stored.pk])
+        assert "how are you" not in cursor.fetchone()[0]
+
+
+def test_a_message_the_screen_fires_on_is_stored_with_its_alert(participant, conversation):
+    # when: the lexicon detector fires
+    result = send(participant, conversation, "I want to end my life")
+    # then: the message and the alert were written together, and the crisis is reported
+    assert result.created and result.crisis is not None
+    assert SafetyAlert.objects.filter(message_id=result.message.pk).exists()
+    assert Conversation.objects.get(pk=conversation.pk).active_leaf_id == result.message.pk
+
+
+def test_a_repeated_request_id_returns_the_stored_message(participant, conversation):
+    first = send(participant, conversation, "once", client_request_id="same")
+    again = send(participant, conversation, "once", client_request_id="same")
+    assert first.created and not again.created
+    assert again.message.pk == first.message.pk
+    assert Message.objects.filter(conversation=conversation).count() == 1
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sends_to_one_conversation_chain(participant, conversation, monkeypatch):
+    # given: four threads sending at the same moment, three messages each (above the
+    # per-minute limit, which is not what this test is about)
+    limits = {**services.limits_for(participant), "messages_per_minute": 100}
+    monkeypatch.setattr(services, "limits_for", lambda _participant: limits)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def sender(slot: int):
+        try:
+            barrier.wait(timeout=10)
+            for i in range(3):
+                send(participant, conversation, f"m{slot}-{i}", client_request_id=f"{slot}-{i}")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=sender, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # then: every message hangs under the one before it: a single path, no two siblings
+    assert errors == []
+    rows = list(Message.objects.filter(conversation=conversation).values_list("pk", "parent_id"))
+    assert len(rows) == 12
+    parents = [parent for _, parent in rows]
+    assert len(set(parents)) == 12 and parents.count(None) == 1
+    leaf = Conversation.objects.get(pk=conversation.pk).active_leaf_id
+    assert leaf not in parents and leaf in {pk for pk, _ in rows}
