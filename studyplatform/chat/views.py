@@ -44,6 +44,7 @@ from . import services, streaming
 from .importers import ImportFormatError, Limits
 from .importing import ImportRefused, chatgpt_import, chatgpt_import_refusal
 from .models import Conversation, Message
+from .send_load import conversation_for_send
 from .streaming import cancel_key, reply_events, sse
 from .voice import conversation_voice
 
@@ -386,10 +387,8 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
     # itself, to tell "sign in again" or "withdrawn" from "no such conversation".
     session_participant = request.session.get(SESSION_KEY)
     conversation = (
-        Conversation.objects.select_related("arm", "participant__study__current_version")
-        .filter(pk=conversation_id, participant_id=session_participant)
-        .first()
-        if session_participant
+        conversation_for_send(conversation_id, session_participant)
+        if isinstance(session_participant, int)
         else None
     )
     participant, elsewhere = participant_gate(
