@@ -23,13 +23,13 @@ from studyplatform.studies.models import Arm, ProtocolVersion, Study
 
 from .models import Conversation
 
-# (model, table alias, the relation joined to reach it: (alias, FK attname) or None)
+# (model, table alias, the relation joined to reach it: (alias, FK field name) or None)
 _TABLES = (
     (Conversation, "c", None),
-    (Arm, "a", ("c", "arm_id")),
-    (Participant, "p", ("c", "participant_id")),
-    (Study, "s", ("p", "study_id")),
-    (ProtocolVersion, "v", ("s", "current_version_id")),  # LEFT JOIN: a study may have none
+    (Arm, "a", ("c", "arm")),
+    (Participant, "p", ("c", "participant")),
+    (Study, "s", ("p", "study")),
+    (ProtocolVersion, "v", ("s", "current_version")),
 )
 
 
@@ -39,10 +39,12 @@ class _Block:
     start: int
     attnames: tuple[str, ...]
     converters: tuple[tuple[int, tuple], ...]  # (offset in block, (converter, expression)...)
+    optional: bool  # reached through a nullable FK (LEFT JOIN): no row means None
 
 
 def _build(conn) -> tuple[str, tuple[_Block, ...]]:
     quote = conn.ops.quote_name
+    models = {alias: model for model, alias, _ in _TABLES}
     columns, joins, blocks = [], [], []
     for model, alias, via in _TABLES:
         fields = model._meta.concrete_fields
@@ -53,21 +55,26 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
             if found:
                 converters.append((offset, tuple((c, col) for c in found)))
             columns.append(f"{alias}.{quote(field.column)}")
+        table = quote(model._meta.db_table)
+        optional = False
+        if via is None:
+            joins.append(f"FROM {table} {alias}")
+        else:
+            source, name = via
+            fk = models[source]._meta.get_field(name)
+            optional = fk.null
+            kind = "LEFT JOIN" if optional else "JOIN"
+            pk = quote(model._meta.pk.column)
+            joins.append(f"{kind} {table} {alias} ON {alias}.{pk} = {source}.{quote(fk.column)}")
         blocks.append(
             _Block(
                 model,
                 len(columns) - len(fields),
                 tuple(f.attname for f in fields),
                 tuple(converters),
+                optional,
             )
         )
-        table = quote(model._meta.db_table)
-        if via is None:
-            joins.append(f"FROM {table} {alias}")
-        else:
-            source, attname = via
-            kind = "LEFT JOIN" if alias == "v" else "JOIN"
-            joins.append(f"{kind} {table} {alias} ON {alias}.id = {source}.{quote(attname)}")
     # Only table and column names from the models' meta are formatted in; values are params.
     where = "WHERE c.id = %s AND c.participant_id = %s"
     sql = f"SELECT {', '.join(columns)} {' '.join(joins)} {where}"
@@ -95,8 +102,8 @@ def conversation_for_send(conversation_id: int, participant_id: int) -> Conversa
         for offset, chain in block.converters:
             for converter, expression in chain:
                 values[offset] = converter(values[offset], expression, connection)
-        if block.model is ProtocolVersion and values[0] is None:
-            objects.append(None)  # the LEFT JOIN found no current version
+        if block.optional and values[block.attnames.index(block.model._meta.pk.attname)] is None:
+            objects.append(None)  # the LEFT JOIN found no row (a study without a version)
             continue
         objects.append(block.model.from_db(connection.alias, block.attnames, values))
     conversation, arm, participant, study, version = objects

@@ -140,11 +140,15 @@ def _queue_retry(source: str, object_id: int) -> None:
 # --- chat messages ---------------------------------------------------------------------------
 
 
+def _detector_config(participant: Participant) -> dict[str, Any]:
+    return participant.study.protocol.get("safety", {}).get("detector", {})
+
+
 def message_screen_quiet(*, participant: Participant, text: str) -> bool:
     """Whether message_screen would find nothing to do for this text: no moderation queued and
     the lexicon detector silent (or off). The chat send then stores the message without a
     transaction around it (chat/message_record.py); otherwise the screen runs in one."""
-    config = participant.study.protocol.get("safety", {}).get("detector", {})
+    config = _detector_config(participant)
     if config.get("moderation"):
         return False
     return not config.get("lexicon", True) or detect(text, None) is None
@@ -159,7 +163,7 @@ def message_screen(
     resources), else None. With `safety.detector.moderation` the message is also queued for the
     moderation endpoint after commit.
     """
-    config = participant.study.protocol.get("safety", {}).get("detector", {})
+    config = _detector_config(participant)
     if config.get("moderation"):
         from .tasks import moderate_message
 
