@@ -55,14 +55,30 @@ from benchmarks.support import (  # noqa: E402
 async def call(app, who, text: str) -> bytes:
     """One ASGI request of the chat page's send; returns the response body."""
     body = json.dumps({"text": text, "client_request_id": uuid.uuid4().hex}).encode()
+    return await asgi_request(app, who, "POST", f"/p/chat/c/{who.conversation_id}/reply/", body)
+
+
+async def open_chat_pages(app, people) -> None:
+    """Each participant opens their chat page once, as a person does before the first message
+    (and as benchmarks/chat_proxy.py does): the first visit's session and consent check is not
+    what a send costs."""
+    for who in people:
+        page = await asgi_request(app, who, "GET", f"/p/chat/c/{who.conversation_id}/", b"")
+        if page.startswith(b"status "):
+            raise RuntimeError(f"chat page of participant {who.participant_id}: {page[:40]!r}")
+
+
+async def asgi_request(app, who, method: str, path: str, body: bytes) -> bytes:
+    """One ASGI request as `who` (session cookie, CSRF header); the response body, or
+    b"status N" first when the status is not 200."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
-        "path": f"/p/chat/c/{who.conversation_id}/reply/",
-        "raw_path": f"/p/chat/c/{who.conversation_id}/reply/".encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
@@ -198,6 +214,7 @@ def main() -> int:
         from studyplatform.asgi import application
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(open_chat_pages(application, people))
             # Warm-up: imports, first connections, template and translation caches.
             runner.run(
                 run_pass(

@@ -30,8 +30,10 @@ CSRF token and a unique client_request_id; the response is the SSE stream), requ
 Poisson arrival times (exponential gaps, mean 1/R, fixed --seed) for --duration seconds, whether
 or not earlier replies have finished. Every reply is --tokens tokens, --delay-ms apart. A
 platform request goes to a conversation with no reply in flight (a person does not type during a
-reply); if all P are busy it shares one, and the report says how often. Before the first rate
-each kind gets an unmeasured 3 s warm-up at 5/s. After the rates, --burst-rounds bursts of
+reply); if all P are busy it shares one, and the report says how often. Participants are signed
+in through the configured session engine and each opens their chat page once (unmeasured), as
+a person does before the first message. Before the first rate each kind gets an unmeasured 3 s
+warm-up at 5/s. After the rates, --burst-rounds bursts of
 --burst requests sent in the same instant (asyncio.gather), per kind.
 
 Figures:
@@ -230,8 +232,8 @@ class Seeded:
 
 def seed(*, participants: int) -> list[Seeded]:
     from django.conf import settings
-    from django.contrib.sessions.backends.db import SessionStore
     from django.middleware.csrf import _get_new_csrf_string
+    from django.utils.module_loading import import_string
 
     from studyplatform.chat.services import conversation_create
     from studyplatform.participants.services import JoinContext, participant_enroll
@@ -253,7 +255,8 @@ def seed(*, participants: int) -> list[Seeded]:
             join=JoinContext(),
         )
         conversation = conversation_create(participant=participant)
-        session = SessionStore()
+        # The configured engine, as sign-in writes it (Redis copy included).
+        session = import_string(f"{settings.SESSION_ENGINE}.SessionStore")()
         session[SESSION_KEY] = participant.pk
         session.set_expiry(settings.PARTICIPANT_SESSION_AGE_S)
         session.create()
@@ -261,6 +264,22 @@ def seed(*, participants: int) -> list[Seeded]:
             Seeded(participant.pk, conversation.pk, session.session_key, _get_new_csrf_string())
         )
     return seeded
+
+
+def open_chat_pages(platform_url: str, people: list[Seeded]) -> None:
+    """Each participant opens their conversation's page once, unmeasured, as a person does
+    before typing the first message: the page's sign-in and consent check leaves the session
+    as every later send finds it. Without this, each participant's first send in the measured
+    phases paid a first visit's cost (for 100 participants, most of the 5/s phase)."""
+    with httpx.Client(base_url=platform_url, timeout=30.0) as client:
+        for who in people:
+            response = client.get(
+                f"/p/chat/c/{who.conversation_id}/", headers={"Cookie": who.cookie}
+            )
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"chat page of participant {who.participant_id}: HTTP {response.status_code}"
+                )
 
 
 # -- one request of each kind ---------------------------------------------------------------------
@@ -1074,6 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
         relay_url = f"http://127.0.0.1:{relay_port}"
         wait_http(f"{platform_url}/healthz", web_proc, "uvicorn (platform)", accept=_web_up)
         wait_http(f"{relay_url}/healthz", relay_proc, "uvicorn (lean relay)")
+        open_chat_pages(platform_url, people)
 
         print(f"measuring (load avg {machine_info()['load']}) ...", flush=True)
         load = Load(

@@ -575,10 +575,14 @@ def _advance_batch(report: TickReport) -> int:
 # --- event rules ---------------------------------------------------------------------------
 
 
-def _event_entries(study_id: int, kind: str) -> tuple[int | None, list[dict]]:
-    """The study's current protocol version and its entries of one event rule type. Read from
-    the database: a cached Study may predate a protocol change."""
-    version_id = Study.objects.values_list("current_version_id", flat=True).get(pk=study_id)
+def _event_entries(
+    study_id: int, kind: str, version_id: int | None = None
+) -> tuple[int | None, list[dict]]:
+    """The study's current protocol version and its entries of one event rule type. The
+    version is read from the database (a cached Study may predate a protocol change) unless
+    the caller passes the one it just read there (`version_id`)."""
+    if version_id is None:
+        version_id = Study.objects.values_list("current_version_id", flat=True).get(pk=study_id)
     if version_id is None:
         return None, []
     return version_id, [e for e in _entries(version_id).values() if e["rule"]["type"] == kind]
@@ -601,12 +605,16 @@ def _event_invitation(
     )
 
 
-def on_chat_message(participant: Participant, *, now: dt.datetime | None = None) -> int:
-    """After a participant's message: `after_messages` thresholds."""
+def on_chat_message(
+    participant: Participant, *, now: dt.datetime | None = None, version_id: int | None = None
+) -> int:
+    """After a participant's message: `after_messages` thresholds. `version_id`: the study's
+    current protocol version when the caller read it from the database with the message
+    (None: read here)."""
     from studyplatform.chat.models import Message
 
     now = now or timezone.now()
-    version_id, entries = _event_entries(participant.study_id, "after_messages")
+    version_id, entries = _event_entries(participant.study_id, "after_messages", version_id)
     if not entries or participant.status != Participant.Status.ACTIVE:
         return 0
     count = Message.objects.filter(participant=participant, role="user", imported=False).count()

@@ -113,8 +113,8 @@ def reschedule(event: ProtocolChanged) -> None:
 
 
 def after_message(event: MessageStored) -> None:
-    participant = event.participant
-    transaction.on_commit(lambda: engine.on_chat_message(participant))
+    participant, version_id = event.participant, event.current_version_id
+    transaction.on_commit(lambda: engine.on_chat_message(participant, version_id=version_id))
 
 
 def _task_card(participant) -> dict[str, object]:

@@ -154,6 +154,9 @@ class SendResult:
     message: Message
     created: bool
     crisis: dict[str, Any] | None  # severity/category when the safety detector fired
+    # The study's current protocol version as the statement that stored the message read it
+    # (None: not read there; the survey hook reads it itself).
+    study_version_id: int | None = None
 
 
 class ChatUnavailable(Exception):
@@ -203,7 +206,13 @@ def message_send(
         return stored
     try:
         # Surveys' "after N messages" rules (surveys imports chat, so chat cannot call it).
-        publish(MessageStored(participant=participant, message=stored.message))
+        publish(
+            MessageStored(
+                participant=participant,
+                message=stored.message,
+                current_version_id=stored.study_version_id,
+            )
+        )
     except (DatabaseError, RedisError) as exc:
         raise ChatUnavailable(message=stored.message) from exc
     return stored
@@ -277,11 +286,12 @@ def _message_store(
         ):
             # The screen found nothing to write: the message alone, in one statement.
             try:
-                message_record.insert_chained(message, now=now)
+                version_id = message_record.insert_chained(message, now=now, study_id=study.pk)
             except message_record.Withdrawn:
                 raise ChatError("withdrawn") from None
             crisis = None
         else:
+            version_id = None
             with transaction.atomic():
                 _insert_chained_orm(message, now=now)
                 crisis = safety_services.message_screen(
@@ -293,7 +303,7 @@ def _message_store(
             raise
         # The same request id again (a retry, or two racing): the stored one, sent once.
         return SendResult(existing, False, None)
-    return SendResult(message, True, crisis)
+    return SendResult(message, True, crisis, version_id)
 
 
 def _insert_chained_orm(message: Message, *, now: dt.datetime) -> None:

@@ -37,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_S = 2.0
 CANCEL_POLL_S = 0.25
+# After a delta frame the stream waits this long before reading the model again, so what the
+# model sent meanwhile leaves as one frame: 20 frames a second at most, which reads as smooth
+# as one per token (a token every 10-30 ms is typical) but spends the per-frame work (the
+# upstream read and parse, the frame, the server's write) once for several tokens. The first
+# words are never held back: the wait follows a frame.
+FRAME_GAP_S = 0.05
 # A spoken reply's last sentence is announced only when the reply is whole (as its speech was).
 SPOKEN_STATUSES = (Message.Status.COMPLETE, Message.Status.LENGTH)
 # Pauses before trying the end-of-reply write again when the database refused it.
@@ -248,6 +254,7 @@ async def reply_events(
                 first_token_at = first_token_at or timezone.now()
                 parts.append(event.text)
                 yield sse("delta", {"t": event.text})
+                framed_at = time.monotonic()
                 if speaker is not None:
                     try:
                         frames = await speaker.feed(event.text)
@@ -291,6 +298,9 @@ async def reply_events(
                         yield sse("reply", {"id": reply.pk})
                     else:
                         await db_round(services.reply_checkpoint, reply, "".join(parts))
+                pause = framed_at + FRAME_GAP_S - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
             elif isinstance(event, StreamEnd):
                 end = event
                 status = services.FINISH_TO_STATUS.get(event.finish_reason, Message.Status.COMPLETE)

@@ -107,6 +107,9 @@ class MessageStored:
 
     participant: Any
     message: Any = None
+    # The study's current protocol version, read by the statement that stored the message
+    # (None: not read; a subscriber that needs it reads it from the database).
+    current_version_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,33 @@ def test_a_quiet_message_is_stored_in_one_statement(participant, conversation):
         assert "how are you" not in cursor.fetchone()[0]
 
 
+@postgresql_only
+def test_the_statement_reads_the_studys_current_version_for_the_survey_hook(
+    participant, conversation, django_capture_on_commit_callbacks, monkeypatch
+):
+    from surveys import engine
+
+    current = participant.study.current_version_id
+    participant.study.current_version_id = None  # a study object that predates a change
+    seen = []
+    monkeypatch.setattr(
+        engine, "on_chat_message", lambda p, *, version_id=None, now=None: seen.append(version_id)
+    )
+    # when
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        result = send(participant, conversation, "hello")
+    # then: the version came from the database with the message, in the same statement
+    assert result.study_version_id == current is not None
+    assert seen == [current]
+    study_reads = [
+        q for q in queries.captured_queries if "studies_study" in q["sql"].split("FROM")[-1]
+    ]
+    assert not study_reads
+
+
 def test_a_message_the_screen_fires_on_is_stored_with_its_alert(participant, conversation):
     # when: the lexicon detector fires
     result = send(participant, conversation, "I want to end my life")

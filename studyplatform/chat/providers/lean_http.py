@@ -29,6 +29,7 @@ from .base import ProviderError
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_CHUNK_LINE_BYTES = 4096  # a chunk's size line with any extensions
 READ_SIZE = 64 * 1024
 # Idle connections older than this are closed rather than reused: servers drop idle keep-alive
 # connections after a few seconds (uvicorn 5 s, nginx 75 s) and a dead one costs a retry.
@@ -244,39 +245,58 @@ class Response:
                 yield data
             self._complete = True
 
+    def _take_chunk(self) -> bytes | None:
+        """The next chunk's data if the buffer holds all of it (b"" for the last, empty chunk
+        once its trailers are buffered too: the body is then complete), else None."""
+        cut = self._buffer.find(b"\r\n")
+        if cut < 0:
+            if len(self._buffer) > MAX_CHUNK_LINE_BYTES:
+                raise ProviderError("upstream sent a malformed chunk size line", transient=True)
+            return None
+        try:
+            size = int(self._buffer[:cut].split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise ProviderError(
+                f"upstream sent a malformed chunk size: {self._buffer[:cut][:40]!r}",
+                transient=True,
+            )
+        if size == 0:
+            # Trailers, if any, end with an empty line.
+            line = cut + 2
+            while (line_end := self._buffer.find(b"\r\n", line)) != line:
+                if line_end < 0:
+                    return None
+                line = line_end + 2
+            self._buffer = self._buffer[line + 2 :]
+            self._complete = True
+            return b""
+        start = cut + 2
+        if len(self._buffer) < start + size + 2:
+            return None
+        data = self._buffer[start : start + size]
+        self._buffer = self._buffer[start + size + 2 :]
+        return data
+
     async def _chunked(self) -> AsyncIterator[bytes]:
+        # Every chunk already buffered comes out in one piece: when tokens arrive faster than
+        # the reader asks (the reply stream paces its frames), one read, one parse and one
+        # frame carry several of them.
         while True:
-            while (cut := self._buffer.find(b"\r\n")) < 0:
-                if not await self._fill():
-                    raise ProviderError(
-                        "upstream closed the stream early: incomplete chunked read",
-                        transient=True,
-                    )
-            size_line, self._buffer = self._buffer[:cut], self._buffer[cut + 2 :]
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
+            pieces = []
+            while (data := self._take_chunk()) is not None:
+                if self._complete:
+                    if pieces:
+                        yield b"".join(pieces)
+                    return
+                pieces.append(data)
+            if pieces:
+                yield b"".join(pieces)
+            elif not await self._fill():
                 raise ProviderError(
-                    f"upstream sent a malformed chunk size: {size_line[:40]!r}", transient=True
-                ) from None
-            if size == 0:
-                # Trailers, if any, end with an empty line.
-                while True:
-                    while (cut := self._buffer.find(b"\r\n")) < 0:
-                        if not await self._fill():
-                            raise ProviderError("upstream closed the stream early", transient=True)
-                    line, self._buffer = self._buffer[:cut], self._buffer[cut + 2 :]
-                    if not line:
-                        self._complete = True
-                        return
-            while len(self._buffer) < size + 2:
-                if not await self._fill():
-                    raise ProviderError(
-                        "upstream closed the stream early: incomplete chunked read",
-                        transient=True,
-                    )
-            data, self._buffer = self._buffer[:size], self._buffer[size + 2 :]
-            yield data
+                    "upstream closed the stream early: incomplete chunked read", transient=True
+                )
 
     async def aread(self, limit: int = MAX_ERROR_BODY_BYTES) -> bytes:
         """The whole body (an error's), at most `limit` bytes kept."""

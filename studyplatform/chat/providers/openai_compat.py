@@ -313,8 +313,9 @@ class OpenAICompatProvider(Provider):
                     )
                 try:
                     async for chunk in response.aiter_body():
-                        for text in state.feed_bytes(chunk):
-                            yield TextDelta(text)
+                        # The text of every event in this read, as one delta.
+                        if texts := state.feed_bytes(chunk):
+                            yield TextDelta("".join(texts))
                         if state.done:
                             # Read on to the body's end only so the connection can be reused;
                             # the reply is complete, so that wait is short and may fail.
@@ -345,8 +346,8 @@ class OpenAICompatProvider(Provider):
                     response.reason_phrase,
                 )
             async for chunk in response.aiter_raw():
-                for text in state.feed_bytes(chunk):
-                    yield text
+                if texts := state.feed_bytes(chunk):
+                    yield "".join(texts)
                 if state.done:
                     break
 

@@ -137,6 +137,46 @@ async def test_a_body_cut_mid_chunk_is_a_transient_error_after_the_text_so_far(p
     assert "closed the stream early" in caught.value.message
 
 
+async def test_chunks_already_buffered_come_out_as_one_delta_and_trailers_end_the_body(
+    provider_for,
+):
+    # given: three events written at once, then (once the first delta was read) the last one
+    # and a body end with a trailer
+    first_read = asyncio.Event()
+
+    async def handler(server, reader, writer, index):
+        await server.read_request(reader)
+        writer.write(HEAD + chunked(event("one "), event("two "), event("three ")))
+        await writer.drain()
+        await first_read.wait()
+        last = event("end", "stop") + b"data: [DONE]\n\n"
+        writer.write(chunked(last) + b"0\r\nx-checksum: abc\r\n\r\n")
+        await writer.drain()
+
+    async with RawServer(handler) as server:
+        deltas = []
+        async for item in provider_for(server.base_url).stream(request()):
+            if isinstance(item, TextDelta):
+                deltas.append(item.text)
+                first_read.set()
+    # then: the three buffered events are one delta, the later one another
+    assert deltas == ["one two three ", "end"]
+
+
+async def test_a_malformed_chunk_size_is_a_transient_error(provider_for):
+    async def handler(server, reader, writer, index):
+        await server.read_request(reader)
+        writer.write(HEAD + chunked(event("one ")) + b"-5\r\nabc\r\n")
+        await writer.drain()
+
+    async with RawServer(handler) as server:
+        with pytest.raises(ProviderError) as caught:
+            async for _item in provider_for(server.base_url).stream(request()):
+                pass
+    assert "malformed chunk size" in caught.value.message
+    assert caught.value.transient is True
+
+
 @pytest.mark.parametrize(
     ("status", "extra", "transient", "retry_after"),
     [(429, b"retry-after: 3\r\n", True, 3.0), (500, b"", True, None), (401, b"", False, None)],
