@@ -86,9 +86,10 @@ def test_the_sentences_are_the_whole_text_in_order_however_it_is_streamed(text, 
 # --- the stream and the speech endpoint -----------------------------------------------------
 
 
-def spoken_turn(client, participant, upstream):
+def spoken_turn(client, participant, upstream, **directives):
     conversation = services.conversation_create(participant=participant)
-    upstream.script(count=2, reply=REPLY)  # the transcription, then the chat model
+    # the transcription, then the chat model
+    upstream.script(count=2, reply=REPLY, **directives)
     events = consume(send_clip(client, conversation, make_wav(1.0)))
     return events, [data for name, data in events if name == "speak"]
 
@@ -96,7 +97,9 @@ def spoken_turn(client, participant, upstream):
 def test_a_voice_reply_announces_each_sentence_and_each_is_spoken_from_the_servers_text(
     client, speaker, upstream, media
 ):
-    events, speak = spoken_turn(client, speaker, upstream)
+    # given: words 20 ms apart, so the reply streams as several frames (chat/streaming.py
+    # frames what arrived within FRAME_GAP_S together)
+    events, speak = spoken_turn(client, speaker, upstream, delay_ms=20)
     names = [name for name, _ in events]
     # the sentences are announced while the reply streams, the last one just before done
     assert [s["i"] for s in speak] == [0, 1, 2, 3] and speak[-1].get("last") is True
