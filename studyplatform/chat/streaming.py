@@ -41,7 +41,9 @@ CANCEL_POLL_S = 0.25
 # model sent meanwhile leaves as one frame: 20 frames a second at most, which reads as smooth
 # as one per token (a token every 10-30 ms is typical) but spends the per-frame work (the
 # upstream read and parse, the frame, the server's write) once for several tokens. The first
-# words are never held back: the wait follows a frame.
+# words are never held back: the wait follows a frame. Only for providers whose one delta
+# carries everything a read found (Provider.merges_buffered_text): pacing one that yields a
+# token per event would make the reply fall behind the model.
 FRAME_GAP_S = 0.05
 # A spoken reply's last sentence is announced only when the reply is whole (as its speech was).
 SPOKEN_STATUSES = (Message.Status.COMPLETE, Message.Status.LENGTH)
@@ -246,6 +248,7 @@ async def reply_events(
             # No call goes out; the reply is recorded as failed like an unreachable upstream.
             raise ProviderError(str(target), transient=False)
         provider = get_provider(target.kind, target.provider_config())
+        frame_gap = FRAME_GAP_S if provider.merges_buffered_text else 0.0
         yield sse("start", {"simulated": provider.is_simulated})
         async for event in stream_with_retry(
             provider, request, deadline_s=request.timeout.total_deadline_before_first_token
@@ -298,7 +301,7 @@ async def reply_events(
                         yield sse("reply", {"id": reply.pk})
                     else:
                         await db_round(services.reply_checkpoint, reply, "".join(parts))
-                pause = framed_at + FRAME_GAP_S - time.monotonic()
+                pause = framed_at + frame_gap - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)
             elif isinstance(event, StreamEnd):

@@ -351,3 +351,45 @@ def test_the_participants_message_stops_pending_once_answered(participant, conve
     run_reply(user.pk)
     user.refresh_from_db()
     assert user.status == "complete"
+
+
+@pytest.mark.parametrize("merges", [True, False], ids=["merging-provider", "token-per-event"])
+def test_frames_are_paced_only_for_a_provider_that_merges_what_it_read(
+    participant, conversation, monkeypatch, merges
+):
+    # given: a provider yielding five words at once, marked as merging buffered text or not
+    from studyplatform.chat import streaming
+    from studyplatform.chat.providers import StreamEnd, TextDelta
+    from studyplatform.chat.providers.base import Provider
+
+    class Words(Provider):
+        merges_buffered_text = merges
+
+        async def _stream(self, request):
+            for word in ("one ", "two ", "three ", "four ", "five"):
+                yield TextDelta(word)
+            yield StreamEnd("stop", "m", None, None, 1, 5, False)
+
+        async def check(self):  # pragma: no cover - not used here
+            return None
+
+        def _translate_error(self, exc):  # pragma: no cover - not used here
+            return exc
+
+    monkeypatch.setattr(streaming, "get_provider", lambda kind, config: Words())
+    waits = []
+    real_sleep = streaming.asyncio.sleep
+
+    async def recorded_sleep(seconds, *args):
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(streaming.asyncio, "sleep", recorded_sleep)
+    user = send(participant, conversation, "hello")
+    # when
+    events = run_reply(user.pk)
+    # then: the same text either way; waits between frames only for the merging provider
+    assert "".join(d["t"] for n, d in events if n == "delta") == "one two three four five"
+    assert events[-1][0] == "done"
+    paced = [w for w in waits if 0 < w <= streaming.FRAME_GAP_S]
+    assert (len(paced) >= 4) if merges else not paced

@@ -168,6 +168,11 @@ class Provider(ABC):
 
     name: str = "provider"
     is_simulated: bool = False
+    # True when one TextDelta carries all the text that had arrived when it was read: the reply
+    # stream may then wait between reads and frame several tokens at once (FRAME_GAP_S).
+    # A provider that yields one event per token (an SDK's) must not be paced: it would fall
+    # behind the model.
+    merges_buffered_text: bool = False
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Yield TextDelta events then one StreamEnd; raise ProviderError on failure.

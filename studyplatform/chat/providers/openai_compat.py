@@ -189,6 +189,7 @@ class OpenAICompatProvider(Provider):
 
     name = "openai"
     is_simulated = False
+    merges_buffered_text = True  # _stream yields the text of each read as one delta
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
