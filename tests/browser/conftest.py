@@ -122,7 +122,19 @@ def eventually(query, *, timeout_s: float = 10.0):
     the page's own requests write to the database after what the test waited for on screen."""
     import time
 
+    from django.db import OperationalError
+
+    def attempt():
+        try:
+            return query()
+        except OperationalError as exc:
+            # SQLite's shared cache answers "table is locked" at once (no busy wait) while the
+            # server's thread holds a write lock on it; that is "not yet", not a failure.
+            if "is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            return None
+
     deadline = time.monotonic() + timeout_s
-    while not (found := query()) and time.monotonic() < deadline:
+    while not (found := attempt()) and time.monotonic() < deadline:
         time.sleep(0.1)
     return found

@@ -13,6 +13,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from studyplatform.chat import services
 from studyplatform.chat.models import Message
 from studyplatform.participants.session import SESSION_KEY
+from tests.browser.conftest import eventually
 from tests.factories import launch_study
 from tests.support.fake_upstream import FakeUpstream
 
@@ -73,5 +74,6 @@ def test_an_internal_failure_mid_reply_keeps_the_words_and_offers_retry(
     upstream_server.script(count=1, reply="Voltei, aqui está a história.")
     page.get_by_role("button", name="Tentar de novo").last.click()
     page.get_by_text("Voltei, aqui está a história.").wait_for()
+    # the words are on screen before the reply's row is written (the end of its stream follows)
+    assert eventually(lambda: Message.objects.filter(role="assistant").count() == 2)
     assert Message.objects.filter(role="user").count() == 1
-    assert Message.objects.filter(role="assistant").count() == 2
