@@ -97,7 +97,10 @@ def test_chat_journey(
     page.goto(f"{asgi_server}/p/chat/c/{target.pk}/")
     upstream_server.script(count=1, reply="Continuando a conversa importada.")
     page.get_by_role("textbox", name="Sua mensagem").fill("Vamos continuar?")
-    page.get_by_role("button", name="Enviar").click()
+    # the page reloads once the reply is done: the next message is typed after that, not
+    # between the reply's last words and the reload (which would drop it)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Enviar").click()
     page.get_by_text("Continuando a conversa importada.").wait_for()
     continued = Message.objects.filter(conversation=target, role="user", imported=False).get()
     assert continued.parent is not None and continued.parent.imported
