@@ -267,6 +267,8 @@ class Response:
             line = cut + 2
             while (line_end := self._buffer.find(b"\r\n", line)) != line:
                 if line_end < 0:
+                    if len(self._buffer) - cut > MAX_HEAD_BYTES:
+                        raise ProviderError("upstream sent oversized trailers", transient=True)
                     return None
                 line = line_end + 2
             self._buffer = self._buffer[line + 2 :]

@@ -163,6 +163,21 @@ async def test_chunks_already_buffered_come_out_as_one_delta_and_trailers_end_th
     assert deltas == ["one two three ", "end"]
 
 
+async def test_trailers_that_never_end_are_refused_not_buffered_forever(provider_for):
+    async def handler(server, reader, writer, index):
+        await server.read_request(reader)
+        writer.write(HEAD + chunked(event("one ")) + b"0\r\n")
+        for _ in range(80):  # 80 KiB of trailer bytes without the closing empty line
+            writer.write(b"x" * 1024)
+            await writer.drain()
+
+    async with RawServer(handler) as server:
+        with pytest.raises(ProviderError) as caught:
+            async for _item in provider_for(server.base_url).stream(request()):
+                pass
+    assert "oversized trailers" in caught.value.message
+
+
 async def test_a_malformed_chunk_size_is_a_transient_error(provider_for):
     async def handler(server, reader, writer, index):
         await server.read_request(reader)
