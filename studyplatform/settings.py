@@ -106,7 +106,7 @@ MIDDLEWARE = [
     # Drops X-Forwarded-Proto unless it came from TRUSTED_PROXIES (before the HTTPS redirect).
     "studyplatform.core.middleware.ProxySSLHeaderFromTrustedProxiesOnly",
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "studyplatform.core.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -355,6 +355,14 @@ HEALTH_JOB_QUEUE_MAX_AGE_S = env.int("HEALTH_JOB_QUEUE_MAX_AGE_S", default=1800)
 # error / internal_interrupted. A live stream checkpoints whenever text arrives and is ended by
 # the provider's read timeout after 60 s of silence, so 10 minutes never catches a live reply.
 STALE_REPLY_AFTER_S = env.int("STALE_REPLY_AFTER_S", default=600)
+
+# Under ASGI (uvicorn), how many requests of one worker run their middleware and sync view at
+# once, admitted in arrival order; one that takes longer than the budget gives its place to
+# the next (core/admission.py). Python runs one thread at a time, so more at once only makes
+# everyone finish late: 50 chat sends at the same instant were answered at a median ~250 ms
+# when all ran interleaved.
+REQUEST_ADMISSION_LIMIT = env.int("REQUEST_ADMISSION_LIMIT", default=2)
+REQUEST_ADMISSION_BUDGET_MS = env.int("REQUEST_ADMISSION_BUDGET_MS", default=50)
 
 # Models. Which model servers the platform may call is platform configuration, never protocol
 # content: protocols name a registered endpoint and a model (studyplatform/core/model_endpoints.py,

@@ -20,9 +20,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 from django.db import DatabaseError, connection
 from django.http import StreamingHttpResponse
+
+from .admission import Admission
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,8 @@ class ASGIHandler(DjangoASGIHandler):
     chain is built in sync mode (what WSGI runs, the same middleware in the same order) and
     entered through one hop; a sync view (the chat send) runs in that same thread, an async
     view through async_to_sync, as Django does under WSGI. The streamed body is then sent from
-    the event loop, as before.
+    the event loop, as before. Requests enter that thread in arrival order, a few at a time
+    (core/admission.py: REQUEST_ADMISSION_LIMIT, REQUEST_ADMISSION_BUDGET_MS).
     """
 
     def load_middleware(self, is_async=False):
@@ -106,7 +110,15 @@ class ASGIHandler(DjangoASGIHandler):
                     release_connection()
                 return response
 
-            self._middleware_chain = sync_to_async(run_chain, thread_sensitive=True)
+            hop = sync_to_async(run_chain, thread_sensitive=True)
+            admission = Admission(
+                settings.REQUEST_ADMISSION_LIMIT, settings.REQUEST_ADMISSION_BUDGET_MS / 1000
+            )
+
+            async def admitted_chain(request):
+                return await admission.run(hop, request)
+
+            self._middleware_chain = admitted_chain
 
     async def send_response(self, response, send):
         if not isinstance(response, EventStreamResponse):

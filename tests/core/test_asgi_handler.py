@@ -104,3 +104,29 @@ def test_the_middleware_and_a_sync_view_share_the_requests_thread(monkeypatch):
     # then: one worker thread, not the event loop's
     assert status == 404
     assert seen["middleware"] == seen["view"] != threading.get_ident()
+
+
+def test_requests_enter_the_middleware_thread_through_the_admission_queue(monkeypatch, settings):
+    # given: the configured limit and budget, and a record of the requests admitted
+    settings.REQUEST_ADMISSION_LIMIT = 3
+    settings.REQUEST_ADMISSION_BUDGET_MS = 40
+    built: list[tuple[int, float]] = []
+    admitted: list[str] = []
+
+    class Recording(sse.Admission):
+        def __init__(self, limit, budget_s):
+            built.append((limit, budget_s))
+            super().__init__(limit, budget_s)
+
+        async def run(self, func, *args):
+            admitted.append(args[0].path)
+            return await super().run(func, *args)
+
+    monkeypatch.setattr(sse, "Admission", Recording)
+    app = sse.ASGIHandler()
+    # when
+    status, _ = asgi_get(app, "/no-such-page-anywhere/")
+    # then: the chain ran once admitted, with the settings' limit and budget (in seconds)
+    assert status == 404
+    assert built == [(3, 0.04)]
+    assert admitted == ["/no-such-page-anywhere/"]

@@ -499,3 +499,24 @@ def test_the_api_docs_load_only_same_origin_assets_that_exist(client):
     assert script["Content-Type"].startswith("application/javascript")
     assert b"SwaggerUIBundle(" in script.content
     assert inline_code(response.content.decode()).scripts == []
+
+
+def test_event_streams_carry_no_policy_and_documents_still_do(rf):
+    # given: the policy middleware around a view answering an event stream, and one answering
+    # an HTML page
+    from django.http import HttpResponse
+
+    from studyplatform.core.middleware import ContentSecurityPolicyMiddleware
+    from studyplatform.core.sse import EventStreamResponse
+
+    async def frames():
+        yield "event: done\ndata: {}\n\n"
+
+    stream = ContentSecurityPolicyMiddleware(lambda request: EventStreamResponse(frames()))
+    page = ContentSecurityPolicyMiddleware(lambda request: HttpResponse("<p>hi</p>"))
+    # when
+    streamed = stream(rf.post("/p/chat/c/1/reply/"))
+    rendered = page(rf.get("/p/"))
+    # then: a stream is never rendered, so it goes without; a document keeps its policy
+    assert "Content-Security-Policy" not in streamed
+    assert "default-src" in csp_directives(rendered)
