@@ -10,7 +10,10 @@ throughput, half the median wait. A WSGI server gets this from its fixed thread 
 
 A request that holds its place longer than `budget_s` (a slow page, an upload, a database
 wait) gives it up to the next in line and carries on unadmitted, as every request did before,
-so nothing slow can hold the queue.
+so nothing slow can hold the queue: whatever the requests do, the queue drains at least `limit`
+requests per `budget_s` per worker (40 a second at the defaults, 2 per 50 ms). Requests that
+are slow because they wait (not compute) and arrive faster than that queue behind one another
+instead of all waiting at once; raise the limit or lower the budget for such a load.
 """
 
 from __future__ import annotations
