@@ -165,6 +165,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# The chat send's statements as prepared statements on PostgreSQL (core/prepared.py); off
+# behind a transaction-pooling proxy that cannot keep them.
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_PREPARED_STATEMENTS:
+    # psycopg prepares nothing while this is None (Django's default), and its client-binding
+    # cursors, which every other query uses, never prepare whatever it is; 0 prepares a
+    # server-binding cursor's statement at its first execution.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -363,6 +371,9 @@ STALE_REPLY_AFTER_S = env.int("STALE_REPLY_AFTER_S", default=600)
 # when all ran interleaved.
 REQUEST_ADMISSION_LIMIT = env.int("REQUEST_ADMISSION_LIMIT", default=2)
 REQUEST_ADMISSION_BUDGET_MS = env.int("REQUEST_ADMISSION_BUDGET_MS", default=50)
+# Idle request threads a worker keeps for its next requests (core/sse.py RequestThreads);
+# starting two threads per request was on every chat send's path.
+REQUEST_THREADS_KEPT = env.int("REQUEST_THREADS_KEPT", default=64)
 
 # Models. Which model servers the platform may call is platform configuration, never protocol
 # content: protocols name a registered endpoint and a model (studyplatform/core/model_endpoints.py,

@@ -22,6 +22,7 @@ import contextlib
 
 from django.db import connection, transaction
 
+from studyplatform.core.prepared import prepared_cursor
 from studyplatform.participants.models import Participant
 
 from .models import Conversation, Message
@@ -95,7 +96,7 @@ def insert_chained(message: Message, *, now, study_id: int | None = None) -> int
     # Alone the statement is atomic; inside a caller's transaction (tests) a savepoint keeps
     # its failure (a repeated request id) from aborting that whole transaction.
     nested = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-    with nested, connection.cursor() as cursor:
+    with nested, prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

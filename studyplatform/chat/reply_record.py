@@ -14,6 +14,8 @@ import contextlib
 
 from django.db import connection, transaction
 
+from studyplatform.core.prepared import prepared_cursor
+
 from .models import Conversation, Message
 
 # Everything reply_finish sets on a reply that already has a row (written at its checkpoint).
@@ -103,7 +105,7 @@ def write_final(reply: Message, *, user_message: Message, now) -> None:
     # Alone the statement is atomic; inside a caller's transaction (tests, or a caller that
     # wraps it) a savepoint keeps a failure of it from aborting that whole transaction.
     nested = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-    with nested, connection.cursor() as cursor:
+    with nested, prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from studyplatform.core.prepared import prepared_cursor
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Arm, ProtocolVersion, Study
 
@@ -91,7 +92,7 @@ def conversation_for_send(conversation_id: int, participant_id: int) -> Conversa
     if built is None:
         built = _built[connection.vendor] = _build(connection)
     sql, blocks = built
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [conversation_id, participant_id])
         row = cursor.fetchone()
     if row is None:

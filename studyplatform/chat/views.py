@@ -7,6 +7,7 @@ conversation or message id is a 404.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -301,7 +302,9 @@ def _send_input(request) -> _SendInput | JsonResponse:
         return JsonResponse(body, status=400)
 
 
-def _store(request, participant, conversation) -> tuple[services.SendResult, dict] | JsonResponse:
+def _store(
+    request, participant, conversation, counters: services.SendCounters | None = None
+) -> tuple[services.SendResult, dict] | JsonResponse:
     """Store the participant's message from the JSON request body (services.message_send) and
     describe it for the page, or say as JSON why not."""
     sent = _send_input(request)
@@ -314,6 +317,7 @@ def _store(request, participant, conversation) -> tuple[services.SendResult, dic
             text=sent.text,
             client_request_id=sent.client_request_id,
             tz_offset_minutes=sent.tz_offset,
+            counters=counters,
         )
     except services.ChatError as exc:
         return refusal_response(exc)
@@ -391,8 +395,16 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
         if isinstance(session_participant, int)
         else None
     )
+    # The gate's tokens and the send's rate count in one Redis round trip (a failure here is
+    # met again below: the gate then asks the database, the rate check answers "not stored").
+    counters = None
+    if conversation is not None:
+        with contextlib.suppress(RedisError):
+            counters = services.send_counters(conversation.participant, timezone.now())
     participant, elsewhere = participant_gate(
-        request, participant=conversation.participant if conversation is not None else None
+        request,
+        participant=conversation.participant if conversation is not None else None,
+        gate_tokens=counters.gate_tokens if counters is not None else None,
     )
     if participant is None:
         return JsonResponse(
@@ -400,7 +412,7 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
         )
     if conversation is None:
         return JsonResponse({"error": str(ERRORS["not_found"])}, status=404)
-    stored = _store(request, participant, conversation)
+    stored = _store(request, participant, conversation, counters)
     if isinstance(stored, JsonResponse):
         return stored
     result, body = stored

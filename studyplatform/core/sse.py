@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 from django.db import DatabaseError, connection
@@ -97,6 +98,20 @@ class ASGIHandler(DjangoASGIHandler):
     (core/admission.py: REQUEST_ADMISSION_LIMIT, REQUEST_ADMISSION_BUDGET_MS).
     """
 
+    def __init__(self):
+        super().__init__()
+        self._threads = RequestThreads(settings.REQUEST_THREADS_KEPT)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        executor = self._threads.take()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            self._threads.give(executor)
+
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
         if is_async:
@@ -130,6 +145,48 @@ class ASGIHandler(DjangoASGIHandler):
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         await response.send_to(send)
+
+
+class RequestThreads:
+    """The threads requests run their synchronous work in, kept for the next request.
+
+    Django enters each request into a ThreadSensitiveContext of its own, whose sync work then
+    runs in a thread started for that request, and on leaving it starts a second thread to
+    join the first: two thread starts per request, each new thread with cold caches, on the
+    chat send's path before the model call. Here a request borrows a single-thread executor
+    (one request's sync work still runs in one thread, one call at a time, as Django
+    requires) and gives it back when it ends; up to `kept` idle ones are kept, any more are
+    shut down.
+
+    An executor is taken again only once everything queued on it has run: sync work whose
+    awaiting request was cancelled (a disconnect) finishes first, so the next request never
+    waits behind it. What Django keeps per request (the active language, the time zone) lives
+    in the request's context, not the thread. Database connections belong to the thread, as
+    under any WSGI server, which reuses its threads the same way: Django closes them when
+    each request ends (CONN_MAX_AGE=0, the default; on PostgreSQL they go back to the pool),
+    and at most one request uses a thread at a time.
+    """
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self._idle: list[ThreadPoolExecutor] = []
+
+    def take(self) -> ThreadPoolExecutor:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+
+    def give(self, executor: ThreadPoolExecutor) -> None:
+        # Queued behind whatever the request left running; list.append and len are atomic
+        # under the GIL, and the callback runs in the executor's own thread.
+        def done(_future) -> None:
+            if len(self._idle) < self.kept:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
+
+        executor.submit(int).add_done_callback(done)
 
 
 def get_asgi_application() -> ASGIHandler:

@@ -68,6 +68,7 @@ def participant_gate(
     consent: bool = True,
     allow_withdrawn: bool = False,
     participant: Participant | None = None,
+    gate_tokens: list[str | None] | None = None,
 ) -> tuple[Participant | None, str]:
     """The signed-in participant allowed through, or None and where to send the person instead.
 
@@ -75,6 +76,8 @@ def participant_gate(
     signed: a new consent version blocks chat and surveys until re-consent. `participant`: the
     session's participant when the caller already loaded it (with its study) in a query of its
     own (the chat send loads it with the conversation); it must be the session's.
+    `gate_tokens`: the participant's and the study's gate tokens when the caller read them
+    already (the chat send reads them with its rate counter, in one Redis round trip).
     """
     from django.urls import reverse
 
@@ -87,7 +90,7 @@ def participant_gate(
     if participant.status == Participant.Status.WITHDRAWN and not allow_withdrawn:
         request.session.pop(GATE_KEY, None)
         return None, reverse("participants:withdrawn")
-    if consent and participant.is_active and _consent_due(request, participant):
+    if consent and participant.is_active and _consent_due(request, participant, gate_tokens):
         return None, reverse("participants:consent_renew")
     now = timezone.now()
     if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(minutes=5):
@@ -95,7 +98,7 @@ def participant_gate(
     return participant, ""
 
 
-def _consent_due(request, participant: Participant) -> bool:
+def _consent_due(request, participant: Participant, read: list[str | None] | None) -> bool:
     """Whether the participant must (re-)sign consent first: the session's cached answer while
     both gate tokens are unchanged, else the database's (then cached under the tokens read
     before it, so a bump racing the check leaves the entry already stale)."""
@@ -105,10 +108,13 @@ def _consent_due(request, participant: Participant) -> bool:
 
     from .services import consent_due
 
-    try:
-        tokens = gate_tokens(participant.pk, participant.study_id)
-    except RedisError:
-        tokens = None  # no cache without Redis: the database answers every time
+    if read is not None and None not in read:
+        tokens = read  # read by the caller (a missing token is created below, by gate_tokens)
+    else:
+        try:
+            tokens = gate_tokens(participant.pk, participant.study_id)
+        except RedisError:
+            tokens = None  # no cache without Redis: the database answers every time
     entry = [participant.pk, participant.language, *(tokens or ())]
     if tokens and None not in tokens and request.session.get(GATE_KEY) == entry:
         return False

@@ -56,7 +56,7 @@ def test_withdrawal_invalidates_the_cached_gate(client, me, warm):
     response = reply(client, warm, "after withdrawing")
     assert response.status_code == 403
     assert response.json()["redirect"] == "/p/withdrawn/"
-    assert not Message.objects.filter(content="after withdrawing").exists()
+    assert "after withdrawing" not in [m.content for m in Message.objects.all()]
 
 
 def test_a_gate_read_between_the_withdrawal_and_its_commit_is_invalidated_again(
@@ -80,7 +80,7 @@ def test_a_new_consent_version_invalidates_the_cached_gate(client, me, warm, cha
     response = reply(client, warm, "under the old consent")
     assert response.status_code == 403
     assert response.json()["redirect"] == "/p/consent/renew/"
-    assert not Message.objects.filter(content="under the old consent").exists()
+    assert "under the old consent" not in [m.content for m in Message.objects.all()]
 
 
 def test_re_consenting_replaces_the_participants_gate_token(client, me, chat_study, owner):
@@ -109,7 +109,7 @@ def test_closing_the_study_invalidates_the_cached_gate(client, me, warm, chat_st
     response = reply(client, warm, "after the end")
     assert response.status_code == 403
     assert response.json()["code"] == "study_closed"
-    assert not Message.objects.filter(content="after the end").exists()
+    assert "after the end" not in [m.content for m in Message.objects.all()]
 
 
 def test_a_token_redis_lost_never_makes_an_old_entry_match_again(client, me, warm):
@@ -145,3 +145,77 @@ def test_a_warm_send_reads_no_consent_and_loads_the_participant_with_the_convers
         and ('from "participants_participant"' in s or 'from "studies_protocolversion"' in s)
     ]
     assert own_loads == []
+
+
+def test_a_warm_send_reads_the_gate_tokens_with_its_rate_count_in_one_round_trip(
+    client, me, warm, monkeypatch
+):
+    # given: a warm session, and a record of the send's Redis round trips
+    from redis.client import Pipeline, Redis
+
+    trips: list[tuple[str, ...]] = []
+    execute_command, execute_pipeline = Redis.execute_command, Pipeline.execute
+
+    def command(self, *args, **options):
+        trips.append((str(args[0]),))
+        return execute_command(self, *args, **options)
+
+    def pipeline(self, *args, **kwargs):
+        trips.append(tuple(str(c[0][0]) for c in self.command_stack))
+        return execute_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redis, "execute_command", command)
+    monkeypatch.setattr(Pipeline, "execute", pipeline)
+    # when: the participant sends again
+    response = reply(client, warm, "second")
+    # then: the gate's tokens came in the same trip as the minute's count and today's tokens,
+    # and nothing else read them
+    assert response.status_code == 200
+    assert ("MGET", "INCRBY", "EXPIRE", "GET") in trips
+    assert not [trip for trip in trips if trip == ("MGET",)]
+    consume(response)
+    assert cached_gate_matches(client, me)
+
+
+def test_the_send_counts_a_refused_send_towards_the_minutes_limit(
+    client, me, warm, chat_study, owner, monkeypatch
+):
+    # given: a limit of two sends a minute, one send made already (the fixture's), and a new
+    # consent version the participant has not signed
+    monkeypatch.setattr(
+        services,
+        "limits_for",
+        lambda participant: {**services.DEFAULT_LIMITS, "messages_per_minute": 2},
+    )
+    consent_v2(chat_study, owner)
+    # when: a send is refused by the gate, then the participant signs and sends
+    assert reply(client, warm, "before signing").status_code == 403
+    me.refresh_from_db()
+    document = chat_study.consent_documents.get(version=2, language=me.language)
+    consent_renew(
+        participant=me,
+        choices={c["key"]: True for c in document.checkboxes},
+        signature_name="P",
+    )
+    # then: the refused attempt counted (the count is taken with the gate's tokens, before
+    # the gate): the minute's limit is reached
+    response = reply(client, warm, "after signing")
+    assert response.status_code == 429 and response.json()["code"] == "rate_limited"
+
+
+def test_without_the_combined_read_the_gate_and_the_limit_read_redis_themselves(
+    client, me, warm, monkeypatch
+):
+    # given: the combined read fails (Redis hiccup)
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    def failing(participant, now):
+        raise RedisConnectionError("gone for a moment")
+
+    monkeypatch.setattr(services, "send_counters", failing)
+    # when: the participant sends
+    response = reply(client, warm, "second")
+    # then: the gate and the limits read Redis on their own, and the send goes through
+    assert consume(response)[-1][0] == "done"
+    stored = Message.objects.filter(conversation=warm, role=Message.Role.USER)
+    assert [m.content for m in stored.order_by("pk")] == ["first", "second"]

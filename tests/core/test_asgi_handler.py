@@ -130,3 +130,95 @@ def test_requests_enter_the_middleware_thread_through_the_admission_queue(monkey
     assert status == 404
     assert built == [(3, 0.04)]
     assert admitted == ["/no-such-page-anywhere/"]
+
+
+def _noting_404_thread(monkeypatch) -> list[int]:
+    """The thread every 404 view runs in, in order."""
+    from django.views import defaults
+
+    threads: list[int] = []
+    original_404 = defaults.page_not_found
+
+    def noting_404(request, exception, template_name="404.html"):
+        threads.append(threading.get_ident())
+        return original_404(request, exception, template_name)
+
+    monkeypatch.setattr(defaults, "page_not_found", noting_404)
+    return threads
+
+
+def test_the_next_request_runs_in_the_thread_the_last_one_gave_back(monkeypatch):
+    # given: the application, and the threads its views run in
+    threads = _noting_404_thread(monkeypatch)
+    app = sse.ASGIHandler()
+    # when: two requests, one after the other
+    asgi_get(app, "/no-such-page-anywhere/")
+    wait_for_idle(app._threads, 1)
+    asgi_get(app, "/no-such-page-anywhere/")
+    # then: the second reused the first's thread instead of starting (and joining) a new one
+    assert len(threads) == 2 and threads[0] == threads[1] != threading.get_ident()
+
+
+def wait_for_idle(threads: sse.RequestThreads, count: int) -> None:
+    for _ in range(500):
+        if len(threads._idle) == count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{len(threads._idle)} idle threads, not {count}")
+
+
+def test_a_thread_is_lent_again_only_once_the_work_left_on_it_has_run():
+    # given: a request ended (cancelled) while its sync work still runs in its thread
+    threads = sse.RequestThreads(kept=4)
+    executor = threads.take()
+    release = threading.Event()
+    executor.submit(release.wait)
+    threads.give(executor)
+    # then: not lent to the next request while that work runs: it gets a thread of its own
+    other = threads.take()
+    assert other is not executor
+    # and once the work is done, the thread is kept for the next one
+    release.set()
+    wait_for_idle(threads, 1)
+    assert threads.take() is executor
+    other.shutdown()
+    executor.shutdown()
+
+
+def test_threads_beyond_the_kept_number_are_shut_down():
+    threads = sse.RequestThreads(kept=1)
+    first, second = threads.take(), threads.take()
+    threads.give(first)
+    wait_for_idle(threads, 1)
+    threads.give(second)
+    for _ in range(500):
+        if second._shutdown:
+            break
+        threading.Event().wait(0.01)
+    assert threads._idle == [first] and second._shutdown
+    first.shutdown()
+
+
+def test_a_request_in_a_reused_thread_starts_from_its_own_defaults(monkeypatch):
+    # given: a view noting its thread and active language, and a first request that switches
+    # the language (state Django keeps in the request's context, not in the thread)
+    from django.utils import translation
+    from django.views import defaults
+
+    seen: list[tuple[int, str]] = []
+
+    def noting_404(request, exception, template_name="404.html"):
+        seen.append((threading.get_ident(), translation.get_language()))
+        translation.activate("pt-br")
+        return defaults.HttpResponseNotFound("gone")
+
+    monkeypatch.setattr(defaults, "page_not_found", noting_404)
+    app = sse.ASGIHandler()
+    # when
+    for _ in range(2):
+        asgi_get(app, "/no-such-page-anywhere/")
+        wait_for_idle(app._threads, 1)
+    # then: the same thread, and the second request did not inherit the first's language
+    (thread1, language1), (thread2, language2) = seen
+    assert thread1 == thread2
+    assert language1 == language2 != "pt-br"
