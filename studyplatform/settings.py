@@ -164,7 +164,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    # SQLite: a request's thread is kept for later requests (core/sse.py RequestThreads), and
+    # so is its connection, instead of opening one (and running the PRAGMAs above) per request.
+    DATABASES["default"].setdefault(
+        "CONN_MAX_AGE",
+        env.int(
+            "CONN_MAX_AGE",
+            default=300 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 0,
+        ),
+    )
 # The chat send's statements as prepared statements on PostgreSQL (core/prepared.py); off
 # behind a transaction-pooling proxy that cannot keep them.
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", default=True)

@@ -71,7 +71,7 @@ def release_connection() -> None:
     Inside an atomic block (tests run in one) the connection is left alone, and so is a
     SQLite connection: it holds no server slot, and reopening it for every round (connect and
     its PRAGMAs) was ~7% of the web process's CPU per message on SQLite. Django closes it when
-    the response ends.
+    the response ends, or keeps it for the thread's next request within CONN_MAX_AGE.
     """
     if not connection.in_atomic_block and connection.vendor != "sqlite":
         try:
@@ -162,9 +162,10 @@ class RequestThreads:
     awaiting request was cancelled (a disconnect) finishes first, so the next request never
     waits behind it. What Django keeps per request (the active language, the time zone) lives
     in the request's context, not the thread. Database connections belong to the thread, as
-    under any WSGI server, which reuses its threads the same way: Django closes them when
-    each request ends (CONN_MAX_AGE=0, the default; on PostgreSQL they go back to the pool),
-    and at most one request uses a thread at a time.
+    under any WSGI server, which reuses its threads the same way: at the end of each request
+    Django closes them (PostgreSQL: back to the pool) or, within CONN_MAX_AGE (SQLite's
+    default, 300 s), keeps them for the thread's next request; at most one request uses a
+    thread at a time.
     """
 
     def __init__(self, kept: int) -> None:

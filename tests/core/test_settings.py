@@ -57,3 +57,39 @@ def test_booleans_are_parsed_strictly():
     result = start_django(DEBUG="Flase")
     assert result.returncode != 0
     assert "DEBUG must be true or false (got 'flase')." in result.stderr
+
+
+def database_settings(**env) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "d = s.DATABASES['default']; "
+            "print(d['CONN_MAX_AGE'], d.get('OPTIONS', {}).get('prepare_threshold'))",
+        ],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("CONN_MAX_AGE", "DATABASE_URL")},
+            "DJANGO_SETTINGS_MODULE": "studyplatform.settings",
+            "DEBUG": "true",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_sqlite_keeps_a_threads_connection_between_requests_by_default(tmp_path):
+    # the request threads are kept (core/sse.py), and with them their SQLite connections
+    assert database_settings(VAR_DIR=str(tmp_path)) == "300 None"
+    assert database_settings(VAR_DIR=str(tmp_path), CONN_MAX_AGE="0") == "0 None"
+
+
+def test_postgresql_pools_its_connections_and_prepares_the_chat_statements():
+    url = "postgres://u:p@127.0.0.1:5432/db"
+    assert database_settings(DATABASE_URL=url) == "0 0"
+    assert database_settings(DATABASE_URL=url, DB_PREPARED_STATEMENTS="false") == "0 None"
