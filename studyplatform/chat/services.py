@@ -119,17 +119,13 @@ def send_counters(participant: Participant, now: dt.datetime) -> SendCounters:
     counted here, before the gate and the message checks, so a send those refuse (withdrawn,
     consent due, an empty or too long message) counts towards the per-minute limit too.
     Raises RedisError."""
-    from studyplatform.core.gate_epoch import participant_key, study_key
+    from studyplatform.core.gate_epoch import decode_tokens, gate_keys
 
     pipe = redis_sync().pipeline(transaction=False)
-    pipe.mget([participant_key(participant.pk), study_key(participant.study_id)])
+    pipe.mget(gate_keys(participant.pk, participant.study_id))
     _queue_rate_and_tokens(pipe, participant.pk, now)
     gate, count, _, tokens = pipe.execute()
-    return SendCounters(
-        [v.decode() if isinstance(v, bytes) else v for v in gate],
-        count,
-        None if tokens is None else int(tokens),
-    )
+    return SendCounters(decode_tokens(gate), count, None if tokens is None else int(tokens))
 
 
 def tokens_used_today(participant: Participant, now: dt.datetime) -> int:

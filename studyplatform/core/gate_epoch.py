@@ -72,11 +72,21 @@ def gate_bump(*, participant_id: int | None = None, study_id: int | None = None)
     transaction.on_commit(lambda: _bump_now(keys), robust=True)
 
 
+def gate_keys(participant_id: int, study_id: int) -> list[str]:
+    """The keys of the participant's and the study's tokens, in the order gate_tokens reads
+    them (for a caller that reads them in a pipeline of its own, then decode_tokens)."""
+    return [participant_key(participant_id), study_key(study_id)]
+
+
+def decode_tokens(values: list) -> list[str | None]:
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
 def gate_tokens(participant_id: int, study_id: int) -> list[str]:
     """The participant's and the study's current tokens (one round trip; a second one only to
     create a missing token). Read BEFORE the database check whose answer is cached under them.
     Raises RedisError."""
-    keys = [participant_key(participant_id), study_key(study_id)]
+    keys = gate_keys(participant_id, study_id)
     client = redis_sync()
     values = client.mget(keys)
     if None in values:
@@ -86,4 +96,4 @@ def gate_tokens(participant_id: int, study_id: int) -> list[str]:
                 pipe.set(key, _new_token(), nx=True, ex=GATE_TOKEN_TTL_S)
         pipe.mget(keys)
         values = pipe.execute()[-1]
-    return [v.decode() if isinstance(v, bytes) else v for v in values]
+    return decode_tokens(values)

@@ -58,6 +58,3 @@ class _LoggedCursor(CursorDebugWrapper):
             shown = sql
         with self.debug_sql(shown, params):
             return CursorWrapper.execute(self, sql, params)
-
-    def executemany(self, sql, param_list):
-        raise NotImplementedError("prepared_cursor() runs single statements")

@@ -187,7 +187,12 @@ class RequestThreads:
             else:
                 executor.shutdown(wait=False)
 
-        executor.submit(int).add_done_callback(done)
+        try:
+            queued = executor.submit(int)
+        except RuntimeError:  # the interpreter is shutting down: nothing to keep it for
+            executor.shutdown(wait=False)
+            return
+        queued.add_done_callback(done)
 
 
 def get_asgi_application() -> ASGIHandler:

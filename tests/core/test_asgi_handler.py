@@ -222,3 +222,15 @@ def test_a_request_in_a_reused_thread_starts_from_its_own_defaults(monkeypatch):
     (thread1, language1), (thread2, language2) = seen
     assert thread1 == thread2
     assert language1 == language2 != "pt-br"
+
+
+def test_a_thread_that_can_take_no_more_work_is_not_kept():
+    # given: an executor that refuses new work (as every executor does at interpreter exit)
+    threads = sse.RequestThreads(kept=4)
+    executor = threads.take()
+    executor.shutdown()
+    # when: its request ends
+    threads.give(executor)
+    # then: no error, and it is not lent again
+    assert threads._idle == []
+    assert threads.take() is not executor
