@@ -12,7 +12,7 @@ from asgiref import sync as asgiref_sync
 from studyplatform.core import sse
 
 
-def asgi_get(app, path: str) -> tuple[int, bytes]:
+def asgi_get(app, path: str, query_string: bytes = b"") -> tuple[int, bytes]:
     """One GET through the ASGI application; returns the status and the body."""
     scope = {
         "type": "http",
@@ -22,7 +22,7 @@ def asgi_get(app, path: str) -> tuple[int, bytes]:
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query_string,
         "root_path": "",
         "headers": [(b"host", b"localhost")],
         "client": ("127.0.0.1", 50000),
@@ -69,13 +69,69 @@ def test_the_middleware_chain_is_entered_in_one_thread_hop(hops):
     app = sse.ASGIHandler()
     # when: a request passes every middleware on its way in and out
     status, _ = asgi_get(app, "/no-such-page-anywhere/")
-    # then: the middleware and the view ran inside one hop; the others are Django's request
-    # signals and log line around it (Django's own handler makes ~20 hops here, two for each
-    # middleware with process_request and process_response)
+    # then: the middleware and the view ran inside one hop, request_started with them; the
+    # others are the 404's log line and the response's close (Django's own handler makes ~20
+    # hops here, two for each middleware with process_request and process_response, and one
+    # for request_started)
     assert status == 404
     chain_hops = [name for name in hops if "run_chain" in name]
     assert chain_hops == ["ASGIHandler.load_middleware.<locals>.run_chain"]
-    assert len(hops) <= 4, hops
+    assert not [name for name in hops if "sync_send" in name], hops
+    assert len(hops) <= 3, hops
+
+
+def test_request_started_is_sent_in_the_requests_thread_before_the_middleware(monkeypatch):
+    # given: a request_started receiver and a middleware that note when and where they run
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.core import signals
+
+    events: list[tuple[str, int]] = []
+
+    def started(sender, scope, **kwargs):
+        events.append((f"started {scope['path']}", threading.get_ident()))
+
+    original = SessionMiddleware.process_request
+
+    def noting(self, request):
+        events.append(("middleware", threading.get_ident()))
+        return original(self, request)
+
+    monkeypatch.setattr(SessionMiddleware, "process_request", noting)
+    signals.request_started.connect(started)
+    try:
+        # when
+        status, _ = asgi_get(sse.ASGIHandler(), "/no-such-page-anywhere/")
+    finally:
+        signals.request_started.disconnect(started)
+    # then: the signal came once, with the request's scope, first, in the middleware's thread
+    assert status == 404
+    assert [name for name, _ in events] == ["started /no-such-page-anywhere/", "middleware"]
+    assert events[0][1] == events[1][1] != threading.get_ident()
+
+
+def test_a_request_that_cannot_be_built_still_starts_and_finishes_once():
+    # given: receivers counting the request signals
+    from django.core import signals
+
+    seen: list[str] = []
+
+    def started(sender, **kwargs):
+        seen.append("started")
+
+    def finished(sender, **kwargs):
+        seen.append("finished")
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        # when: a query string that is not UTF-8 (no request object can be built)
+        status, _ = asgi_get(sse.ASGIHandler(), "/", query_string=b"q=%\xff\xfe")
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    # then: 400, and the signals paired as for any other request
+    assert status == 400
+    assert seen == ["started", "finished"]
 
 
 def test_the_middleware_and_a_sync_view_share_the_requests_thread(monkeypatch):
