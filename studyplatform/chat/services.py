@@ -188,6 +188,9 @@ class SendResult:
     # The study's current protocol version as the statement that stored the message read it
     # (None: not read there; the survey hook reads it itself).
     study_version_id: int | None = None
+    # The conversation's history as that statement read it (None: not read there), for
+    # build_request.
+    history: message_record.History | None = None
 
 
 class ChatUnavailable(Exception):
@@ -325,12 +328,13 @@ def _message_store(
         ):
             # The screen found nothing to write: the message alone, in one statement.
             try:
-                version_id = message_record.insert_chained(message, now=now, study_id=study.pk)
+                record = message_record.insert_chained(message, now=now, study_id=study.pk)
             except message_record.Withdrawn:
                 raise ChatError("withdrawn") from None
+            version_id, history = record.version_id, record.history
             crisis = None
         else:
-            version_id = None
+            version_id = history = None
             with transaction.atomic():
                 _insert_chained_orm(message, now=now)
                 crisis = safety_services.message_screen(
@@ -342,7 +346,7 @@ def _message_store(
             raise
         # The same request id again (a retry, or two racing): the stored one, sent once.
         return SendResult(existing, False, None)
-    return SendResult(message, True, crisis, version_id)
+    return SendResult(message, True, crisis, version_id, history)
 
 
 def _insert_chained_orm(message: Message, *, now: dt.datetime) -> None:
@@ -456,7 +460,7 @@ _BRANCH_SQL: dict[str, str] = {}
 
 
 def _branch_and_memory(
-    user_message: Message, participant_id: int
+    user_message: Message, participant_id: int, history: message_record.History | None = None
 ) -> tuple[list[tuple[str, str | None]], str, str]:
     """The active branch up to `user_message` as (role, still-encrypted content) pairs, root
     first, with memory_text() and the conversation's task text, in one query (two round trips
@@ -464,7 +468,17 @@ def _branch_and_memory(
     as a scalar subquery. Plain tuples, not Message instances, and nothing decrypted here: a
     conversation's every message (other branches, turns beyond the context budget) was
     decrypted and built into a model instance on every send; build_request decrypts only the
-    turns it sends."""
+    turns it sends.
+
+    `history`: the same rows as the statement that stored the message read them. Used unless
+    its branch does not reach the conversation's first message: a send to the same
+    conversation committed while that statement waited for the conversation's lock is the new
+    message's parent but not in the statement's snapshot; the rows are then read again."""
+    if history is not None:
+        path, whole = _branch_path(history.rows, user_message.pk)
+        if whole:
+            memory = decrypt_str(history.memory_token) if history.memory_token else ""
+            return path, memory, history.task or ""
     sql = _BRANCH_SQL.get(connection.vendor)
     if sql is None:
         sql = _BRANCH_SQL[connection.vendor] = _branch_sql(connection)
@@ -474,20 +488,37 @@ def _branch_and_memory(
     if not rows:  # the message itself is gone (a withdrawal with deletion raced the send)
         return [], "", ""
     memory_token, task = rows[0][4], rows[0][5]
+    path, _ = _branch_path(rows, user_message.pk)
+    return path, decrypt_str(memory_token) if memory_token else "", task or ""
+
+
+def _branch_path(rows, leaf_id: int) -> tuple[list[tuple[str, str | None]], bool]:
+    """(role, content) down to `leaf_id`, root first, from rows of (id, parent id, role,
+    content, ...), and whether that reached the conversation's first message (False when the
+    chain breaks off at a parent the rows do not have, or the leaf is not among them)."""
     by_id = {row[0]: row for row in rows}
-    path, node = [], by_id.get(user_message.pk)
+    path, node = [], by_id.get(leaf_id)
     while node is not None:
         path.append((node[2], node[3]))
+        if node[1] is None:
+            return path[::-1], True
         node = by_id.get(node[1])
-    return path[::-1], decrypt_str(memory_token) if memory_token else "", task or ""
+    return path[::-1], False
 
 
-def build_request(*, user_message: Message, arm, participant: Participant) -> ChatRequest:
+def build_request(
+    *,
+    user_message: Message,
+    arm,
+    participant: Participant,
+    history: message_record.History | None = None,
+) -> ChatRequest:
     """The model request: pinned model, system prompt + the daily task the conversation was
     opened from (if it was) + memory notes, the active branch up to this message, truncated
-    oldest-first to the model's context budget."""
+    oldest-first to the model's context budget. `history`: the conversation as the statement
+    that stored the message read it (SendResult.history), saving a query."""
     system = arm.system_prompt.strip()
-    branch, memory, task = _branch_and_memory(user_message, participant.pk)
+    branch, memory, task = _branch_and_memory(user_message, participant.pk, history)
     if task:
         # The participant opened this conversation from the day's task card and saw the task
         # as the conversation's first note; the model gets it as context, not as a message the

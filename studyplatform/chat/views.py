@@ -422,7 +422,10 @@ def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]
         return JsonResponse(body, status=200)
     committed.append(result.message)
     model_request = services.build_request(
-        user_message=result.message, arm=conversation.arm, participant=participant
+        user_message=result.message,
+        arm=conversation.arm,
+        participant=participant,
+        history=result.history,
     )
     target = services.arm_target(conversation.arm)
     return body, (result.message, conversation.arm, model_request, target)

@@ -217,7 +217,10 @@ def _voice_store(participant, conversation, voice: VoiceConfig, clip: Clip, fiel
             # worth failing the participant's turn for.
             logger.exception("voice clip of message %s not kept", result.message.pk)
     model_request = services.build_request(
-        user_message=result.message, arm=conversation.arm, participant=participant
+        user_message=result.message,
+        arm=conversation.arm,
+        participant=participant,
+        history=result.history,
     )
     target = services.arm_target(conversation.arm)
     return body, (result.message, conversation.arm, model_request, target)

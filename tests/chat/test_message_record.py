@@ -115,11 +115,23 @@ def test_concurrent_sends_to_one_conversation_chain(participant, conversation, m
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
+    built: dict[int, int] = {}  # message -> how many turns its model request carried
+
     def sender(slot: int):
         try:
             barrier.wait(timeout=10)
             for i in range(3):
-                send(participant, conversation, f"m{slot}-{i}", client_request_id=f"{slot}-{i}")
+                result = send(
+                    participant, conversation, f"m{slot}-{i}", client_request_id=f"{slot}-{i}"
+                )
+                request = services.build_request(
+                    user_message=result.message,
+                    arm=conversation.arm,
+                    participant=participant,
+                    history=result.history,
+                )
+                assert request.messages[-1]["content"] == f"m{slot}-{i}"
+                built[result.message.pk] = len(request.messages)
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
@@ -138,3 +150,63 @@ def test_concurrent_sends_to_one_conversation_chain(participant, conversation, m
     assert len(set(parents)) == 12 and parents.count(None) == 1
     leaf = Conversation.objects.get(pk=conversation.pk).active_leaf_id
     assert leaf not in parents and leaf in {pk for pk, _ in rows}
+    # and every model request carried the whole chain up to its message, even when the
+    # statement's snapshot missed a parent another thread committed while it waited
+    parent_of = dict(rows)
+
+    def depth(pk):
+        return 0 if pk is None else 1 + depth(parent_of[pk])
+
+    assert built == {pk: depth(pk) for pk, _ in rows}
+
+
+@postgresql_only
+def test_the_statement_reads_the_history_for_the_model_request(participant, conversation):
+    # given: a memory note, a conversation opened from a task, and two earlier messages
+    services.memory_save(participant=participant, text="I keep bees.")
+    tasked = services.conversation_create(participant=participant, task_text="Say hello.")
+    send(participant, tasked, "first")
+    send(participant, tasked, "second")
+    # when
+    result = send(participant, tasked, "third")
+    # then: the model request is built from what the storing statement read, with no query,
+    # and is the one a fresh read gives
+    with CaptureQueriesContext(connection) as queries:
+        request = services.build_request(
+            user_message=result.message,
+            arm=tasked.arm,
+            participant=participant,
+            history=result.history,
+        )
+    assert queries.captured_queries == []
+    fresh = services.build_request(
+        user_message=result.message, arm=tasked.arm, participant=participant
+    )
+    assert request == fresh
+    assert [m["content"] for m in request.messages] == ["first", "second", "third"]
+    assert "I keep bees." in request.system and "Say hello." in request.system
+
+
+@postgresql_only
+def test_a_history_that_misses_the_messages_parent_is_read_again(participant, conversation):
+    # given: a history as a statement would read it that waited for the conversation's lock
+    # while another send committed: the new message's parent is not among its rows
+    send(participant, conversation, "first")
+    parent = send(participant, conversation, "second").message
+    result = send(participant, conversation, "third")
+    missing = services.message_record.History(
+        [row for row in result.history.rows if row[0] != parent.pk],
+        result.history.memory_token,
+        result.history.task,
+    )
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        request = services.build_request(
+            user_message=result.message,
+            arm=conversation.arm,
+            participant=participant,
+            history=missing,
+        )
+    # then: the branch was read again, whole
+    assert len(queries.captured_queries) == 1
+    assert [m["content"] for m in request.messages] == ["first", "second", "third"]
