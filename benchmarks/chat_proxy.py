@@ -257,7 +257,7 @@ def seed(*, participants: int) -> list[Seeded]:
 
     from studyplatform.chat.services import conversation_create
     from studyplatform.participants.services import JoinContext, participant_enroll
-    from studyplatform.participants.session import SESSION_KEY
+    from studyplatform.participants.session import SESSION_KEY, SESSION_STUDY_KEY
 
     study, _researcher = recruiting_study(
         slug=STUDY_SLUG, endpoint=BENCH_ENDPOINT, model=MODEL_NAME, username="bench-researcher"
@@ -278,6 +278,7 @@ def seed(*, participants: int) -> list[Seeded]:
         # The configured engine, as sign-in writes it (Redis copy included).
         session = import_string(f"{settings.SESSION_ENGINE}.SessionStore")()
         session[SESSION_KEY] = participant.pk
+        session[SESSION_STUDY_KEY] = participant.study_id
         session.set_expiry(settings.PARTICIPANT_SESSION_AGE_S)
         session.create()
         seeded.append(

@@ -47,3 +47,50 @@ def redis_async() -> aredis.Redis:
         )
         client = _async[key] = aredis.Redis(connection_pool=pool)
     return client
+
+
+class InFlight:
+    """Commands written to Redis whose replies are read later (`result()`): a pipeline split
+    in two, so that the caller does other I/O (a database query) while Redis answers instead
+    of waiting for one round trip after the other.
+
+    The connection is the sync pool's, held until the replies are read; replies left unread
+    (`discard()`, or a failure while reading them) close it, so they can never reach the
+    connection's next user. No retry: a failure raises RedisError, and the caller decides
+    what to do without the replies."""
+
+    def __init__(self, client: redis.Redis, commands: list[tuple]) -> None:
+        self._client = client
+        self._names = [command[0] for command in commands]
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            self._drop(connection)
+            raise
+        self._connection = connection
+
+    def result(self) -> list:
+        """The replies in order, each through the client's response callbacks (what
+        pipeline.execute() would return). Once only. Raises RedisError."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            raise RuntimeError("these replies were read or discarded already")
+        try:
+            replies = [self._client.parse_response(connection, name) for name in self._names]
+        except BaseException:
+            self._drop(connection)
+            raise
+        self._client.connection_pool.release(connection)
+        return replies
+
+    def discard(self) -> None:
+        """Give up on the replies (the caller failed before it needed them)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._drop(connection)
+
+    def _drop(self, connection) -> None:
+        connection.disconnect()
+        self._client.connection_pool.release(connection)

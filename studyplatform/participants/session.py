@@ -14,6 +14,10 @@ from django.utils import timezone, translation
 from .models import Participant
 
 SESSION_KEY = "participant_id"
+# The participant's study, beside their id: the chat send begins its Redis reads (the study's
+# gate token among them) before it loads the participant (chat.views). A participant's study
+# never changes; a session without it (signed in before it was kept) gets it at the next gate.
+SESSION_STUDY_KEY = "participant_study_id"
 # When this browser last proved it is the participant with a secret (an emailed one-time link,
 # the personal return link, or enrolling right here); sensitive changes such as setting a
 # password without the current one need it to be recent.
@@ -35,6 +39,7 @@ def participant_login(request, participant: Participant, *, fresh: bool = False)
     with a secret (link, return link, password) or just enrolled: never for a panel id."""
     request.session.cycle_key()  # no session fixation across the sign-in
     request.session[SESSION_KEY] = participant.pk
+    request.session[SESSION_STUDY_KEY] = participant.study_id
     if fresh:
         request.session[FRESH_KEY] = int(time.time())
     else:
@@ -95,6 +100,8 @@ def participant_gate(
     now = timezone.now()
     if not participant.last_seen_at or now - participant.last_seen_at > dt.timedelta(minutes=5):
         Participant.objects.filter(pk=participant.pk).update(last_seen_at=now)
+    if request.session.get(SESSION_STUDY_KEY) != participant.study_id:
+        request.session[SESSION_STUDY_KEY] = participant.study_id
     return participant, ""
 
 

@@ -153,8 +153,11 @@ def test_a_warm_send_reads_the_gate_tokens_with_its_rate_count_in_one_round_trip
     # given: a warm session, and a record of the send's Redis round trips
     from redis.client import Pipeline, Redis
 
+    from studyplatform.core.redis_client import InFlight
+
     trips: list[tuple[str, ...]] = []
     execute_command, execute_pipeline = Redis.execute_command, Pipeline.execute
+    in_flight = InFlight.__init__
 
     def command(self, *args, **options):
         trips.append((str(args[0]),))
@@ -164,8 +167,13 @@ def test_a_warm_send_reads_the_gate_tokens_with_its_rate_count_in_one_round_trip
         trips.append(tuple(str(c[0][0]) for c in self.command_stack))
         return execute_pipeline(self, *args, **kwargs)
 
+    def split(self, client, commands):
+        trips.append(tuple(str(c[0]) for c in commands))
+        in_flight(self, client, commands)
+
     monkeypatch.setattr(Redis, "execute_command", command)
     monkeypatch.setattr(Pipeline, "execute", pipeline)
+    monkeypatch.setattr(InFlight, "__init__", split)
     # when: the participant sends again
     response = reply(client, warm, "second")
     # then: the gate's tokens came in the same trip as the minute's count and today's tokens,
@@ -219,3 +227,101 @@ def test_without_the_combined_read_the_gate_and_the_limit_read_redis_themselves(
     assert consume(response)[-1][0] == "done"
     stored = Message.objects.filter(conversation=warm, role=Message.Role.USER)
     assert [m.content for m in stored.order_by("pk")] == ["first", "second"]
+
+
+def test_the_gate_keeps_the_participants_study_in_the_session(client, me, warm):
+    # given: a session signed in with the participant's id alone (fixture `me`), then a send
+    from studyplatform.participants.session import SESSION_STUDY_KEY
+
+    # then: the gate that let the send through noted the study beside the id
+    assert client.session[SESSION_STUDY_KEY] == me.study_id
+
+
+def test_the_send_begins_its_redis_read_before_it_reads_the_conversation(
+    client, me, warm, monkeypatch
+):
+    # given: a warm session (it names the study), and a record of the send's steps
+    from studyplatform.chat import views
+
+    steps: list[str] = []
+    begin, read = services.send_counters_begin, services.PendingCounters.result
+    load = views.conversation_for_send
+
+    def begun(*args):
+        pending = begin(*args)
+        steps.append("redis written")
+        return pending
+
+    def result(self):
+        steps.append("redis read")
+        return read(self)
+
+    def conversation(*args):
+        steps.append("conversation read")
+        return load(*args)
+
+    monkeypatch.setattr(services, "send_counters_begin", begun)
+    monkeypatch.setattr(services.PendingCounters, "result", result)
+    monkeypatch.setattr(views, "conversation_for_send", conversation)
+    # when
+    response = reply(client, warm, "second")
+    # then: Redis had the commands while the database read the conversation
+    assert response.status_code == 200
+    assert steps == ["redis written", "conversation read", "redis read"]
+    assert consume(response)[-1][0] == "done"
+    assert cached_gate_matches(client, me)
+
+
+def test_a_session_naming_another_study_lends_the_gate_no_tokens(client, me, warm, monkeypatch):
+    # given: a session whose study is not the participant's (hand-made), and a record of
+    # the gate's own token reads
+    from studyplatform.core import gate_epoch
+    from studyplatform.participants.session import SESSION_STUDY_KEY
+
+    session = client.session
+    session[SESSION_STUDY_KEY] = me.study_id + 1000
+    session.save()
+    own_reads: list[int] = []
+    tokens = gate_epoch.gate_tokens
+
+    def reading(participant_id, study_id):
+        own_reads.append(study_id)
+        return tokens(participant_id, study_id)
+
+    monkeypatch.setattr(gate_epoch, "gate_tokens", reading)
+    # when
+    response = reply(client, warm, "second")
+    # then: the gate read the participant's real study's tokens itself, and the send went on;
+    # the session now names the right study
+    assert response.status_code == 200
+    assert own_reads == [me.study_id]
+    assert consume(response)[-1][0] == "done"
+    assert client.session[SESSION_STUDY_KEY] == me.study_id
+
+
+def test_a_failed_conversation_read_drops_the_redis_replies_it_did_not_read(
+    client, me, warm, monkeypatch
+):
+    # given: a database that fails the conversation's read
+    from django.db import OperationalError
+
+    from studyplatform.chat import views
+
+    dropped: list[bool] = []
+    discard = services.PendingCounters.discard
+
+    def noting(self):
+        dropped.append(True)
+        discard(self)
+
+    def failing(*args):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(services.PendingCounters, "discard", noting)
+    monkeypatch.setattr(views, "conversation_for_send", failing)
+    # when
+    response = reply(client, warm, "second")
+    # then: 503 "not stored", the unread replies were dropped, and Redis still answers
+    assert response.status_code == 503
+    assert dropped == [True]
+    assert redis_sync().ping()
