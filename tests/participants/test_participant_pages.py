@@ -18,7 +18,7 @@ from studyplatform.participants.models import (
     SignInLink,
 )
 from studyplatform.participants.services import signin_link_create
-from studyplatform.participants.session import SESSION_KEY
+from studyplatform.participants.session import SESSION_KEY, SESSION_STUDY_KEY
 from tests.factories import launch_study
 
 pytestmark = pytest.mark.django_db
@@ -137,6 +137,7 @@ def test_sign_in_by_emailed_link_works_once(client, recruiting_study, enroll):
     assert client.get(f"/p/signin/{token}/").status_code == 200
     assert client.post(f"/p/signin/{token}/").status_code == 302
     assert client.session[SESSION_KEY] == p.pk
+    assert client.session[SESSION_STUDY_KEY] == p.study_id  # the chat send's Redis keys
     client.post("/p/signout/")
     reused = client.post(f"/p/signin/{token}/")
     assert reused.status_code == 400
