@@ -194,7 +194,7 @@ def analyze(url: str) -> None:
         return
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+    with contextlib.closing(sqlite3.connect(lean_relay.sqlite_path(url))) as conn:
         conn.execute("ANALYZE")
 
 

@@ -50,6 +50,10 @@ def _statement() -> tuple[str, list]:
     if cached is not None:
         return cached
     quote = connection.ops.quote_name
+
+    def col(model, name: str) -> str:
+        return column(connection, model, name)
+
     message_table = quote(Message._meta.db_table)
     conversation_table = quote(Conversation._meta.db_table)
     participant_table = quote(Participant._meta.db_table)
@@ -81,26 +85,29 @@ def _statement() -> tuple[str, list]:
         # then the conversation's earlier messages (kind 1) for the model request's history:
         # the same reads build_request would make in a second round trip.
         f"SELECT 0, id, parent_id, (SELECT {version_column} FROM {study_table} WHERE id = %s), "
-        f"NULL, NULL, ({_memory_subquery()}), "
-        f"(SELECT {_column(Conversation, 'task_text')} FROM {conversation_table} WHERE id = %s) "
+        f"NULL, NULL, ({memory_subquery(connection)}), "
+        f"(SELECT {col(Conversation, 'task_text')} FROM {conversation_table} WHERE id = %s) "
         "FROM msg UNION ALL "
-        f"SELECT 1, m.id, m.{_column(Message, 'parent')}, NULL, m.{_column(Message, 'role')}, "
-        f"m.{_column(Message, 'content')}, NULL, NULL FROM {message_table} m "
-        f"WHERE m.{_column(Message, 'conversation')} = %s AND EXISTS (SELECT 1 FROM msg)"
+        f"SELECT 1, m.id, m.{col(Message, 'parent')}, NULL, m.{col(Message, 'role')}, "
+        f"m.{col(Message, 'content')}, NULL, NULL FROM {message_table} m "
+        f"WHERE m.{col(Message, 'conversation')} = %s AND EXISTS (SELECT 1 FROM msg)"
     )
     _statements[connection.vendor] = (sql, fields)
     return sql, fields
 
 
-def _column(model, name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
+def column(conn, model, name: str) -> str:
+    """The quoted column of `model`'s field `name` on the connection `conn`."""
+    return conn.ops.quote_name(model._meta.get_field(name).column)
 
 
-def _memory_subquery() -> str:
-    table = connection.ops.quote_name(MemoryNote._meta.db_table)
+def memory_subquery(conn) -> str:
+    """A scalar subquery for the participant's memory note (still encrypted; the participant
+    id is its one parameter): this statement's and services._branch_sql's."""
+    table = conn.ops.quote_name(MemoryNote._meta.db_table)
     return (
-        f"SELECT n.{_column(MemoryNote, 'text')} FROM {table} n "  # noqa: S608
-        f"WHERE n.{_column(MemoryNote, 'participant')} = %s LIMIT 1"
+        f"SELECT n.{column(conn, MemoryNote, 'text')} FROM {table} n "  # noqa: S608
+        f"WHERE n.{column(conn, MemoryNote, 'participant')} = %s LIMIT 1"
     )
 
 

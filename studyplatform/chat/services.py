@@ -473,13 +473,11 @@ def _branch_sql(conn) -> str:
     quote = conn.ops.quote_name
 
     def column(model, name):
-        return quote(model._meta.get_field(name).column)
+        return message_record.column(conn, model, name)
 
     return (
         f"SELECT m.id, m.{column(Message, 'parent')}, m.{column(Message, 'role')}, "  # noqa: S608
-        f"m.{column(Message, 'content')}, "
-        f"(SELECT n.{column(MemoryNote, 'text')} FROM {quote(MemoryNote._meta.db_table)} n "
-        f"WHERE n.{column(MemoryNote, 'participant')} = %s LIMIT 1), "
+        f"m.{column(Message, 'content')}, ({message_record.memory_subquery(conn)}), "
         f"c.{column(Conversation, 'task_text')} "
         f"FROM {quote(Message._meta.db_table)} m JOIN {quote(Conversation._meta.db_table)} c "
         f"ON c.id = m.{column(Message, 'conversation')} "
