@@ -6,8 +6,10 @@ the real services and fails if that service's bump is removed."""
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
+from django.utils import timezone
 
 from studyplatform.chat import services
 from studyplatform.chat.models import Message
@@ -188,14 +190,19 @@ def test_a_warm_send_reads_the_gate_tokens_with_its_rate_count_in_one_round_trip
 def test_the_send_counts_a_refused_send_towards_the_minutes_limit(
     client, me, warm, chat_study, owner, monkeypatch
 ):
-    # given: a limit of two sends a minute, one send made already (the fixture's), and a new
-    # consent version the participant has not signed
+    # given: a limit of one send a minute, and a new consent version the participant has not
+    # signed
     monkeypatch.setattr(
         services,
         "limits_for",
-        lambda participant: {**services.DEFAULT_LIMITS, "messages_per_minute": 2},
+        lambda participant: {**services.DEFAULT_LIMITS, "messages_per_minute": 1},
     )
     consent_v2(chat_study, owner)
+    # The count is per clock minute: start from none (the fixture's send may lie in this
+    # minute or the last), and keep both sends below in one minute.
+    if timezone.now().second >= 50:
+        time.sleep(61 - timezone.now().second)
+    redis_sync().delete(*redis_sync().keys(f"chat:rate:{me.pk}:*") or ["-"])
     # when: a send is refused by the gate, then the participant signs and sends
     assert reply(client, warm, "before signing").status_code == 403
     me.refresh_from_db()
