@@ -28,7 +28,9 @@ Pipeline for one message:
 
 Performance: every pattern uses only literals, alternations, ``?`` and small bounded repeats
 (``{0,2}``), never ``*`` or ``+`` (a test enforces this), so each match attempt does a bounded
-amount of work per starting position and a message costs linear time in its length.
+amount of work per starting position and a message costs linear time in its length. Step 2
+starts with one search for all the flagging entries at once (their alternation): most messages
+match none of them, and then no entry is tried on its own.
 
 No Django imports and no third-party packages: standard library only.
 """
@@ -120,6 +122,19 @@ class LanguageRules:
     third_party_cues: frozenset[str]
     first_person: frozenset[str]
     context_cues: frozenset[str]
+    # Every entry that can raise a hit (severity not null) as one alternation: a message it
+    # does not match anywhere has no hit in this language, and the entries need not be tried
+    # one by one. Exclusions only ever cancel hits, so they are left out. (Most messages are
+    # quiet: the combined search costs about a third of the entry-by-entry scan; issue 19.)
+    screen: re.Pattern[str] | None  # None: no entry can flag
+
+
+def _screen_pattern(entries: Sequence[Entry]) -> re.Pattern[str] | None:
+    """One pattern matching wherever some flagging entry matches (None when there are none).
+    A regex alternation tries every branch at each position, so it finds a match exactly when
+    one of the entries has a match."""
+    sources = [e.regex.pattern for e in entries if e.severity is not None]
+    return re.compile("|".join(f"(?:{s})" for s in sources)) if sources else None
 
 
 @dataclass(frozen=True)
@@ -235,6 +250,13 @@ def load_rules(language: str, path: Path | None = None) -> LanguageRules:
             raise LexiconError(f"{where}: bad pattern: {exc}") from exc
         entries.append(Entry(entry_id, language, regex, severity, category, person))
 
+    try:
+        screen = _screen_pattern(entries)
+    except re.error as exc:  # e.g. the same group name in two entries
+        raise LexiconError(
+            f"{path.name}: the entries do not combine into one pattern: {exc}"
+        ) from exc
+
     def words(key: str) -> frozenset[str]:
         return frozenset(_normalize(w).text for w in data.get(key, []))
 
@@ -247,6 +269,7 @@ def load_rules(language: str, path: Path | None = None) -> LanguageRules:
         third_party_cues=words("third_party_cues"),
         first_person=words("first_person"),
         context_cues=words("context_cues"),
+        screen=screen,
     )
 
 
@@ -287,6 +310,8 @@ def _sentence_tokens(norm: str, start: int, end: int) -> list[str]:
 
 def _scan(norm: str, rules: LanguageRules) -> list[_Hit]:
     hits: list[_Hit] = []
+    if rules.screen is None or rules.screen.search(norm) is None:
+        return hits  # no flagging entry matches anywhere: exclusions alone flag nothing
     for entry in rules.entries:
         for m in entry.regex.finditer(norm):
             start, end = m.span()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from studyplatform.safety.detector import Detection, Detector, LexiconError, detect, normalize
 from studyplatform.safety.detector import detector as detector_module
 from studyplatform.safety.detector.detector import LEXICON_DIR, LEXICON_FILES, load_rules
+from tests.safety.detector.test_detector_table import NEGATIVES, POSITIVES
 
 # --- spans map back to the original text ---------------------------------------------------
 
@@ -218,6 +220,14 @@ def test_a_malformed_lexicon_is_rejected_at_load_time(tmp_path: Path):
     )
     with pytest.raises(LexiconError, match="severity"):
         load_rules("en", bad)
+    # Each entry compiles alone, but not side by side in the combined screen.
+    entries = [
+        {"id": f"e{i}", "pattern": "(?P<w>want) to die", "severity": "high", "category": "c"}
+        for i in (1, 2)
+    ]
+    bad.write_text(json.dumps({"entries": entries}), encoding="utf-8")
+    with pytest.raises(LexiconError, match="do not combine"):
+        load_rules("en", bad)
 
 
 def test_the_module_imports_no_django_and_no_third_party_package():
@@ -249,3 +259,42 @@ def test_any_text_yields_none_or_a_span_inside_the_text(text):
     if found is not None:
         assert 0 <= found.start < found.end <= len(text)
         assert found.matched_text == text[found.start : found.end]
+
+
+# --- the combined screen: a quiet message skips the entry-by-entry scan, same answers ------
+
+
+def _scanning_every_entry() -> Detector:
+    """A detector whose screen always matches: every entry is tried, as before the screen."""
+    full = Detector()
+    always = re.compile("")
+    full._rules = {lang: dataclasses.replace(r, screen=always) for lang, r in full._rules.items()}
+    return full
+
+
+_FULL = _scanning_every_entry()
+_TABLE_TEXTS = [row[0] for row in POSITIVES] + [row[0] for row in NEGATIVES]
+_WORDS = sorted({w for text in _TABLE_TEXTS for w in text.split()})
+
+
+@pytest.mark.parametrize("text", _TABLE_TEXTS)
+def test_the_screen_gives_the_answers_of_the_full_scan_on_the_phrase_table(text):
+    assert Detector().detect_all(text) == _FULL.detect_all(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(_WORDS), max_size=14),
+    joiners=st.lists(st.sampled_from([" ", " ", ", ", ". ", " não ", " not "]), max_size=14),
+)
+def test_the_screen_gives_the_answers_of_the_full_scan_on_mixed_phrases(words, joiners):
+    text = "".join(w + j for w, j in zip(words, joiners + [" "] * len(words), strict=False))
+    assert Detector().detect_all(text) == _FULL.detect_all(text)
+
+
+def test_the_screen_leaves_out_exclusions_and_covers_every_flagging_entry():
+    for rules in Detector()._rules.values():
+        flagging = [e for e in rules.entries if e.severity is not None]
+        assert rules.screen is not None
+        assert rules.screen.pattern == "|".join(f"(?:{e.regex.pattern})" for e in flagging)
+        assert len(flagging) < len(rules.entries)  # the lexicons do have exclusions
