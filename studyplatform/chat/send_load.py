@@ -77,7 +77,7 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
             )
         )
     # Only table and column names from the models' meta are formatted in; values are params.
-    where = "WHERE c.id = %s AND c.participant_id = %s"
+    where = "WHERE c.id = %s"
     sql = f"SELECT {', '.join(columns)} {' '.join(joins)} {where}"
     return sql, tuple(blocks)
 
@@ -85,15 +85,23 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
 _built: dict[str, tuple[str, tuple[_Block, ...]]] = {}
 
 
-def conversation_for_send(conversation_id: int, participant_id: int) -> Conversation | None:
+def conversation_for_send(conversation_id: int, participant_id: int | None) -> Conversation | None:
     """The participant's conversation (None if it is not theirs), with .arm, .participant,
-    .participant.study and its .current_version loaded."""
+    .participant.study and its .current_version loaded.
+
+    participant_id None: the conversation whoever's it is, for a caller that reads it before it
+    knows the session's participant and then compares conversation.participant_id itself (the
+    chat send, whose session is read from Redis at the same time)."""
     built = _built.get(connection.vendor)
     if built is None:
         built = _built[connection.vendor] = _build(connection)
     sql, blocks = built
+    params = [conversation_id]
+    if participant_id is not None:
+        sql += " AND c.participant_id = %s"
+        params.append(participant_id)
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [conversation_id, participant_id])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None

@@ -95,9 +95,20 @@ def _rate_and_tokens(participant: Participant, now: dt.datetime) -> tuple[int, i
     return count, None if tokens is None else int(tokens)
 
 
+def _rate_key(participant_id: int | str, now: dt.datetime) -> str:
+    return f"chat:rate:{participant_id}:{now:%Y%m%d%H%M}"
+
+
+RATE_KEY_TTL_S = 120
+
+
 def _rate_and_tokens_commands(participant_id: int, now: dt.datetime) -> list[tuple]:
-    key = f"chat:rate:{participant_id}:{now:%Y%m%d%H%M}"
-    return [("INCRBY", key, 1), ("EXPIRE", key, 120), ("GET", _tokens_key(participant_id, now))]
+    key = _rate_key(participant_id, now)
+    return [
+        ("INCRBY", key, 1),
+        ("EXPIRE", key, RATE_KEY_TTL_S),
+        ("GET", _tokens_key(participant_id, now)),
+    ]
 
 
 def _queue_rate_and_tokens(pipe, participant_id: int, now: dt.datetime) -> None:
@@ -116,38 +127,103 @@ class SendCounters:
     tokens: int | None
 
 
-class PendingCounters:
-    """send_counters' Redis round trip, begun: the commands are written at once and their
-    replies read by result(), so the chat send reads its conversation from the database while
-    Redis answers (send_counters_begin). discard() when the replies are no longer wanted."""
+def _send_counters(gate: list, count: int, tokens) -> SendCounters:
+    from studyplatform.core.gate_epoch import decode_tokens
 
-    def __init__(self, participant_id: int, study_id: int, now: dt.datetime) -> None:
-        from studyplatform.core.gate_epoch import gate_keys
+    return SendCounters(decode_tokens(gate), count, None if tokens is None else int(tokens))
+
+
+# The session's Redis copy, and send_counters' reads for the participant and study it names, in
+# one round trip (PendingSessionCounters). The keys of the counters come from the session, so
+# they are not declared in KEYS: the platform uses one Redis server, never a cluster, where
+# that would matter. Key templates come as ARGV with {p} and {s} for the ids; the ids must be
+# whole numbers (the session's JSON); otherwise only the session copy is returned.
+_SESSION_AND_COUNTERS = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {} end
+local ok, data = pcall(cjson.decode, raw)
+if not ok or type(data) ~= 'table' then return {raw} end
+local p, s = data[ARGV[1]], data[ARGV[2]]
+if type(p) ~= 'number' or type(s) ~= 'number' or p ~= math.floor(p) or s ~= math.floor(s)
+  or p < 1 or s < 1 or p > 9007199254740991 or s > 9007199254740991 then
+  return {raw}
+end
+p = string.format('%d', p)
+s = string.format('%d', s)
+local function key(template)
+  return (string.gsub(string.gsub(template, '{p}', p), '{s}', s))
+end
+local gate = redis.call('MGET', key(ARGV[3]), key(ARGV[4]))
+local rate = key(ARGV[5])
+local count = redis.call('INCRBY', rate, 1)
+redis.call('EXPIRE', rate, tonumber(ARGV[7]))
+local tokens = redis.call('GET', key(ARGV[6]))
+return {raw, p, s, gate, count, tokens}
+"""
+
+
+@dataclass(frozen=True)
+class SessionCounters:
+    """What PendingSessionCounters read: the session's Redis copy (None when Redis has none),
+    and, when that session names a participant and a study, send_counters' reads for them."""
+
+    session_copy: bytes | None
+    participant_id: int | None = None
+    study_id: int | None = None
+    counters: SendCounters | None = None
+
+
+class PendingSessionCounters:
+    """The chat send's first Redis round trip, begun from the session cookie alone: the
+    session's Redis copy and, for the participant and study that copy names, the gate tokens
+    and the send's rate and tokens counters (what send_counters reads), in one script. Begun
+    before the conversation is read from the database, so that the two overlap: the session's
+    own GET was a round trip of its own before (~0.35 ms of the send on a mostly idle server,
+    issue 19). result() reads the replies; discard() when they are no longer wanted."""
+
+    def __init__(self, session_copy_key: str, now: dt.datetime) -> None:
+        from studyplatform.core.gate_epoch import participant_key, study_key
         from studyplatform.core.redis_client import InFlight
+        from studyplatform.participants.session import SESSION_KEY, SESSION_STUDY_KEY
 
         self._flight = InFlight(
             redis_sync(),
             [
-                ("MGET", *gate_keys(participant_id, study_id)),
-                *_rate_and_tokens_commands(participant_id, now),
+                (
+                    "EVAL",
+                    _SESSION_AND_COUNTERS,
+                    1,
+                    session_copy_key,
+                    SESSION_KEY,
+                    SESSION_STUDY_KEY,
+                    participant_key("{p}"),
+                    study_key("{s}"),
+                    _rate_key("{p}", now),
+                    _tokens_key("{p}", now),
+                    RATE_KEY_TTL_S,
+                )
             ],
         )
 
-    def result(self) -> SendCounters:
+    def result(self) -> SessionCounters:
         """Raises RedisError."""
-        from studyplatform.core.gate_epoch import decode_tokens
-
-        gate, count, _, tokens = self._flight.result()
-        return SendCounters(decode_tokens(gate), count, None if tokens is None else int(tokens))
+        (reply,) = self._flight.result()
+        if not reply:
+            return SessionCounters(None)
+        if len(reply) == 1:
+            return SessionCounters(reply[0])
+        raw, participant_id, study_id, gate, count, tokens = reply
+        counters = _send_counters(gate, count, tokens)
+        return SessionCounters(raw, int(participant_id), int(study_id), counters)
 
     def discard(self) -> None:
         self._flight.discard()
 
 
-def send_counters_begin(participant_id: int, study_id: int, now: dt.datetime) -> PendingCounters:
-    """send_counters for the participant and study the session names, begun before either is
-    loaded: the reads are on their way to Redis when this returns. Raises RedisError."""
-    return PendingCounters(participant_id, study_id, now)
+def session_counters_begin(session_copy_key: str, now: dt.datetime) -> PendingSessionCounters:
+    """PendingSessionCounters for the session whose Redis copy is at `session_copy_key`.
+    Raises RedisError."""
+    return PendingSessionCounters(session_copy_key, now)
 
 
 def send_counters(participant: Participant, now: dt.datetime) -> SendCounters:
@@ -155,8 +231,15 @@ def send_counters(participant: Participant, now: dt.datetime) -> SendCounters:
     two (each a tenth of a millisecond or more, on every send). The minute's rate counter is
     counted here, before the gate and the message checks, so a send those refuse (withdrawn,
     consent due, an empty or too long message) counts towards the per-minute limit too.
-    Raises RedisError."""
-    return send_counters_begin(participant.pk, participant.study_id, now).result()
+    Raises RedisError. (The chat send reads them with its session: PendingSessionCounters;
+    this is its way when the session was not in Redis.)"""
+    from studyplatform.core.gate_epoch import gate_keys
+
+    pipe = redis_sync().pipeline(transaction=False)
+    pipe.execute_command("MGET", *gate_keys(participant.pk, participant.study_id))
+    _queue_rate_and_tokens(pipe, participant.pk, now)
+    gate, count, _, tokens = pipe.execute()
+    return _send_counters(gate, count, tokens)
 
 
 def tokens_used_today(participant: Participant, now: dt.datetime) -> int:

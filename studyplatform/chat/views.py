@@ -32,10 +32,10 @@ from studyplatform.core import input_limits
 from studyplatform.core.events import ParticipantChatRequested, publish
 from studyplatform.core.markdown import render_markdown
 from studyplatform.core.redis_client import redis_sync
+from studyplatform.core.sessions import SessionStore
 from studyplatform.core.sse import EventStreamResponse
 from studyplatform.participants.session import (
     SESSION_KEY,
-    SESSION_STUDY_KEY,
     participant_gate,
     participant_required,
 )
@@ -385,50 +385,64 @@ def _reply_prepare(request, conversation_id: int):
         return _unavailable(committed[0] if committed else None)
 
 
-def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]):
-    # The session's participant, their study and the conversation in one query (the gate's
-    # own participant query was a fifth of the work before the model call); the gate then
-    # checks that row. Only when that finds nothing does the gate load the participant
-    # itself, to tell "sign in again" or "withdrawn" from "no such conversation".
-    session_participant = request.session.get(SESSION_KEY)
-    if not isinstance(session_participant, int):
-        session_participant = None
-    session_study = request.session.get(SESSION_STUDY_KEY)
-    # The gate's tokens and the send's rate count in one Redis round trip, begun before the
-    # conversation's read when the session names the study, so that the two overlap (each
-    # was ~0.4 ms of the send on a mostly idle server). A failure here is met again below:
-    # the gate then asks the database, the rate check answers "not stored".
+def _send_reads(request, conversation_id: int):
+    """The send's reads before the participant gate: the session's participant, their study
+    and the conversation in one database query (the gate's own participant query was a fifth
+    of the work before the model call; the gate then checks that row), and the session with
+    the gate's tokens and the send's counters in one Redis round trip, begun before that query
+    and read after it, so that the two overlap (each was ~0.4 ms of the send on a mostly idle
+    server). Returns (conversation or None when it is not the session participant's, the
+    SendCounters or None).
+
+    Only when the conversation is None does the gate load the participant itself, to tell
+    "sign in again" or "withdrawn" from "no such conversation". A Redis failure is met again
+    later: the session is read from the database, the gate reads its own tokens, and the rate
+    check answers "not stored"."""
+    session = request.session
+    now = timezone.now()
+    copy_key = session.unread_copy_key() if isinstance(session, SessionStore) else None
     pending = None
-    if session_participant is not None and isinstance(session_study, int):
+    if copy_key is not None:
         with contextlib.suppress(RedisError):
-            pending = services.send_counters_begin(
-                session_participant, session_study, timezone.now()
-            )
+            pending = services.session_counters_begin(copy_key, now)
     try:
+        # Read before the session is (a cookie without a session reads nothing): whoever's it
+        # is, compared with the session's participant below.
         conversation = (
-            conversation_for_send(conversation_id, session_participant)
-            if session_participant is not None
+            conversation_for_send(conversation_id, None)
+            if session.session_key is not None
             else None
         )
     except BaseException:
         if pending is not None:
             pending.discard()
         raise
-    counters = None
+    read = None
     if pending is not None:
         with contextlib.suppress(RedisError):
-            counters = pending.result()
-        if (
-            counters is not None
-            and conversation is not None
-            and conversation.participant.study_id != session_study
-        ):
-            # Not the participant's study (it never changes; a hand-made session): the gate
-            # reads its own tokens.
-            counters = dataclasses.replace(counters, gate_tokens=None)
-    elif conversation is not None:
+            read = pending.result()
+        if read is not None and read.session_copy is not None:
+            session.take_copy(read.session_copy)
+    session_participant = session.get(SESSION_KEY)
+    if not isinstance(session_participant, int) or conversation is None:
+        return None, None
+    if conversation.participant_id != session_participant:
+        return None, None  # not theirs: the same answer as no such conversation
+    counters = read.counters if read is not None else None
+    if counters is not None and read.participant_id != session_participant:
+        counters = None  # a session the script read differently: read them again below
+    if counters is not None and read.study_id != conversation.participant.study_id:
+        # Not the participant's study (it never changes; a hand-made session): the gate
+        # reads its own tokens.
+        counters = dataclasses.replace(counters, gate_tokens=None)
+    if counters is None:
         with contextlib.suppress(RedisError):
-            counters = services.send_counters(conversation.participant, timezone.now())
+            counters = services.send_counters(conversation.participant, now)
+    return conversation, counters
+
+
+def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]):
+    conversation, counters = _send_reads(request, conversation_id)
     participant, elsewhere = participant_gate(
         request,
         participant=conversation.participant if conversation is not None else None,

@@ -89,6 +89,29 @@ class SessionStore(CachedDBStore):
         super().__init__(session_key)
         self._cache = _CACHE
 
+    def unread_copy_key(self) -> str | None:
+        """The Redis key of this session's copy when the request has a session whose data is
+        not loaded yet (a caller may read the copy itself, in a round trip of its own, and
+        hand it over with take_copy); None otherwise."""
+        if self.session_key is None or hasattr(self, "_session_cache"):
+            return None
+        return self.cache_key
+
+    def take_copy(self, raw: bytes) -> bool:
+        """Use `raw`, the session's Redis copy as the caller read it, as the session's data:
+        what load() does when it finds the copy. False (nothing changed, load() will run)
+        when it is not a JSON object."""
+        if hasattr(self, "_session_cache"):
+            return False
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        self._session_cache = data
+        return True
+
     def delete(self, session_key=None):
         # The Redis copy first: if Redis cannot be reached this raises before the database row
         # goes, so a sign-out either fully happens or visibly fails (never a signed-out

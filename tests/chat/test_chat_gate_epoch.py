@@ -149,7 +149,7 @@ def test_a_warm_send_reads_no_consent_and_loads_the_participant_with_the_convers
     assert own_loads == []
 
 
-def test_a_warm_send_reads_the_gate_tokens_with_its_rate_count_in_one_round_trip(
+def test_a_warm_send_reads_its_session_gate_tokens_and_counters_in_one_round_trip(
     client, me, warm, monkeypatch
 ):
     # given: a warm session, and a record of the send's Redis round trips
@@ -178,13 +178,42 @@ def test_a_warm_send_reads_the_gate_tokens_with_its_rate_count_in_one_round_trip
     monkeypatch.setattr(InFlight, "__init__", split)
     # when: the participant sends again
     response = reply(client, warm, "second")
-    # then: the gate's tokens came in the same trip as the minute's count and today's tokens,
-    # and nothing else read them
+    # then: the session, the gate's tokens, the minute's count and today's tokens came in
+    # one trip (the script), first; nothing else read the session or the tokens, or counted
     assert response.status_code == 200
-    assert ("MGET", "INCRBY", "EXPIRE", "GET") in trips
-    assert not [trip for trip in trips if trip == ("MGET",)]
+    assert trips[0] == ("EVAL",)
+    assert not [t for t in trips if {"GET", "MGET", "INCRBY"} & set(t)]
     consume(response)
     assert cached_gate_matches(client, me)
+    assert Message.objects.filter(conversation=warm, role=Message.Role.USER).count() == 2
+
+
+def test_a_session_missing_from_redis_is_read_from_the_database_and_the_send_goes_on(
+    client, me, warm
+):
+    # given: the session's Redis copy is gone (expired, or Redis restarted); the count so far
+    key = f"chat:rate:{me.pk}:{timezone.now():%Y%m%d%H%M}"
+    counted = int(redis_sync().get(key) or 0)
+    assert redis_sync().delete(f"sp:session:{client.session.session_key}") == 1
+    # when
+    response = reply(client, warm, "second")
+    # then: the send went through on the database's session and was counted once
+    assert response.status_code == 200
+    assert consume(response)[-1][0] == "done"
+    assert int(redis_sync().get(key)) in (counted + 1, 1)  # 1: a new minute began
+    assert redis_sync().exists(f"sp:session:{client.session.session_key}")
+
+
+def test_another_participants_conversation_is_not_found_with_a_warm_session(
+    client, me, warm, chat_study, enroll
+):
+    # given: someone else's conversation in the same study
+    theirs = services.conversation_create(participant=enroll(chat_study))
+    # when: the warm session sends to it
+    response = reply(client, theirs, "hello")
+    # then: 404, and nothing was stored there
+    assert response.status_code == 404
+    assert not Message.objects.filter(conversation=theirs).exists()
 
 
 def test_the_send_counts_a_refused_send_towards_the_minutes_limit(
@@ -224,13 +253,15 @@ def test_without_the_combined_read_the_gate_and_the_limit_read_redis_themselves(
     # given: the combined read fails (Redis hiccup)
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    def failing(participant, now):
+    def failing(*args):
         raise RedisConnectionError("gone for a moment")
 
+    monkeypatch.setattr(services, "session_counters_begin", failing)
     monkeypatch.setattr(services, "send_counters", failing)
     # when: the participant sends
     response = reply(client, warm, "second")
-    # then: the gate and the limits read Redis on their own, and the send goes through
+    # then: the session is read on its own, the gate and the limits read Redis on their own,
+    # and the send goes through
     assert consume(response)[-1][0] == "done"
     stored = Message.objects.filter(conversation=warm, role=Message.Role.USER)
     assert [m.content for m in stored.order_by("pk")] == ["first", "second"]
@@ -247,11 +278,11 @@ def test_the_gate_keeps_the_participants_study_in_the_session(client, me, warm):
 def test_the_send_begins_its_redis_read_before_it_reads_the_conversation(
     client, me, warm, monkeypatch
 ):
-    # given: a warm session (it names the study), and a record of the send's steps
+    # given: a warm session, and a record of the send's steps
     from studyplatform.chat import views
 
     steps: list[str] = []
-    begin, read = services.send_counters_begin, services.PendingCounters.result
+    begin, read = services.session_counters_begin, services.PendingSessionCounters.result
     load = views.conversation_for_send
 
     def begun(*args):
@@ -267,8 +298,8 @@ def test_the_send_begins_its_redis_read_before_it_reads_the_conversation(
         steps.append("conversation read")
         return load(*args)
 
-    monkeypatch.setattr(services, "send_counters_begin", begun)
-    monkeypatch.setattr(services.PendingCounters, "result", result)
+    monkeypatch.setattr(services, "session_counters_begin", begun)
+    monkeypatch.setattr(services.PendingSessionCounters, "result", result)
     monkeypatch.setattr(views, "conversation_for_send", conversation)
     # when
     response = reply(client, warm, "second")
@@ -315,7 +346,7 @@ def test_a_failed_conversation_read_drops_the_redis_replies_it_did_not_read(
     from studyplatform.chat import views
 
     dropped: list[bool] = []
-    discard = services.PendingCounters.discard
+    discard = services.PendingSessionCounters.discard
 
     def noting(self):
         dropped.append(True)
@@ -324,7 +355,7 @@ def test_a_failed_conversation_read_drops_the_redis_replies_it_did_not_read(
     def failing(*args):
         raise OperationalError("the database went away")
 
-    monkeypatch.setattr(services.PendingCounters, "discard", noting)
+    monkeypatch.setattr(services.PendingSessionCounters, "discard", noting)
     monkeypatch.setattr(views, "conversation_for_send", failing)
     # when
     response = reply(client, warm, "second")
