@@ -127,7 +127,7 @@ class SendCounters:
     tokens: int | None
 
 
-def _send_counters(gate: list, count: int, tokens) -> SendCounters:
+def _counters_from_replies(gate: list, count: int, tokens) -> SendCounters:
     from studyplatform.core.gate_epoch import decode_tokens
 
     return SendCounters(decode_tokens(gate), count, None if tokens is None else int(tokens))
@@ -213,7 +213,7 @@ class PendingSessionCounters:
         if len(reply) == 1:
             return SessionCounters(reply[0])
         raw, participant_id, study_id, gate, count, tokens = reply
-        counters = _send_counters(gate, count, tokens)
+        counters = _counters_from_replies(gate, count, tokens)
         return SessionCounters(raw, int(participant_id), int(study_id), counters)
 
     def discard(self) -> None:
@@ -239,7 +239,7 @@ def send_counters(participant: Participant, now: dt.datetime) -> SendCounters:
     pipe.execute_command("MGET", *gate_keys(participant.pk, participant.study_id))
     _queue_rate_and_tokens(pipe, participant.pk, now)
     gate, count, _, tokens = pipe.execute()
-    return _send_counters(gate, count, tokens)
+    return _counters_from_replies(gate, count, tokens)
 
 
 def tokens_used_today(participant: Participant, now: dt.datetime) -> int:
