@@ -49,6 +49,16 @@ def _fresh_protocol_cache():
     _entries.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_send_cache():
+    """Chat sends keep conversation rows per process (chat.send_load.send_cache). A kept row
+    can store nothing on rows that changed (its fingerprint is checked), but a test that counts
+    a send's queries or steps should not depend on the sends of the tests before it."""
+    from studyplatform.chat.send_load import send_cache
+
+    send_cache.clear()
+
+
 # The examples' arms use models on the `openai` endpoint. Tests register it as an operator would,
 # but at a closed loopback port: whatever a test does, no model call leaves this machine.
 EXAMPLE_MODELS = ["gpt-4o-2024-05-13", "gpt-4.1-2025-04-14", "gpt-4o-2024-08-06"]

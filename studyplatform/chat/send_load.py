@@ -10,10 +10,19 @@ apply to it (the backend's, then the field's: datetimes on SQLite, JSON, encrypt
 the rows become model instances through Model.from_db, with the related objects cached as
 select_related caches them. A column added to one of these models is therefore read without
 any change here.
+
+On PostgreSQL the read's row is also kept in this process, by conversation id, with a
+fingerprint of everything in it that a send's checks depend on (send_cache below): the next
+send of that conversation builds its objects from the kept row instead of reading it again,
+and the statement that stores its message (message_record.insert_chained) stores it only if
+the fingerprint of the rows as they are then is still the same. So a kept row can never let
+anything be stored on data that has changed since; a changed fingerprint stores nothing and
+the send starts again from a fresh read.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from django.db import connection
@@ -43,10 +52,55 @@ class _Block:
     optional: bool  # reached through a nullable FK (LEFT JOIN): no row means None
 
 
-def _build(conn) -> tuple[str, tuple[_Block, ...]]:
+# The conversation columns a send changes itself (its new leaf, and when): left out of the
+# fingerprint, or every send would find the row changed by the one before it.
+_SEND_WRITES = ("active_leaf_id", "updated_at")
+
+
+def joins(conn) -> str:
+    """FROM the conversation JOIN the rest (aliases as in _TABLES): the read's and, with the
+    fingerprint, message_record's storing statement's."""
     quote = conn.ops.quote_name
     models = {alias: model for model, alias, _ in _TABLES}
-    columns, joins, blocks = [], [], []
+    joins = []
+    for model, alias, via in _TABLES:
+        table = quote(model._meta.db_table)
+        if via is None:
+            joins.append(f"FROM {table} {alias}")
+            continue
+        source, name = via
+        fk = models[source]._meta.get_field(name)
+        kind = "LEFT JOIN" if fk.null else "JOIN"
+        pk = quote(model._meta.pk.column)
+        joins.append(f"{kind} {table} {alias} ON {alias}.{pk} = {source}.{quote(fk.column)}")
+    return " ".join(joins)
+
+
+def fingerprint_sql(conn) -> str:
+    """An md5 over the rows the send's checks read (PostgreSQL): every column of the arm, the
+    participant and the study, the conversation's but the two a send writes, and the protocol
+    version's id and content hash (a version is immutable). The same expression in the read
+    and in the storing statement, on connections with the same settings (Django's: UTC), gives
+    the same text for the same values."""
+    quote = conn.ops.quote_name
+    parts = []
+    for model, alias, _ in _TABLES:
+        if model is ProtocolVersion:
+            names = ("id", "content_hash")
+        else:
+            names = tuple(
+                f.attname
+                for f in model._meta.concrete_fields
+                if not (model is Conversation and f.attname in _SEND_WRITES)
+            )
+        columns = [f"{alias}.{quote(model._meta.get_field(n).column)}" for n in names]
+        parts.append(f"ROW({', '.join(columns)})::text")
+    return f"md5({' || '.join(parts)})"
+
+
+def _build(conn) -> tuple[str, tuple[_Block, ...]]:
+    quote = conn.ops.quote_name
+    columns, blocks = [], []
     for model, alias, via in _TABLES:
         fields = model._meta.concrete_fields
         converters = []
@@ -56,17 +110,7 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
             if found:
                 converters.append((offset, tuple((c, col) for c in found)))
             columns.append(f"{alias}.{quote(field.column)}")
-        table = quote(model._meta.db_table)
-        optional = False
-        if via is None:
-            joins.append(f"FROM {table} {alias}")
-        else:
-            source, name = via
-            fk = models[source]._meta.get_field(name)
-            optional = fk.null
-            kind = "LEFT JOIN" if optional else "JOIN"
-            pk = quote(model._meta.pk.column)
-            joins.append(f"{kind} {table} {alias} ON {alias}.{pk} = {source}.{quote(fk.column)}")
+        optional = via is not None and _fk(via).null
         blocks.append(
             _Block(
                 model,
@@ -76,13 +120,67 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
                 optional,
             )
         )
+    if send_cache_available(conn):
+        columns.append(fingerprint_sql(conn))  # the row's last value
     # Only table and column names from the models' meta are formatted in; values are params.
-    where = "WHERE c.id = %s"
-    sql = f"SELECT {', '.join(columns)} {' '.join(joins)} {where}"
+    sql = f"SELECT {', '.join(columns)} {joins(conn)} WHERE c.id = %s"
     return sql, tuple(blocks)
 
 
+def _fk(via: tuple[str, str]):
+    source, name = via
+    model = next(m for m, alias, _ in _TABLES if alias == source)
+    return model._meta.get_field(name)
+
+
 _built: dict[str, tuple[str, tuple[_Block, ...]]] = {}
+
+
+def send_cache_available(conn=connection) -> bool:
+    """Whether sends keep the read's row (PostgreSQL: the fingerprint is checked by the storing
+    statement there; elsewhere every send reads the conversation)."""
+    return conn.vendor == "postgresql"
+
+
+class _SendCache:
+    """Conversation id -> (the read's row as the database returned it, its fingerprint), for
+    this process; at most MAX rows, the oldest dropped first. The row holds only immutable
+    values (numbers, strings, datetimes, None: JSON is still text), and every send builds its
+    own model instances from it, so no request can change what another one gets."""
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[tuple, str]] = {}
+        self._lock = threading.Lock()  # sync views run in more than one thread
+
+    def get(self, conversation_id: int) -> tuple[tuple, str] | None:
+        return self._rows.get(conversation_id)
+
+    def put(self, conversation_id: int, row: tuple, fingerprint: str) -> None:
+        with self._lock:
+            self._rows.pop(conversation_id, None)
+            while len(self._rows) >= self.MAX:
+                del self._rows[next(iter(self._rows))]
+            self._rows[conversation_id] = (row, fingerprint)
+
+    def forget(self, conversation_id: int) -> None:
+        with self._lock:
+            self._rows.pop(conversation_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
+send_cache = _SendCache()
+
+
+def _statement_and_blocks() -> tuple[str, tuple[_Block, ...]]:
+    built = _built.get(connection.vendor)
+    if built is None:
+        built = _built[connection.vendor] = _build(connection)
+    return built
 
 
 def conversation_for_send(conversation_id: int, participant_id: int | None) -> Conversation | None:
@@ -91,11 +189,9 @@ def conversation_for_send(conversation_id: int, participant_id: int | None) -> C
 
     participant_id None: the conversation whoever's it is, for a caller that reads it before it
     knows the session's participant and then compares conversation.participant_id itself (the
-    chat send, whose session is read from Redis at the same time)."""
-    built = _built.get(connection.vendor)
-    if built is None:
-        built = _built[connection.vendor] = _build(connection)
-    sql, blocks = built
+    chat send, whose session is read from Redis at the same time). The row is kept for the
+    next send (send_cache) where that is available."""
+    sql, blocks = _statement_and_blocks()
     params = [conversation_id]
     if participant_id is not None:
         sql += " AND c.participant_id = %s"
@@ -104,7 +200,28 @@ def conversation_for_send(conversation_id: int, participant_id: int | None) -> C
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
+        send_cache.forget(conversation_id)
         return None
+    if send_cache_available():
+        send_cache.put(conversation_id, row, row[-1])
+    return _objects(row, blocks)
+
+
+def kept_conversation_for_send(conversation_id: int) -> tuple[Conversation, str] | None:
+    """The conversation as conversation_for_send last read it in this process, and that row's
+    fingerprint (None when no row is kept): whoever's it is, and possibly out of date. Only a
+    statement that checks the fingerprint may store anything on it."""
+    if not send_cache_available():
+        return None
+    kept = send_cache.get(conversation_id)
+    if kept is None:
+        return None
+    row, fingerprint = kept
+    return _objects(row, _statement_and_blocks()[1]), fingerprint
+
+
+def _objects(row: tuple, blocks: tuple[_Block, ...]) -> Conversation:
+    """New model instances from a row of the read, related as select_related relates them."""
     objects = []
     for block in blocks:
         values = list(row[block.start : block.start + len(block.attnames)])

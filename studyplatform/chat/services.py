@@ -307,6 +307,13 @@ class SendResult:
     history: message_record.History | None = None
 
 
+class StaleConversation(Exception):
+    """The send was checked against a kept conversation row (send_load.send_cache) and cannot
+    be decided on it: its fingerprint no longer matches, or the answer would be a refusal or
+    would need the transaction (a safety alert to store with the message). Nothing was
+    stored; the caller reads the conversation again and sends again on the fresh row."""
+
+
 class ChatUnavailable(Exception):
     """A database or Redis outage stopped a send. `message` is the participant's message when it
     was committed before the failure (a retry with the same client request id then finds it and
@@ -327,13 +334,17 @@ def message_send(
     now: dt.datetime | None = None,
     voice: VoiceTurn | None = None,
     counters: SendCounters | None = None,
+    fingerprint: str | None = None,
 ) -> SendResult:
     """Store the participant's message (before any model call) and screen it for crisis language.
 
     The same `client_request_id` returns the already stored message, so a retried request never
     creates a second message or a second upstream call. A database or Redis outage raises
     ChatUnavailable, saying whether the message was stored. `counters`: the send's Redis reads
-    when the caller took them already, with the gate's (send_counters).
+    when the caller took them already, with the gate's (send_counters). `fingerprint`: the
+    conversation and its related objects are a kept row with this fingerprint
+    (send_load.kept_conversation_for_send): the message is stored only by the statement that
+    checks it, and anything else raises StaleConversation with nothing stored.
     """
     now = now or timezone.now()
     if conversation.participant_id != participant.pk:
@@ -349,6 +360,7 @@ def message_send(
             now=now,
             voice=voice,
             counters=counters,
+            fingerprint=fingerprint,
         )
     except (DatabaseError, RedisError) as exc:
         # Everything up to the commit failed or rolled back together: nothing is stored.
@@ -387,6 +399,7 @@ def _message_store(
     now: dt.datetime,
     voice: VoiceTurn | None = None,
     counters: SendCounters | None = None,
+    fingerprint: str | None = None,
 ) -> SendResult:
     # Idempotency costs nothing on the common path: no look-up before the INSERT, whose unique
     # key (conversation, client_request_id) refuses a repeat; only a refusal looks the stored
@@ -415,6 +428,8 @@ def _message_store(
         if _tokens_today(participant, now, tokens) >= limits["tokens_per_day"]:
             raise ChatError("daily_tokens")
     except ChatError:
+        if fingerprint is not None:
+            raise StaleConversation from None  # a refusal is decided on a fresh read
         existing = _stored_already(conversation, client_request_id)
         if existing is not None:
             return SendResult(existing, False, None)
@@ -442,11 +457,17 @@ def _message_store(
         ):
             # The screen found nothing to write: the message alone, in one statement.
             try:
-                record = message_record.insert_chained(message, now=now, study_id=study.pk)
+                record = message_record.insert_chained(
+                    message, now=now, study_id=study.pk, fingerprint=fingerprint
+                )
             except message_record.Withdrawn:
                 raise ChatError("withdrawn") from None
+            except message_record.Changed:
+                raise StaleConversation from None
             version_id, history = record.version_id, record.history
             crisis = None
+        elif fingerprint is not None:
+            raise StaleConversation  # the alert's transaction checks no fingerprint
         else:
             version_id = history = None
             with transaction.atomic():

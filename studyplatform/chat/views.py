@@ -42,11 +42,10 @@ from studyplatform.participants.session import (
 from studyplatform.safety.selectors import conversation_alerted_since
 from studyplatform.safety.services import crisis_resources_html
 
-from . import services, streaming
+from . import send_load, services, streaming
 from .importers import ImportFormatError, Limits
 from .importing import ImportRefused, chatgpt_import, chatgpt_import_refusal
 from .models import Conversation, Message
-from .send_load import conversation_for_send
 from .streaming import cancel_key, reply_events, sse
 from .voice import conversation_voice
 
@@ -304,7 +303,11 @@ def _send_input(request) -> _SendInput | JsonResponse:
 
 
 def _store(
-    request, participant, conversation, counters: services.SendCounters | None = None
+    request,
+    participant,
+    conversation,
+    counters: services.SendCounters | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[services.SendResult, dict] | JsonResponse:
     """Store the participant's message from the JSON request body (services.message_send) and
     describe it for the page, or say as JSON why not."""
@@ -319,6 +322,7 @@ def _store(
             client_request_id=sent.client_request_id,
             tz_offset_minutes=sent.tz_offset,
             counters=counters,
+            fingerprint=fingerprint,
         )
     except services.ChatError as exc:
         return refusal_response(exc)
@@ -392,7 +396,12 @@ def _send_reads(request, conversation_id: int):
     the gate's tokens and the send's counters in one Redis round trip, begun before that query
     and read after it, so that the two overlap (each was ~0.4 ms of the send on a mostly idle
     server). Returns (conversation or None when it is not the session participant's, the
-    SendCounters or None).
+    SendCounters or None, the kept row's fingerprint or None).
+
+    The conversation is the row this process kept from its last read when there is one
+    (send_load.send_cache): no query at all, and the fingerprint goes with it to the statement
+    that stores the message, which stores nothing if the rows have changed since
+    (_reply_prepare_steps then reads them again).
 
     Only when the conversation is None does the gate load the participant itself, to tell
     "sign in again" or "withdrawn" from "no such conversation". A Redis failure is met again
@@ -405,14 +414,17 @@ def _send_reads(request, conversation_id: int):
     if copy_key is not None:
         with contextlib.suppress(RedisError):
             pending = services.session_counters_begin(copy_key, now)
+    fingerprint = None
     try:
         # Read before the session is (a cookie without a session reads nothing): whoever's it
         # is, compared with the session's participant below.
-        conversation = (
-            conversation_for_send(conversation_id, None)
-            if session.session_key is not None
-            else None
-        )
+        conversation = None
+        if session.session_key is not None:
+            kept = send_load.kept_conversation_for_send(conversation_id)
+            if kept is not None:
+                conversation, fingerprint = kept
+            else:
+                conversation = send_load.conversation_for_send(conversation_id, None)
     except BaseException:
         if pending is not None:
             pending.discard()
@@ -425,9 +437,9 @@ def _send_reads(request, conversation_id: int):
             session.take_copy(read.session_copy)
     session_participant = session.get(SESSION_KEY)
     if not isinstance(session_participant, int) or conversation is None:
-        return None, None
+        return None, None, None
     if conversation.participant_id != session_participant:
-        return None, None  # not theirs: the same answer as no such conversation
+        return None, None, None  # not theirs: the same answer as no such conversation
     counters = read.counters if read is not None else None
     if counters is not None and read.participant_id != session_participant:
         counters = None  # a session the script read differently: read them again below
@@ -438,24 +450,50 @@ def _send_reads(request, conversation_id: int):
     if counters is None:
         with contextlib.suppress(RedisError):
             counters = services.send_counters(conversation.participant, now)
-    return conversation, counters
+    return conversation, counters, fingerprint
+
+
+class _Reread(Exception):
+    """The send was checked against a kept row and must be decided again on a fresh read."""
 
 
 def _reply_prepare_steps(request, conversation_id: int, committed: list[Message]):
-    conversation, counters = _send_reads(request, conversation_id)
+    conversation, counters, fingerprint = _send_reads(request, conversation_id)
+    if fingerprint is not None:
+        try:
+            return _reply_prepare_on(request, conversation, counters, fingerprint, committed)
+        except _Reread:
+            # Nothing was stored; the send's counters were taken once and stay as they are.
+            send_load.send_cache.forget(conversation_id)
+            conversation = send_load.conversation_for_send(
+                conversation_id, request.session.get(SESSION_KEY)
+            )
+    return _reply_prepare_on(request, conversation, counters, None, committed)
+
+
+def _reply_prepare_on(request, conversation, counters, fingerprint, committed: list[Message]):
+    """The gate, the checks and the store on `conversation`; with the kept row's `fingerprint`,
+    anything but a stored message raises _Reread (a refusal is only ever given on fresh rows)."""
     participant, elsewhere = participant_gate(
         request,
         participant=conversation.participant if conversation is not None else None,
         gate_tokens=counters.gate_tokens if counters is not None else None,
     )
     if participant is None:
+        if fingerprint is not None:
+            raise _Reread
         return JsonResponse(
             {"error": _("Please sign in again to continue."), "redirect": elsewhere}, status=403
         )
     if conversation is None:
         return JsonResponse({"error": str(ERRORS["not_found"])}, status=404)
-    stored = _store(request, participant, conversation, counters)
+    try:
+        stored = _store(request, participant, conversation, counters, fingerprint)
+    except services.StaleConversation:
+        raise _Reread from None
     if isinstance(stored, JsonResponse):
+        if fingerprint is not None and stored.status_code != 400:
+            raise _Reread  # a refusal on the kept row (400: the request's own body)
         return stored
     result, body = stored
     if not result.created:

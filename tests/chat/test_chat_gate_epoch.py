@@ -281,12 +281,14 @@ def test_the_gate_keeps_the_participants_study_in_the_session(client, me, warm):
 def test_the_send_begins_its_redis_read_before_it_reads_the_conversation(
     client, me, warm, monkeypatch
 ):
-    # given: a warm session, and a record of the send's steps
-    from studyplatform.chat import views
+    # given: a warm session, a conversation this process keeps no row of, and a record of
+    # the send's steps
+    from studyplatform.chat import send_load
 
+    send_load.send_cache.clear()
     steps: list[str] = []
     begin, read = services.session_counters_begin, services.PendingSessionCounters.result
-    load = views.conversation_for_send
+    load = send_load.conversation_for_send
 
     def begun(*args):
         pending = begin(*args)
@@ -303,7 +305,7 @@ def test_the_send_begins_its_redis_read_before_it_reads_the_conversation(
 
     monkeypatch.setattr(services, "session_counters_begin", begun)
     monkeypatch.setattr(services.PendingSessionCounters, "result", result)
-    monkeypatch.setattr(views, "conversation_for_send", conversation)
+    monkeypatch.setattr(send_load, "conversation_for_send", conversation)
     # when
     response = reply(client, warm, "second")
     # then: Redis had the commands while the database read the conversation
@@ -346,8 +348,9 @@ def test_a_failed_conversation_read_drops_the_redis_replies_it_did_not_read(
     # given: a database that fails the conversation's read
     from django.db import OperationalError
 
-    from studyplatform.chat import views
+    from studyplatform.chat import send_load
 
+    send_load.send_cache.clear()
     dropped: list[bool] = []
     discard = services.PendingSessionCounters.discard
 
@@ -359,7 +362,7 @@ def test_a_failed_conversation_read_drops_the_redis_replies_it_did_not_read(
         raise OperationalError("the database went away")
 
     monkeypatch.setattr(services.PendingSessionCounters, "discard", noting)
-    monkeypatch.setattr(views, "conversation_for_send", failing)
+    monkeypatch.setattr(send_load, "conversation_for_send", failing)
     # when
     response = reply(client, warm, "second")
     # then: 503 "not stored", the unread replies were dropped, and Redis still answers
