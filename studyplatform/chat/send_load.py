@@ -200,7 +200,8 @@ def conversation_for_send(conversation_id: int, participant_id: int | None) -> C
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
-        send_cache.forget(conversation_id)
+        if participant_id is None:
+            send_cache.forget(conversation_id)  # gone (someone else's is no reason to forget)
         return None
     if send_cache_available():
         send_cache.put(conversation_id, row, row[-1])

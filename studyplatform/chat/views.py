@@ -212,7 +212,12 @@ def _message_view(m: Message, siblings: dict[int, list[int]]) -> dict:
 @participant_required
 def conversation_detail(request, conversation_id: int):
     participant = request.participant
-    conversation = _own_conversation(participant, conversation_id)
+    # The send's own read (the conversation with its arm, participant and study), so that this
+    # process keeps the row and the participant's first send here reads nothing before it
+    # stores (send_load.send_cache).
+    conversation = send_load.conversation_for_send(conversation_id, participant.pk)
+    if conversation is None:
+        raise Http404
     path = services.branch_path(conversation.active_leaf)
     siblings: dict[int, list[int]] = {}
     for mid, parent in (

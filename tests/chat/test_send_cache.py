@@ -78,6 +78,26 @@ def test_without_a_kept_row_the_send_reads_the_conversation_and_keeps_it(client,
     assert kept_fingerprint(warm) == fresh_fingerprint(warm)
 
 
+def test_opening_the_chat_page_keeps_the_row_for_the_first_send(client, me, upstream):
+    # given: a new conversation whose page the participant opens
+    conversation = services.conversation_create(participant=me)
+    assert client.get(f"/p/chat/c/{conversation.pk}/").status_code == 200
+    assert kept_fingerprint(conversation) == fresh_fingerprint(conversation)
+    # when: the first send
+    with CaptureQueriesContext(connection) as queries:
+        response = reply(client, conversation, "hello")
+        events = consume(response)
+    # then: it read no conversation
+    assert events[-1][0] == "done"
+    assert conversation_reads(queries) == []
+
+
+def test_someone_elses_chat_page_is_not_found_and_keeps_nothing(client, me, chat_study, enroll):
+    theirs = services.conversation_create(participant=enroll(chat_study))
+    assert client.get(f"/p/chat/c/{theirs.pk}/").status_code == 404
+    assert kept_fingerprint(theirs) is None
+
+
 def test_each_send_gets_its_own_objects_from_the_kept_row(me, warm):
     # given: two sends' objects from the same kept row
     first, _ = send_load.kept_conversation_for_send(warm.pk)
