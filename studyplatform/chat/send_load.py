@@ -148,7 +148,7 @@ class _SendCache:
     values (numbers, strings, datetimes, None: JSON is still text), and every send builds its
     own model instances from it, so no request can change what another one gets."""
 
-    MAX = 4096
+    MAX = 4096  # a row is ~2-3 KB besides its protocol version's columns, which rows share
 
     def __init__(self) -> None:
         self._rows: dict[int, tuple[tuple, str]] = {}
@@ -204,8 +204,28 @@ def conversation_for_send(conversation_id: int, participant_id: int | None) -> C
             send_cache.forget(conversation_id)  # gone (someone else's is no reason to forget)
         return None
     if send_cache_available():
-        send_cache.put(conversation_id, row, row[-1])
+        send_cache.put(conversation_id, _sharing_the_version(row, blocks[-1]), row[-1])
     return _objects(row, blocks)
+
+
+# Protocol version id -> that version's columns as read: rows kept for conversations of the same
+# version share one copy of its document (~10 KB each; a version is immutable).
+_versions: dict[int, tuple] = {}
+_VERSIONS_MAX = 256
+
+
+def _sharing_the_version(row: tuple, block: _Block) -> tuple:
+    end = block.start + len(block.attnames)
+    columns = row[block.start : end]
+    version_id = columns[block.attnames.index("id")]
+    if version_id is None:
+        return row
+    shared = _versions.get(version_id)
+    if shared != columns:  # not seen yet (or, impossibly, changed: the new one is kept)
+        if len(_versions) >= _VERSIONS_MAX:
+            _versions.clear()
+        _versions[version_id] = shared = columns
+    return row[: block.start] + shared + row[end:]
 
 
 def kept_conversation_for_send(conversation_id: int) -> tuple[Conversation, str] | None:

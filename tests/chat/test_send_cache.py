@@ -266,6 +266,22 @@ def test_someone_elses_kept_conversation_is_not_found(client, me, warm, chat_stu
     assert Message.objects.filter(conversation=theirs).count() == 0
 
 
+def test_kept_rows_of_one_protocol_version_share_its_document(me, warm):
+    # given: two conversations of the same study version, each read for a send
+    other = services.conversation_create(participant=me)
+    send_load.conversation_for_send(warm.pk, None)
+    send_load.conversation_for_send(other.pk, None)
+    (first, _), (second, _) = send_load.send_cache.get(warm.pk), send_load.send_cache.get(other.pk)
+    # then: one copy of the document; the objects built from each are still their own
+    block = send_load._statement_and_blocks()[1][-1]
+    content = block.start + block.attnames.index("content")
+    assert first[content] is second[content]
+    one, _ = send_load.kept_conversation_for_send(warm.pk)
+    two, _ = send_load.kept_conversation_for_send(other.pk)
+    assert one.participant.study.protocol == two.participant.study.protocol
+    assert one.participant.study.protocol is not two.participant.study.protocol
+
+
 def test_the_cache_keeps_at_most_max_rows_dropping_the_oldest(monkeypatch):
     cache = send_load._SendCache()
     monkeypatch.setattr(send_load._SendCache, "MAX", 2)
