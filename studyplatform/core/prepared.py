@@ -4,7 +4,9 @@ Django's psycopg cursors bind parameters on the client: every statement reaches 
 new text, which it parses and plans again. For the chat send's statements that planning is
 most of their server time (EXPLAIN ANALYZE of the conversation read: 0.21-0.26 ms planning
 against 0.04-0.08 ms executing). A server-binding cursor sends the SQL once as a named
-prepared statement per pooled connection and afterwards only its parameters.
+prepared statement per pooled connection and afterwards only its parameters. Settings start
+each connection with plan_cache_mode=force_generic_plan (DB_GENERIC_PLANS), so the server plans
+it then too, once, rather than for each of its first five executions' values.
 
 Only code that asks for `prepared_cursor()` gets one; every other query keeps Django's
 client-side binding, whose cursors psycopg never prepares. Its statements must type their

@@ -40,6 +40,23 @@ def test_a_statement_is_prepared_at_its_first_execution_and_reused():
 
 
 @postgresql_only
+def test_a_prepared_statement_gets_its_generic_plan_from_its_first_execution():
+    # PostgreSQL's default plans a prepared statement's first five executions for their
+    # values (~1.2 ms each for the storing statement); settings ask for the generic plan
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone() == ("force_generic_plan",)
+    with prepared.prepared_cursor() as cursor:
+        cursor.execute(SQL, [41, "x"])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE 'SELECT $1 + 1%%'"
+        )
+        assert cursor.fetchall() == [(1, 0)]
+
+
+@postgresql_only
 def test_ordinary_cursors_still_prepare_nothing():
     before = prepared_names()
     with connection.cursor() as cursor:

@@ -66,7 +66,9 @@ def database_settings(**env) -> str:
             "-c",
             "import django; django.setup(); from django.conf import settings as s; "
             "d = s.DATABASES['default']; "
-            "print(d['CONN_MAX_AGE'], d.get('OPTIONS', {}).get('prepare_threshold'))",
+            "o = d.get('OPTIONS', {}); "
+            "print(d['CONN_MAX_AGE'], o.get('prepare_threshold'), "
+            "repr(o['options']) if 'options' in o else '')",
         ],
         cwd=ROOT,
         env={
@@ -91,5 +93,18 @@ def test_sqlite_keeps_a_threads_connection_between_requests_by_default(tmp_path)
 
 def test_postgresql_pools_its_connections_and_prepares_the_chat_statements():
     url = "postgres://u:p@127.0.0.1:5432/db"
-    assert database_settings(DATABASE_URL=url) == "0 0"
+    generic = "'-c plan_cache_mode=force_generic_plan'"
+    assert database_settings(DATABASE_URL=url) == f"0 0 {generic}"
     assert database_settings(DATABASE_URL=url, DB_PREPARED_STATEMENTS="false") == "0 None"
+
+
+def test_prepared_statements_are_planned_generically_unless_switched_off():
+    # the URL's own startup options are kept, and one naming plan_cache_mode wins
+    url = "postgres://u:p@127.0.0.1:5432/db"
+    assert database_settings(DATABASE_URL=url, DB_GENERIC_PLANS="false") == "0 0"
+    search_path = url + "?options=-c%20search_path%3Dstudy"
+    assert database_settings(DATABASE_URL=search_path) == (
+        "0 0 '-c search_path=study -c plan_cache_mode=force_generic_plan'"
+    )
+    chosen = url + "?options=-c%20plan_cache_mode%3Dauto"
+    assert database_settings(DATABASE_URL=chosen) == "0 0 '-c plan_cache_mode=auto'"
