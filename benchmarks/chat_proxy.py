@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/chat_proxy.py [--database-url postgresql://u:pw@127.0.0.1:5432/postgres]
         [--workers 2] [--rates 5,10,20,40] [--duration 30] [--tokens 40] [--delay-ms 20]
-        [--burst 50] [--burst-rounds 3] [--participants N] [--seed 1]
+        [--burst 50] [--burst-rounds 3] [--participants N] [--seed 1] [--slice 5]
 
 What it answers: how much time-to-first-token (TTFT) and CPU the platform adds on top of the
 model server when new messages arrive at a given rate, compared in the same run with the
@@ -39,8 +39,11 @@ needs ~40 sends before its sends take their steady time (measured in-process: ~8
 request to response start over the first 20 sends, ~5.3 ms from the 40th on; a first rate of
 5/s after the earlier 3 s warm-up at 5/s measured that start-up, 8.0 ms against 6.2 and 6.0 ms
 at 6/s and 5.5/s right after it), and autovacuum analyzing the freshly seeded tables would
-otherwise run during the first phases. After the rates, --burst-rounds bursts of
---burst requests sent in the same instant (asyncio.gather), per kind.
+otherwise run during the first phases. Within a rate the three kinds take turns of at most
+--slice seconds (default 5) until each has had --duration seconds, each kind first in turn and
+the servers left to go idle after every turn, so that the machine's speed drifting during a run
+weighs on the three alike (--slice 0: one turn each, the whole duration). After the rates,
+--burst-rounds bursts of --burst requests sent in the same instant (asyncio.gather), per kind.
 
 Figures:
 - TTFT: request start to the first chunk with text (direct and relay: the OpenAI SSE chunk;
@@ -740,8 +743,28 @@ def rate_line(rate: float, phases: dict[str, Phase]) -> str:
     )
 
 
+def joined(parts: list[Phase], label: str) -> Phase:
+    """One kind's slices of a rate as one phase: their requests, wall time and CPU together."""
+    first = parts[0]
+    return Phase(
+        first.kind,
+        label,
+        first.rate,
+        sum(p.wall for p in parts),
+        [s for p in parts for s in p.samples],
+        {name: sum(p.cpu[name] for p in parts) for name in first.cpu},
+        sum(p.shared for p in parts),
+    )
+
+
 async def run_load(
-    load: Load, *, rates: list[float], duration_s: float, burst: int, burst_rounds: int
+    load: Load,
+    *,
+    rates: list[float],
+    duration_s: float,
+    slice_s: float,
+    burst: int,
+    burst_rounds: int,
 ) -> Results:
     results = Results()
     async with load:
@@ -751,15 +774,22 @@ async def run_load(
         print("  warm-up done", flush=True)
         await load.settle()
         for rate in rates:
-            phases: dict[str, Phase] = {}
-            for kind in KINDS:
-                phases[kind] = await load.open_loop(kind, rate, duration_s, f"rate {rate:g}")
-                # Let after-the-reply work (on-commit tasks, abandoned requests) finish outside
-                # the next phase's window.
-                if not await load.settle():
-                    results.unsettled.append(phases[kind].label + " " + kind)
-            results.rates[rate] = phases
-            print(rate_line(rate, phases), flush=True)
+            # The kinds take turns in slices of the rate's duration, each kind first in turn,
+            # so that the machine's speed drifting over the minutes of a run (the relay's own
+            # p50 moved by a third between neighbouring phases) weighs on all three alike.
+            count = max(1, math.ceil(duration_s / slice_s)) if slice_s > 0 else 1
+            parts: dict[str, list[Phase]] = {kind: [] for kind in KINDS}
+            for number in range(count):
+                turn = number % len(KINDS)
+                for kind in KINDS[turn:] + KINDS[:turn]:
+                    label = f"rate {rate:g}" + (f" slice {number + 1}" if count > 1 else "")
+                    parts[kind].append(await load.open_loop(kind, rate, duration_s / count, label))
+                    # Let after-the-reply work (on-commit tasks, abandoned requests) finish
+                    # outside the next slice's window.
+                    if not await load.settle():
+                        results.unsettled.append(f"{label} {kind}")
+            results.rates[rate] = {kind: joined(parts[kind], f"rate {rate:g}") for kind in KINDS}
+            print(rate_line(rate, results.rates[rate]), flush=True)
         for number in range(1, burst_rounds + 1):
             for kind in KINDS:
                 results.bursts[kind].append(await load.burst(kind, burst, f"burst {number}"))
@@ -984,6 +1014,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of arrivals per kind and rate (default 30)",
     )
     parser.add_argument(
+        "--slice",
+        type=float,
+        default=5.0,
+        help="seconds of one kind's turn: each rate's duration is split into turns that the "
+        "direct, relay and platform kinds take in rotation (default 5; 0: one turn each)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=2,
@@ -1012,6 +1049,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("duration", "workers", "tokens", "burst", "burst_rounds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.slice < 0 or 0 < args.slice < 1:
+        parser.error("--slice must be 0 (one turn per kind and rate) or at least 1 second")
     if args.duration > 600 or args.workers > 16 or args.burst > 1000 or args.burst_rounds > 20:
         parser.error("--duration <= 600, --workers <= 16, --burst <= 1000, --burst-rounds <= 20")
     if not args.participants:
@@ -1138,6 +1177,7 @@ def main(argv: list[str] | None = None) -> int:
                 load,
                 rates=rates,
                 duration_s=args.duration,
+                slice_s=args.slice,
                 burst=args.burst,
                 burst_rounds=args.burst_rounds,
             )

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from io import StringIO
-from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "analysis_validity.py"
+from tests.support.benchmark_module import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    # benchmarks/ is not a package; registered under its name so worker processes can
-    # unpickle the tasks that refer to it.
-    spec = importlib.util.spec_from_file_location("analysis_validity", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["analysis_validity"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["analysis_validity"]
+    # Registered under its name so worker processes can unpickle the tasks that refer to it.
+    with benchmark_module("analysis_validity.py", "analysis_validity") as module:
+        yield module
 
 
 LINE = re.compile(
