@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from studyplatform.chat.models import Conversation
 from surveys.models import TaskAssignment
+from tests.browser.conftest import eventually
 from tests.factories import launch_study
 from tests.support.fake_upstream import FakeUpstream
 
@@ -81,6 +82,9 @@ def test_the_participant_starts_a_conversation_from_todays_task(
     page.get_by_role("textbox", name="Sua mensagem").fill("Sou grata pela minha irmã")
     page.get_by_role("button", name="Enviar").click()
     page.get_by_text("Que bom ouvir isso!").wait_for()
+    # The reply is complete once the page has reloaded with it (server-rendered replies carry
+    # data-id; the newest has the regenerate button).
+    page.locator(".msg.assistant[data-id]").first.locator("button.regenerate").wait_for()
     page.wait_for_load_state("load")
     page.screenshot(
         path=str(artifacts / "chat-daily-task-pt-br.png"), full_page=True, timeout=60_000
@@ -92,7 +96,16 @@ def test_the_participant_starts_a_conversation_from_todays_task(
     assert TASK["pt-br"] in system
     assert body["messages"][-1] == {"role": "user", "content": "Sou grata pela minha irmã"}
     # the log: shown, a conversation opened from it, and a message after it
-    conversation = Conversation.objects.get(participant=participant)
-    row = TaskAssignment.objects.get(participant=participant)
-    assert row.task_key == "grateful" and row.conversation_id == conversation.pk
-    assert row.first_message is not None and row.first_message.conversation_id == conversation.pk
+    # (read through eventually(): on SQLite the server's thread may still hold the chat
+    # tables' write lock for the reply's last write)
+    conversation = eventually(lambda: Conversation.objects.filter(participant=participant).first())
+    row = eventually(
+        lambda: (
+            TaskAssignment.objects.select_related("first_message")
+            .filter(participant=participant, first_message__isnull=False)
+            .first()
+        )
+    )
+    assert row is not None and row.task_key == "grateful"
+    assert row.conversation_id == conversation.pk
+    assert row.first_message.conversation_id == conversation.pk
