@@ -65,7 +65,7 @@ def test_an_internal_failure_mid_reply_keeps_the_words_and_offers_retry(
     page.get_by_text("Algo deu errado do nosso lado e a resposta parou.").wait_for()
     kept = streaming.text_content()
     assert len(kept.split()) > 3
-    reply = Message.objects.get(role="assistant")
+    reply = eventually(lambda: Message.objects.get(role="assistant"))
     assert (reply.status, reply.error_code) == ("error", "internal_redis")
     assert reply.content.split()[:3] == kept.split()[:3]
 

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from studyplatform.chat.models import Conversation, Message
 from studyplatform.safety.models import SafetyAlert
+from tests.browser.conftest import eventually
 from tests.factories import launch_study
 from tests.support.fake_upstream import FakeUpstream
 
@@ -73,7 +74,7 @@ def test_chat_journey(
     )
     page.get_by_role("button", name="Parar").click()
     page.get_by_text("Interrompida.").wait_for()
-    stopped = Message.objects.get(role="assistant")
+    stopped = eventually(lambda: Message.objects.get(role="assistant"))
     assert stopped.status == "cancelled" and 0 < len(stopped.content.split()) < 60
 
     # regenerate: a second version, kept as a sibling
@@ -102,7 +103,13 @@ def test_chat_journey(
     with page.expect_navigation():
         page.get_by_role("button", name="Enviar").click()
     page.get_by_text("Continuando a conversa importada.").wait_for()
-    continued = Message.objects.filter(conversation=target, role="user", imported=False).get()
+    continued = eventually(
+        lambda: (
+            Message.objects.select_related("parent")
+            .filter(conversation=target, role="user", imported=False)
+            .get()
+        )
+    )
     assert continued.parent is not None and continued.parent.imported
 
     # a crisis phrase in Portuguese shows the study's crisis resources at once

@@ -175,6 +175,8 @@ def test_voice_journey(
     page.get_by_role("button", name="Send").click()
     page.get_by_text("Now I am typing").wait_for()
     expect(page.locator(".msg.assistant")).to_have_count(3)
-    typed = Message.objects.filter(role="user").order_by("created_at", "pk").last()
+    typed = eventually(
+        lambda: Message.objects.filter(role="user").order_by("created_at", "pk").last()
+    )
     assert typed.content == "Now I am typing"  # the text is encrypted at rest: read, not queried
     assert typed.modality == "text" and typed.audio_ms is None
