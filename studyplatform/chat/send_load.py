@@ -25,8 +25,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import connection, models
 
+from studyplatform.core.fields import EncryptedTextField
 from studyplatform.core.prepared import prepared_cursor
 from studyplatform.participants.models import Participant
 from studyplatform.studies.models import Arm, ProtocolVersion, Study
@@ -48,7 +49,12 @@ class _Block:
     model: type
     start: int
     attnames: tuple[str, ...]
-    converters: tuple[tuple[int, tuple], ...]  # (offset in block, (converter, expression)...)
+    # (offset in block, ((converter, expression), ...)), in two groups: columns whose Python
+    # values are immutable (text, numbers, datetimes; a decrypted title), converted once when
+    # a row is kept, and the rest (JSON: dicts and lists a request may change), converted for
+    # every send's own instances.
+    converters_once: tuple[tuple[int, tuple], ...]
+    converters_each: tuple[tuple[int, tuple], ...]
     optional: bool  # reached through a nullable FK (LEFT JOIN): no row means None
 
 
@@ -103,12 +109,13 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
     columns, blocks = [], []
     for model, alias, via in _TABLES:
         fields = model._meta.concrete_fields
-        converters = []
+        once, each = [], []
         for offset, field in enumerate(fields):
             col = field.get_col(alias)
             found = [*conn.ops.get_db_converters(col), *col.get_db_converters(conn)]
             if found:
-                converters.append((offset, tuple((c, col) for c in found)))
+                group = once if _immutable_values(field) else each
+                group.append((offset, tuple((c, col) for c in found)))
             columns.append(f"{alias}.{quote(field.column)}")
         optional = via is not None and _fk(via).null
         blocks.append(
@@ -116,7 +123,8 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
                 model,
                 len(columns) - len(fields),
                 tuple(f.attname for f in fields),
-                tuple(converters),
+                tuple(once),
+                tuple(each),
                 optional,
             )
         )
@@ -125,6 +133,18 @@ def _build(conn) -> tuple[str, tuple[_Block, ...]]:
     # Only table and column names from the models' meta are formatted in; values are params.
     sql = f"SELECT {', '.join(columns)} {joins(conn)} WHERE c.id = %s"
     return sql, tuple(blocks)
+
+
+def _immutable_values(field) -> bool:
+    """Whether the field's Python values are immutable, so that a kept row may hold them
+    converted: encrypted text (a str; decrypting the conversation's title was ~20 us of every
+    kept send, more on a cold CPU) and Django's own scalar fields. JSON (and any field not
+    known here) is converted for each send, whose instances may be changed by its request."""
+    if isinstance(field, EncryptedTextField):
+        return True
+    return type(field).__module__ == "django.db.models.fields" and not isinstance(
+        field, models.BinaryField
+    )
 
 
 def _fk(via: tuple[str, str]):
@@ -143,10 +163,10 @@ def send_cache_available(conn=connection) -> bool:
 
 
 class _SendCache:
-    """Conversation id -> (the read's row as the database returned it, its fingerprint), for
-    this process; at most MAX rows, the oldest dropped first. The row holds only immutable
-    values (numbers, strings, datetimes, None: JSON is still text), and every send builds its
-    own model instances from it, so no request can change what another one gets."""
+    """Conversation id -> (the read's row, its fingerprint), for this process; at most MAX
+    rows, the oldest dropped first. The row holds only immutable values (numbers, strings,
+    datetimes, None; encrypted text decrypted, JSON still text), and every send builds its own
+    model instances from it, so no request can change what another one gets."""
 
     MAX = 4096  # a row is ~2-3 KB besides its protocol version's columns, which rows share
 
@@ -203,6 +223,7 @@ def conversation_for_send(conversation_id: int, participant_id: int | None) -> C
         if participant_id is None:
             send_cache.forget(conversation_id)  # gone (someone else's is no reason to forget)
         return None
+    row = _converted_once(row, blocks)
     if send_cache_available():
         send_cache.put(conversation_id, _sharing_the_version(row, blocks[-1]), row[-1])
     return _objects(row, blocks)
@@ -241,12 +262,25 @@ def kept_conversation_for_send(conversation_id: int) -> tuple[Conversation, str]
     return _objects(row, _statement_and_blocks()[1]), fingerprint
 
 
+def _converted_once(row: tuple, blocks: tuple[_Block, ...]) -> tuple:
+    """The read's row with its immutable values converted (_Block.converters_once): what a
+    kept row holds, and what _objects takes."""
+    values = list(row)
+    for block in blocks:
+        for offset, chain in block.converters_once:
+            at = block.start + offset
+            for converter, expression in chain:
+                values[at] = converter(values[at], expression, connection)
+    return tuple(values)
+
+
 def _objects(row: tuple, blocks: tuple[_Block, ...]) -> Conversation:
-    """New model instances from a row of the read, related as select_related relates them."""
+    """New model instances from a row of the read (its immutable values already converted,
+    _converted_once), related as select_related relates them."""
     objects = []
     for block in blocks:
         values = list(row[block.start : block.start + len(block.attnames)])
-        for offset, chain in block.converters:
+        for offset, chain in block.converters_each:
             for converter, expression in chain:
                 values[offset] = converter(values[offset], expression, connection)
         if block.optional and values[block.attnames.index(block.model._meta.pk.attname)] is None:

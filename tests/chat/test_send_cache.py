@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from studyplatform.chat import message_record, send_load, services
 from studyplatform.chat.models import Conversation, Message
+from studyplatform.core import fields as core_fields
 from studyplatform.participants.models import Participant
 from studyplatform.safety.models import SafetyAlert
 from studyplatform.studies.models import Arm, Study
@@ -115,6 +116,28 @@ def test_each_send_gets_its_own_objects_from_the_kept_row(me, warm):
         assert other.arm.parameters.get("temperature") != 99
         assert other.title != "changed"
     assert first.participant is not second.participant
+
+
+def test_a_kept_row_is_decrypted_once_and_its_json_parsed_for_each_send(me, warm, monkeypatch):
+    # given: the conversation has a title (encrypted at rest) and its row is read and kept
+    Conversation.objects.filter(pk=warm.pk).update(title="Tuesday")
+    send_load.send_cache.clear()
+    assert send_load.conversation_for_send(warm.pk, None).title == "Tuesday"
+    decrypted = []
+    real_decrypt = core_fields.decrypt_str
+    monkeypatch.setattr(
+        core_fields, "decrypt_str", lambda token: decrypted.append(token) or real_decrypt(token)
+    )
+    # when: two sends build their objects from the kept row
+    one, _ = send_load.kept_conversation_for_send(warm.pk)
+    two, _ = send_load.kept_conversation_for_send(warm.pk)
+    # then: the title is the kept plain text, decrypted no more; the protocol's JSON is each
+    # send's own
+    assert one.title == two.title == "Tuesday"
+    assert decrypted == []
+    one_content = one.participant.study.current_version.content
+    assert one_content == two.participant.study.current_version.content
+    assert one_content is not two.participant.study.current_version.content
 
 
 @pytest.mark.parametrize(
