@@ -482,6 +482,16 @@ ENROLLMENT_CLIENT_LIMIT = env.int("ENROLLMENT_CLIENT_LIMIT", default=20)  # cons
 PARTICIPANT_SESSION_AGE_S = env.int("PARTICIPANT_SESSION_AGE_S", default=60 * 60 * 24 * 30)
 LLM_FIRST_TOKEN_DEADLINE_S = env.float("LLM_FIRST_TOKEN_DEADLINE_S", default=30.0)
 CHAT_IMPORT_MAX_BYTES = env.int("CHAT_IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
+# Each web process keeps the conversation texts it decrypted for model requests (by encrypted
+# token; chat.services.build_request): at most this many million characters of tokens and
+# texts, an entry unused for CHAT_HISTORY_CACHE_IDLE_S dropped. 0 keeps none (every send
+# decrypts the whole history again).
+CHAT_HISTORY_CACHE_MCHARS = env.int("CHAT_HISTORY_CACHE_MCHARS", default=16)
+CHAT_HISTORY_CACHE_IDLE_S = env.int("CHAT_HISTORY_CACHE_IDLE_S", default=15 * 60)
+if CHAT_HISTORY_CACHE_MCHARS < 0 or CHAT_HISTORY_CACHE_IDLE_S < 0:
+    raise ImproperlyConfigured(
+        "CHAT_HISTORY_CACHE_MCHARS and CHAT_HISTORY_CACHE_IDLE_S must be 0 or more."
+    )
 # Optional moderation for chat safety (protocol safety.detector.moderation: true): a registered
 # OpenAI-compatible endpoint, by name.
 if env.str("MODERATION_BASE_URL", default="") or env.str("MODERATION_API_KEY_ENV", default=""):

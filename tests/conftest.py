@@ -55,8 +55,10 @@ def _fresh_send_cache():
     can store nothing on rows that changed (its fingerprint is checked), but a test that counts
     a send's queries or steps should not depend on the sends of the tests before it."""
     from studyplatform.chat.send_load import send_cache
+    from studyplatform.chat.services import history_texts
 
     send_cache.clear()
+    history_texts().clear()
 
 
 # The examples' arms use models on the `openai` endpoint. Tests register it as an operator would,

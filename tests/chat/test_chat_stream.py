@@ -156,14 +156,15 @@ def test_building_the_request_decrypts_only_the_turns_it_sends(
     m = answered_beyond_the_budget(participant, conversation)
     run_reply(m.pk)  # a retry: the first reply to message 5 is now on another branch
     last = send(participant, conversation, "[[reply: ok]] last")
-    # when: the model request is built, counting decryptions
+    # when: the model request is built by a process that decrypted nothing before (its kept
+    # texts cleared), counting decryptions
     from studyplatform.core import fields
 
+    services.history_texts().clear()
     decrypted = []
     real = fields.decrypt_str
     counting = lambda t: decrypted.append(t) or real(t)  # noqa: E731
-    monkeypatch.setattr(fields, "decrypt_str", counting)  # model fields' converter
-    monkeypatch.setattr(services, "decrypt_str", counting)
+    monkeypatch.setattr(fields, "decrypt_str", counting)
     request = services.build_request(
         user_message=last, arm=participant.allocation.arm, participant=participant
     )
