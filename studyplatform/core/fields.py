@@ -55,8 +55,9 @@ class DecryptedTexts:
     the same text: an edited or deleted text is a new token (or none) and is never answered
     from here. Bounded twice: at most `max_chars` characters of tokens and texts together (the
     least recently used dropped first; 0 keeps nothing), and an entry unused for `max_age_s` is
-    dropped at the next lookup, so the text of a conversation nobody is sending to does not
-    stay in this process's memory for long. Safe to share between threads."""
+    dropped at the next lookup of any token, so in a process that is sending, the text of a
+    conversation nobody is sending to does not stay for long (nothing drops it in a process
+    that looks nothing up). Safe to share between threads."""
 
     def __init__(self, *, max_chars: int, max_age_s: float) -> None:
         self.max_chars = max_chars
